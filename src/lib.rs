@@ -1,1 +1,27 @@
-//! placeholder
+//! Tollgate filter: API keys, quotas and usage analytics enforced in Envoy (proxy-wasm).
+//!
+//! Host-independent core: `api_key`, `config`, `key_state`, `allowed`, `decision`, `denial`,
+//! `cache`, `lookups`, `answer`, `metrics` (unit-tested natively against `host::FakeHost`).
+//! Thin adapter over the proxy-wasm host: `filter`, `wasm_host`.
+
+pub mod allowed;
+pub mod answer;
+pub mod api_key;
+pub mod cache;
+pub mod config;
+pub mod decision;
+pub mod denial;
+pub mod duration;
+pub mod filter;
+pub mod host;
+pub mod key_source;
+pub mod key_state;
+pub mod lookups;
+pub mod metrics;
+pub mod upstream;
+pub mod wasm_host;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| Box::new(filter::TollgateRoot::new(context_id)));
+}}

@@ -1,0 +1,144 @@
+//! What the control plane says about a key (`GET /v1/filter/keys/{hash}`), validated before
+//! the filter trusts it.
+
+use crate::allowed::EndpointPattern;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Windows {
+    pub total: Option<u64>,
+    pub daily: Option<u64>,
+    pub weekly: Option<u64>,
+    pub monthly: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanLimits {
+    #[serde(default)]
+    pub name: String,
+    pub rate_limit_per_second: Option<u64>,
+    pub rate_limit_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowedEndpoint {
+    pub method: String,
+    pub path: String,
+}
+
+/// The lookup answer as sent on the wire; unknown fields are ignored so the control plane can
+/// grow the answer without breaking older filters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStateWire {
+    pub key_id: String,
+    pub workspace_id: String,
+    pub active: bool,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+    #[serde(default)]
+    pub secret_valid_until_ms: Option<u64>,
+    #[serde(default)]
+    pub allowed: Vec<AllowedEndpoint>,
+    #[serde(default)]
+    pub quotas: Windows,
+    #[serde(default)]
+    pub usage: Windows,
+    #[serde(default)]
+    pub plan: PlanLimits,
+    #[serde(default)]
+    pub cache_ttl_ms: Option<u64>,
+}
+
+/// A key's state, ready for decisions.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub wire: KeyStateWire,
+    pub allowed: Vec<EndpointPattern>,
+}
+
+/// Header-safe identifier (it is forwarded to the upstream as a header value).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+impl KeyState {
+    pub fn from_wire(wire: KeyStateWire) -> Result<KeyState, String> {
+        if !valid_id(&wire.key_id) {
+            return Err(format!(
+                "key_id '{}' is not a valid identifier",
+                wire.key_id
+            ));
+        }
+        if !valid_id(&wire.workspace_id) {
+            return Err(format!(
+                "workspace_id '{}' is not a valid identifier",
+                wire.workspace_id
+            ));
+        }
+        let allowed = wire
+            .allowed
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                EndpointPattern::compile(&a.method, &a.path)
+                    .map_err(|e| format!("allowed[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(KeyState { wire, allowed })
+    }
+
+    pub fn parse(body: &[u8]) -> Result<KeyState, String> {
+        let wire: KeyStateWire = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        KeyState::from_wire(wire)
+    }
+
+    pub fn allows(&self, method: &str, path: &str) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|p| p.matches(method, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SAMPLE: &str = r#"{
+      "key_id": "key_3fA9kQ2mZx8LbT1w", "workspace_id": "ws_8sK2nB4vX1qP7mRt", "active": true,
+      "expires_at": "2027-01-01T00:00:00Z", "expires_at_ms": 1798761600000,
+      "secret_valid_until_ms": null,
+      "allowed": [{"method": "GET", "path": "/v1/things/*"}],
+      "quotas": {"total": null, "daily": 1000, "weekly": null, "monthly": null},
+      "usage": {"total": 0, "daily": 0, "weekly": 0, "monthly": 0},
+      "plan": {"name": "free", "rate_limit_per_second": 5, "rate_limit_per_minute": 100},
+      "cache_ttl_ms": 5000, "now_ms": 1795000000000, "future_field": {"ignored": true}
+    }"#;
+
+    #[test]
+    fn parses_the_protocol_example() {
+        let state = KeyState::parse(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(state.wire.key_id, "key_3fA9kQ2mZx8LbT1w");
+        assert_eq!(state.wire.expires_at_ms, Some(1_798_761_600_000));
+        assert_eq!(state.wire.quotas.daily, Some(1000));
+        assert_eq!(state.wire.plan.rate_limit_per_second, Some(5));
+        assert_eq!(state.wire.cache_ttl_ms, Some(5000));
+        assert!(state.allows("GET", "/v1/things/1"));
+        assert!(!state.allows("POST", "/v1/things/1"));
+    }
+
+    #[test]
+    fn rejects_answers_it_cannot_trust() {
+        assert!(KeyState::parse(b"{}").is_err());
+        assert!(KeyState::parse(b"<html>").is_err());
+        let injected = SAMPLE.replace("key_3fA9kQ2mZx8LbT1w", r"key\r\nx-admin: 1");
+        assert!(KeyState::parse(injected.as_bytes())
+            .unwrap_err()
+            .contains("key_id"));
+        let bad_pattern = SAMPLE.replace("/v1/things/*", "v1");
+        assert!(KeyState::parse(bad_pattern.as_bytes())
+            .unwrap_err()
+            .contains("allowed[0]"));
+    }
+}

@@ -2,7 +2,9 @@
 //! validated `FilterConfig` that every context shares through an `Rc`.
 
 use crate::duration::parse_duration;
+use crate::routes::RouteTemplate;
 use crate::upstream::Upstream;
+use crate::usage_buffer::DeliveryPolicy;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -44,6 +46,13 @@ pub struct CacheConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub enabled: bool,
+    pub routes: Vec<RouteTemplate>,
+    pub delivery: DeliveryPolicy,
+}
+
+#[derive(Debug, Clone)]
 pub struct FilterConfig {
     pub control_plane: Upstream,
     pub filter_token: String,
@@ -51,6 +60,7 @@ pub struct FilterConfig {
     pub cache: CacheConfig,
     pub failure_mode: FailureMode,
     pub hide_key: bool,
+    pub usage: UsageConfig,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +71,27 @@ struct RawConfig {
     cache: Option<Value>,
     failure_mode: Option<Value>,
     hide_key: Option<Value>,
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    enabled: Option<bool>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    batch_size: Option<u64>,
+    flush_interval: Option<String>,
+    max_buffered: Option<u64>,
+    max_backoff: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: String,
+    path: String,
+    credits: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +221,11 @@ impl FilterConfig {
             Some(value) => section("hide_key", value)?,
         };
 
+        let usage = compile_usage(match raw.usage {
+            None => RawUsage::default(),
+            Some(value) => section("usage", value)?,
+        })?;
+
         Ok(FilterConfig {
             control_plane,
             filter_token,
@@ -197,8 +233,62 @@ impl FilterConfig {
             cache,
             failure_mode,
             hide_key,
+            usage,
         })
     }
+}
+
+fn compile_usage(raw: RawUsage) -> Result<UsageConfig, ConfigError> {
+    if raw.routes.len() > 1_000 {
+        return Err(field_error("usage.routes", "at most 1000 routes"));
+    }
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            RouteTemplate::compile(&r.method, &r.path, r.credits.unwrap_or(1))
+                .map_err(|e| field_error(&format!("usage.routes[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch_size = raw.batch_size.unwrap_or(500);
+    if !(1..=10_000).contains(&batch_size) {
+        return Err(field_error(
+            "usage.batch_size",
+            "must be between 1 and 10000",
+        ));
+    }
+    // Default: 60 s of records at 5,000 requests/s.
+    let max_buffered = raw.max_buffered.unwrap_or(300_000);
+    if max_buffered < batch_size || max_buffered > 10_000_000 {
+        return Err(field_error(
+            "usage.max_buffered",
+            "must be between usage.batch_size and 10000000",
+        ));
+    }
+    let flush = bounded_duration("usage.flush_interval", raw.flush_interval, 1)?;
+    let max_backoff = duration_field(
+        "usage.max_backoff",
+        raw.max_backoff,
+        Duration::from_secs(30),
+    )?;
+    if max_backoff < Duration::from_millis(100) || max_backoff > Duration::from_secs(600) {
+        return Err(field_error(
+            "usage.max_backoff",
+            "must be between 100ms and 10m",
+        ));
+    }
+    Ok(UsageConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        routes,
+        delivery: DeliveryPolicy {
+            batch_size: batch_size as usize,
+            max_age_ms: flush.as_millis() as u64,
+            max_records: max_buffered as usize,
+            min_backoff_ms: 250.min(max_backoff.as_millis() as u64),
+            max_backoff_ms: max_backoff.as_millis() as u64,
+        },
+    })
 }
 
 fn compile_source(index: usize, source: RawKeySource) -> Result<KeySource, ConfigError> {
@@ -287,6 +377,10 @@ mod tests {
         assert_eq!(config.cache.max_keys, 8192);
         assert_eq!(config.failure_mode, FailureMode::Closed);
         assert!(config.hide_key);
+        assert!(config.usage.enabled);
+        assert_eq!(config.usage.delivery.batch_size, 500);
+        assert_eq!(config.usage.delivery.max_records, 300_000);
+        assert_eq!(config.usage.delivery.max_age_ms, 1_000);
     }
 
     #[test]
@@ -358,6 +452,22 @@ mod tests {
             ),
             (r#"{"cache":{}}"#, "control_plane:"),
             ("not json", "plugin configuration:"),
+            (
+                r#"{"control_plane":{"cluster":"cp","token":"t"},"usage":{"routes":[{"method":"GET","path":"x"}]}}"#,
+                "usage.routes[0]:",
+            ),
+            (
+                r#"{"control_plane":{"cluster":"cp","token":"t"},"usage":{"batch_size":0}}"#,
+                "usage.batch_size:",
+            ),
+            (
+                r#"{"control_plane":{"cluster":"cp","token":"t"},"usage":{"batch_size":10,"max_buffered":5}}"#,
+                "usage.max_buffered:",
+            ),
+            (
+                r#"{"control_plane":{"cluster":"cp","token":"t"},"usage":{"flush":"1s"}}"#,
+                "usage:",
+            ),
         ];
         for (json, field) in cases {
             let err = parse(json).expect_err(json);

@@ -1,8 +1,10 @@
 //! Tollgate filter: API keys, quotas and usage analytics enforced in Envoy (proxy-wasm).
 //!
 //! Host-independent core: `api_key`, `config`, `key_state`, `allowed`, `decision`, `denial`,
-//! `cache`, `lookups`, `answer`, `metrics` (unit-tested natively against `host::FakeHost`).
-//! Thin adapter over the proxy-wasm host: `filter`, `wasm_host`.
+//! `cache`, `lookups`, `answer`, `metrics`, `routes`, `usage_record`, `usage_buffer`
+//! (unit-tested natively against `host::FakeHost`).
+//! Thin adapter over the proxy-wasm host: `root`, `request`, `worker`, `usage_service`,
+//! `wasm_host`.
 
 pub mod allowed;
 pub mod answer;
@@ -12,16 +14,22 @@ pub mod config;
 pub mod decision;
 pub mod denial;
 pub mod duration;
-pub mod filter;
 pub mod host;
 pub mod key_source;
 pub mod key_state;
 pub mod lookups;
 pub mod metrics;
+pub mod request;
+pub mod root;
+pub mod routes;
 pub mod upstream;
+pub mod usage_buffer;
+pub mod usage_record;
+pub mod usage_service;
 pub mod wasm_host;
+pub mod worker;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|context_id| Box::new(filter::TollgateRoot::new(context_id)));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::TollgateRoot::new(context_id)));
 }}

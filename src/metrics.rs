@@ -1,5 +1,5 @@
-//! Filter metrics: names defined once here. Counts are kept in the VM and flushed to Envoy on
-//! the root context's tick, so the request path makes no metric host call.
+//! Filter and usage-service metrics: names defined once here. Counts are kept in the VM and
+//! flushed to Envoy on the root context's tick, so the request path makes no metric host call.
 //! In `/stats` they appear as `wasmcustom.<name>`, in `/stats/prometheus` as `<name>`.
 
 use crate::denial::Denial;
@@ -14,6 +14,18 @@ pub enum Counter {
     LookupDispatched,
     LookupFailed,
     LookupRescued,
+    /// Records handed from a worker to the usage service.
+    RecordQueued,
+    /// Records a worker could not hand over (no usage service configured).
+    RecordDropped,
+    /// Usage service: records the control plane stored.
+    UsageDelivered,
+    /// Usage service: oldest records dropped because the buffer was full.
+    UsageDropped,
+    /// Usage service: records the control plane rejected as invalid.
+    UsageRejected,
+    /// Usage service: delivery attempts that failed and will be retried.
+    UsageDeliveryFailed,
 }
 
 pub const ALLOWED: &str = "tollgate.requests.allowed";
@@ -24,8 +36,16 @@ pub const CACHE_MISS: &str = "tollgate.cache.miss";
 pub const LOOKUP_DISPATCHED: &str = "tollgate.lookup.dispatched";
 pub const LOOKUP_FAILED: &str = "tollgate.lookup.failed";
 pub const LOOKUP_RESCUED: &str = "tollgate.lookup.rescued";
+pub const RECORDS_QUEUED: &str = "tollgate.usage.queued";
+pub const RECORDS_UNQUEUED: &str = "tollgate.usage.unqueued";
+pub const USAGE_DELIVERED: &str = "tollgate.usage.delivered";
+pub const USAGE_DROPPED: &str = "tollgate.usage.dropped";
+pub const USAGE_REJECTED: &str = "tollgate.usage.rejected";
+pub const USAGE_DELIVERY_FAILED: &str = "tollgate.usage.delivery_failed";
+/// Gauge: records waiting in the usage service.
+pub const USAGE_BUFFERED: &str = "tollgate.usage.buffered";
 
-const SIMPLE: [(Counter, &str); 7] = [
+const SIMPLE: [(Counter, &str); 13] = [
     (Counter::Allowed, ALLOWED),
     (Counter::AllowedUnverified, ALLOWED_UNVERIFIED),
     (Counter::CacheHit, CACHE_HIT),
@@ -33,6 +53,12 @@ const SIMPLE: [(Counter, &str); 7] = [
     (Counter::LookupDispatched, LOOKUP_DISPATCHED),
     (Counter::LookupFailed, LOOKUP_FAILED),
     (Counter::LookupRescued, LOOKUP_RESCUED),
+    (Counter::RecordQueued, RECORDS_QUEUED),
+    (Counter::RecordDropped, RECORDS_UNQUEUED),
+    (Counter::UsageDelivered, USAGE_DELIVERED),
+    (Counter::UsageDropped, USAGE_DROPPED),
+    (Counter::UsageRejected, USAGE_REJECTED),
+    (Counter::UsageDeliveryFailed, USAGE_DELIVERY_FAILED),
 ];
 
 /// Every counter with its full name.
@@ -65,8 +91,12 @@ impl Default for PendingCounts {
 
 impl PendingCounts {
     pub fn add(&mut self, counter: Counter) {
+        self.add_n(counter, 1);
+    }
+
+    pub fn add_n(&mut self, counter: Counter, n: u64) {
         if let Some(i) = self.counters.iter().position(|c| *c == counter) {
-            self.pending[i] += 1;
+            self.pending[i] += n;
         }
     }
 
@@ -89,7 +119,8 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_counts_drain() {
-        let names: Vec<String> = all().into_iter().map(|(_, n)| n).collect();
+        let mut names: Vec<String> = all().into_iter().map(|(_, n)| n).collect();
+        names.push(USAGE_BUFFERED.to_string());
         let mut sorted = names.clone();
         sorted.sort();
         sorted.dedup();
@@ -97,10 +128,10 @@ mod tests {
         let mut counts = PendingCounts::default();
         counts.add(Counter::Allowed);
         counts.add(Counter::Allowed);
-        counts.add(Counter::Denied(Denial::ExpiredKey));
+        counts.add_n(Counter::Denied(Denial::ExpiredKey), 5);
         let drained = counts.drain();
         assert_eq!(drained.len(), 2);
-        assert_eq!(drained.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        assert_eq!(drained.iter().map(|(_, n)| n).sum::<u64>(), 7);
         assert!(counts.drain().is_empty());
     }
 }

@@ -46,9 +46,14 @@ impl SharedStore for WasmHost {
 
 impl Clock for WasmHost {
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as u64)
+        now_ns() / 1_000_000
     }
+}
+
+/// Envoy's wall clock in nanoseconds (0 if the host cannot tell).
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -1,6 +1,6 @@
-//! The proxy-wasm adapter: root context (configuration, tick, rescued lookups) and the HTTP
-//! context (one per request). Decisions, caching and coalescing live in host-free modules; this
-//! file only moves data between them and Envoy.
+//! Per-worker state shared by the worker's root context and every request on that worker, and
+//! the request path that uses it. Decisions, caching, coalescing and records come from
+//! host-free modules; this file moves data between them and Envoy.
 //!
 //! Re-entrancy: Envoy defers `continueDecoding` and local replies until the current VM call
 //! returns, so resuming or answering another request from here never calls back into the VM
@@ -11,35 +11,34 @@ use crate::answer::{classify, LookupAnswer};
 use crate::api_key::{parse_key, KeyHash};
 use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
 use crate::config::{FailureMode, FilterConfig};
-use crate::decision::{decide, Decision, RequestFacts};
+use crate::decision::{decide, Decision, Identity, RequestFacts};
 use crate::denial::Denial;
 use crate::host::Clock;
 use crate::key_source::{read_key, KeyRead};
 use crate::lookups::{Join, Lookups, Owner, Waiter};
-use crate::metrics::{self, Counter, PendingCounts};
+use crate::metrics::{Counter, PendingCounts};
+use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType};
-use std::cell::RefCell;
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 pub const HEADER_KEY_ID: &str = "x-tollgate-key-id";
 pub const HEADER_WORKSPACE_ID: &str = "x-tollgate-workspace-id";
-const TICK: Duration = Duration::from_millis(250);
 /// While the control plane fails, a stale key is trusted this long before asking again.
 const FAILURE_BACKOFF_MS: u64 = 1_000;
 /// Distinct keys with a callout in flight on one worker (bounded memory).
 const MAX_IN_FLIGHT: usize = 4_096;
+/// Records are handed to the usage service in batches of at most this many.
+const RECORD_BATCH: usize = 64;
 
-/// Per-worker state shared by the root context and every request on that worker.
-pub struct Worker {
-    config: Rc<FilterConfig>,
-    authorization: String,
-    cache: RefCell<KeyCache>,
-    lookups: RefCell<Lookups>,
-    counts: RefCell<PendingCounts>,
+/// How a request with a known key was decided, read back by its context in `on_log`.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub identity: Identity,
+    pub denial: Option<Denial>,
 }
 
 /// What a lookup's waiters are told.
@@ -48,8 +47,29 @@ enum Verdict {
     Unavailable,
 }
 
+/// Request facts captured once from the request headers.
+pub struct RequestHead<'a> {
+    pub headers: &'a [(String, Vec<u8>)],
+    pub facts: RequestFacts,
+    pub now_ms: u64,
+}
+
+pub struct Worker {
+    pub config: Rc<FilterConfig>,
+    authorization: String,
+    cache: RefCell<KeyCache>,
+    lookups: RefCell<Lookups>,
+    pub counts: RefCell<PendingCounts>,
+    /// Outcomes of requests still running, keyed by context id (bounded by live requests).
+    outcomes: RefCell<HashMap<u32, Outcome>>,
+    /// JSON lines not yet handed to the usage service (at most `RECORD_BATCH`).
+    records: RefCell<(Vec<u8>, usize)>,
+    vm_id: String,
+    queue_id: Cell<Option<u32>>,
+}
+
 impl Worker {
-    fn new(config: FilterConfig) -> Worker {
+    pub fn new(config: FilterConfig, vm_id: String) -> Worker {
         Worker {
             authorization: format!("Bearer {}", config.filter_token),
             cache: RefCell::new(KeyCache::new(
@@ -58,74 +78,54 @@ impl Worker {
             )),
             lookups: RefCell::new(Lookups::new(MAX_IN_FLIGHT)),
             counts: RefCell::new(PendingCounts::default()),
+            outcomes: RefCell::new(HashMap::new()),
+            records: RefCell::new((Vec::new(), 0)),
+            vm_id,
+            queue_id: Cell::new(None),
             config: Rc::new(config),
         }
     }
 
-    fn count(&self, counter: Counter) {
+    pub fn count(&self, counter: Counter) {
         self.counts.borrow_mut().add(counter);
     }
 
-    fn on_request_headers(&self, ctx: u32) -> Action {
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(headers) => headers,
-            Err(status) => {
-                log::error!(
-                    "[ctx {ctx}] cannot read request headers: {}",
-                    describe(status)
-                );
-                return self.apply(
-                    ctx,
-                    Decision::Deny(Denial::VerificationUnavailable),
-                    None,
-                    false,
-                );
-            }
-        };
-        let (key, key_header) = match read_key(&self.config.key_sources, &headers) {
-            KeyRead::Missing => {
-                return self.apply(ctx, Decision::Deny(Denial::MissingKey), None, false)
-            }
-            KeyRead::Repeated => {
-                return self.apply(ctx, Decision::Deny(Denial::InvalidKey), None, false)
-            }
+    pub fn on_request_headers(&self, ctx: u32, head: &RequestHead) -> Action {
+        let (key, key_header) = match read_key(&self.config.key_sources, head.headers) {
+            KeyRead::Missing => return self.deny(ctx, Denial::MissingKey),
+            KeyRead::Repeated => return self.deny(ctx, Denial::InvalidKey),
             KeyRead::Present { key, header } => (key, header),
         };
         let hash = match parse_key(key) {
             Ok(hash) => hash,
-            Err(_) => return self.apply(ctx, Decision::Deny(Denial::InvalidKey), None, false),
+            Err(_) => return self.deny(ctx, Denial::InvalidKey),
         };
-        let facts = request_facts(&headers);
-        let now = WasmHost.now_ms();
+        let now = head.now_ms;
         let cached = self.cache.borrow_mut().lookup(&WasmHost, hash, now);
         match cached {
             CacheLookup::Fresh(entry) => {
                 self.count(Counter::CacheHit);
-                let decision = self.decide_known(&entry, now, &facts);
-                self.apply(ctx, decision, Some(key_header), false)
+                self.apply_known(ctx, &entry, now, &head.facts, key_header, false)
             }
             CacheLookup::Stale(entry) if entry.retry_after_ms > now => {
                 // The control plane failed a moment ago: last known state, no new callout.
-                let decision = self.decide_known(&entry, now, &facts);
-                self.apply(ctx, decision, Some(key_header), false)
+                self.apply_known(ctx, &entry, now, &head.facts, key_header, false)
             }
             _ => {
                 self.count(Counter::CacheMiss);
                 let waiter = Waiter {
                     context_id: ctx,
-                    request: facts,
+                    request: head.facts.clone(),
                     key_header: key_header.to_string(),
                 };
                 let join = self.lookups.borrow_mut().join(hash, waiter);
                 match join {
                     Join::Dispatch => {
-                        if self.dispatch(ctx, hash, Owner::Context(ctx)) {
-                            Action::Pause
-                        } else {
+                        if !self.dispatch(ctx, hash, Owner::Context(ctx)) {
                             let waiters = self.lookups.borrow_mut().abandon(hash);
                             self.resolve(ctx, hash, Verdict::Unavailable, waiters, now);
-                            Action::Pause
                         }
+                        Action::Pause
                     }
                     Join::Wait => Action::Pause,
                     Join::Full => {
@@ -133,8 +133,7 @@ impl Worker {
                             "[ctx {ctx}] too many key lookups in flight; key {}",
                             hash.short()
                         );
-                        let decision = self.decide_unavailable(hash, now, &request_facts(&headers));
-                        self.apply(ctx, decision, Some(key_header), false)
+                        self.apply_unavailable(ctx, hash, now, &head.facts, key_header, false)
                     }
                 }
             }
@@ -170,7 +169,7 @@ impl Worker {
     }
 
     /// A lookup answer arrived at context `ctx` (a request context or the root).
-    fn on_lookup_answer(&self, ctx: u32, token: u32) {
+    pub fn on_lookup_answer(&self, ctx: u32, token: u32) {
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
@@ -245,11 +244,11 @@ impl Worker {
                     continue;
                 }
             }
-            let decision = match &verdict {
-                Verdict::Known(entry) => self.decide_known(entry, now, &waiter.request),
-                Verdict::Unavailable => self.decide_unavailable(hash, now, &waiter.request),
+            let (id, facts, header) = (waiter.context_id, &waiter.request, &waiter.key_header);
+            match &verdict {
+                Verdict::Known(entry) => self.apply_known(id, entry, now, facts, header, true),
+                Verdict::Unavailable => self.apply_unavailable(id, hash, now, facts, header, true),
             };
-            self.apply(waiter.context_id, decision, Some(&waiter.key_header), true);
         }
         if let Err(status) = hostcalls::set_effective_context(ctx) {
             log::warn!(
@@ -259,35 +258,68 @@ impl Worker {
         }
     }
 
-    fn decide_known(&self, entry: &CacheEntry, now: u64, facts: &RequestFacts) -> Decision {
+    fn apply_known(
+        &self,
+        ctx: u32,
+        entry: &CacheEntry,
+        now: u64,
+        facts: &RequestFacts,
+        key_header: &str,
+        paused: bool,
+    ) -> Action {
         match &entry.known {
-            Known::Valid(state) => decide(state, now, facts),
-            Known::Unknown => Decision::Deny(Denial::InvalidKey),
+            Known::Valid(state) => {
+                let decision = decide(state, now, facts);
+                let identity = Identity {
+                    key_id: state.wire.key_id.clone(),
+                    workspace_id: state.wire.workspace_id.clone(),
+                };
+                let denial = match &decision {
+                    Decision::Deny(denial) => Some(*denial),
+                    _ => None,
+                };
+                self.outcomes
+                    .borrow_mut()
+                    .insert(ctx, Outcome { identity, denial });
+                self.apply(ctx, decision, key_header, paused)
+            }
+            Known::Unknown => {
+                self.apply(ctx, Decision::Deny(Denial::InvalidKey), key_header, paused)
+            }
         }
     }
 
     /// The control plane did not answer: last known state if any, else the failure mode.
-    fn decide_unavailable(&self, hash: KeyHash, now: u64, facts: &RequestFacts) -> Decision {
+    fn apply_unavailable(
+        &self,
+        ctx: u32,
+        hash: KeyHash,
+        now: u64,
+        facts: &RequestFacts,
+        key_header: &str,
+        paused: bool,
+    ) -> Action {
         let cached = self.cache.borrow_mut().lookup(&WasmHost, hash, now);
         match cached {
             CacheLookup::Fresh(entry) | CacheLookup::Stale(entry) => {
-                self.decide_known(&entry, now, facts)
+                self.apply_known(ctx, &entry, now, facts, key_header, paused)
             }
-            CacheLookup::Miss => match self.config.failure_mode {
-                FailureMode::Closed => Decision::Deny(Denial::VerificationUnavailable),
-                FailureMode::Open => Decision::PassUnverified,
-            },
+            CacheLookup::Miss => {
+                let decision = match self.config.failure_mode {
+                    FailureMode::Closed => Decision::Deny(Denial::VerificationUnavailable),
+                    FailureMode::Open => Decision::PassUnverified,
+                };
+                self.apply(ctx, decision, key_header, paused)
+            }
         }
     }
 
+    fn deny(&self, ctx: u32, denial: Denial) -> Action {
+        self.apply(ctx, Decision::Deny(denial), "", false)
+    }
+
     /// Carries out a decision on the effective context's request.
-    fn apply(
-        &self,
-        ctx: u32,
-        decision: Decision,
-        key_header: Option<&str>,
-        paused: bool,
-    ) -> Action {
+    fn apply(&self, ctx: u32, decision: Decision, key_header: &str, paused: bool) -> Action {
         let set = |name: &str, value: Option<&str>| {
             if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
             {
@@ -297,19 +329,17 @@ impl Worker {
                 );
             }
         };
-        let pass = match decision {
+        match decision {
             Decision::Pass(identity) => {
                 self.count(Counter::Allowed);
                 // Set, not add: a client-sent x-tollgate-* header is replaced, never trusted.
                 set(HEADER_KEY_ID, Some(&identity.key_id));
                 set(HEADER_WORKSPACE_ID, Some(&identity.workspace_id));
-                true
             }
             Decision::PassUnverified => {
                 self.count(Counter::AllowedUnverified);
                 set(HEADER_KEY_ID, None);
                 set(HEADER_WORKSPACE_ID, None);
-                true
             }
             Decision::Deny(denial) => {
                 self.count(Counter::Denied(denial));
@@ -325,16 +355,11 @@ impl Worker {
                         describe(status)
                     );
                 }
-                false
+                return Action::Pause;
             }
-        };
-        if !pass {
-            return Action::Pause;
         }
-        if self.config.hide_key {
-            if let Some(header) = key_header {
-                set(header, None);
-            }
+        if self.config.hide_key && !key_header.is_empty() {
+            set(key_header, None);
         }
         if paused {
             if let Err(status) = hostcalls::resume_http_request() {
@@ -348,7 +373,7 @@ impl Worker {
     }
 
     /// Root tick: lookups whose dispatcher went away are sent again if someone still waits.
-    fn rescue_orphans(&self, root_ctx: u32) {
+    pub fn rescue_orphans(&self, root_ctx: u32) {
         let orphans = self.lookups.borrow_mut().orphans();
         for hash in orphans {
             self.count(Counter::LookupRescued);
@@ -359,176 +384,98 @@ impl Worker {
             }
         }
     }
-}
 
-fn request_facts(headers: &[(String, Vec<u8>)]) -> RequestFacts {
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    RequestFacts {
-        method: get(":method"),
-        path: path_only(&get(":path")).to_string(),
+    /// The outcome of a request with a known key, if it had one.
+    pub fn outcome(&self, ctx: u32) -> Option<Outcome> {
+        self.outcomes.borrow().get(&ctx).cloned()
     }
-}
 
-pub struct TollgateRoot {
-    context_id: u32,
-    worker: Option<Rc<Worker>>,
-    metric_ids: Vec<u32>,
-}
+    /// The request is over: forget it everywhere.
+    pub fn finish(&self, ctx: u32, waited: bool) -> Option<Outcome> {
+        if waited {
+            // Gone before (or after) its answer: stop waiting; a callout it owned goes to the root.
+            self.lookups.borrow_mut().leave(ctx);
+        }
+        self.outcomes.borrow_mut().remove(&ctx)
+    }
 
-impl TollgateRoot {
-    pub fn new(context_id: u32) -> TollgateRoot {
-        TollgateRoot {
-            context_id,
-            worker: None,
-            metric_ids: Vec::new(),
+    /// Adds one record to this worker's batch, handing the batch over when full.
+    pub fn push_record(&self, ctx: u32, line: &[u8]) {
+        let full = {
+            let mut records = self.records.borrow_mut();
+            records.0.extend_from_slice(line);
+            records.0.push(b'\n');
+            records.1 += 1;
+            records.1 >= RECORD_BATCH
+        };
+        if full {
+            self.flush_records(ctx);
         }
     }
 
-    fn flush_metrics(&self, worker: &Worker) {
-        let deltas = worker.counts.borrow_mut().drain();
-        for (index, delta) in deltas {
-            if let Some(id) = self.metric_ids.get(index) {
-                if let Err(status) = hostcalls::increment_metric(*id, delta as i64) {
-                    log::warn!(
-                        "[ctx {}] metric update failed: {}",
-                        self.context_id,
-                        describe(status)
-                    );
+    /// Hands the batch to the usage service through the shared queue.
+    pub fn flush_records(&self, ctx: u32) {
+        let (batch, count) = {
+            let mut records = self.records.borrow_mut();
+            if records.1 == 0 {
+                return;
+            }
+            (
+                std::mem::take(&mut records.0),
+                std::mem::take(&mut records.1),
+            )
+        };
+        let queue = match self.queue_id.get() {
+            Some(id) => Some(id),
+            None => match hostcalls::resolve_shared_queue(&self.vm_id, USAGE_QUEUE) {
+                Ok(Some(id)) => {
+                    self.queue_id.set(Some(id));
+                    Some(id)
                 }
-            }
-        }
-    }
-}
-
-impl Context for TollgateRoot {
-    fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
-        if let Some(worker) = &self.worker {
-            worker.on_lookup_answer(self.context_id, token);
-        }
-    }
-}
-
-impl RootContext for TollgateRoot {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let ctx = self.context_id;
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(bytes) => bytes.unwrap_or_default(),
-            Err(status) => {
-                log::error!(
-                    "[ctx {ctx}] tollgate: cannot read the plugin configuration: {}",
-                    describe(status)
-                );
-                return false;
-            }
+                Ok(None) | Err(_) => None,
+            },
         };
-        let config = match FilterConfig::parse(&bytes, |name| std::env::var(name).ok()) {
-            Ok(config) => config,
-            Err(e) => {
-                log::error!("[ctx {ctx}] tollgate: bad plugin configuration: {e}");
-                return false;
-            }
-        };
-        let mut ids = Vec::new();
-        for (_, name) in metrics::all() {
-            match hostcalls::define_metric(MetricType::Counter, &name) {
-                Ok(id) => ids.push(id),
+        let delivered = match queue {
+            Some(id) => match hostcalls::enqueue_shared_queue(id, Some(&batch)) {
+                Ok(()) => true,
                 Err(status) => {
-                    log::error!(
-                        "[ctx {ctx}] tollgate: cannot define metric {name}: {}",
+                    log::warn!(
+                        "[ctx {ctx}] usage queue refused a batch: {}",
                         describe(status)
                     );
-                    return false;
+                    self.queue_id.set(None);
+                    false
                 }
-            }
-        }
-        if let Err(status) = hostcalls::set_tick_period(TICK) {
-            log::error!(
-                "[ctx {ctx}] tollgate: cannot set the tick period: {}",
-                describe(status)
-            );
-            return false;
-        }
-        log::info!(
-            "[ctx {ctx}] tollgate: configured; control plane {}, cache ttl {:?}, failure mode {:?}",
-            config.control_plane,
-            config.cache.ttl,
-            config.failure_mode
-        );
-        self.metric_ids = ids;
-        self.worker = Some(Rc::new(Worker::new(config)));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(worker) = self.worker.clone() {
-            worker.rescue_orphans(self.context_id);
-            self.flush_metrics(&worker);
-        }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(TollgateRequest {
-            context_id,
-            worker: self.worker.clone(),
-            paused: false,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-pub struct TollgateRequest {
-    context_id: u32,
-    /// `None` only if configuration failed, in which case Envoy should not run requests at all.
-    worker: Option<Rc<Worker>>,
-    paused: bool,
-}
-
-impl Context for TollgateRequest {
-    fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
-        if let Some(worker) = &self.worker {
-            worker.on_lookup_answer(self.context_id, token);
-        }
-    }
-}
-
-impl HttpContext for TollgateRequest {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let Some(worker) = self.worker.clone() else {
-            log::error!("[ctx {}] tollgate is not configured", self.context_id);
-            let denial = Denial::VerificationUnavailable;
-            let body = denial.body();
-            let headers = vec![("content-type", "application/json")];
-            if let Err(status) =
-                hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()))
-            {
-                log::error!(
-                    "[ctx {}] cannot send denial: {}",
-                    self.context_id,
-                    describe(status)
+            },
+            None => {
+                log::warn!(
+                    "[ctx {ctx}] no usage service: queue '{USAGE_QUEUE}' in vm '{}' not found; \
+                     {count} records dropped (add the envoy.bootstrap.wasm service)",
+                    self.vm_id
                 );
+                false
             }
-            return Action::Pause;
         };
-        let action = worker.on_request_headers(self.context_id);
-        self.paused = action == Action::Pause;
-        action
+        let counter = if delivered {
+            Counter::RecordQueued
+        } else {
+            Counter::RecordDropped
+        };
+        self.counts.borrow_mut().add_n(counter, count as u64);
     }
+}
 
-    fn on_log(&mut self) {
-        if self.paused {
-            if let Some(worker) = &self.worker {
-                // Gone before (or after) its answer: stop waiting, hand its callout to the root.
-                worker.lookups.borrow_mut().leave(self.context_id);
-            }
-        }
+pub fn request_facts(headers: &[(String, Vec<u8>)]) -> RequestFacts {
+    RequestFacts {
+        method: header_text(headers, ":method"),
+        path: path_only(&header_text(headers, ":path")).to_string(),
     }
+}
+
+pub fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> String {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }

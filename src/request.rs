@@ -1,0 +1,181 @@
+//! The HTTP context: one per request. Reads the request once, lets the worker decide, and on
+//! `on_log` turns a request with a known key into a usage record.
+
+use crate::decision::RequestFacts;
+use crate::denial::Denial;
+use crate::routes;
+use crate::usage_record::{ip_of, UsageRecord, UsageStatus};
+use crate::wasm_host::{describe, now_ns};
+use crate::worker::{header_text, request_facts, RequestHead, Worker};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+
+pub struct TollgateRequest {
+    context_id: u32,
+    /// `None` only if configuration failed, in which case Envoy should not run requests at all.
+    worker: Option<Rc<Worker>>,
+    paused: bool,
+    facts: Option<RequestFacts>,
+    request_id: String,
+    start_ns: u64,
+    first_byte_ns: u64,
+    response_code: u32,
+}
+
+impl TollgateRequest {
+    pub fn new(context_id: u32, worker: Option<Rc<Worker>>) -> TollgateRequest {
+        TollgateRequest {
+            context_id,
+            worker,
+            paused: false,
+            facts: None,
+            request_id: String::new(),
+            start_ns: 0,
+            first_byte_ns: 0,
+            response_code: 0,
+        }
+    }
+
+    fn refuse_unconfigured(&self) -> Action {
+        log::error!("[ctx {}] tollgate is not configured", self.context_id);
+        let denial = Denial::VerificationUnavailable;
+        let headers = vec![("content-type", "application/json")];
+        if let Err(status) =
+            hostcalls::send_http_response(denial.status(), headers, Some(denial.body().as_bytes()))
+        {
+            log::error!(
+                "[ctx {}] cannot send denial: {}",
+                self.context_id,
+                describe(status)
+            );
+        }
+        Action::Pause
+    }
+
+    fn record(&self, worker: &Worker, outcome: crate::worker::Outcome) {
+        let Some(facts) = &self.facts else { return };
+        let ctx = self.context_id;
+        let response_code = if self.response_code != 0 {
+            self.response_code
+        } else {
+            property_u64(&["response", "code"]).unwrap_or(0) as u32
+        };
+        let end_ns = if self.first_byte_ns != 0 {
+            self.first_byte_ns
+        } else {
+            now_ns()
+        };
+        let client_ip = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .map(|b| ip_of(&String::from_utf8_lossy(&b)).to_string())
+            .unwrap_or_default();
+        let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
+        let quota_denial = false;
+        let status = UsageStatus::classify(response_code, quota_denial);
+        let summary = format!(
+            "{{\"key_id\":\"{}\",\"workspace_id\":\"{}\",\"status\":\"{}\",\"credits\":{}}}",
+            outcome.identity.key_id,
+            outcome.identity.workspace_id,
+            status.as_str(),
+            endpoint.credits
+        );
+        // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
+        if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes())) {
+            log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
+        }
+        let record = UsageRecord {
+            request_id: self.request_id.clone(),
+            timestamp: self.start_ns / 1_000_000,
+            key_id: outcome.identity.key_id,
+            workspace_id: outcome.identity.workspace_id,
+            method: facts.method.clone(),
+            endpoint: endpoint.name,
+            resource_id: endpoint.resource_id,
+            response_code,
+            status,
+            duration_ms: end_ns.saturating_sub(self.start_ns) as f64 / 1e6,
+            client_ip,
+            credits: endpoint.credits,
+        };
+        match record.to_json_line() {
+            Some(line) => worker.push_record(ctx, &line),
+            None => log::warn!("[ctx {ctx}] cannot encode a usage record"),
+        }
+    }
+}
+
+fn property_u64(path: &[&str]) -> Option<u64> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
+    let array: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(array))
+}
+
+impl Context for TollgateRequest {
+    fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
+        if let Some(worker) = &self.worker {
+            worker.on_lookup_answer(self.context_id, token);
+        }
+    }
+}
+
+impl HttpContext for TollgateRequest {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(worker) = self.worker.clone() else {
+            return self.refuse_unconfigured();
+        };
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(headers) => headers,
+            Err(status) => {
+                log::error!(
+                    "[ctx {}] cannot read request headers: {}",
+                    self.context_id,
+                    describe(status)
+                );
+                return self.refuse_unconfigured();
+            }
+        };
+        self.start_ns = now_ns();
+        let head = RequestHead {
+            headers: &headers,
+            facts: request_facts(&headers),
+            now_ms: self.start_ns / 1_000_000,
+        };
+        if worker.config.usage.enabled {
+            self.request_id = header_text(&headers, "x-request-id");
+        }
+        let action = worker.on_request_headers(self.context_id, &head);
+        self.facts = Some(head.facts);
+        self.paused = action == Action::Pause;
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let Some(worker) = &self.worker else {
+            return Action::Continue;
+        };
+        if worker.config.usage.enabled && worker.outcome(self.context_id).is_some() {
+            self.first_byte_ns = now_ns();
+            if let Ok(Some(code)) =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+            {
+                self.response_code = code.parse().unwrap_or(0);
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let outcome = worker.finish(self.context_id, self.paused);
+        if let Some(outcome) = outcome {
+            if worker.config.usage.enabled {
+                self.record(&worker, outcome);
+            }
+        }
+    }
+}

@@ -67,6 +67,7 @@ mod tests {
             usage: Default::default(),
             plan: Default::default(),
             cache_ttl_ms: None,
+            recent: None,
         };
         edit(&mut wire);
         KeyState::from_wire(wire).unwrap()

@@ -20,6 +20,14 @@ pub struct PlanLimits {
     pub rate_limit_per_minute: Option<u64>,
 }
 
+/// How many admitted records of this key from this Envoy instance the control plane has stored
+/// since `since_ms` (docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    pub since_ms: u64,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllowedEndpoint {
     pub method: String,
@@ -47,6 +55,8 @@ pub struct KeyStateWire {
     pub plan: PlanLimits,
     #[serde(default)]
     pub cache_ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub recent: Option<Recent>,
 }
 
 /// A key's state, ready for decisions.

@@ -2,6 +2,7 @@
 //! validated `FilterConfig` that every context shares through an `Rc`.
 
 use crate::duration::parse_duration;
+use crate::ip_block::IpPolicy;
 use crate::routes::RouteTemplate;
 use crate::upstream::Upstream;
 use crate::usage_buffer::DeliveryPolicy;
@@ -52,6 +53,35 @@ pub struct UsageConfig {
     pub delivery: DeliveryPolicy,
 }
 
+/// Which rate-limit headers go on the responses of keys with plan limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHeaders {
+    /// `RateLimit-Policy` + `RateLimit` (IETF httpapi draft) and `X-RateLimit-*`.
+    All,
+    /// Only the IETF pair.
+    Ietf,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// 401 (default, as the product documents) or 429 for an exhausted quota.
+    pub quota_status: u32,
+    pub headers: LimitHeaders,
+    /// Shared-data slots for workspace rate counters.
+    pub rate_slots: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpSource {
+    Downstream,
+    /// The address `trusted_hops` entries from the right of `x-forwarded-for`.
+    ForwardedFor {
+        trusted_hops: usize,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct FilterConfig {
     pub control_plane: Upstream,
@@ -61,6 +91,10 @@ pub struct FilterConfig {
     pub failure_mode: FailureMode,
     pub hide_key: bool,
     pub usage: UsageConfig,
+    pub limits: LimitsConfig,
+    /// `None` when IP blocking is disabled.
+    pub ip_blocking: Option<IpPolicy>,
+    pub client_ip: ClientIpSource,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +106,35 @@ struct RawConfig {
     failure_mode: Option<Value>,
     hide_key: Option<Value>,
     usage: Option<Value>,
+    limits: Option<Value>,
+    ip_blocking: Option<Value>,
+    client_ip: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    quota_status: Option<u32>,
+    headers: Option<LimitHeaders>,
+    rate_slots: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIpBlocking {
+    enabled: Option<bool>,
+    max_failures: Option<u64>,
+    window: Option<String>,
+    block_for: Option<String>,
+    table_size: Option<u64>,
+    max_blocked: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawClientIp {
+    source: Option<String>,
+    trusted_hops: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,6 +289,19 @@ impl FilterConfig {
             Some(value) => section("usage", value)?,
         })?;
 
+        let limits = compile_limits(match raw.limits {
+            None => RawLimits::default(),
+            Some(value) => section("limits", value)?,
+        })?;
+        let ip_blocking = compile_ip_blocking(match raw.ip_blocking {
+            None => RawIpBlocking::default(),
+            Some(value) => section("ip_blocking", value)?,
+        })?;
+        let client_ip = compile_client_ip(match raw.client_ip {
+            None => RawClientIp::default(),
+            Some(value) => section("client_ip", value)?,
+        })?;
+
         Ok(FilterConfig {
             control_plane,
             filter_token,
@@ -234,7 +310,82 @@ impl FilterConfig {
             failure_mode,
             hide_key,
             usage,
+            limits,
+            ip_blocking,
+            client_ip,
         })
+    }
+}
+
+fn compile_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let quota_status = raw.quota_status.unwrap_or(401);
+    if quota_status != 401 && quota_status != 429 {
+        return Err(field_error("limits.quota_status", "must be 401 or 429"));
+    }
+    Ok(LimitsConfig {
+        quota_status,
+        headers: raw.headers.unwrap_or(LimitHeaders::All),
+        rate_slots: table_size("limits.rate_slots", raw.rate_slots, 4096)?,
+    })
+}
+
+fn compile_ip_blocking(raw: RawIpBlocking) -> Result<Option<IpPolicy>, ConfigError> {
+    let max_failures = raw.max_failures.unwrap_or(20);
+    if !(1..=1_000_000).contains(&max_failures) {
+        return Err(field_error(
+            "ip_blocking.max_failures",
+            "must be between 1 and 1000000",
+        ));
+    }
+    let window = bounded_duration("ip_blocking.window", raw.window, 60)?;
+    let block_for = duration_field(
+        "ip_blocking.block_for",
+        raw.block_for,
+        Duration::from_secs(300),
+    )?;
+    if block_for.is_zero() || block_for > Duration::from_secs(86_400) {
+        return Err(field_error(
+            "ip_blocking.block_for",
+            "must be between 1ms and 24h",
+        ));
+    }
+    let policy = IpPolicy {
+        max_failures,
+        window_ms: window.as_millis() as u64,
+        block_ms: block_for.as_millis() as u64,
+        table_size: table_size("ip_blocking.table_size", raw.table_size, 4096)?,
+        max_blocked: table_size("ip_blocking.max_blocked", raw.max_blocked, 1024)?.min(100_000),
+    };
+    Ok(raw.enabled.unwrap_or(true).then_some(policy))
+}
+
+fn compile_client_ip(raw: RawClientIp) -> Result<ClientIpSource, ConfigError> {
+    match raw.source.as_deref().unwrap_or("downstream") {
+        "downstream" => {
+            if raw.trusted_hops.is_some() {
+                return Err(field_error(
+                    "client_ip.trusted_hops",
+                    "only applies with source x_forwarded_for",
+                ));
+            }
+            Ok(ClientIpSource::Downstream)
+        }
+        "x_forwarded_for" => {
+            let hops = raw.trusted_hops.unwrap_or(1);
+            if !(1..=10).contains(&hops) {
+                return Err(field_error(
+                    "client_ip.trusted_hops",
+                    "must be between 1 and 10",
+                ));
+            }
+            Ok(ClientIpSource::ForwardedFor {
+                trusted_hops: hops as usize,
+            })
+        }
+        other => Err(field_error(
+            "client_ip.source",
+            format!("'{other}' is not downstream or x_forwarded_for"),
+        )),
     }
 }
 
@@ -381,6 +532,30 @@ mod tests {
         assert_eq!(config.usage.delivery.batch_size, 500);
         assert_eq!(config.usage.delivery.max_records, 300_000);
         assert_eq!(config.usage.delivery.max_age_ms, 1_000);
+        assert_eq!(config.limits.quota_status, 401);
+        assert_eq!(config.limits.headers, LimitHeaders::All);
+        let ip = config.ip_blocking.unwrap();
+        assert_eq!(
+            (ip.max_failures, ip.window_ms, ip.block_ms),
+            (20, 60_000, 300_000)
+        );
+        assert_eq!(config.client_ip, ClientIpSource::Downstream);
+    }
+
+    #[test]
+    fn forwarded_for_and_disabled_blocking() {
+        let config = parse(
+            r#"{"control_plane":{"cluster":"cp","token":"t"},
+                "client_ip":{"source":"x_forwarded_for","trusted_hops":2},
+                "ip_blocking":{"enabled":false},"limits":{"quota_status":429,"headers":"ietf"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.client_ip,
+            ClientIpSource::ForwardedFor { trusted_hops: 2 }
+        );
+        assert!(config.ip_blocking.is_none());
+        assert_eq!(config.limits.quota_status, 429);
     }
 
     #[test]

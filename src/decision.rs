@@ -23,6 +23,8 @@ pub enum Decision {
 pub struct RequestFacts {
     pub method: String,
     pub path: String,
+    /// Empty when unknown.
+    pub client_ip: String,
 }
 
 /// Checks in the order a user would expect: a replaced secret is invalid before anything else;
@@ -77,6 +79,7 @@ mod tests {
         RequestFacts {
             method: "GET".into(),
             path: path.into(),
+            client_ip: "127.0.0.1".into(),
         }
     }
 

@@ -1,55 +1,82 @@
 //! Every way the filter can refuse a request, with its exact status and JSON body.
 
+use crate::quota::QuotaWindow;
+use crate::rate_limit::RateWindow;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
+    IpBlocked,
     MissingKey,
     InvalidKey,
     InactiveKey,
     ExpiredKey,
     EndpointNotAllowed,
+    QuotaExceeded(QuotaWindow),
+    RateLimited(RateWindow),
     VerificationUnavailable,
 }
 
 impl Denial {
-    pub fn status(self) -> u32 {
+    /// The status; a quota denial answers `quota_status` (401 unless configured to 429).
+    pub fn status(self, quota_status: u32) -> u32 {
         match self {
             Denial::MissingKey | Denial::InvalidKey | Denial::InactiveKey | Denial::ExpiredKey => {
                 401
             }
-            Denial::EndpointNotAllowed => 403,
+            Denial::IpBlocked | Denial::EndpointNotAllowed => 403,
+            Denial::QuotaExceeded(_) => quota_status,
+            Denial::RateLimited(_) => 429,
             Denial::VerificationUnavailable => 503,
         }
     }
 
     pub fn message(self) -> &'static str {
         match self {
+            Denial::IpBlocked => "IP temporarily blocked",
             Denial::MissingKey => "Missing API Key",
             Denial::InvalidKey => "Invalid API Key",
             Denial::InactiveKey => "Inactive API Key",
             Denial::ExpiredKey => "Expired API Key",
             Denial::EndpointNotAllowed => "API key not allowed to access this endpoint",
+            Denial::QuotaExceeded(QuotaWindow::Total) => "Rate limit exceeded: quota total",
+            Denial::QuotaExceeded(QuotaWindow::Daily) => "Rate limit exceeded: quota daily",
+            Denial::QuotaExceeded(QuotaWindow::Weekly) => "Rate limit exceeded: quota weekly",
+            Denial::QuotaExceeded(QuotaWindow::Monthly) => "Rate limit exceeded: quota monthly",
+            Denial::RateLimited(RateWindow::Second) => {
+                "You have exceeded the per-second rate limit on your subscription"
+            }
+            Denial::RateLimited(RateWindow::Minute) => {
+                "You have exceeded the per-minute rate limit on your subscription"
+            }
             Denial::VerificationUnavailable => "Key verification unavailable",
         }
     }
 
-    /// Machine-readable code, also the suffix of the `tollgate.denied.<code>` metric.
+    /// Machine-readable code, also the suffix of the `tollgate.requests.denied.<code>` metric.
     pub fn code(self) -> &'static str {
         match self {
+            Denial::IpBlocked => "ip_blocked",
             Denial::MissingKey => "missing_key",
             Denial::InvalidKey => "invalid_key",
             Denial::InactiveKey => "inactive_key",
             Denial::ExpiredKey => "expired_key",
             Denial::EndpointNotAllowed => "endpoint_not_allowed",
+            Denial::QuotaExceeded(_) => "quota_exceeded",
+            Denial::RateLimited(_) => "rate_limited",
             Denial::VerificationUnavailable => "verification_unavailable",
         }
     }
 
-    pub const ALL: [Denial; 6] = [
+    /// One of each code (for metric names).
+    pub const ALL: [Denial; 9] = [
+        Denial::IpBlocked,
         Denial::MissingKey,
         Denial::InvalidKey,
         Denial::InactiveKey,
         Denial::ExpiredKey,
         Denial::EndpointNotAllowed,
+        Denial::QuotaExceeded(QuotaWindow::Total),
+        Denial::RateLimited(RateWindow::Second),
         Denial::VerificationUnavailable,
     ];
 
@@ -62,7 +89,7 @@ impl Denial {
         )
     }
 
-    /// Extra response headers beside `content-type`.
+    /// Extra response headers beside `content-type` (rate-limit headers are added apart).
     pub fn extra_headers(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Denial::MissingKey => &[("www-authenticate", "ApiKey realm=\"tollgate\"")],
@@ -78,6 +105,11 @@ impl Denial {
             Denial::MissingKey | Denial::InvalidKey | Denial::InactiveKey | Denial::ExpiredKey
         )
     }
+
+    /// Usage analytics count these as `rate_limited` whatever the status code.
+    pub fn is_quota(self) -> bool {
+        matches!(self, Denial::QuotaExceeded(_))
+    }
 }
 
 #[cfg(test)]
@@ -91,9 +123,21 @@ mod tests {
             assert_eq!(body["error"], denial.message());
             assert_eq!(body["code"], denial.code());
         }
-        assert_eq!(Denial::EndpointNotAllowed.status(), 403);
-        assert_eq!(Denial::VerificationUnavailable.status(), 503);
-        assert_eq!(Denial::ExpiredKey.status(), 401);
+        assert_eq!(Denial::EndpointNotAllowed.status(401), 403);
+        assert_eq!(Denial::IpBlocked.status(401), 403);
+        assert_eq!(Denial::VerificationUnavailable.status(401), 503);
+        assert_eq!(Denial::ExpiredKey.status(429), 401);
+        assert_eq!(Denial::QuotaExceeded(QuotaWindow::Daily).status(401), 401);
+        assert_eq!(Denial::QuotaExceeded(QuotaWindow::Daily).status(429), 429);
+        assert_eq!(Denial::RateLimited(RateWindow::Minute).status(401), 429);
+        assert_eq!(
+            Denial::QuotaExceeded(QuotaWindow::Weekly).message(),
+            "Rate limit exceeded: quota weekly"
+        );
+        assert_eq!(
+            Denial::RateLimited(RateWindow::Second).message(),
+            "You have exceeded the per-second rate limit on your subscription"
+        );
         assert!(Denial::MissingKey.extra_headers()[0].0 == "www-authenticate");
     }
 }

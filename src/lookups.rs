@@ -171,6 +171,7 @@ mod tests {
             request: RequestFacts {
                 method: "GET".into(),
                 path: "/".into(),
+                client_ip: String::new(),
             },
             key_header: "x-api-key".into(),
         }

@@ -26,6 +26,10 @@ pub enum Counter {
     UsageRejected,
     /// Usage service: delivery attempts that failed and will be retried.
     UsageDeliveryFailed,
+    /// A client IP was blocked for repeated failed authentication.
+    IpBlocked,
+    /// A quota or rate counter could not be updated (no free slot, host failure): not limited.
+    LimitUntracked,
 }
 
 pub const ALLOWED: &str = "tollgate.requests.allowed";
@@ -42,10 +46,14 @@ pub const USAGE_DELIVERED: &str = "tollgate.usage.delivered";
 pub const USAGE_DROPPED: &str = "tollgate.usage.dropped";
 pub const USAGE_REJECTED: &str = "tollgate.usage.rejected";
 pub const USAGE_DELIVERY_FAILED: &str = "tollgate.usage.delivery_failed";
+pub const IPS_BLOCKED: &str = "tollgate.ip.blocked";
+pub const LIMIT_UNTRACKED: &str = "tollgate.limits.untracked";
 /// Gauge: records waiting in the usage service.
 pub const USAGE_BUFFERED: &str = "tollgate.usage.buffered";
 
-const SIMPLE: [(Counter, &str); 13] = [
+const SIMPLE: [(Counter, &str); 15] = [
+    (Counter::IpBlocked, IPS_BLOCKED),
+    (Counter::LimitUntracked, LIMIT_UNTRACKED),
     (Counter::Allowed, ALLOWED),
     (Counter::AllowedUnverified, ALLOWED_UNVERIFIED),
     (Counter::CacheHit, CACHE_HIT),
@@ -95,6 +103,16 @@ impl PendingCounts {
     }
 
     pub fn add_n(&mut self, counter: Counter, n: u64) {
+        // One counter per denial code, whatever window a quota or rate denial names.
+        let counter = match counter {
+            Counter::Denied(d) => Counter::Denied(
+                Denial::ALL
+                    .into_iter()
+                    .find(|a| a.code() == d.code())
+                    .unwrap_or(d),
+            ),
+            other => other,
+        };
         if let Some(i) = self.counters.iter().position(|c| *c == counter) {
             self.pending[i] += n;
         }
@@ -128,9 +146,17 @@ mod tests {
         let mut counts = PendingCounts::default();
         counts.add(Counter::Allowed);
         counts.add(Counter::Allowed);
-        counts.add_n(Counter::Denied(Denial::ExpiredKey), 5);
+        counts.add_n(Counter::Denied(Denial::ExpiredKey), 4);
+        counts.add(Counter::Denied(Denial::QuotaExceeded(
+            crate::quota::QuotaWindow::Daily,
+        )));
+        let quota = all()
+            .iter()
+            .position(|(_, n)| n == "tollgate.requests.denied.quota_exceeded")
+            .unwrap();
         let drained = counts.drain();
-        assert_eq!(drained.len(), 2);
+        assert!(drained.contains(&(quota, 1)));
+        assert_eq!(drained.len(), 3);
         assert_eq!(drained.iter().map(|(_, n)| n).sum::<u64>(), 7);
         assert!(counts.drain().is_empty());
     }

@@ -1,10 +1,12 @@
 //! The HTTP context: one per request. Reads the request once, lets the worker decide, and on
 //! `on_log` turns a request with a known key into a usage record.
 
+use crate::config::ClientIpSource;
 use crate::decision::RequestFacts;
 use crate::denial::Denial;
+use crate::limit_headers::rate_limit_headers;
 use crate::routes;
-use crate::usage_record::{ip_of, UsageRecord, UsageStatus};
+use crate::usage_record::{forwarded_client, ip_of, UsageRecord, UsageStatus};
 use crate::wasm_host::{describe, now_ns};
 use crate::worker::{header_text, request_facts, RequestHead, Worker};
 use proxy_wasm::hostcalls;
@@ -42,9 +44,11 @@ impl TollgateRequest {
         log::error!("[ctx {}] tollgate is not configured", self.context_id);
         let denial = Denial::VerificationUnavailable;
         let headers = vec![("content-type", "application/json")];
-        if let Err(status) =
-            hostcalls::send_http_response(denial.status(), headers, Some(denial.body().as_bytes()))
-        {
+        if let Err(status) = hostcalls::send_http_response(
+            denial.status(401),
+            headers,
+            Some(denial.body().as_bytes()),
+        ) {
             log::error!(
                 "[ctx {}] cannot send denial: {}",
                 self.context_id,
@@ -67,14 +71,10 @@ impl TollgateRequest {
         } else {
             now_ns()
         };
-        let client_ip = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .map(|b| ip_of(&String::from_utf8_lossy(&b)).to_string())
-            .unwrap_or_default();
         let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
-        let quota_denial = false;
+        let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
+        let admitted = outcome.admitted();
         let summary = format!(
             "{{\"key_id\":\"{}\",\"workspace_id\":\"{}\",\"status\":\"{}\",\"credits\":{}}}",
             outcome.identity.key_id,
@@ -97,14 +97,24 @@ impl TollgateRequest {
             response_code,
             status,
             duration_ms: end_ns.saturating_sub(self.start_ns) as f64 / 1e6,
-            client_ip,
+            client_ip: facts.client_ip.clone(),
             credits: endpoint.credits,
+            admitted,
+            instance: worker.instance.clone(),
         };
         match record.to_json_line() {
             Some(line) => worker.push_record(ctx, &line),
             None => log::warn!("[ctx {ctx}] cannot encode a usage record"),
         }
     }
+}
+
+fn downstream_ip() -> String {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .map(|b| ip_of(&String::from_utf8_lossy(&b)).to_string())
+        .unwrap_or_default()
 }
 
 fn property_u64(path: &[&str]) -> Option<u64> {
@@ -138,9 +148,19 @@ impl HttpContext for TollgateRequest {
             }
         };
         self.start_ns = now_ns();
+        let client_ip = match worker.config.client_ip {
+            ClientIpSource::Downstream => downstream_ip(),
+            ClientIpSource::ForwardedFor { trusted_hops } => {
+                let xff = header_text(&headers, "x-forwarded-for");
+                match forwarded_client(&xff, trusted_hops) {
+                    Some(ip) => ip.to_string(),
+                    None => downstream_ip(),
+                }
+            }
+        };
         let head = RequestHead {
             headers: &headers,
-            facts: request_facts(&headers),
+            facts: request_facts(&headers, client_ip),
             now_ms: self.start_ns / 1_000_000,
         };
         if worker.config.usage.enabled {
@@ -156,12 +176,29 @@ impl HttpContext for TollgateRequest {
         let Some(worker) = &self.worker else {
             return Action::Continue;
         };
-        if worker.config.usage.enabled && worker.outcome(self.context_id).is_some() {
+        let Some(outcome) = worker.outcome(self.context_id) else {
+            return Action::Continue;
+        };
+        if worker.config.usage.enabled {
             self.first_byte_ns = now_ns();
             if let Ok(Some(code)) =
                 hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
             {
                 self.response_code = code.parse().unwrap_or(0);
+            }
+        }
+        // Denials carry these headers already (sent with the local reply).
+        if let (None, Some((plan, status))) = (outcome.denial, outcome.rate) {
+            for (name, value) in rate_limit_headers(worker.config.limits.headers, plan, status) {
+                if let Err(s) =
+                    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))
+                {
+                    log::debug!(
+                        "[ctx {}] cannot add {name}: {}",
+                        self.context_id,
+                        describe(s)
+                    );
+                }
             }
         }
         Action::Continue

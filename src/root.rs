@@ -3,10 +3,12 @@
 //! `tollgate-usage` in an `envoy.bootstrap.wasm` singleton, the usage service.
 
 use crate::config::FilterConfig;
+use crate::counters::CREATE_ONLY;
+use crate::host::{Clock, SharedStore, StoreError};
 use crate::metrics::{self, PendingCounts};
 use crate::request::TollgateRequest;
 use crate::usage_service::{UsageService, USAGE_ROOT_ID};
-use crate::wasm_host::describe;
+use crate::wasm_host::{describe, now_ns, WasmHost};
 use crate::worker::Worker;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -36,6 +38,30 @@ pub struct TollgateRoot {
 fn property_text(path: &[&str]) -> Option<String> {
     let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
     String::from_utf8(bytes).ok()
+}
+
+const INSTANCE_KEY: &str = "tollgate.instance";
+
+/// This Envoy process's instance id: the first worker to start picks it, the others read it.
+fn instance_id() -> Result<String, String> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..4 {
+        if let Ok(Some((bytes, _))) = WasmHost.get(INSTANCE_KEY) {
+            if let Ok(id) = String::from_utf8(bytes) {
+                return Ok(id);
+            }
+        }
+        // RandomState is seeded from WASI random_get: fresh per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(now_ns());
+        let id = format!("i_{:016x}", hasher.finish());
+        match WasmHost.set(INSTANCE_KEY, id.as_bytes(), Some(CREATE_ONLY)) {
+            Ok(()) => return Ok(id),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Host(e)) => return Err(format!("cannot store the instance id: {e}")),
+        }
+    }
+    Err("cannot agree on an instance id".into())
 }
 
 impl TollgateRoot {
@@ -97,10 +123,9 @@ impl TollgateRoot {
                 config.failure_mode,
                 if config.usage.enabled { "on" } else { "off" }
             );
-            (
-                Role::Filter(Rc::new(Worker::new(config, vm_id))),
-                FILTER_TICK,
-            )
+            let instance = instance_id()?;
+            let worker = Worker::new(config, vm_id, instance);
+            (Role::Filter(Rc::new(worker)), FILTER_TICK)
         };
         hostcalls::set_tick_period(tick)
             .map_err(|s| format!("cannot set the tick period: {}", describe(s)))?;
@@ -136,6 +161,7 @@ impl RootContext for TollgateRoot {
                 let worker = worker.clone();
                 worker.rescue_orphans(self.context_id);
                 worker.flush_records(self.context_id);
+                worker.refresh_blocked(WasmHost.now_ms());
                 let mut counts = std::mem::take(&mut *worker.counts.borrow_mut());
                 self.flush_metrics(&mut counts);
             }

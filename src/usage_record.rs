@@ -46,6 +46,10 @@ pub struct UsageRecord {
     pub duration_ms: f64,
     pub client_ip: String,
     pub credits: u32,
+    /// Tollgate let it through to the upstream (only these count toward quotas).
+    pub admitted: bool,
+    /// The Envoy instance that saw it (docs/protocol.md).
+    pub instance: String,
 }
 
 impl UsageRecord {
@@ -53,6 +57,18 @@ impl UsageRecord {
     pub fn to_json_line(&self) -> Option<Vec<u8>> {
         serde_json::to_vec(self).ok()
     }
+}
+
+/// The client address `trusted_hops` entries from the right of `x-forwarded-for`
+/// (1 = the address the nearest trusted proxy saw), if the header has that many.
+pub fn forwarded_client(xff: &str, trusted_hops: usize) -> Option<&str> {
+    let entries: Vec<&str> = xff
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let index = entries.len().checked_sub(trusted_hops)?;
+    entries.get(index).map(|e| ip_of(e))
 }
 
 /// `127.0.0.1:58642` → `127.0.0.1`, `[::1]:443` → `::1`.
@@ -96,6 +112,8 @@ mod tests {
             duration_ms: 0.25,
             client_ip: "127.0.0.1".into(),
             credits: 2,
+            admitted: true,
+            instance: "i_1".into(),
         };
         let line = record.to_json_line().unwrap();
         assert!(!line.contains(&b'\n'));
@@ -103,6 +121,15 @@ mod tests {
         assert_eq!(value["status"], "completed");
         assert_eq!(value["resource_id"], "7");
         assert_eq!(value["duration_ms"], 0.25);
+    }
+
+    #[test]
+    fn forwarded_for_counts_trusted_hops_from_the_right() {
+        let xff = "198.51.100.7, 10.0.0.2 , 10.0.0.1";
+        assert_eq!(forwarded_client(xff, 1), Some("10.0.0.1"));
+        assert_eq!(forwarded_client(xff, 3), Some("198.51.100.7"));
+        assert_eq!(forwarded_client(xff, 4), None);
+        assert_eq!(forwarded_client("", 1), None);
     }
 
     #[test]

@@ -14,9 +14,14 @@ use crate::config::{FailureMode, FilterConfig};
 use crate::decision::{decide, Decision, Identity, RequestFacts};
 use crate::denial::Denial;
 use crate::host::Clock;
+use crate::ip_block::{record_failure, BlockedView};
 use crate::key_source::{read_key, KeyRead};
+use crate::key_state::KeyState;
+use crate::limit_headers::rate_limit_headers;
 use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
+use crate::quota::{self, QuotaOutcome};
+use crate::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
 use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
@@ -39,6 +44,15 @@ const RECORD_BATCH: usize = 64;
 pub struct Outcome {
     pub identity: Identity,
     pub denial: Option<Denial>,
+    /// Plan limits and where this request left them, for response headers.
+    pub rate: Option<(PlanRates, RateStatus)>,
+}
+
+impl Outcome {
+    /// Tollgate let the request through to the upstream (it counts toward quotas).
+    pub fn admitted(&self) -> bool {
+        self.denial.is_none()
+    }
 }
 
 /// What a lookup's waiters are told.
@@ -66,10 +80,13 @@ pub struct Worker {
     records: RefCell<(Vec<u8>, usize)>,
     vm_id: String,
     queue_id: Cell<Option<u32>>,
+    /// This Envoy's instance id (shared by its workers), sent with lookups and records.
+    pub instance: String,
+    blocked: RefCell<BlockedView>,
 }
 
 impl Worker {
-    pub fn new(config: FilterConfig, vm_id: String) -> Worker {
+    pub fn new(config: FilterConfig, vm_id: String, instance: String) -> Worker {
         Worker {
             authorization: format!("Bearer {}", config.filter_token),
             cache: RefCell::new(KeyCache::new(
@@ -82,6 +99,8 @@ impl Worker {
             records: RefCell::new((Vec::new(), 0)),
             vm_id,
             queue_id: Cell::new(None),
+            instance,
+            blocked: RefCell::new(BlockedView::default()),
             config: Rc::new(config),
         }
     }
@@ -91,16 +110,22 @@ impl Worker {
     }
 
     pub fn on_request_headers(&self, ctx: u32, head: &RequestHead) -> Action {
+        let now = head.now_ms;
+        let facts = &head.facts;
+        if self.config.ip_blocking.is_some()
+            && self.blocked.borrow().is_blocked(&facts.client_ip, now)
+        {
+            return self.deny(ctx, Denial::IpBlocked, facts);
+        }
         let (key, key_header) = match read_key(&self.config.key_sources, head.headers) {
-            KeyRead::Missing => return self.deny(ctx, Denial::MissingKey),
-            KeyRead::Repeated => return self.deny(ctx, Denial::InvalidKey),
+            KeyRead::Missing => return self.deny(ctx, Denial::MissingKey, facts),
+            KeyRead::Repeated => return self.deny(ctx, Denial::InvalidKey, facts),
             KeyRead::Present { key, header } => (key, header),
         };
         let hash = match parse_key(key) {
             Ok(hash) => hash,
-            Err(_) => return self.deny(ctx, Denial::InvalidKey),
+            Err(_) => return self.deny(ctx, Denial::InvalidKey, facts),
         };
-        let now = head.now_ms;
         let cached = self.cache.borrow_mut().lookup(&WasmHost, hash, now);
         match cached {
             CacheLookup::Fresh(entry) => {
@@ -142,7 +167,12 @@ impl Worker {
 
     /// Sends the lookup callout; the answer arrives at the context that is active now.
     fn dispatch(&self, ctx: u32, hash: KeyHash, owner: Owner) -> bool {
-        let path = format!("/v1/filter/keys/{}", hash.to_hex());
+        let path = format!(
+            "/v1/filter/keys/{}?instance={}&since_ms={}",
+            hash.to_hex(),
+            self.instance,
+            quota::recent_since(WasmHost.now_ms())
+        );
         let upstream = &self.config.control_plane;
         let headers = upstream.get_headers(&path, &self.authorization);
         match hostcalls::dispatch_http_call(
@@ -267,24 +297,77 @@ impl Worker {
         key_header: &str,
         paused: bool,
     ) -> Action {
-        match &entry.known {
-            Known::Valid(state) => {
-                let decision = decide(state, now, facts);
-                let identity = Identity {
-                    key_id: state.wire.key_id.clone(),
-                    workspace_id: state.wire.workspace_id.clone(),
-                };
-                let denial = match &decision {
-                    Decision::Deny(denial) => Some(*denial),
-                    _ => None,
-                };
-                self.outcomes
-                    .borrow_mut()
-                    .insert(ctx, Outcome { identity, denial });
-                self.apply(ctx, decision, key_header, paused)
-            }
+        let state = match &entry.known {
+            Known::Valid(state) => state,
             Known::Unknown => {
-                self.apply(ctx, Decision::Deny(Denial::InvalidKey), key_header, paused)
+                return self.apply(
+                    ctx,
+                    Decision::Deny(Denial::InvalidKey),
+                    facts,
+                    key_header,
+                    paused,
+                )
+            }
+        };
+        let mut decision = decide(state, now, facts);
+        let mut rate = None;
+        if let Decision::Pass(_) = decision {
+            match self.check_limits(entry, state, now) {
+                Ok(status) => rate = status,
+                Err((denial, status)) => {
+                    decision = Decision::Deny(denial);
+                    rate = status;
+                }
+            }
+        }
+        let outcome = Outcome {
+            identity: Identity {
+                key_id: state.wire.key_id.clone(),
+                workspace_id: state.wire.workspace_id.clone(),
+            },
+            denial: match &decision {
+                Decision::Deny(denial) => Some(*denial),
+                _ => None,
+            },
+            rate,
+        };
+        self.outcomes.borrow_mut().insert(ctx, outcome);
+        self.apply(ctx, decision, facts, key_header, paused)
+    }
+
+    /// Per-key quota, then the workspace's plan limits. A request refused by the plan limit
+    /// gives its quota unit back, so refused requests never use up a quota.
+    #[allow(clippy::type_complexity)]
+    fn check_limits(
+        &self,
+        entry: &CacheEntry,
+        state: &KeyState,
+        now: u64,
+    ) -> Result<Option<(PlanRates, RateStatus)>, (Denial, Option<(PlanRates, RateStatus)>)> {
+        let slots = self.config.cache.max_keys;
+        let quota = quota::admit(&WasmHost, slots, entry.hash, state, entry.fetched_ms, now);
+        match quota {
+            QuotaOutcome::Exceeded(window) => return Err((Denial::QuotaExceeded(window), None)),
+            QuotaOutcome::Untracked => self.count(Counter::LimitUntracked),
+            QuotaOutcome::Unlimited | QuotaOutcome::Admitted => {}
+        }
+        let plan = PlanRates {
+            per_second: state.wire.plan.rate_limit_per_second,
+            per_minute: state.wire.plan.rate_limit_per_minute,
+        };
+        let rate_slots = self.config.limits.rate_slots;
+        match rate_limit::admit(&WasmHost, rate_slots, &state.wire.workspace_id, plan, now) {
+            RateOutcome::Unlimited => Ok(None),
+            RateOutcome::Untracked => {
+                self.count(Counter::LimitUntracked);
+                Ok(None)
+            }
+            RateOutcome::Admitted(status) => Ok(Some((plan, status))),
+            RateOutcome::Limited(status) => {
+                if quota == QuotaOutcome::Admitted {
+                    quota::refund(&WasmHost, slots, entry.hash, now);
+                }
+                Err((Denial::RateLimited(status.window), Some((plan, status))))
             }
         }
     }
@@ -309,17 +392,45 @@ impl Worker {
                     FailureMode::Closed => Decision::Deny(Denial::VerificationUnavailable),
                     FailureMode::Open => Decision::PassUnverified,
                 };
-                self.apply(ctx, decision, key_header, paused)
+                self.apply(ctx, decision, facts, key_header, paused)
             }
         }
     }
 
-    fn deny(&self, ctx: u32, denial: Denial) -> Action {
-        self.apply(ctx, Decision::Deny(denial), "", false)
+    fn deny(&self, ctx: u32, denial: Denial, facts: &RequestFacts) -> Action {
+        self.apply(ctx, Decision::Deny(denial), facts, "", false)
+    }
+
+    /// Counts a failed authentication against the client IP, blocking it past the threshold.
+    fn note_auth_failure(&self, ctx: u32, ip: &str, now: u64) {
+        let Some(policy) = &self.config.ip_blocking else {
+            return;
+        };
+        if let Some(until) = record_failure(&WasmHost, policy, ip, now) {
+            self.count(Counter::IpBlocked);
+            log::warn!(
+                "[ctx {ctx}] blocking {ip} until {until} (ms): too many failed authentications"
+            );
+            self.blocked.borrow_mut().refresh(&WasmHost, now);
+        }
+    }
+
+    /// Root tick: pick up IPs other workers blocked.
+    pub fn refresh_blocked(&self, now: u64) {
+        if self.config.ip_blocking.is_some() {
+            self.blocked.borrow_mut().refresh(&WasmHost, now);
+        }
     }
 
     /// Carries out a decision on the effective context's request.
-    fn apply(&self, ctx: u32, decision: Decision, key_header: &str, paused: bool) -> Action {
+    fn apply(
+        &self,
+        ctx: u32,
+        decision: Decision,
+        facts: &RequestFacts,
+        key_header: &str,
+        paused: bool,
+    ) -> Action {
         let set = |name: &str, value: Option<&str>| {
             if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
             {
@@ -343,11 +454,26 @@ impl Worker {
             }
             Decision::Deny(denial) => {
                 self.count(Counter::Denied(denial));
+                if denial.is_auth_failure() {
+                    self.note_auth_failure(ctx, &facts.client_ip, WasmHost.now_ms());
+                }
+                let rate_headers = match self.outcomes.borrow().get(&ctx).and_then(|o| o.rate) {
+                    Some((plan, status)) => {
+                        let mut h = rate_limit_headers(self.config.limits.headers, plan, status);
+                        if let Denial::RateLimited(_) = denial {
+                            h.push(("retry-after", status.reset_s.max(1).to_string()));
+                        }
+                        h
+                    }
+                    None => Vec::new(),
+                };
                 let mut headers = vec![("content-type", "application/json")];
                 headers.extend_from_slice(denial.extra_headers());
+                headers.extend(rate_headers.iter().map(|(k, v)| (*k, v.as_str())));
                 let body = denial.body();
+                let status_code = denial.status(self.config.limits.quota_status);
                 if let Err(status) =
-                    hostcalls::send_http_response(denial.status(), headers, Some(body.as_bytes()))
+                    hostcalls::send_http_response(status_code, headers, Some(body.as_bytes()))
                 {
                     log::error!(
                         "[ctx {ctx}] cannot send the {} denial: {}",
@@ -465,10 +591,11 @@ impl Worker {
     }
 }
 
-pub fn request_facts(headers: &[(String, Vec<u8>)]) -> RequestFacts {
+pub fn request_facts(headers: &[(String, Vec<u8>)], client_ip: String) -> RequestFacts {
     RequestFacts {
         method: header_text(headers, ":method"),
         path: path_only(&header_text(headers, ":path")).to_string(),
+        client_ip,
     }
 }
 

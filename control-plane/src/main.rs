@@ -1,1 +1,40 @@
-fn main() {}
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tollgate_control_plane::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            cli::serve(&cli, args).await
+        }
+        Command::DemoUpstream(args) => {
+            init_tracing();
+            cli::demo_upstream(args).await
+        }
+        Command::Workspaces(command) => cli::workspaces(&cli, command).await,
+        Command::Keys(command) => cli::keys(&cli, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (`RUST_LOG`, default `info`); stdout is reserved for what users read.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

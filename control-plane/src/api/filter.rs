@@ -1,0 +1,126 @@
+//! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`).
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::{AppState, PathParam};
+use crate::clock;
+use crate::error::ApiError;
+use crate::secret::SecretHash;
+use crate::store::{AllowRule, KeyLookup, Quotas, Usage};
+
+/// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
+/// minute instead of one per request.
+pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
+#[derive(Debug, Serialize)]
+pub struct LookupView {
+    key_id: String,
+    workspace_id: String,
+    active: bool,
+    expires_at: Option<String>,
+    expires_at_ms: Option<i64>,
+    secret_valid_until_ms: Option<i64>,
+    allowed: Vec<AllowRule>,
+    quotas: Quotas,
+    usage: Usage,
+    plan: PlanLimits,
+    cache_ttl_ms: u64,
+    now_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct PlanLimits {
+    name: String,
+    rate_limit_per_second: Option<i64>,
+    rate_limit_per_minute: Option<i64>,
+}
+
+/// The configured TTL, shortened so a cached answer never outlives a deadline that is still
+/// ahead (expiry, end of a rotation grace). Deadlines already passed do not shorten it: the
+/// answer then already says "expired" and stays true.
+pub fn cache_ttl_ms(configured: u64, now_ms: i64, deadlines: &[Option<i64>]) -> u64 {
+    deadlines
+        .iter()
+        .flatten()
+        .filter(|&&t| t > now_ms)
+        .map(|&t| u64::try_from(t - now_ms).unwrap_or(0))
+        .fold(configured, u64::min)
+}
+
+impl LookupView {
+    fn new(k: KeyLookup, configured_ttl_ms: u64, now_ms: i64) -> Self {
+        Self {
+            cache_ttl_ms: cache_ttl_ms(
+                configured_ttl_ms,
+                now_ms,
+                &[k.expires_at, k.secret_valid_until],
+            ),
+            expires_at: k.expires_at.map(clock::format_rfc3339),
+            expires_at_ms: k.expires_at,
+            secret_valid_until_ms: k.secret_valid_until,
+            key_id: k.key_id,
+            workspace_id: k.workspace_id,
+            active: k.active,
+            allowed: k.allowed,
+            quotas: k.quotas,
+            usage: k.usage,
+            plan: PlanLimits {
+                name: k.plan.name,
+                rate_limit_per_second: k.plan.rate_limit_per_second,
+                rate_limit_per_minute: k.plan.rate_limit_per_minute,
+            },
+            now_ms,
+        }
+    }
+}
+
+pub async fn lookup(
+    State(state): State<AppState>,
+    PathParam(hash): PathParam,
+) -> Result<Json<LookupView>, ApiError> {
+    let hash = SecretHash::parse(&hash).ok_or_else(|| {
+        ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
+    })?;
+    let now = clock::now_ms();
+    let found = state
+        .store
+        .lookup_key(&hash, now)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
+    let stale = found
+        .last_used_at
+        .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS);
+    if stale {
+        // Awaited (at most once a minute per key) so that a key is never deletable once a lookup
+        // has answered for it. A failure here must not turn the edge away.
+        if let Err(e) = state
+            .store
+            .touch_key(&found.key_id, now, LAST_USED_RESOLUTION_MS)
+            .await
+        {
+            tracing::warn!(key_id = %found.key_id, error = %e, "cannot record key use");
+        }
+    }
+    Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_is_capped_by_future_deadlines_only() {
+        let now = 1_000_000;
+        assert_eq!(cache_ttl_ms(5000, now, &[None, None]), 5000);
+        assert_eq!(cache_ttl_ms(5000, now, &[Some(now + 1200), None]), 1200);
+        assert_eq!(
+            cache_ttl_ms(5000, now, &[Some(now + 9000), Some(now + 300)]),
+            300
+        );
+        assert_eq!(cache_ttl_ms(5000, now, &[Some(now - 10), None]), 5000);
+        assert_eq!(cache_ttl_ms(5000, now, &[Some(now), None]), 5000);
+        assert_eq!(cache_ttl_ms(5000, now, &[Some(now + 1), None]), 1);
+    }
+}

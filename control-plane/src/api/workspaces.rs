@@ -1,0 +1,76 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, JsonBody, List, PathParam};
+use crate::clock;
+use crate::error::ApiError;
+use crate::ids;
+use crate::store::{NewWorkspace, Workspace};
+use crate::validate::{PlanName, WorkspaceName};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    name: String,
+    /// Defaults to `free`, the plan a new customer starts on.
+    #[serde(default = "default_plan")]
+    plan: String,
+}
+
+fn default_plan() -> String {
+    "free".to_owned()
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkspaceView {
+    id: String,
+    name: String,
+    plan: String,
+    created_at: String,
+}
+
+impl From<Workspace> for WorkspaceView {
+    fn from(ws: Workspace) -> Self {
+        Self {
+            id: ws.id,
+            name: ws.name,
+            plan: ws.plan,
+            created_at: clock::format_rfc3339(ws.created_at),
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateWorkspace>,
+) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
+    let name = WorkspaceName::parse(&body.name)?;
+    let plans = state.store.plans().await?;
+    let plan = PlanName::parse(&body.plan, &plans)?;
+    let workspace = state
+        .store
+        .create_workspace(NewWorkspace {
+            id: ids::workspace_id(),
+            name,
+            plan,
+            created_at: clock::now_ms(),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(workspace.into())))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<List<WorkspaceView>>, ApiError> {
+    let workspaces = state.store.workspaces().await?;
+    Ok(Json(List {
+        data: workspaces.into_iter().map(WorkspaceView::from).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    Ok(Json(state.store.workspace(&id).await?.into()))
+}

@@ -1,0 +1,581 @@
+//! Command line: `serve`, `demo-upstream`, and admin commands that call the REST API.
+
+mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+use crate::config::{
+    ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN, DEFAULT_KEY_CACHE_TTL_MS,
+    DEFAULT_LISTEN, DEFAULT_URL,
+};
+use crate::server::shutdown_signal;
+use crate::tokens::{self, Token, TokenKind};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate control plane: API keys, quotas and usage analytics enforced at the Envoy edge"
+)]
+pub struct Cli {
+    /// Control plane URL for the admin commands.
+    #[arg(long, global = true, env = "TOLLGATE_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+    /// Admin token (`serve`: the token to accept; admin commands: the token to send). When unset,
+    /// `<data-dir>/admin-token` is used.
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Data directory (database and token files).
+    #[arg(long, global = true, env = "TOLLGATE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Print the raw API JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane server.
+    Serve(ServeArgs),
+    /// Run a demo upstream that echoes every request as JSON.
+    DemoUpstream(DemoUpstreamArgs),
+    /// Manage workspaces.
+    #[command(subcommand)]
+    Workspaces(WorkspacesCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Token the Envoy filter sends. When unset, `<data-dir>/filter-token` is used.
+    #[arg(long, env = "TOLLGATE_FILTER_TOKEN", hide_env_values = true)]
+    pub filter_token: Option<String>,
+    /// Longest time the filter may cache a key lookup (milliseconds).
+    #[arg(long, default_value_t = DEFAULT_KEY_CACHE_TTL_MS)]
+    pub key_cache_ttl_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoUpstreamArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_DEMO_UPSTREAM_LISTEN)]
+    pub listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspacesCommand {
+    /// Create a workspace.
+    Create {
+        /// Display name (1-100 characters).
+        #[arg(long)]
+        name: String,
+        /// free, pro or enterprise.
+        #[arg(long, default_value = "free")]
+        plan: String,
+    },
+    /// List workspaces.
+    List,
+    /// Show one workspace.
+    Show {
+        /// Workspace id (ws_...).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create(CreateKeyArgs),
+    /// List the keys of a workspace.
+    List {
+        /// Workspace id (ws_...).
+        #[arg(long)]
+        workspace: String,
+    },
+    /// Show one key.
+    Show { id: String },
+    /// Stop accepting a key (it keeps its plan slot and history).
+    Deactivate { id: String },
+    /// Accept a deactivated key again.
+    Activate { id: String },
+    /// Replace a key's secret; the new one is printed once.
+    Rotate {
+        id: String,
+        /// Keep the old secret working for this many seconds (at most 604800).
+        #[arg(long)]
+        grace_seconds: Option<u64>,
+    },
+    /// Delete a key that was never used (deactivate used keys instead).
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// Workspace id (ws_...).
+    #[arg(long)]
+    pub workspace: String,
+    /// Name unique in the workspace: 1-64 of letters, digits, space and _ . : -
+    #[arg(long)]
+    pub alias: String,
+    /// Free text, at most 500 characters.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// production (default), development, staging or a custom label.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// RFC 3339, e.g. 2027-01-01T00:00:00Z.
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// Maximum requests over the key's lifetime.
+    #[arg(long)]
+    pub quota_total: Option<u64>,
+    /// Maximum requests per rolling day.
+    #[arg(long)]
+    pub quota_daily: Option<u64>,
+    /// Maximum requests per rolling week.
+    #[arg(long)]
+    pub quota_weekly: Option<u64>,
+    /// Maximum requests per rolling month.
+    #[arg(long)]
+    pub quota_monthly: Option<u64>,
+    /// Allowed endpoint, "METHOD PATH" or "PATH" (any method); repeatable. None = all.
+    #[arg(long = "allow", value_name = "METHOD PATH")]
+    pub allow: Vec<String>,
+}
+
+/// An error for the user: printed as `error: <message>`, exit status 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(String);
+
+impl CliError {
+    fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", args.listen)))?;
+    let config = ServeConfig {
+        data_dir: cli.data_dir.clone(),
+        admin_token: cli.token.clone().and_then(Token::new),
+        filter_token: args.filter_token.clone().and_then(Token::new),
+        key_cache_ttl_ms: args.key_cache_ttl_ms,
+    };
+    crate::server::serve(listener, config, shutdown_signal())
+        .await
+        .map_err(|e| CliError::new(e.to_string()))
+}
+
+pub async fn demo_upstream(args: &DemoUpstreamArgs) -> Result<(), CliError> {
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", args.listen)))?;
+    println!("Demo upstream listening on http://{}", args.listen);
+    crate::demo_upstream::serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| CliError::new(e.to_string()))
+}
+
+pub async fn workspaces(cli: &Cli, command: &WorkspacesCommand) -> Result<(), CliError> {
+    let client = Client::new(cli)?;
+    match command {
+        WorkspacesCommand::Create { name, plan } => {
+            let ws = client
+                .call(
+                    Method::POST,
+                    "/v1/workspaces",
+                    Some(json!({ "name": name, "plan": plan })),
+                )
+                .await?;
+            output(cli, &ws, || workspace_details(&ws));
+        }
+        WorkspacesCommand::List => {
+            let list = client.call(Method::GET, "/v1/workspaces", None).await?;
+            output(cli, &list, || {
+                let rows = items(&list)
+                    .iter()
+                    .map(|ws| {
+                        ["id", "name", "plan", "created_at"]
+                            .iter()
+                            .map(|f| text(&ws[f]))
+                            .collect()
+                    })
+                    .collect::<Vec<_>>();
+                table::render(&["ID", "NAME", "PLAN", "CREATED"], &rows)
+            });
+        }
+        WorkspacesCommand::Show { id } => {
+            let ws = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/workspaces/{}", segment(id)),
+                    None,
+                )
+                .await?;
+            output(cli, &ws, || workspace_details(&ws));
+        }
+    }
+    Ok(())
+}
+
+pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
+    let client = Client::new(cli)?;
+    match command {
+        KeysCommand::Create(args) => {
+            let path = format!("/v1/workspaces/{}/keys", segment(&args.workspace));
+            let key = client
+                .call(Method::POST, &path, Some(create_body(args)?))
+                .await?;
+            output_with_secret(cli, &key);
+        }
+        KeysCommand::List { workspace } => {
+            let path = format!("/v1/workspaces/{}/keys", segment(workspace));
+            let list = client.call(Method::GET, &path, None).await?;
+            output(cli, &list, || {
+                let rows = items(&list)
+                    .iter()
+                    .map(|k| {
+                        [
+                            "id",
+                            "alias",
+                            "category",
+                            "status",
+                            "prefix",
+                            "expires_at",
+                            "last_used_at",
+                        ]
+                        .iter()
+                        .map(|f| text(&k[f]))
+                        .collect()
+                    })
+                    .collect::<Vec<_>>();
+                table::render(
+                    &[
+                        "ID",
+                        "ALIAS",
+                        "CATEGORY",
+                        "STATUS",
+                        "PREFIX",
+                        "EXPIRES",
+                        "LAST USED",
+                    ],
+                    &rows,
+                )
+            });
+        }
+        KeysCommand::Show { id } => {
+            let key = client.call(Method::GET, &key_path(id, ""), None).await?;
+            output(cli, &key, || key_details(&key));
+        }
+        KeysCommand::Deactivate { id } | KeysCommand::Activate { id } => {
+            let active = matches!(command, KeysCommand::Activate { .. });
+            let key = client
+                .call(
+                    Method::PATCH,
+                    &key_path(id, ""),
+                    Some(json!({ "active": active })),
+                )
+                .await?;
+            output(cli, &key, || key_details(&key));
+        }
+        KeysCommand::Rotate { id, grace_seconds } => {
+            let body = json!({ "grace_seconds": grace_seconds.unwrap_or(0) });
+            let key = client
+                .call(Method::POST, &key_path(id, "/rotate"), Some(body))
+                .await?;
+            output_with_secret(cli, &key);
+            if !cli.json && grace_seconds.is_some_and(|g| g > 0) {
+                println!(
+                    "The previous secret keeps working for {} more seconds.",
+                    grace_seconds.unwrap_or(0)
+                );
+            }
+        }
+        KeysCommand::Delete { id } => {
+            client.call(Method::DELETE, &key_path(id, ""), None).await?;
+            if !cli.json {
+                println!("Deleted key {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_body(args: &CreateKeyArgs) -> Result<Value, CliError> {
+    let mut body = Map::new();
+    body.insert("alias".into(), json!(args.alias));
+    if let Some(d) = &args.description {
+        body.insert("description".into(), json!(d));
+    }
+    if let Some(c) = &args.category {
+        body.insert("category".into(), json!(c));
+    }
+    if let Some(e) = &args.expires_at {
+        body.insert("expires_at".into(), json!(e));
+    }
+    let quotas = json!({
+        "total": args.quota_total,
+        "daily": args.quota_daily,
+        "weekly": args.quota_weekly,
+        "monthly": args.quota_monthly,
+    });
+    body.insert("quotas".into(), quotas);
+    let allowed = args
+        .allow
+        .iter()
+        .map(|rule| parse_allow(rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    body.insert("allowed".into(), Value::Array(allowed));
+    Ok(Value::Object(body))
+}
+
+/// `"GET /v1/**"` or `"/v1/**"` (any method). The server validates method and path.
+fn parse_allow(rule: &str) -> Result<Value, CliError> {
+    let parts: Vec<&str> = rule.split_whitespace().collect();
+    match parts.as_slice() {
+        [path] => Ok(json!({ "method": "*", "path": path })),
+        [method, path] => Ok(json!({ "method": method, "path": path })),
+        _ => Err(CliError::new(format!(
+            "--allow {rule:?}: expected \"METHOD PATH\" or \"PATH\""
+        ))),
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+}
+
+impl Client {
+    fn new(cli: &Cli) -> Result<Self, CliError> {
+        let token = match cli.token.clone().and_then(Token::new) {
+            Some(t) => t,
+            None => {
+                let path = TokenKind::Admin.path(&cli.data_dir);
+                tokens::read_file(TokenKind::Admin, &path)
+                    .map_err(|e| CliError::new(e.to_string()))?
+                    .ok_or_else(|| {
+                        CliError::new(format!(
+                            "no admin token: set TOLLGATE_ADMIN_TOKEN, pass --token, or point \
+                             --data-dir at the server's data directory ({} does not exist)",
+                            path.display()
+                        ))
+                    })?
+            }
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::new(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: cli.url.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// The response JSON (`null` for 204); API errors become their `error` message.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self
+            .http
+            .request(method, &url)
+            .bearer_auth(self.token.expose());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CliError::new(format!("cannot reach {}: {e}", self.base)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::new(format!("cannot read the response from {url}: {e}")))?;
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| {
+                CliError::new(format!(
+                    "{url} answered {status} with a body that is not JSON"
+                ))
+            })?
+        };
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(CliError::new(match value["error"].as_str() {
+                Some(message) => message.to_owned(),
+                None => format!("{url} answered {status}"),
+            }))
+        }
+    }
+}
+
+/// Percent-encodes an id for use as one path segment, so odd input cannot change the route.
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn key_path(id: &str, suffix: &str) -> String {
+    format!("/v1/keys/{}{suffix}", segment(id))
+}
+
+fn output(cli: &Cli, value: &Value, human: impl FnOnce() -> String) {
+    if cli.json {
+        println!("{}", pretty(value));
+    } else {
+        print!("{}", human());
+    }
+}
+
+fn output_with_secret(cli: &Cli, key: &Value) {
+    if cli.json {
+        println!("{}", pretty(key));
+        eprintln!("warning: the secret in this output will not be shown again; store it now");
+        return;
+    }
+    print!("{}", key_details(key));
+    println!();
+    println!("Secret: {}", text(&key["secret"]));
+    println!("Store this secret now: it will not be shown again.");
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn items(list: &Value) -> &[Value] {
+    list["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// A JSON value as a table cell: strings bare, `null` as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn workspace_details(ws: &Value) -> String {
+    table::details(&[
+        ("id", text(&ws["id"])),
+        ("name", text(&ws["name"])),
+        ("plan", text(&ws["plan"])),
+        ("created_at", text(&ws["created_at"])),
+    ])
+}
+
+fn key_details(key: &Value) -> String {
+    let quotas = ["total", "daily", "weekly", "monthly"]
+        .iter()
+        .filter(|w| !key["quotas"][**w].is_null())
+        .map(|w| format!("{w} {}", text(&key["quotas"][*w])))
+        .collect::<Vec<_>>();
+    let allowed = items_of(&key["allowed"])
+        .iter()
+        .map(|r| format!("{} {}", text(&r["method"]), text(&r["path"])))
+        .collect::<Vec<_>>();
+    table::details(&[
+        ("id", text(&key["id"])),
+        ("workspace", text(&key["workspace_id"])),
+        ("alias", text(&key["alias"])),
+        ("description", text(&key["description"])),
+        ("category", text(&key["category"])),
+        ("status", text(&key["status"])),
+        ("expires_at", text(&key["expires_at"])),
+        (
+            "quotas",
+            if quotas.is_empty() {
+                "none".to_owned()
+            } else {
+                quotas.join(", ")
+            },
+        ),
+        (
+            "allowed",
+            if allowed.is_empty() {
+                "all endpoints".to_owned()
+            } else {
+                allowed.join(", ")
+            },
+        ),
+        ("prefix", text(&key["prefix"])),
+        ("created_at", text(&key["created_at"])),
+        ("last_used_at", text(&key["last_used_at"])),
+    ])
+}
+
+fn items_of(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_rules_parse() {
+        assert_eq!(
+            parse_allow("GET /v1/**").unwrap(),
+            json!({"method": "GET", "path": "/v1/**"})
+        );
+        assert_eq!(
+            parse_allow("/x").unwrap(),
+            json!({"method": "*", "path": "/x"})
+        );
+        assert!(parse_allow("GET /a /b").is_err());
+        assert!(parse_allow("  ").is_err());
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(segment("key_AbC09"), "key_AbC09");
+        assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,88 @@
+//! Time as the storage sees it (integer Unix milliseconds) and as the API shows it
+//! (RFC 3339 UTC, with milliseconds only when they are not zero).
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+pub fn now_ms() -> i64 {
+    unix_ms(OffsetDateTime::now_utc())
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    // i128 -> i64 cannot overflow for the years `time` supports (±9999).
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Parses any RFC 3339 timestamp (any offset); sub-millisecond digits are truncated.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    OffsetDateTime::parse(s, &Rfc3339).ok().map(unix_ms)
+}
+
+pub fn format_rfc3339(ms: i64) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
+        // Only reachable for values this API never stores (beyond year 9999).
+        return ms.to_string();
+    };
+    let t = t.to_offset(UtcOffset::UTC);
+    let base = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    match t.millisecond() {
+        0 => format!("{base}Z"),
+        millis => format!("{base}.{millis:03}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_whole_seconds_and_millis() {
+        assert_eq!(
+            parse_rfc3339("2027-01-01T00:00:00Z"),
+            Some(1_798_761_600_000)
+        );
+        assert_eq!(format_rfc3339(1_798_761_600_000), "2027-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339(1_798_761_600_042),
+            "2027-01-01T00:00:00.042Z"
+        );
+        assert_eq!(
+            parse_rfc3339("2027-01-01T00:00:00.042Z"),
+            Some(1_798_761_600_042)
+        );
+    }
+
+    #[test]
+    fn converts_offsets_to_utc_and_truncates_sub_millis() {
+        assert_eq!(
+            parse_rfc3339("2027-01-01T02:00:00.0429+02:00"),
+            Some(1_798_761_600_042)
+        );
+    }
+
+    #[test]
+    fn rejects_non_rfc3339() {
+        for s in [
+            "",
+            "2027-01-01",
+            "2027-01-01T00:00:00",
+            "tomorrow",
+            "1798761600000",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn now_is_recent() {
+        assert!(now_ms() > 1_700_000_000_000);
+    }
+}

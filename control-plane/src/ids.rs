@@ -1,0 +1,28 @@
+//! Public identifiers: a type prefix plus 16 random base62 characters (95 bits), so ids are
+//! unguessable and say what they name.
+
+use crate::base62;
+
+const RANDOM_LEN: usize = 16;
+
+pub fn workspace_id() -> String {
+    format!("ws_{}", base62::random(RANDOM_LEN))
+}
+
+pub fn key_id() -> String {
+    format!("key_{}", base62::random(RANDOM_LEN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_prefix_and_length() {
+        let ws = workspace_id();
+        assert!(ws.starts_with("ws_") && ws.len() == 19, "{ws}");
+        let key = key_id();
+        assert!(key.starts_with("key_") && key.len() == 20, "{key}");
+        assert_ne!(key_id(), key_id());
+    }
+}

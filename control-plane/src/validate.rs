@@ -1,0 +1,480 @@
+//! Parse, don't validate: request input becomes domain values here, or a [`ValidationError`]
+//! that names the offending field (`quotas.daily: must be a positive integer`).
+//!
+//! Normalisation choices: names, aliases and descriptions are trimmed; categories are lower-cased
+//! (`Staging` is `staging`, `QA` is the custom label `qa`); methods are upper-cased; an empty
+//! description is no description.
+
+use serde_json::Value;
+
+use crate::clock;
+use crate::store::{AllowRule, Plan};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+pub const WORKSPACE_NAME_MAX: usize = 100;
+pub const ALIAS_MAX: usize = 64;
+pub const DESCRIPTION_MAX: usize = 500;
+pub const CATEGORY_MAX: usize = 32;
+pub const QUOTA_MAX: u64 = 1_000_000_000_000;
+pub const ALLOWED_MAX: usize = 100;
+pub const PATH_MAX: usize = 256;
+pub const GRACE_SECONDS_MAX: i64 = 7 * 24 * 3600;
+
+pub const BUILTIN_CATEGORIES: [&str; 3] = ["production", "development", "staging"];
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*",
+];
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// 1–100 characters, no control characters.
+    WorkspaceName
+);
+string_newtype!(
+    /// The name of a plan that exists.
+    PlanName
+);
+string_newtype!(
+    /// 1–64 characters of `[A-Za-z0-9 _.:-]`, not blank. Unique per workspace (case-sensitive).
+    Alias
+);
+string_newtype!(
+    /// At most 500 characters, not empty.
+    Description
+);
+string_newtype!(
+    /// `production`, `development`, `staging` or a custom label of 1–32 `[a-z0-9_-]`.
+    Category
+);
+
+impl WorkspaceName {
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let name = input.trim();
+        if name.is_empty() {
+            return Err(invalid("name", "must not be blank"));
+        }
+        if name.chars().count() > WORKSPACE_NAME_MAX {
+            return Err(invalid(
+                "name",
+                format!("must be at most {WORKSPACE_NAME_MAX} characters"),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("name", "must not contain control characters"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+}
+
+impl PlanName {
+    /// `input` must name one of `plans`.
+    pub fn parse(input: &str, plans: &[Plan]) -> Result<Self, ValidationError> {
+        if plans.iter().any(|p| p.name == input) {
+            return Ok(Self(input.to_owned()));
+        }
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        Err(invalid(
+            "plan",
+            format!(
+                "unknown plan '{input}' (expected one of: {})",
+                names.join(", ")
+            ),
+        ))
+    }
+}
+
+impl Alias {
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let alias = input.trim();
+        if alias.is_empty() {
+            return Err(invalid("alias", "must not be blank"));
+        }
+        if alias.chars().count() > ALIAS_MAX {
+            return Err(invalid(
+                "alias",
+                format!("must be at most {ALIAS_MAX} characters"),
+            ));
+        }
+        let allowed =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '.' | ':' | '-');
+        if !alias.chars().all(allowed) {
+            return Err(invalid(
+                "alias",
+                "may only contain letters, digits, spaces and _ . : -",
+            ));
+        }
+        Ok(Self(alias.to_owned()))
+    }
+}
+
+impl Description {
+    /// `None` for an absent, empty or blank description.
+    pub fn parse(input: Option<&str>) -> Result<Option<Self>, ValidationError> {
+        let Some(text) = input.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if text.chars().count() > DESCRIPTION_MAX {
+            return Err(invalid(
+                "description",
+                format!("must be at most {DESCRIPTION_MAX} characters"),
+            ));
+        }
+        Ok(Some(Self(text.to_owned())))
+    }
+}
+
+impl Category {
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let category = input.trim().to_ascii_lowercase();
+        if BUILTIN_CATEGORIES.contains(&category.as_str()) {
+            return Ok(Self(category));
+        }
+        let label_ok = !category.is_empty()
+            && category.len() <= CATEGORY_MAX
+            && category
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        if label_ok {
+            Ok(Self(category))
+        } else {
+            Err(invalid(
+                "category",
+                format!(
+                    "must be production, development, staging or a custom label of 1-{CATEGORY_MAX} characters [a-z0-9_-]"
+                ),
+            ))
+        }
+    }
+}
+
+/// A quota value: JSON `null` is no cap, otherwise a positive integer up to 10^12.
+pub fn quota(field: &str, value: &Value) -> Result<Option<u64>, ValidationError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Number(n) => match n.as_u64() {
+            Some(0) | None => Err(invalid(field, "must be a positive integer")),
+            Some(v) if v > QUOTA_MAX => Err(invalid(field, format!("must be at most {QUOTA_MAX}"))),
+            Some(v) => Ok(Some(v)),
+        },
+        _ => Err(invalid(field, "must be a positive integer")),
+    }
+}
+
+/// An RFC 3339 timestamp as Unix milliseconds. Past values are accepted (the key is expired).
+pub fn timestamp(field: &str, input: &str) -> Result<i64, ValidationError> {
+    clock::parse_rfc3339(input.trim()).ok_or_else(|| {
+        invalid(
+            field,
+            "must be an RFC 3339 timestamp such as 2027-01-01T00:00:00Z",
+        )
+    })
+}
+
+pub fn grace_seconds(value: i64) -> Result<i64, ValidationError> {
+    if (0..=GRACE_SECONDS_MAX).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            "grace_seconds",
+            format!("must be between 0 and {GRACE_SECONDS_MAX}"),
+        ))
+    }
+}
+
+/// The `allowed` list: at most 100 `(method, path)` rules.
+pub fn allowed<'a>(
+    rules: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<AllowRule>, ValidationError> {
+    if rules.len() > ALLOWED_MAX {
+        return Err(invalid(
+            "allowed",
+            format!("must have at most {ALLOWED_MAX} entries"),
+        ));
+    }
+    rules
+        .enumerate()
+        .map(|(i, (method, path))| {
+            Ok(AllowRule {
+                method: allow_method(&format!("allowed[{i}].method"), method)?,
+                path: allow_path(&format!("allowed[{i}].path"), path)?,
+            })
+        })
+        .collect()
+}
+
+fn allow_method(field: &str, input: &str) -> Result<String, ValidationError> {
+    let method = input.trim().to_ascii_uppercase();
+    if METHODS.contains(&method.as_str()) {
+        Ok(method)
+    } else {
+        Err(invalid(
+            field,
+            format!("must be one of {}", METHODS.join(", ")),
+        ))
+    }
+}
+
+/// A path pattern as the filter matches it (`docs/protocol.md`): `/`-separated segments, `*` is
+/// exactly one segment, a final `/**` is any rest (including nothing).
+fn allow_path(field: &str, path: &str) -> Result<String, ValidationError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(invalid(field, "must start with '/'"));
+    };
+    if path.len() > PATH_MAX {
+        return Err(invalid(
+            field,
+            format!("must be at most {PATH_MAX} characters"),
+        ));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            field,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    if path.contains(['?', '#']) {
+        return Err(invalid(
+            field,
+            "must not contain a query string or fragment (the query is never matched)",
+        ));
+    }
+    if rest.is_empty() {
+        return Ok(path.to_owned());
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "" => {
+                return Err(invalid(
+                    field,
+                    "must not contain empty segments ('//' or a trailing '/')",
+                ))
+            }
+            "*" => {}
+            "**" if i + 1 == segments.len() => {}
+            "**" => return Err(invalid(field, "'**' is only allowed as the final segment")),
+            s if s.contains('*') => {
+                return Err(invalid(
+                    field,
+                    "'*' must be a whole segment ('/*/' or a final '/**')",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err_field<T: std::fmt::Debug>(r: Result<T, ValidationError>) -> String {
+        r.unwrap_err().field
+    }
+
+    #[test]
+    fn workspace_names() {
+        assert_eq!(WorkspaceName::parse("  Acme ").unwrap().as_str(), "Acme");
+        assert_eq!(
+            WorkspaceName::parse(&"é".repeat(100))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            100
+        );
+        assert_eq!(err_field(WorkspaceName::parse("   ")), "name");
+        assert_eq!(err_field(WorkspaceName::parse(&"a".repeat(101))), "name");
+        assert_eq!(err_field(WorkspaceName::parse("a\u{0}b")), "name");
+    }
+
+    #[test]
+    fn plans_must_exist() {
+        let plans = vec![Plan {
+            name: "free".into(),
+            max_keys: Some(2),
+            rate_limit_per_second: None,
+            rate_limit_per_minute: None,
+        }];
+        assert_eq!(PlanName::parse("free", &plans).unwrap().as_str(), "free");
+        let e = PlanName::parse("gold", &plans).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "plan: unknown plan 'gold' (expected one of: free)"
+        );
+    }
+
+    #[test]
+    fn aliases() {
+        assert_eq!(
+            Alias::parse(" mobile app:v2_prod-1.0 ").unwrap().as_str(),
+            "mobile app:v2_prod-1.0"
+        );
+        assert!(Alias::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "  ", "a/b", "é", "a\tb", &"a".repeat(65)] {
+            assert_eq!(err_field(Alias::parse(bad)), "alias", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn descriptions() {
+        assert_eq!(Description::parse(None).unwrap(), None);
+        assert_eq!(Description::parse(Some("  ")).unwrap(), None);
+        assert_eq!(
+            Description::parse(Some(" hi ")).unwrap().unwrap().as_str(),
+            "hi"
+        );
+        assert!(Description::parse(Some(&"x".repeat(500)))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            err_field(Description::parse(Some(&"x".repeat(501)))),
+            "description"
+        );
+    }
+
+    #[test]
+    fn categories() {
+        assert_eq!(Category::parse("Staging").unwrap().as_str(), "staging");
+        assert_eq!(Category::parse("QA").unwrap().as_str(), "qa");
+        assert_eq!(
+            Category::parse("load-test_2").unwrap().as_str(),
+            "load-test_2"
+        );
+        assert!(Category::parse(&"a".repeat(32)).is_ok());
+        for bad in ["", "a b", "a.b", &"a".repeat(33), "ünï"] {
+            assert_eq!(err_field(Category::parse(bad)), "category", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quotas() {
+        assert_eq!(quota("quotas.daily", &json!(null)).unwrap(), None);
+        assert_eq!(quota("quotas.daily", &json!(1)).unwrap(), Some(1));
+        assert_eq!(
+            quota("quotas.daily", &json!(QUOTA_MAX)).unwrap(),
+            Some(QUOTA_MAX)
+        );
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("10"),
+            json!(QUOTA_MAX + 1),
+            json!([]),
+        ] {
+            let e = quota("quotas.daily", &bad).unwrap_err();
+            assert_eq!(e.field, "quotas.daily", "{bad}");
+        }
+        assert_eq!(
+            quota("quotas.daily", &json!(0)).unwrap_err().to_string(),
+            "quotas.daily: must be a positive integer"
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            timestamp("expires_at", "2027-01-01T00:00:00Z").unwrap(),
+            1_798_761_600_000
+        );
+        assert_eq!(
+            timestamp("expires_at", "2001-01-01T00:00:00Z").unwrap(),
+            978_307_200_000
+        );
+        assert_eq!(
+            err_field(timestamp("expires_at", "next week")),
+            "expires_at"
+        );
+    }
+
+    #[test]
+    fn grace() {
+        assert_eq!(grace_seconds(0).unwrap(), 0);
+        assert_eq!(grace_seconds(604_800).unwrap(), 604_800);
+        assert!(grace_seconds(604_801).is_err());
+        assert!(grace_seconds(-1).is_err());
+    }
+
+    fn rules(list: &[(&str, &str)]) -> Result<Vec<AllowRule>, ValidationError> {
+        allowed(list.iter().copied())
+    }
+
+    #[test]
+    fn allowed_methods_are_normalised_and_checked() {
+        let r = rules(&[("get", "/v1/**"), ("*", "/"), ("OPTIONS", "/a/*/b")]).unwrap();
+        assert_eq!(r[0].method, "GET");
+        assert_eq!(r[1].method, "*");
+        let e = rules(&[("GET", "/"), ("FETCH", "/")]).unwrap_err();
+        assert_eq!(e.field, "allowed[1].method");
+    }
+
+    #[test]
+    fn allowed_paths() {
+        for good in [
+            "/",
+            "/**",
+            "/v1",
+            "/v1/**",
+            "/v1/*/items",
+            "/*",
+            "/a-b/c.d/~e",
+            "/v1/*/**",
+        ] {
+            assert!(rules(&[("GET", good)]).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "v1", "//", "/v1/", "/v1//a", "/**/a", "/v1/**/x", "/v1/a*", "/v1/***", "/v1?x=1",
+            "/v1#f", "/a b",
+        ] {
+            let e = rules(&[("GET", bad)]).unwrap_err();
+            assert_eq!(e.field, "allowed[0].path", "{bad:?}");
+        }
+        let long = format!("/{}", "a".repeat(256));
+        assert!(rules(&[("GET", &long[..256])]).is_ok());
+        assert_eq!(
+            rules(&[("GET", &long)]).unwrap_err().field,
+            "allowed[0].path"
+        );
+    }
+
+    #[test]
+    fn allowed_has_at_most_100_entries() {
+        let many = vec![("GET", "/"); 101];
+        assert_eq!(allowed(many.iter().copied()).unwrap_err().field, "allowed");
+        let ok = vec![("GET", "/"); 100];
+        assert_eq!(allowed(ok.iter().copied()).unwrap().len(), 100);
+    }
+}

@@ -1,0 +1,320 @@
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::common::{read_token, sha256, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "TOLLGATE_ADMIN_TOKEN",
+        "TOLLGATE_FILTER_TOKEN",
+        "TOLLGATE_URL",
+        "TOLLGATE_DATA_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(srv: &TestServer, args: &[&str]) -> Run {
+    let out: Output = command()
+        .args(["--url", &srv.base, "--token", &srv.admin_token])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+async fn ok(srv: &TestServer, args: &[&str]) -> String {
+    let r = run(srv, args).await;
+    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    r.stdout
+}
+
+/// The value of a `label  value` line of the human output.
+fn field<'a>(stdout: &'a str, label: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(label).filter(|rest| rest.starts_with("  ")))
+        .unwrap_or_else(|| panic!("no {label} in {stdout}"))
+        .trim()
+}
+
+fn secret_line(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Secret: "))
+        .unwrap_or_else(|| panic!("no secret in {stdout}"))
+}
+
+#[tokio::test]
+async fn cli_manages_workspaces_and_keys() {
+    let srv = TestServer::start().await;
+
+    let out = ok(
+        &srv,
+        &["workspaces", "create", "--name", "CLI Co", "--plan", "free"],
+    )
+    .await;
+    let ws = field(&out, "id").to_owned();
+    assert!(ws.starts_with("ws_"), "{out}");
+    assert_eq!(field(&out, "plan"), "free");
+
+    let out = ok(&srv, &["workspaces", "list"]).await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("ID ") && lines[0].contains("NAME"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&ws) && lines[1].contains("CLI Co"),
+        "{out}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&ok(&srv, &["--json", "workspaces", "list"]).await).unwrap();
+    assert_eq!(json["data"][0]["id"], ws.as_str());
+
+    let out = ok(
+        &srv,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            &ws,
+            "--alias",
+            "cli key",
+            "--category",
+            "staging",
+            "--quota-daily",
+            "10",
+            "--allow",
+            "GET /v1/**",
+            "--allow",
+            "/health",
+            "--expires-at",
+            "2999-01-01T00:00:00Z",
+        ],
+    )
+    .await;
+    let secret = secret_line(&out).to_owned();
+    assert!(out.contains("will not be shown again"), "{out}");
+    assert!(secret.starts_with("tg_") && secret.len() == 42, "{secret}");
+    let key_id = field(&out, "id").to_owned();
+    assert_eq!(field(&out, "status"), "active");
+    let (status, lookup) = srv.lookup(&sha256(&secret)).await;
+    assert_eq!(status, 200);
+    assert_eq!(lookup["key_id"], key_id.as_str());
+    assert_eq!(lookup["quotas"]["daily"], 10);
+    assert_eq!(
+        lookup["allowed"],
+        serde_json::json!([{"method": "GET", "path": "/v1/**"}, {"method": "*", "path": "/health"}])
+    );
+
+    let r = run(
+        &srv,
+        &[
+            "--json",
+            "keys",
+            "create",
+            "--workspace",
+            &ws,
+            "--alias",
+            "second",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let second: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(second["secret"].as_str().unwrap().starts_with("tg_"));
+    assert!(r.stderr.contains("will not be shown again"), "{}", r.stderr);
+
+    let out = ok(&srv, &["keys", "list", "--workspace", &ws]).await;
+    assert!(
+        out.contains("cli key") && out.contains("second") && out.contains("STATUS"),
+        "{out}"
+    );
+
+    let out = ok(&srv, &["keys", "deactivate", &key_id]).await;
+    assert_eq!(field(&out, "status"), "inactive");
+    assert_eq!(srv.lookup(&sha256(&secret)).await.1["active"], false);
+    let out = ok(&srv, &["keys", "activate", &key_id]).await;
+    assert_eq!(field(&out, "status"), "active");
+
+    let out = ok(&srv, &["keys", "rotate", &key_id, "--grace-seconds", "60"]).await;
+    let new_secret = secret_line(&out);
+    assert_ne!(new_secret, secret);
+    assert_eq!(srv.lookup(&sha256(new_secret)).await.0, 200);
+    assert_eq!(
+        srv.lookup(&sha256(&secret)).await.0,
+        200,
+        "old secret in grace"
+    );
+
+    let second_id = second["id"].as_str().unwrap();
+    let out = ok(&srv, &["keys", "delete", second_id]).await;
+    assert!(out.contains("Deleted key"), "{out}");
+    let r = run(&srv, &["keys", "delete", &key_id]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        "error: API key has request history; deactivate it instead\n"
+    );
+
+    let json: Value =
+        serde_json::from_str(&ok(&srv, &["--json", "keys", "show", &key_id]).await).unwrap();
+    assert_eq!(json["alias"], "cli key");
+    assert!(json.get("secret").is_none());
+}
+
+#[tokio::test]
+async fn cli_reports_api_errors() {
+    let srv = TestServer::start().await;
+    let r = run(&srv, &["keys", "show", "key_nope"]).await;
+    assert_eq!(
+        (r.code, r.stderr.as_str(), r.stdout.as_str()),
+        (1, "error: API key not found\n", "")
+    );
+    let r = run(
+        &srv,
+        &["workspaces", "create", "--name", "x", "--plan", "gold"],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("error: plan: unknown plan 'gold'"),
+        "{}",
+        r.stderr
+    );
+
+    let out = command()
+        .args(["--url", &srv.base, "--token", "wrong", "workspaces", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: invalid admin token\n"
+    );
+}
+
+#[tokio::test]
+async fn cli_falls_back_to_the_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start_in(dir.path()).await;
+    let out = command()
+        .args(["--url", &srv.base, "--data-dir"])
+        .arg(dir.path())
+        .args(["workspaces", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let out = command()
+        .args(["--url", &srv.base, "--data-dir"])
+        .arg(empty.path())
+        .args(["workspaces", "list"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: no admin token"));
+}
+
+/// Starts `tollgate serve` on port 0 and returns it with the stdout lines printed up to and
+/// including `Listening on http://...`.
+async fn spawn_serve(data_dir: &std::path::Path) -> (tokio::process::Child, Vec<String>, String) {
+    let mut child = command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let base = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("Listening on ") {
+                return addr.to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("serve exited before listening: {seen:?}");
+    })
+    .await
+    .unwrap();
+    (child, seen, base)
+}
+
+async fn terminate(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+}
+
+#[tokio::test]
+async fn serve_prints_generated_tokens_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, lines, base) = spawn_serve(dir.path()).await;
+    let admin = read_token(dir.path(), "admin-token");
+    let filter = read_token(dir.path(), "filter-token");
+    assert!(
+        lines.contains(&format!("Admin token: {admin}")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!("Filter token: {filter}")),
+        "{lines:?}"
+    );
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(format!("{base}/v1/plans"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    terminate(child).await;
+
+    let (child, lines, _) = spawn_serve(dir.path()).await;
+    assert!(
+        lines.iter().all(|l| !l.contains("token:")),
+        "tokens are shown only when generated: {lines:?}"
+    );
+    terminate(child).await;
+    assert_eq!(read_token(dir.path(), "admin-token"), admin);
+}

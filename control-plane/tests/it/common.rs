@@ -1,0 +1,239 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate_control_plane::tokens::Token;
+use tollgate_control_plane::{serve, ServeConfig, ServeError};
+
+pub const ADMIN: &str = "test-admin-token";
+pub const FILTER: &str = "test-filter-token";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub filter_token: String,
+    dir: Option<TempDir>,
+    data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl TestServer {
+    /// A fresh server with known tokens in its own temporary data directory.
+    pub async fn start() -> Self {
+        Self::start_with_ttl(None).await
+    }
+
+    pub async fn start_with_ttl(ttl_ms: Option<u64>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::new(dir.path());
+        config.admin_token = Token::new(ADMIN);
+        config.filter_token = Token::new(FILTER);
+        if let Some(ttl) = ttl_ms {
+            config.key_cache_ttl_ms = ttl;
+        }
+        let mut server = Self::launch(config).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// A server on `data_dir` with tokens taken from there (generated on first start).
+    pub async fn start_in(data_dir: &Path) -> Self {
+        Self::launch(ServeConfig::new(data_dir)).await
+    }
+
+    async fn launch(config: ServeConfig) -> Self {
+        let data_dir = config.data_dir.clone();
+        let admin = config.admin_token.as_ref().map(|t| t.expose().to_owned());
+        let filter = config.filter_token.as_ref().map(|t| t.expose().to_owned());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, config, async {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut server = Self {
+            base,
+            client,
+            admin_token: String::new(),
+            filter_token: String::new(),
+            dir: None,
+            data_dir: data_dir.clone(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        server.wait_ready().await;
+        // Token files exist once the server answers.
+        server.admin_token = admin.unwrap_or_else(|| read_token(&data_dir, "admin-token"));
+        server.filter_token = filter.unwrap_or_else(|| read_token(&data_dir, "filter-token"));
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(self.url("/healthz")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            if self.task.as_ref().unwrap().is_finished() {
+                panic!("server exited during startup");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Graceful shutdown; fails the test if the server returned an error.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Any request; returns the status and the JSON body (`null` when empty).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{path}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    /// An admin API call that must answer `expected`.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> Value {
+        let body = body.map(|b| b.to_string());
+        let (status, value) = self
+            .send(
+                method.clone(),
+                path,
+                Some(&self.admin_token),
+                body.as_deref(),
+            )
+            .await;
+        assert_eq!(
+            status.as_u16(),
+            expected,
+            "{method} {path} answered {value}"
+        );
+        value
+    }
+
+    pub async fn get(&self, path: &str, expected: u16) -> Value {
+        self.admin(Method::GET, path, None, expected).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value, expected: u16) -> Value {
+        self.admin(Method::POST, path, Some(body), expected).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value, expected: u16) -> Value {
+        self.admin(Method::PATCH, path, Some(body), expected).await
+    }
+
+    pub async fn delete(&self, path: &str, expected: u16) -> Value {
+        self.admin(Method::DELETE, path, None, expected).await
+    }
+
+    /// The filter's lookup for a secret hash.
+    pub async fn lookup(&self, hash: &str) -> (StatusCode, Value) {
+        self.send(
+            Method::GET,
+            &format!("/v1/filter/keys/{hash}"),
+            Some(&self.filter_token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn workspace(&self, plan: &str) -> String {
+        let ws = self
+            .post("/v1/workspaces", json!({"name": "Acme", "plan": plan}), 201)
+            .await;
+        ws["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn key(&self, workspace: &str, body: Value) -> Value {
+        self.post(&format!("/v1/workspaces/{workspace}/keys"), body, 201)
+            .await
+    }
+
+    pub async fn key_count(&self, workspace: &str) -> usize {
+        self.get(&format!("/v1/workspaces/{workspace}/keys"), 200)
+            .await["data"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+pub fn read_token(data_dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(data_dir.join(file))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Lowercase hex SHA-256, computed here rather than by the code under test.
+pub fn sha256(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+pub fn secret_hash(key: &Value) -> String {
+    sha256(key["secret"].as_str().unwrap())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

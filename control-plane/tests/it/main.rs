@@ -1,0 +1,14 @@
+//! API tests: the real server in-process on port 0 with a temporary data directory, one per
+//! test, so they run in parallel. Calls state the status they expect.
+
+// clippy.toml allows these inside #[test] functions only; the helpers here are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod cli;
+mod common;
+mod filter;
+mod keys;
+mod tokens;
+mod upstream;
+mod workspaces;

@@ -1,0 +1,123 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::{TestServer, ADMIN};
+
+#[tokio::test]
+async fn create_get_and_list_workspaces() {
+    let srv = TestServer::start().await;
+    assert_eq!(srv.get("/v1/workspaces", 200).await, json!({"data": []}));
+
+    let ws = srv
+        .post(
+            "/v1/workspaces",
+            json!({"name": "  Acme Corp ", "plan": "pro"}),
+            201,
+        )
+        .await;
+    let id = ws["id"].as_str().unwrap();
+    assert!(id.starts_with("ws_") && id.len() == 19, "{id}");
+    assert_eq!(ws["name"], "Acme Corp");
+    assert_eq!(ws["plan"], "pro");
+    let created = ws["created_at"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.contains('T'), "{created}");
+
+    assert_eq!(srv.get(&format!("/v1/workspaces/{id}"), 200).await, ws);
+    let other = srv
+        .post("/v1/workspaces", json!({"name": "Beta"}), 201)
+        .await;
+    assert_eq!(other["plan"], "free", "plan defaults to free");
+    let list = srv.get("/v1/workspaces", 200).await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id, other["id"].as_str().unwrap()]);
+}
+
+#[tokio::test]
+async fn plans_are_seeded() {
+    let srv = TestServer::start().await;
+    let plans = srv.get("/v1/plans", 200).await;
+    assert_eq!(
+        plans,
+        json!({"data": [
+            {"name": "free", "max_keys": 2, "rate_limit_per_second": 5, "rate_limit_per_minute": 100},
+            {"name": "pro", "max_keys": 25, "rate_limit_per_second": 50, "rate_limit_per_minute": 2000},
+            {"name": "enterprise", "max_keys": null, "rate_limit_per_second": null, "rate_limit_per_minute": null},
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn bad_workspace_input_is_rejected_without_writing() {
+    let srv = TestServer::start().await;
+    let cases: &[(&str, &str)] = &[
+        (r#"{"name": "", "plan": "free"}"#, "name: must not be blank"),
+        (
+            &format!(r#"{{"name": "{}"}}"#, "x".repeat(101)),
+            "name: must be at most 100 characters",
+        ),
+        (
+            r#"{"name": "A", "plan": "gold"}"#,
+            "plan: unknown plan 'gold' (expected one of: free, pro, enterprise)",
+        ),
+        (
+            r#"{"name": "A", "colour": "red"}"#,
+            "unknown field `colour`",
+        ),
+        (r#"{"plan": "free"}"#, "missing field `name`"),
+        (r#"{"name": 7}"#, "name: invalid type: integer `7`"),
+        (r#"{"name": "A""#, "invalid JSON body"),
+        (r#"{"name": "A"} {}"#, "invalid JSON body"),
+        ("", "request body must be a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let (status, value) = srv
+            .send(Method::POST, "/v1/workspaces", Some(ADMIN), Some(body))
+            .await;
+        assert_eq!(status, 400, "{body}: {value}");
+        let message = value["error"].as_str().unwrap();
+        assert!(
+            message.contains(expected),
+            "{body}: got {message:?}, want {expected:?}"
+        );
+    }
+    assert_eq!(srv.get("/v1/workspaces", 200).await, json!({"data": []}));
+}
+
+#[tokio::test]
+async fn unknown_workspace_and_route_are_json_404() {
+    let srv = TestServer::start().await;
+    assert_eq!(
+        srv.get("/v1/workspaces/ws_nope", 404).await,
+        json!({"error": "workspace not found"})
+    );
+    assert_eq!(
+        srv.get("/v1/workspaces/ws_nope/keys", 404).await,
+        json!({"error": "workspace not found"})
+    );
+    let (status, body) = srv
+        .send(
+            Method::POST,
+            "/v1/workspaces/ws_nope/keys",
+            Some(ADMIN),
+            Some(r#"{"alias": "a"}"#),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), body),
+        (404, json!({"error": "workspace not found"}))
+    );
+    assert_eq!(
+        srv.get("/v2/nothing", 404).await,
+        json!({"error": "not found"})
+    );
+    let (status, body) = srv
+        .send(Method::PUT, "/v1/workspaces", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(body, json!({"error": "method not allowed"}));
+}

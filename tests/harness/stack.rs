@@ -1,0 +1,322 @@
+//! A complete test deployment: control plane + demo upstream + Envoy with the filter, each on
+//! free ports, with a fresh data directory. Dropping the stack stops every process; if the test is
+//! failing at that moment, the logs are printed and kept under `tests/artifacts/`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::admin::Admin;
+use crate::envoy::{default_plugin_config, Envoy, EnvoyOptions};
+use crate::http::{free_port, try_request, Response};
+use crate::logs::LogDir;
+use crate::paths::tollgate_binary;
+use crate::process::Proc;
+use crate::{ADMIN_TOKEN, FILTER_TOKEN};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct StackBuilder {
+    plugin_config: Option<Value>,
+    with_envoy: bool,
+    concurrency: u32,
+}
+
+impl StackBuilder {
+    /// Replaces the whole plugin configuration (`None` = Envoy without the wasm filter).
+    pub fn plugin_config(mut self, config: Option<Value>) -> Self {
+        self.plugin_config = config;
+        self
+    }
+
+    /// Sets one field of the plugin configuration by JSON pointer, e.g. `("/cache/ttl", "2s")`.
+    pub fn set(mut self, pointer: &str, value: impl Into<Value>) -> Self {
+        let config = self
+            .plugin_config
+            .as_mut()
+            .expect("set() needs a plugin configuration");
+        set_pointer(config, pointer, value.into());
+        self
+    }
+
+    /// `cache.ttl`.
+    pub fn cache_ttl(self, ttl: &str) -> Self {
+        self.set("/cache/ttl", ttl)
+    }
+
+    /// `failure_mode` (`closed` or `open`).
+    pub fn failure_mode(self, mode: &str) -> Self {
+        self.set("/failure_mode", mode)
+    }
+
+    /// `usage.enabled: false`: no usage records, so the only requests to the control plane
+    /// cluster are key lookups (for tests that count them with Envoy's cluster stats).
+    pub fn without_usage(self) -> Self {
+        self.set("/usage/enabled", false)
+    }
+
+    /// Envoy without the wasm filter: listener → router → upstream (harness checks).
+    pub fn without_filter(self) -> Self {
+        self.plugin_config(None)
+    }
+
+    /// Only the control plane and the upstream (admin API tests).
+    pub fn without_envoy(mut self) -> Self {
+        self.with_envoy = false;
+        self
+    }
+
+    /// `--concurrency` of Envoy (default 2).
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers;
+        self
+    }
+
+    /// Starts everything and waits until each process is ready; panics (with logs) otherwise.
+    pub fn start(self) -> Stack {
+        let mut stack = self.start_unchecked();
+        if let Some(envoy) = stack.envoy.as_mut() {
+            if let Err(e) = envoy.wait_ready(STARTUP_TIMEOUT) {
+                panic!("{e}");
+            }
+        }
+        stack
+    }
+
+    /// Like [`start`](Self::start), but does not wait for Envoy: for tests of startup failures.
+    pub fn start_unchecked(self) -> Stack {
+        let logs = LogDir::new();
+        let data = tempfile::Builder::new()
+            .prefix("tollgate-it-data-")
+            .tempdir()
+            .expect("create a temporary data directory");
+        let mut stack = Stack {
+            envoy: None,
+            control_plane: None,
+            upstream: None,
+            control_plane_port: free_port(),
+            upstream_port: free_port(),
+            data,
+            logs,
+        };
+        stack.start_control_plane();
+        stack.start_upstream();
+        if self.with_envoy {
+            let mut options = EnvoyOptions::new(stack.control_plane_port, stack.upstream_port);
+            options.plugin_config = self.plugin_config;
+            options.concurrency = self.concurrency;
+            stack.envoy = Some(Envoy::spawn(&options, &stack.logs));
+        }
+        stack
+    }
+}
+
+pub struct Stack {
+    pub envoy: Option<Envoy>,
+    control_plane: Option<Proc>,
+    upstream: Option<Proc>,
+    pub control_plane_port: u16,
+    pub upstream_port: u16,
+    data: tempfile::TempDir,
+    logs: LogDir,
+}
+
+impl Stack {
+    /// Defaults: the filter with [`default_plugin_config`], Envoy with 2 workers.
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            plugin_config: Some(default_plugin_config()),
+            with_envoy: true,
+            concurrency: 2,
+        }
+    }
+
+    /// A stack with the default configuration.
+    pub fn start() -> Stack {
+        Stack::builder().start()
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.control_plane_url(), ADMIN_TOKEN)
+    }
+
+    pub fn control_plane_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.control_plane_port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn envoy(&self) -> &Envoy {
+        self.envoy.as_ref().expect("this stack has no Envoy")
+    }
+
+    pub fn envoy_mut(&mut self) -> &mut Envoy {
+        self.envoy.as_mut().expect("this stack has no Envoy")
+    }
+
+    /// `GET path` through Envoy on a new connection.
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.envoy().request("GET", path, headers)
+    }
+
+    /// `method path` through Envoy on a new connection.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.envoy().request(method, path, headers)
+    }
+
+    /// `GET path` with `x-api-key: key`.
+    pub fn get_with_key(&self, path: &str, key: &str) -> Response {
+        self.get(path, &[("x-api-key", key)])
+    }
+
+    /// Starts (or restarts) the control plane on its port and data directory and waits for
+    /// `/healthz`.
+    pub fn start_control_plane(&mut self) {
+        if let Some(mut old) = self.control_plane.take() {
+            old.stop();
+        }
+        let mut command = Command::new(tollgate_binary());
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.control_plane_port))
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TOLLGATE_FILTER_TOKEN", FILTER_TOKEN)
+            .env("NO_COLOR", "1");
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let mut proc = Proc::spawn(
+            "control-plane",
+            &mut command,
+            &self.logs.file("control-plane"),
+        );
+        let url = format!("{}/healthz", self.control_plane_url());
+        let ready = wait_http_ok(&mut proc, &url);
+        self.control_plane = Some(proc);
+        if let Err(e) = ready {
+            panic!("control plane: {e}");
+        }
+    }
+
+    /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.
+    pub fn kill_control_plane(&mut self) {
+        if let Some(mut proc) = self.control_plane.take() {
+            proc.kill();
+        }
+    }
+
+    fn start_upstream(&mut self) {
+        let mut command = Command::new(tollgate_binary());
+        command
+            .arg("demo-upstream")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.upstream_port));
+        let mut proc = Proc::spawn("upstream", &mut command, &self.logs.file("upstream"));
+        let url = format!("http://127.0.0.1:{}/", self.upstream_port);
+        let ready = wait_http_ok(&mut proc, &url);
+        self.upstream = Some(proc);
+        if let Err(e) = ready {
+            panic!("demo upstream: {e}");
+        }
+    }
+
+    /// Prints and keeps the logs now (they are also dumped automatically if the test fails).
+    pub fn dump_logs(&self) {
+        self.logs.dump();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut envoy) = self.envoy.take() {
+            envoy.stop();
+        }
+        for proc in [self.control_plane.as_mut(), self.upstream.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            proc.stop();
+        }
+        if std::thread::panicking() {
+            self.logs.dump();
+        }
+    }
+}
+
+/// Polls `url` until it answers 2xx; errors if `proc` exits or after the startup timeout.
+fn wait_http_ok(proc: &mut Proc, url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = proc.exited() {
+            return Err(format!("{} exited during startup ({status})", proc.name()));
+        }
+        match try_request("GET", url, &[], None) {
+            Ok(r) if (200..300).contains(&r.status) => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err(format!("{url} not ready after {STARTUP_TIMEOUT:?}"))
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
+    let mut node = root;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        let map = node.as_object_mut().expect("object");
+        if i == parts.len() - 1 {
+            map.insert((*part).to_string(), value);
+            return;
+        }
+        node = map
+            .entry((*part).to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// Polls `check` every `every` until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_pointer_creates_and_replaces() {
+        let mut v = json!({"cache": {"ttl": "5s"}});
+        set_pointer(&mut v, "/cache/ttl", json!("2s"));
+        set_pointer(&mut v, "/control_plane/timeout", json!("250ms"));
+        set_pointer(&mut v, "/bogus", json!(1));
+        assert_eq!(
+            v,
+            json!({"cache": {"ttl": "2s"}, "control_plane": {"timeout": "250ms"}, "bogus": 1})
+        );
+    }
+}

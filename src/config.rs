@@ -71,6 +71,9 @@ pub struct LimitsConfig {
     pub headers: LimitHeaders,
     /// Shared-data slots for workspace rate counters.
     pub rate_slots: usize,
+    /// Envoy instances sharing the plan limits: each enforces `ceil(limit / instances)`
+    /// (plan-limit counters live in one Envoy's shared data).
+    pub instances: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +120,7 @@ struct RawLimits {
     quota_status: Option<u32>,
     headers: Option<LimitHeaders>,
     rate_slots: Option<u64>,
+    instances: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +330,15 @@ fn compile_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
         quota_status,
         headers: raw.headers.unwrap_or(LimitHeaders::All),
         rate_slots: table_size("limits.rate_slots", raw.rate_slots, 4096)?,
+        instances: match raw.instances.unwrap_or(1) {
+            n @ 1..=1000 => n,
+            _ => {
+                return Err(field_error(
+                    "limits.instances",
+                    "must be between 1 and 1000",
+                ))
+            }
+        },
     })
 }
 

@@ -41,6 +41,17 @@ pub struct PlanRates {
     pub per_minute: Option<u64>,
 }
 
+impl PlanRates {
+    /// This Envoy's share when `instances` Envoys enforce the same plan.
+    pub fn share(self, instances: u64) -> PlanRates {
+        let part = |limit: Option<u64>| limit.map(|l| l.div_ceil(instances.max(1)));
+        PlanRates {
+            per_second: part(self.per_second),
+            per_minute: part(self.per_minute),
+        }
+    }
+}
+
 /// The most constraining window after this request, for response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {
@@ -265,6 +276,22 @@ mod tests {
             admit(&host, 8, "x", PlanRates::default(), 0),
             RateOutcome::Unlimited
         );
+    }
+
+    #[test]
+    fn instances_share_the_plan() {
+        let plan = PlanRates {
+            per_second: Some(100),
+            per_minute: Some(1000),
+        };
+        assert_eq!(
+            plan.share(3),
+            PlanRates {
+                per_second: Some(34),
+                per_minute: Some(334)
+            }
+        );
+        assert_eq!(plan.share(1), plan);
     }
 
     #[test]

@@ -354,7 +354,8 @@ impl Worker {
         let plan = PlanRates {
             per_second: state.wire.plan.rate_limit_per_second,
             per_minute: state.wire.plan.rate_limit_per_minute,
-        };
+        }
+        .share(self.config.limits.instances);
         let rate_slots = self.config.limits.rate_slots;
         match rate_limit::admit(&WasmHost, rate_slots, &state.wire.workspace_id, plan, now) {
             RateOutcome::Unlimited => Ok(None),

@@ -19,6 +19,7 @@ pub mod host;
 pub mod ip_block;
 pub mod key_source;
 pub mod key_state;
+pub mod lease;
 pub mod limit_headers;
 pub mod lookups;
 pub mod metrics;

@@ -13,6 +13,7 @@ use crate::api_key::KeyHash;
 use crate::counters::{update, CounterError, Update};
 use crate::host::SharedStore;
 use crate::key_state::KeyState;
+use crate::lease::{chunk, LeaseBook};
 
 pub const BUCKET_MS: u64 = 10_000;
 pub const BUCKETS: usize = 64;
@@ -107,9 +108,27 @@ fn limits(state: &KeyState) -> Vec<(QuotaWindow, u64, u64)> {
     .collect()
 }
 
-/// Admits and counts one request of the key if every quota has room.
-/// `fetched_ms` is when the state was answered (the fallback split point for an answer
-/// without `recent`).
+/// Units of a key's quota this worker holds: granted in the ledger bucket `bucket`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaLease {
+    bucket: u64,
+    left: u64,
+}
+
+pub type QuotaLeases = LeaseBook<KeyHash, QuotaLease>;
+
+pub fn new_leases() -> QuotaLeases {
+    LeaseBook::new(8_192)
+}
+
+enum Grant {
+    Exceeded(QuotaWindow),
+    Granted(u64),
+}
+
+/// Admits one request of the key if every quota has room, spending a leased unit or taking a
+/// new chunk from the shared ledger. `fetched_ms` is when the state was answered (the split
+/// point for an answer without `recent`).
 pub fn admit(
     store: &dyn SharedStore,
     slots: usize,
@@ -117,6 +136,7 @@ pub fn admit(
     state: &KeyState,
     fetched_ms: u64,
     now_ms: u64,
+    leases: &mut QuotaLeases,
 ) -> QuotaOutcome {
     let windows = limits(state);
     if windows.is_empty() {
@@ -126,44 +146,55 @@ pub fn admit(
         Some(recent) => (recent.since_ms, recent.count),
         None => (fetched_ms, 0),
     };
+    // A lease granted before the split point is no longer counted by `admitted_since`: drop it.
+    if let Some(lease) = leases.get_mut(&hash) {
+        if lease.left > 0 && lease.bucket >= since_ms / BUCKET_MS {
+            lease.left -= 1;
+            return QuotaOutcome::Admitted;
+        }
+    }
     let owner = tag(hash);
     let bucket = now_ms / BUCKET_MS;
     let result = update(store, &ledger_key(hash, slots), WORDS, |record| {
         let mut ledger = advanced(record, owner, bucket);
         let local = admitted_since(&ledger, since_ms);
+        let mut grant = u64::MAX;
         for (window, quota, used) in &windows {
             let effective = used.saturating_sub(already_seen) + local;
-            if effective + 1 > *quota {
-                return Update::Keep(QuotaOutcome::Exceeded(*window));
+            let available = quota.saturating_sub(effective);
+            if available == 0 {
+                return Update::Keep(Grant::Exceeded(*window));
             }
+            grant = grant.min(chunk(*quota, available));
         }
-        ledger[2 + (bucket % BUCKETS as u64) as usize] += 1;
-        Update::Write(ledger, QuotaOutcome::Admitted)
+        ledger[2 + (bucket % BUCKETS as u64) as usize] += grant;
+        Update::Write(ledger, Grant::Granted(grant))
     });
     match result {
-        Ok(outcome) => outcome,
+        Ok(Grant::Exceeded(window)) => {
+            leases.remove(&hash);
+            QuotaOutcome::Exceeded(window)
+        }
+        Ok(Grant::Granted(units)) => {
+            leases.insert(
+                hash,
+                QuotaLease {
+                    bucket,
+                    left: units - 1,
+                },
+            );
+            QuotaOutcome::Admitted
+        }
         Err(CounterError::Contended) | Err(CounterError::Host(_)) => QuotaOutcome::Untracked,
     }
 }
 
-/// Gives back one request counted by `admit` (it was refused by a rate limit after all).
-pub fn refund(store: &dyn SharedStore, slots: usize, hash: KeyHash, now_ms: u64) {
-    let owner = tag(hash);
-    let bucket = now_ms / BUCKET_MS;
-    let _ = update(
-        store,
-        &ledger_key(hash, slots),
-        WORDS,
-        |record| match record {
-            Some(r) if r[0] == owner && r[1] == bucket => {
-                let mut r = r.to_vec();
-                let i = 2 + (bucket % BUCKETS as u64) as usize;
-                r[i] = r[i].saturating_sub(1);
-                Update::Write(r, ())
-            }
-            _ => Update::Keep(()),
-        },
-    );
+/// Gives back one request admitted by `admit` (it was refused by a plan limit after all):
+/// the unit returns to this worker's lease, no host call.
+pub fn refund(hash: KeyHash, leases: &mut QuotaLeases) {
+    if let Some(lease) = leases.get_mut(&hash) {
+        lease.left += 1;
+    }
 }
 
 #[cfg(test)]
@@ -204,11 +235,13 @@ mod tests {
         let s = state(daily(10), daily(3), None);
         let t = 50_000_000;
         let admitted = (0..20)
-            .filter(|i| admit(&host, 16, H, &s, t, t + i * 100) == QuotaOutcome::Admitted)
+            .filter(|i| {
+                admit(&host, 16, H, &s, t, t + i * 100, &mut new_leases()) == QuotaOutcome::Admitted
+            })
             .count();
         assert_eq!(admitted, 7);
         assert_eq!(
-            admit(&host, 16, H, &s, t, t + 5_000),
+            admit(&host, 16, H, &s, t, t + 5_000, &mut new_leases()),
             QuotaOutcome::Exceeded(QuotaWindow::Daily)
         );
     }
@@ -216,10 +249,14 @@ mod tests {
     #[test]
     fn own_records_are_neither_missed_nor_counted_twice() {
         let host = FakeHost::default();
+        let mut l = new_leases();
         let t = 80_000_000;
         let s = state(daily(10), daily(0), None);
         for i in 0..6 {
-            assert_eq!(admit(&host, 16, H, &s, t, t + i), QuotaOutcome::Admitted);
+            assert_eq!(
+                admit(&host, 16, H, &s, t, t + i, &mut l),
+                QuotaOutcome::Admitted
+            );
         }
         // A refresh: the control plane has ingested 4 of our 6 records (plus 2 from another
         // Envoy); `recent` tells which of ours it has.
@@ -235,11 +272,40 @@ mod tests {
         // effective = 6 - 4 + 6 = 8: two more fit.
         let more = (0..5)
             .filter(|i| {
-                admit(&host, 16, H, &refreshed, t + 20_000, t + 20_000 + i)
+                admit(&host, 16, H, &refreshed, t + 20_000, t + 20_000 + i, &mut l)
                     == QuotaOutcome::Admitted
             })
             .count();
         assert_eq!(more, 2);
+    }
+
+    #[test]
+    fn two_workers_with_leases_never_exceed_the_quota() {
+        let host = FakeHost::default();
+        let s = state(daily(1_000), daily(0), None);
+        let (mut a, mut b) = (new_leases(), new_leases());
+        let t = 90_000_000;
+        let admitted = (0..2_000u64)
+            .filter(|i| {
+                let leases = if i % 2 == 0 { &mut a } else { &mut b };
+                admit(&host, 16, H, &s, t, t + i, leases) == QuotaOutcome::Admitted
+            })
+            .count();
+        assert!((990..=1_000).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn large_quotas_take_few_shared_writes() {
+        let host = FakeHost::default();
+        let s = state(daily(1_000_000_000), daily(0), None);
+        let mut l = new_leases();
+        for i in 0..10_000 {
+            assert_eq!(
+                admit(&host, 16, H, &s, 0, i, &mut l),
+                QuotaOutcome::Admitted
+            );
+        }
+        assert!(host.gets.get() < 5, "{}", host.gets.get());
     }
 
     #[test]
@@ -255,7 +321,7 @@ mod tests {
             }),
         );
         assert_eq!(
-            admit(&host, 16, H, &full, t, t),
+            admit(&host, 16, H, &full, t, t, &mut new_leases()),
             QuotaOutcome::Exceeded(QuotaWindow::Daily)
         );
         // A day later the old calls rolled out of the control plane's count.
@@ -269,7 +335,7 @@ mod tests {
             }),
         );
         assert_eq!(
-            admit(&host, 16, H, &rolled, later, later),
+            admit(&host, 16, H, &rolled, later, later, &mut new_leases()),
             QuotaOutcome::Admitted
         );
     }
@@ -291,11 +357,14 @@ mod tests {
             None,
         );
         assert_eq!(
-            admit(&host, 16, H, &both, 0, 1),
+            admit(&host, 16, H, &both, 0, 1, &mut new_leases()),
             QuotaOutcome::Exceeded(QuotaWindow::Total)
         );
         let none = state(Windows::default(), Windows::default(), None);
-        assert_eq!(admit(&host, 16, H, &none, 0, 1), QuotaOutcome::Unlimited);
+        assert_eq!(
+            admit(&host, 16, H, &none, 0, 1, &mut new_leases()),
+            QuotaOutcome::Unlimited
+        );
         assert!(host.data.borrow().is_empty());
     }
 
@@ -304,7 +373,7 @@ mod tests {
         let host = FakeHost::default();
         let s = state(daily(100), daily(0), None);
         for i in 0..5 {
-            admit(&host, 16, H, &s, 0, i * 1000);
+            admit(&host, 16, H, &s, 0, i * 1000, &mut new_leases());
         }
         let record =
             crate::counters::decode(&host.data.borrow()[&ledger_key(H, 16)].0, WORDS).unwrap();
@@ -312,10 +381,15 @@ mod tests {
         let moved = advanced(Some(&record), tag(H), BUCKETS as u64 + 5);
         assert_eq!(admitted_since(&moved, 0), 0);
         let refunded_host = FakeHost::default();
-        admit(&refunded_host, 16, H, &s, 0, 10);
-        refund(&refunded_host, 16, H, 20);
-        let r = crate::counters::decode(&refunded_host.data.borrow()[&ledger_key(H, 16)].0, WORDS)
-            .unwrap();
-        assert_eq!(admitted_since(&r, 0), 0);
+        // A refunded unit goes back to the lease: the next request needs no shared write.
+        let mut l = new_leases();
+        admit(&refunded_host, 16, H, &s, 0, 10, &mut l);
+        refund(H, &mut l);
+        let gets = refunded_host.gets.get();
+        assert_eq!(
+            admit(&refunded_host, 16, H, &s, 0, 20, &mut l),
+            QuotaOutcome::Admitted
+        );
+        assert_eq!(refunded_host.gets.get(), gets);
     }
 }

@@ -83,6 +83,8 @@ pub struct Worker {
     /// This Envoy's instance id (shared by its workers), sent with lookups and records.
     pub instance: String,
     blocked: RefCell<BlockedView>,
+    rate_leases: RefCell<rate_limit::RateLeases>,
+    quota_leases: RefCell<quota::QuotaLeases>,
 }
 
 impl Worker {
@@ -101,6 +103,8 @@ impl Worker {
             queue_id: Cell::new(None),
             instance,
             blocked: RefCell::new(BlockedView::default()),
+            rate_leases: RefCell::new(rate_limit::new_leases()),
+            quota_leases: RefCell::new(quota::new_leases()),
             config: Rc::new(config),
         }
     }
@@ -345,7 +349,15 @@ impl Worker {
         now: u64,
     ) -> Result<Option<(PlanRates, RateStatus)>, (Denial, Option<(PlanRates, RateStatus)>)> {
         let slots = self.config.cache.max_keys;
-        let quota = quota::admit(&WasmHost, slots, entry.hash, state, entry.fetched_ms, now);
+        let quota = quota::admit(
+            &WasmHost,
+            slots,
+            entry.hash,
+            state,
+            entry.fetched_ms,
+            now,
+            &mut self.quota_leases.borrow_mut(),
+        );
         match quota {
             QuotaOutcome::Exceeded(window) => return Err((Denial::QuotaExceeded(window), None)),
             QuotaOutcome::Untracked => self.count(Counter::LimitUntracked),
@@ -356,8 +368,16 @@ impl Worker {
             per_minute: state.wire.plan.rate_limit_per_minute,
         }
         .share(self.config.limits.instances);
-        let rate_slots = self.config.limits.rate_slots;
-        match rate_limit::admit(&WasmHost, rate_slots, &state.wire.workspace_id, plan, now) {
+        let workspace = &state.wire.workspace_id;
+        let rate = rate_limit::admit(
+            &WasmHost,
+            self.config.limits.rate_slots,
+            workspace,
+            plan,
+            now,
+            &mut self.rate_leases.borrow_mut(),
+        );
+        match rate {
             RateOutcome::Unlimited => Ok(None),
             RateOutcome::Untracked => {
                 self.count(Counter::LimitUntracked);
@@ -366,7 +386,7 @@ impl Worker {
             RateOutcome::Admitted(status) => Ok(Some((plan, status))),
             RateOutcome::Limited(status) => {
                 if quota == QuotaOutcome::Admitted {
-                    quota::refund(&WasmHost, slots, entry.hash, now);
+                    quota::refund(entry.hash, &mut self.quota_leases.borrow_mut());
                 }
                 Err((Denial::RateLimited(status.window), Some((plan, status))))
             }

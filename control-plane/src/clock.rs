@@ -18,6 +18,24 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     OffsetDateTime::parse(s, &Rfc3339).ok().map(unix_ms)
 }
 
+/// The calendar month (UTC) of `ms` as `YYYYMM` (`202611`).
+pub fn utc_month(ms: i64) -> i64 {
+    match OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) => i64::from(t.year()) * 100 + i64::from(u8::from(t.month())),
+        // Beyond what `time` supports (±9999): no real record gets here.
+        Err(_) => 0,
+    }
+}
+
+/// RFC 3339 UTC with milliseconds always shown (`2026-11-23T19:59:58.000Z`), for records.
+pub fn format_rfc3339_millis(ms: i64) -> String {
+    let s = format_rfc3339(ms);
+    match s.strip_suffix('Z') {
+        Some(base) if !base.contains('.') => format!("{base}.000Z"),
+        _ => s,
+    }
+}
+
 pub fn format_rfc3339(ms: i64) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) else {
         // Only reachable for values this API never stores (beyond year 9999).
@@ -79,6 +97,17 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn months_change_at_utc_midnight_on_the_first() {
+        let first = parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(utc_month(first), 202612);
+        assert_eq!(utc_month(first - 1), 202611);
+        assert_eq!(
+            utc_month(parse_rfc3339("2026-12-01T00:30:00+01:00").unwrap()),
+            202611
+        );
     }
 
     #[test]

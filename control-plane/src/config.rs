@@ -2,6 +2,7 @@
 //! directly.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::tokens::Token;
 
@@ -11,6 +12,29 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_KEY_CACHE_TTL_MS: u64 = 5000;
 pub const DATABASE_FILE: &str = "tollgate.db";
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
+
+/// How long usage data is kept; 0 days = forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Raw usage records (the request log).
+    pub raw_days: u32,
+    /// Per-minute and per-hour rollups (usage analytics).
+    pub rollup_days: u32,
+    /// Time between two passes (the first runs at startup).
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw_days: DEFAULT_RETENTION_DAYS,
+            rollup_days: DEFAULT_ROLLUP_RETENTION_DAYS,
+            every: Duration::from_secs(3600),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -23,6 +47,7 @@ pub struct ServeConfig {
     pub filter_token: Option<Token>,
     /// Upper bound of `cache_ttl_ms` in filter lookups.
     pub key_cache_ttl_ms: u64,
+    pub retention: Retention,
 }
 
 impl ServeConfig {
@@ -32,6 +57,7 @@ impl ServeConfig {
             admin_token: None,
             filter_token: None,
             key_cache_ttl_ms: DEFAULT_KEY_CACHE_TTL_MS,
+            retention: Retention::default(),
         }
     }
 

@@ -17,6 +17,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -33,6 +35,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -51,9 +54,9 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::WorkspaceNotFound | StoreError::KeyNotFound => {
-                Self::NotFound(e.to_string())
-            }
+            StoreError::WorkspaceNotFound
+            | StoreError::KeyNotFound
+            | StoreError::ConsoleTokenNotFound => Self::NotFound(e.to_string()),
             StoreError::PlanKeyLimit { .. }
             | StoreError::AliasTaken(_)
             | StoreError::KeyHasHistory => Self::Conflict(e.to_string()),

@@ -13,6 +13,10 @@ pub fn key_id() -> String {
     format!("key_{}", base62::random(RANDOM_LEN))
 }
 
+pub fn console_token_id() -> String {
+    format!("ct_{}", base62::random(RANDOM_LEN))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod server;
 pub mod store;
 pub mod tokens;
 pub mod validate;
+pub mod web;
 
 pub use config::ServeConfig;
 pub use server::{serve, ServeError};

@@ -7,20 +7,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::api::{filter, keys, plans, workspaces, AppState};
+use crate::api::auth::{authenticate, require_filter};
+use crate::api::{
+    analytics, console, ext_authz, filter, ingest, keys, plans, workspaces, AppState,
+};
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::tokens::{self, Token, TokenKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +47,10 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let retention = config.retention;
     let state = build_state(config).await?;
     let store = state.store.clone();
+    let retention_task = tokio::spawn(run_retention(store.clone(), retention));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening");
     println!("Listening on http://{addr}");
@@ -56,6 +59,7 @@ pub async fn serve(
     let result = axum::serve(listener.tap_io(tune_connection), router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    retention_task.abort();
     store.close().await;
     tracing::info!("control plane stopped");
     Ok(result?)
@@ -122,7 +126,9 @@ fn load_token(
 }
 
 pub fn router(state: AppState) -> Router {
+    // Admin token or console token; handlers check what the principal may see.
     let admin = Router::new()
+        .route("/v1/whoami", get(console::whoami))
         .route("/v1/plans", get(plans::list))
         .route(
             "/v1/workspaces",
@@ -134,21 +140,54 @@ pub fn router(state: AppState) -> Router {
             get(keys::list).post(keys::create),
         )
         .route(
+            "/v1/workspaces/{workspace_id}/usage",
+            get(analytics::workspace_usage),
+        )
+        .route(
+            "/v1/workspaces/{workspace_id}/console-tokens",
+            get(console::list).post(console::create),
+        )
+        .route(
+            "/v1/console-tokens/{id}",
+            axum::routing::delete(console::delete),
+        )
+        .route(
             "/v1/keys/{key_id}",
             get(keys::get).patch(keys::update).delete(keys::delete),
         )
         .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route("/v1/keys/{key_id}/usage", get(analytics::key_usage))
+        .route("/v1/requests", get(analytics::requests))
+        .route("/v1/requests.csv", get(analytics::requests_csv))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let filter = Router::new()
         .route("/v1/filter/keys/{hash}", get(filter::lookup))
+        .route(
+            "/v1/filter/usage",
+            post(ingest::ingest).layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_filter,
         ));
+    // No token: Envoy's ext_authz forwards only the client's headers, and the answer is only
+    // about the key the caller already holds.
+    let ext_authz = Router::new()
+        .route(ext_authz::PATH_PREFIX, any(ext_authz::check))
+        .route(
+            &format!("{}/", ext_authz::PATH_PREFIX),
+            any(ext_authz::check),
+        )
+        .route(
+            &format!("{}/{{*rest}}", ext_authz::PATH_PREFIX),
+            any(ext_authz::check),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .merge(admin)
         .merge(filter)
+        .merge(ext_authz)
+        .merge(crate::web::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("not found".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -158,36 +197,50 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match authorize(&state.admin_token, req.headers(), "invalid admin token") {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+/// Raw records deleted per statement, so ingest never waits long behind retention.
+const RETENTION_BATCH: u32 = 5_000;
+
+/// Every `retention.every` (first run at startup): raw usage records older than
+/// `retention.raw_days`, then rollups older than `retention.rollup_days` (0 = keep forever).
+async fn run_retention(store: Arc<dyn Store>, retention: crate::config::Retention) {
+    let mut ticker = tokio::time::interval(retention.every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = apply_retention(store.as_ref(), &retention, crate::clock::now_ms()).await {
+            tracing::warn!(error = %e, "retention pass failed; retrying at the next one");
+        }
     }
 }
 
-async fn require_filter(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match authorize(&state.filter_token, req.headers(), "invalid filter token") {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+pub async fn apply_retention(
+    store: &dyn Store,
+    retention: &crate::config::Retention,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    const DAY_MS: i64 = 86_400_000;
+    let mut deleted = 0;
+    if retention.raw_days > 0 {
+        let cutoff = now_ms - i64::from(retention.raw_days) * DAY_MS;
+        loop {
+            let n = store.purge_records(cutoff, RETENTION_BATCH).await?;
+            deleted += n;
+            if n < u64::from(RETENTION_BATCH) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
-}
-
-fn authorize(expected: &Token, headers: &HeaderMap, wrong: &'static str) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(tokens::bearer)
-        .ok_or(ApiError::Unauthorized(
-            "malformed Authorization header (expected 'Bearer <token>')",
-        ))?;
-    if expected.matches(token) {
-        Ok(())
+    let rollup_cutoff = if retention.rollup_days > 0 {
+        now_ms - i64::from(retention.rollup_days) * DAY_MS
     } else {
-        Err(ApiError::Unauthorized(wrong))
+        i64::MIN
+    };
+    store.purge_rollups(rollup_cutoff, now_ms).await?;
+    if deleted > 0 {
+        tracing::info!(deleted, "retention: deleted old usage records");
     }
+    Ok(deleted)
 }
 
 /// TCP_NODELAY: Envoy's callouts are small request/response pairs that would otherwise wait on

@@ -4,9 +4,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::time::{Duration, Instant};
+
 use serde_json::{json, Value};
 
-use crate::http::{request, Response};
+use crate::http::{query_string, request, Response};
+use crate::time::{now_ms, rfc3339};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -132,6 +135,143 @@ impl Admin {
 
     pub fn delete_key(&self, key_id: &str) -> Response {
         self.call("DELETE", &format!("/v1/keys/{key_id}"), None)
+    }
+}
+
+impl Admin {
+    /// Creates a workspace on the plan named `plan` (a seeded or a custom one); returns its id.
+    pub fn create_workspace_on(&self, name: &str, plan: &str) -> String {
+        let response = self.call(
+            "POST",
+            "/v1/workspaces",
+            Some(&json!({"name": name, "plan": plan})),
+        );
+        expect_status(&response, 201, "create workspace");
+        string_field(&response.json(), "id")
+    }
+
+    /// `POST /v1/plans` (expects 201): a custom plan; `None` = unlimited.
+    pub fn create_plan(
+        &self,
+        name: &str,
+        max_keys: u64,
+        per_second: Option<u64>,
+        per_minute: Option<u64>,
+    ) -> Value {
+        let body = json!({
+            "name": name,
+            "max_keys": max_keys,
+            "rate_limit_per_second": per_second,
+            "rate_limit_per_minute": per_minute,
+        });
+        let response = self.call("POST", "/v1/plans", Some(&body));
+        expect_status(&response, 201, "create plan (POST /v1/plans)");
+        response.json()
+    }
+
+    /// `PATCH /v1/workspaces/{ws}` `{"plan": plan}` (expects 200).
+    pub fn set_workspace_plan(&self, workspace_id: &str, plan: &str) -> Value {
+        let response = self.call(
+            "PATCH",
+            &format!("/v1/workspaces/{workspace_id}"),
+            Some(&json!({ "plan": plan })),
+        );
+        expect_status(&response, 200, "change the workspace's plan");
+        response.json()
+    }
+
+    /// One page of `GET /v1/requests` with `params` (any status).
+    pub fn requests_page(&self, params: &[(&str, String)]) -> Response {
+        self.call(
+            "GET",
+            &format!("/v1/requests{}", query_string(params)),
+            None,
+        )
+    }
+
+    /// Every record `GET /v1/requests` matches with `params`, following `next_cursor` (pages of
+    /// 500). `from` defaults to an hour ago here so that records of the test are all included
+    /// whatever the API's default window.
+    pub fn requests(&self, params: &[(&str, String)]) -> Vec<Value> {
+        let mut params: Vec<(&str, String)> = params.to_vec();
+        if !params.iter().any(|(k, _)| *k == "from") {
+            params.push(("from", rfc3339(now_ms() / 1000 - 3600)));
+        }
+        params.push(("limit", "500".to_string()));
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut page_params = params.clone();
+            if let Some(cursor) = &cursor {
+                page_params.push(("cursor", cursor.clone()));
+            }
+            let response = self.requests_page(&page_params);
+            expect_status(&response, 200, "GET /v1/requests");
+            let body = response.json();
+            let data = body["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("GET /v1/requests without a data array: {body}"));
+            all.extend(data.iter().cloned());
+            match body.get("next_cursor").and_then(Value::as_str) {
+                Some(next) if !data.is_empty() => cursor = Some(next.to_string()),
+                _ => return all,
+            }
+        }
+        panic!("GET /v1/requests: more than 10000 pages");
+    }
+
+    /// Polls [`requests`](Self::requests) until at least `expected` records match and the
+    /// count then stays the same for 1.5 s (so late duplicates would show), or until `timeout`;
+    /// returns the last answer either way (the caller asserts on it).
+    pub fn settled_requests(
+        &self,
+        params: &[(&str, String)],
+        expected: usize,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let quiet = Duration::from_millis(1500);
+        let mut last = self.requests(params);
+        let mut stable_since = Instant::now();
+        loop {
+            if last.len() >= expected && stable_since.elapsed() >= quiet {
+                return last;
+            }
+            if Instant::now() >= deadline {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            let now = self.requests(params);
+            if now.len() != last.len() {
+                stable_since = Instant::now();
+            }
+            last = now;
+        }
+    }
+
+    /// `GET /v1/keys/{id}/usage` with `params` (expects 200).
+    pub fn key_usage(&self, key_id: &str, params: &[(&str, String)]) -> Value {
+        let response = self.call(
+            "GET",
+            &format!("/v1/keys/{key_id}/usage{}", query_string(params)),
+            None,
+        );
+        expect_status(&response, 200, "GET /v1/keys/{id}/usage");
+        response.json()
+    }
+
+    /// `GET /v1/workspaces/{ws}/usage` with `params` (expects 200).
+    pub fn workspace_usage(&self, workspace_id: &str, params: &[(&str, String)]) -> Value {
+        let response = self.call(
+            "GET",
+            &format!(
+                "/v1/workspaces/{workspace_id}/usage{}",
+                query_string(params)
+            ),
+            None,
+        );
+        expect_status(&response, 200, "GET /v1/workspaces/{ws}/usage");
+        response.json()
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::http::{free_port, request, try_request, Response};
+use crate::http::{free_port, percent_encode, request, try_request, Response};
 use crate::logs::LogDir;
 use crate::paths::{envoy_binary, wasm_file};
 use crate::process::Proc;
@@ -31,26 +31,13 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: tollgate_ingress
-          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format:
-                json_format:
-                  access: "%START_TIME%"
-                  method: "%REQ(:METHOD)%"
-                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
-                  status: "%RESPONSE_CODE%"
-                  details: "%RESPONSE_CODE_DETAILS%"
-                  duration_ms: "%DURATION%"
-                  upstream: "%UPSTREAM_HOST%"
-          route_config:
+{{ACCESS_LOGS}}          route_config:
             name: tollgate_routes
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
-              - match: { prefix: "/" }
+{{DIRECT_RESPONSES}}              - match: { prefix: "/" }
                 route: { cluster: demo_upstream }
           http_filters:
 {{WASM_FILTER}}
@@ -84,6 +71,39 @@ static_resources:
             address:
               socket_address: { address: 127.0.0.1, port_value: {{UPSTREAM_PORT}} }
 {{USAGE_SERVICE}}"#;
+
+/// The access log every test Envoy writes to its stdout (so into `envoy.log`).
+const STDOUT_ACCESS_LOG: &str = r#"          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format:
+                json_format:
+                  access: "%START_TIME%"
+                  method: "%REQ(:METHOD)%"
+                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  status: "%RESPONSE_CODE%"
+                  details: "%RESPONSE_CODE_DETAILS%"
+                  duration_ms: "%DURATION%"
+                  upstream: "%UPSTREAM_HOST%"
+"#;
+
+/// An optional access log file (one JSON object a line) with the filter's summary in filter
+/// state (`%FILTER_STATE(wasm.tollgate:PLAIN)%`, see README) and the request id.
+const FILE_ACCESS_LOG: &str = r#"          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {{ACCESS_LOG_PATH}}
+              log_format:
+                json_format:
+                  start_ms: "%START_TIME(%s%3f)%"
+                  method: "%REQ(:METHOD)%"
+                  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+                  status: "%RESPONSE_CODE%"
+                  details: "%RESPONSE_CODE_DETAILS%"
+                  request_id: "%REQ(X-REQUEST-ID)%"
+                  xff: "%REQ(X-FORWARDED-FOR)%"
+                  tollgate: "%FILTER_STATE(wasm.tollgate:PLAIN)%"
+"#;
 
 const WASM_FILTER: &str = r#"          - name: envoy.filters.http.wasm
             typed_config:
@@ -151,6 +171,14 @@ pub struct EnvoyOptions {
     pub filter_token: String,
     /// Whether to run the usage service (`envoy.bootstrap.wasm` singleton) next to the filter.
     pub usage_service: bool,
+    /// The JSON access log on stdout (`envoy.log`); off for load tests.
+    pub stdout_access_log: bool,
+    /// Also write the access log with the filter state to `access.log` in the log directory
+    /// (`access-<name>.log` for a second Envoy); read it with [`Envoy::access_log`].
+    pub access_log_file: bool,
+    /// Routes answered by Envoy itself (`direct_response`) after the filter: (path prefix,
+    /// status), e.g. `("/status/503", 503)`, for responses the demo upstream never gives.
+    pub direct_responses: Vec<(String, u16)>,
 }
 
 impl EnvoyOptions {
@@ -162,12 +190,25 @@ impl EnvoyOptions {
             concurrency: 2,
             filter_token: FILTER_TOKEN.to_string(),
             usage_service: true,
+            stdout_access_log: true,
+            access_log_file: false,
+            direct_responses: Vec::new(),
         }
     }
 }
 
-/// Renders the bootstrap for the given ports.
+/// Renders the bootstrap for the given ports (without an access log file).
 pub fn render(options: &EnvoyOptions, listen_port: u16, admin_port: u16) -> String {
+    render_with_access_log(options, listen_port, admin_port, None)
+}
+
+/// Renders the bootstrap; `access_log` is the file for [`EnvoyOptions::access_log_file`].
+pub fn render_with_access_log(
+    options: &EnvoyOptions,
+    listen_port: u16,
+    admin_port: u16,
+    access_log: Option<&Path>,
+) -> String {
     let (filter, usage_service) = match &options.plugin_config {
         None => (String::new(), String::new()),
         Some(config) => {
@@ -187,7 +228,31 @@ pub fn render(options: &EnvoyOptions, listen_port: u16, admin_port: u16) -> Stri
             (fill(WASM_FILTER), usage_service)
         }
     };
+    let mut access_logs = String::new();
+    if options.stdout_access_log {
+        access_logs.push_str(STDOUT_ACCESS_LOG);
+    }
+    if let (true, Some(path)) = (options.access_log_file, access_log) {
+        let quoted = Value::String(path.display().to_string()).to_string();
+        access_logs.push_str(&FILE_ACCESS_LOG.replace("{{ACCESS_LOG_PATH}}", &quoted));
+    }
+    if !access_logs.is_empty() {
+        access_logs.insert_str(0, "          access_log:\n");
+    }
+    let direct_responses: String = options
+        .direct_responses
+        .iter()
+        .map(|(prefix, status)| {
+            let prefix = Value::String(prefix.clone()).to_string();
+            format!(
+                "              - match: {{ prefix: {prefix} }}\n                \
+                 direct_response: {{ status: {status}, body: {{ inline_string: \"direct {status}\" }} }}\n"
+            )
+        })
+        .collect();
     TEMPLATE
+        .replace("{{ACCESS_LOGS}}", &access_logs)
+        .replace("{{DIRECT_RESPONSES}}", &direct_responses)
         .replace("{{WASM_FILTER}}", &filter)
         .replace("{{USAGE_SERVICE}}", &usage_service)
         .replace("{{ADMIN_PORT}}", &admin_port.to_string())
@@ -212,17 +277,31 @@ pub struct Envoy {
     pub admin_port: u16,
     pub base_id: u32,
     pub config_path: PathBuf,
+    /// The access log file, when [`EnvoyOptions::access_log_file`] is set.
+    pub access_log_path: Option<PathBuf>,
 }
 
 impl Envoy {
     /// Starts Envoy without waiting for it to be ready.
     pub fn spawn(options: &EnvoyOptions, logs: &LogDir) -> Envoy {
+        Envoy::spawn_named(options, logs, "envoy")
+    }
+
+    /// Like [`spawn`](Self::spawn), with its files named after `name` (`<name>.log`,
+    /// `<name>.yaml`, `<name>-access.log`), for a second Envoy next to the first.
+    pub fn spawn_named(options: &EnvoyOptions, logs: &LogDir, name: &str) -> Envoy {
         let listen_port = free_port();
         let admin_port = free_port();
         let base_id = unique_base_id();
-        let config_path = logs.path().join("envoy.yaml");
-        std::fs::write(&config_path, render(options, listen_port, admin_port))
-            .expect("write envoy config");
+        let config_path = logs.path().join(format!("{name}.yaml"));
+        let access_log_path = options
+            .access_log_file
+            .then(|| logs.path().join(format!("{name}-access.log")));
+        std::fs::write(
+            &config_path,
+            render_with_access_log(options, listen_port, admin_port, access_log_path.as_deref()),
+        )
+        .expect("write envoy config");
         let mut command = Command::new(envoy_binary());
         command
             .arg("-c")
@@ -232,14 +311,20 @@ impl Envoy {
             .args(["--log-level", "info"])
             .args(["--drain-time-s", "1"])
             .env("TOLLGATE_FILTER_TOKEN", &options.filter_token);
-        let proc = Proc::spawn("envoy", &mut command, &logs.file("envoy"));
+        let proc = Proc::spawn(name, &mut command, &logs.file(name));
         Envoy {
             proc,
             listen_port,
             admin_port,
             base_id,
             config_path,
+            access_log_path,
         }
+    }
+
+    /// Envoy's own process id (the real binary is started, never a shim).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// Waits until the admin endpoint says `/ready` (listeners are up). Errors if Envoy exits.
@@ -317,25 +402,103 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// Every counter and gauge whose name starts with `prefix`, e.g. `wasmcustom.tollgate.`.
+    pub fn stats_with_prefix(&self, prefix: &str) -> Vec<(String, u64)> {
+        let filter = format!("^{}", prefix.replace('.', "\\."));
+        let response = self.admin_get(&format!("/stats?filter={}", percent_encode(&filter)));
+        assert_eq!(response.status, 200, "stats: {response:?}");
+        response
+            .body
+            .lines()
+            .filter_map(|line| line.split_once(": "))
+            .filter_map(|(n, v)| Some((n.to_string(), v.trim().parse().ok()?)))
+            .collect()
+    }
+
+    /// Waits until counter `name` stops moving (the filter flushes metrics on a 100–250 ms
+    /// tick) and returns its value: unchanged over `quiet`, or the last value after `timeout`.
+    pub fn settled_stat(&self, name: &str, quiet: Duration, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = self.stat(name);
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.stat(name);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Admin `/memory` (tcmalloc): `allocated`, `heap_size`, ... as numbers.
+    pub fn memory(&self) -> Memory {
+        let response = self.admin_get("/memory");
+        assert_eq!(response.status, 200, "memory: {response:?}");
+        let v = response.json();
+        let field = |name: &str| -> u64 {
+            match &v[name] {
+                Value::String(s) => s.parse().unwrap_or(0),
+                Value::Number(n) => n.as_u64().unwrap_or(0),
+                _ => 0,
+            }
+        };
+        Memory {
+            allocated: field("allocated"),
+            heap_size: field("heap_size"),
+            rss: rss_bytes(self.pid()),
+        }
+    }
+
+    /// The entries of the access log file written so far (Envoy flushes it about every second).
+    pub fn access_log(&self) -> Vec<Value> {
+        let path = self
+            .access_log_path
+            .as_ref()
+            .expect("start Envoy with access_log_file to read its access log");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     /// Requests Envoy has sent to the control plane (lookups), from Envoy's own cluster stats.
     pub fn control_plane_requests(&self) -> u64 {
         self.stat("cluster.tollgate_control_plane.upstream_rq_total")
     }
 }
 
+/// Envoy's memory: tcmalloc's view from the admin API (the C++ heap: shared data, connections,
+/// stats) and the resident set of the process (also the wasm VMs' linear memories).
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub allocated: u64,
+    pub heap_size: u64,
+    /// `VmRSS` from `/proc/<pid>/status`, 0 if unreadable.
+    pub rss: u64,
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 impl Drop for Envoy {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -85,6 +85,55 @@ pub fn try_request(
             .send_string(&body.to_string()),
         None => req.call(),
     };
+    read_response(result)
+}
+
+/// A client that keeps its connection open between requests (one connection per thread in
+/// load tests, so traffic stays on the worker that accepted it, like a real keep-alive client).
+#[derive(Clone)]
+pub struct Client {
+    agent: ureq::Agent,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        Client {
+            agent: ureq::AgentBuilder::new()
+                .timeout(REQUEST_TIMEOUT)
+                .max_idle_connections_per_host(1)
+                .redirects(0)
+                .build(),
+        }
+    }
+
+    /// One request; transport errors are returned.
+    pub fn try_request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, String> {
+        let mut req = self.agent.request(method, url);
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        read_response(req.call())
+    }
+
+    /// One request; transport errors panic.
+    pub fn request(&self, method: &str, url: &str, headers: &[(&str, &str)]) -> Response {
+        self.try_request(method, url, headers)
+            .unwrap_or_else(|e| panic!("{method} {url}: transport error: {e}"))
+    }
+}
+
+fn read_response(result: Result<ureq::Response, ureq::Error>) -> Result<Response, String> {
     let response = match result {
         Ok(response) => response,
         Err(ureq::Error::Status(_, response)) => response,
@@ -105,6 +154,30 @@ pub fn try_request(
         headers: all,
         body,
     })
+}
+
+/// `?a=1&b=x%2Fy` from pairs (values percent-encoded); empty for no pairs.
+pub fn query_string(params: &[(&str, String)]) -> String {
+    if params.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    format!("?{}", parts.join("&"))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Sends `GET path` to `127.0.0.1:port` with exactly the given header lines (names may repeat,

@@ -18,14 +18,17 @@
 //! ```
 
 pub mod admin;
+pub mod browser;
 pub mod envoy;
 pub mod http;
 pub mod keys;
+pub mod load;
 pub mod logs;
 pub mod paths;
 pub mod process;
 pub mod stack;
 pub mod time;
+pub mod wrk;
 
 pub use admin::{Admin, CreatedKey, Plan};
 pub use envoy::{Envoy, EnvoyOptions};

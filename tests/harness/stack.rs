@@ -22,6 +22,10 @@ pub struct StackBuilder {
     plugin_config: Option<Value>,
     with_envoy: bool,
     concurrency: u32,
+    envoys: usize,
+    stdout_access_log: bool,
+    access_log_file: bool,
+    direct_responses: Vec<(String, u16)>,
 }
 
 impl StackBuilder {
@@ -74,10 +78,38 @@ impl StackBuilder {
         self
     }
 
+    /// Runs `n` Envoys (default 1), each with its own ports, `--base-id` and instance id, all
+    /// with the same configuration and the same control plane and upstream.
+    pub fn envoys(mut self, n: usize) -> Self {
+        assert!(n >= 1, "at least one Envoy");
+        self.envoys = n;
+        self
+    }
+
+    /// Writes the access log with the filter state to a file ([`Envoy::access_log`]).
+    pub fn access_log_file(mut self) -> Self {
+        self.access_log_file = true;
+        self
+    }
+
+    /// No access log on Envoy's stdout (load tests: keeps `envoy.log` small and Envoy fast).
+    pub fn without_stdout_access_log(mut self) -> Self {
+        self.stdout_access_log = false;
+        self
+    }
+
+    /// Envoy answers requests whose path starts with `prefix` itself with `status` (after the
+    /// filter, instead of the upstream).
+    pub fn direct_response(mut self, prefix: &str, status: u16) -> Self {
+        self.direct_responses.push((prefix.to_string(), status));
+        self
+    }
+
     /// Starts everything and waits until each process is ready; panics (with logs) otherwise.
     pub fn start(self) -> Stack {
         let mut stack = self.start_unchecked();
-        if let Some(envoy) = stack.envoy.as_mut() {
+        let envoys = stack.envoy.iter_mut().chain(stack.more_envoys.iter_mut());
+        for envoy in envoys {
             if let Err(e) = envoy.wait_ready(STARTUP_TIMEOUT) {
                 panic!("{e}");
             }
@@ -94,6 +126,7 @@ impl StackBuilder {
             .expect("create a temporary data directory");
         let mut stack = Stack {
             envoy: None,
+            more_envoys: Vec::new(),
             control_plane: None,
             upstream: None,
             control_plane_port: free_port(),
@@ -107,7 +140,16 @@ impl StackBuilder {
             let mut options = EnvoyOptions::new(stack.control_plane_port, stack.upstream_port);
             options.plugin_config = self.plugin_config;
             options.concurrency = self.concurrency;
+            options.stdout_access_log = self.stdout_access_log;
+            options.access_log_file = self.access_log_file;
+            options.direct_responses = self.direct_responses;
             stack.envoy = Some(Envoy::spawn(&options, &stack.logs));
+            for n in 2..=self.envoys {
+                let name = format!("envoy-{n}");
+                stack
+                    .more_envoys
+                    .push(Envoy::spawn_named(&options, &stack.logs, &name));
+            }
         }
         stack
     }
@@ -115,6 +157,8 @@ impl StackBuilder {
 
 pub struct Stack {
     pub envoy: Option<Envoy>,
+    /// The second and further Envoys of [`StackBuilder::envoys`].
+    pub more_envoys: Vec<Envoy>,
     control_plane: Option<Proc>,
     upstream: Option<Proc>,
     pub control_plane_port: u16,
@@ -130,6 +174,10 @@ impl Stack {
             plugin_config: Some(default_plugin_config()),
             with_envoy: true,
             concurrency: 2,
+            envoys: 1,
+            stdout_access_log: true,
+            access_log_file: false,
+            direct_responses: Vec::new(),
         }
     }
 
@@ -156,6 +204,11 @@ impl Stack {
 
     pub fn envoy_mut(&mut self) -> &mut Envoy {
         self.envoy.as_mut().expect("this stack has no Envoy")
+    }
+
+    /// Every Envoy of the stack, the first one first.
+    pub fn envoys(&self) -> Vec<&Envoy> {
+        self.envoy.iter().chain(self.more_envoys.iter()).collect()
     }
 
     /// `GET path` through Envoy on a new connection.
@@ -205,6 +258,14 @@ impl Stack {
         }
     }
 
+    /// Stops the control plane gracefully (SIGTERM: it drains requests and exits). Start it
+    /// again on the same port and data directory with [`start_control_plane`](Self::start_control_plane).
+    pub fn stop_control_plane(&mut self) {
+        if let Some(mut proc) = self.control_plane.take() {
+            proc.stop();
+        }
+    }
+
     /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.
     pub fn kill_control_plane(&mut self) {
         if let Some(mut proc) = self.control_plane.take() {
@@ -236,6 +297,9 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if let Some(mut envoy) = self.envoy.take() {
+            envoy.stop();
+        }
+        for envoy in &mut self.more_envoys {
             envoy.stop();
         }
         for proc in [self.control_plane.as_mut(), self.upstream.as_mut()]

@@ -33,6 +33,56 @@ pub fn rfc3339_in(from_now: Duration) -> (String, SystemTime) {
     (rfc3339(secs), UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// `unix_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let seconds = rfc3339(unix_ms / 1000);
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), unix_ms % 1000)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC timestamp (`Z` or `+00:00`, optional
+/// fraction); `None` if it is not one.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let text = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, fraction) = match time.split_once('.') {
+        Some((hms, f)) => (hms, f),
+        None => (time, ""),
+    };
+    let mut t = hms.split(':');
+    let (h, min, sec): (u64, u64, u64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    let ms = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
+        digits.parse().ok()?
+    };
+    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
+    Some(((days * 86_400 + h * 3600 + min * 60 + sec) * 1000) + ms)
+}
+
+/// Howard Hinnant's civil-to-days algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -57,5 +107,21 @@ mod tests {
         assert_eq!(rfc3339(1_798_761_600), "2027-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ms in [0, 951_782_400_123, 1_709_251_199_999, 1_798_761_600_000] {
+            assert_eq!(parse_rfc3339_ms(&rfc3339_ms(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-23T19:59:58.1Z"),
+            parse_rfc3339_ms("2026-11-23T19:59:58.100+00:00")
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2027-01-01T00:00:00Z"),
+            Some(1_798_761_600_000)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
     }
 }

@@ -1,14 +1,14 @@
 //! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`).
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
 use crate::clock;
 use crate::error::ApiError;
 use crate::secret::SecretHash;
-use crate::store::{AllowRule, KeyLookup, Quotas, Usage};
+use crate::store::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
 
 /// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
 /// minute instead of one per request.
@@ -25,9 +25,39 @@ pub struct LookupView {
     allowed: Vec<AllowRule>,
     quotas: Quotas,
     usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recent: Option<Recent>,
     plan: PlanLimits,
     cache_ttl_ms: u64,
     now_ms: i64,
+}
+
+/// `?instance=&since_ms=`: both, or `recent` is left out.
+#[derive(Debug, Default, Deserialize)]
+struct LookupParams {
+    instance: Option<String>,
+    since_ms: Option<String>,
+}
+
+fn recent_query(raw: Option<&str>) -> Result<Option<RecentQuery>, ApiError> {
+    let params: LookupParams = serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let (Some(instance), Some(since)) = (params.instance, params.since_ms) else {
+        return Ok(None);
+    };
+    if instance.is_empty() || instance.chars().count() > 64 {
+        return Err(ApiError::BadRequest(
+            "instance: must be 1-64 characters".to_owned(),
+        ));
+    }
+    let since_ms = since
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s >= 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest("since_ms: must be a non-negative integer".to_owned())
+        })?;
+    Ok(Some(RecentQuery { instance, since_ms }))
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +96,7 @@ impl LookupView {
             allowed: k.allowed,
             quotas: k.quotas,
             usage: k.usage,
+            recent: k.recent,
             plan: PlanLimits {
                 name: k.plan.name,
                 rate_limit_per_second: k.plan.rate_limit_per_second,
@@ -79,16 +110,29 @@ impl LookupView {
 pub async fn lookup(
     State(state): State<AppState>,
     PathParam(hash): PathParam,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<LookupView>, ApiError> {
     let hash = SecretHash::parse(&hash).ok_or_else(|| {
         ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
     })?;
+    let recent = recent_query(query.as_deref())?;
     let now = clock::now_ms();
-    let found = state
-        .store
-        .lookup_key(&hash, now)
+    let found = find_key(&state, &hash, now, recent.as_ref())
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
+    Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))
+}
+
+/// The key a hash authenticates, marked as used: a request was made with it at the edge.
+pub async fn find_key(
+    state: &AppState,
+    hash: &SecretHash,
+    now: i64,
+    recent: Option<&RecentQuery>,
+) -> Result<Option<KeyLookup>, ApiError> {
+    let Some(found) = state.store.lookup_key(hash, now, recent).await? else {
+        return Ok(None);
+    };
     let stale = found
         .last_used_at
         .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS);
@@ -103,7 +147,7 @@ pub async fn lookup(
             tracing::warn!(key_id = %found.key_id, error = %e, "cannot record key use");
         }
     }
-    Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))
+    Ok(Some(found))
 }
 
 #[cfg(test)]

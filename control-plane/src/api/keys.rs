@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::Principal;
 use super::{parse_json, present, AppState, JsonBody, List, PathParam};
 use crate::clock;
 use crate::error::ApiError;
@@ -175,6 +176,7 @@ pub struct KeyView {
     allowed: Vec<AllowRule>,
     created_at: String,
     last_used_at: Option<String>,
+    calls_this_month: u64,
     prefix: String,
     hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +190,7 @@ impl KeyView {
             expires_at: key.expires_at.map(clock::format_rfc3339),
             created_at: clock::format_rfc3339(key.created_at),
             last_used_at: key.last_used_at.map(clock::format_rfc3339),
+            calls_this_month: key.calls_this_month,
             id: key.id,
             workspace_id: key.workspace_id,
             alias: key.alias,
@@ -210,9 +213,11 @@ impl KeyView {
 
 pub async fn create(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(workspace_id): PathParam,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
+    principal.check_workspace(&workspace_id)?;
     let alias = Alias::parse(&body.alias)?;
     let description = Description::parse(body.description.as_deref())?;
     let category = Category::parse(body.category.as_deref().unwrap_or("production"))?;
@@ -250,8 +255,10 @@ pub async fn create(
 
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(workspace_id): PathParam,
 ) -> Result<Json<List<KeyView>>, ApiError> {
+    principal.check_workspace(&workspace_id)?;
     let keys = state.store.keys(&workspace_id).await?;
     let now = clock::now_ms();
     Ok(Json(List {
@@ -261,17 +268,20 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = state.store.key(&id).await?;
+    let key = principal.key(&state, &id).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
 }
 
 pub async fn update(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchKey>,
 ) -> Result<Json<KeyView>, ApiError> {
+    principal.key(&state, &id).await?;
     let patch = body.into_patch()?;
     let key = state.store.update_key(&id, patch).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
@@ -280,9 +290,11 @@ pub async fn update(
 /// The body is optional: an empty body rotates without grace.
 pub async fn rotate(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(id): PathParam,
     body: Bytes,
 ) -> Result<Json<KeyView>, ApiError> {
+    principal.key(&state, &id).await?;
     let body: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()
     } else {
@@ -308,8 +320,10 @@ pub async fn rotate(
 
 pub async fn delete(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
+    principal.key(&state, &id).await?;
     state.store.delete_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

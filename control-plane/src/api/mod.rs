@@ -1,6 +1,11 @@
 //! HTTP handlers, kept thin: parse input (`validate`), call the store, shape the JSON.
 
+pub mod analytics;
+pub mod auth;
+pub mod console;
+pub mod ext_authz;
 pub mod filter;
+pub mod ingest;
 pub mod keys;
 pub mod plans;
 pub mod workspaces;

@@ -3,6 +3,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Principal;
 use super::{AppState, JsonBody, List, PathParam};
 use crate::clock;
 use crate::error::ApiError;
@@ -44,8 +45,10 @@ impl From<Workspace> for WorkspaceView {
 
 pub async fn create(
     State(state): State<AppState>,
+    principal: Principal,
     JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
+    principal.require_admin()?;
     let name = WorkspaceName::parse(&body.name)?;
     let plans = state.store.plans().await?;
     let plan = PlanName::parse(&body.plan, &plans)?;
@@ -61,16 +64,25 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<List<WorkspaceView>>, ApiError> {
+/// A console token lists its own workspace only.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<List<WorkspaceView>>, ApiError> {
     let workspaces = state.store.workspaces().await?;
     Ok(Json(List {
-        data: workspaces.into_iter().map(WorkspaceView::from).collect(),
+        data: workspaces
+            .into_iter()
+            .filter(|ws| principal.can_see(&ws.id))
+            .map(WorkspaceView::from)
+            .collect(),
     }))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    Ok(Json(state.store.workspace(&id).await?.into()))
+    Ok(Json(principal.workspace(&state, &id).await?.into()))
 }

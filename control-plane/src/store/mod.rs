@@ -1,11 +1,12 @@
 //! Storage behind one trait. Handlers see `Arc<dyn Store>` only, so a PostgreSQL backend is one
 //! more implementation (with its own migrations folder) and no handler changes.
 //!
-//! The trait is shaped around what the API needs rather than around tables: usage ingest and
-//! analytics will add methods here (record a batch of usage counts, read counts per window) and
-//! fill [`KeyLookup::usage`], which is zero until then.
+//! The trait is shaped around what the API needs rather than around tables: usage ingest takes a
+//! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
 pub mod sqlite;
+mod sqlite_usage;
+pub mod usage;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,12 @@ use crate::secret::SecretHash;
 use crate::validate::{Alias, Category, Description, PlanName, WorkspaceName};
 
 pub use sqlite::SqliteStore;
+pub use usage::{
+    ConsoleToken, EndpointCount, IngestOutcome, IngestRejection, MethodCount, NewConsoleToken,
+    Recent, RecentQuery, RequestCursor, RequestFilter, RequestPage, RequestRecord,
+    ResponseCodeCount, SeriesBucket, StatusTotals, UsageQuery, UsageRecord, UsageReport,
+    UsageScope, UsageStatus,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +34,8 @@ pub enum StoreError {
     AliasTaken(String),
     #[error("API key has request history; deactivate it instead")]
     KeyHasHistory,
+    #[error("console token not found")]
+    ConsoleTokenNotFound,
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -100,6 +109,8 @@ pub struct ApiKey {
     pub hash: String,
     /// First 8 characters of the current secret.
     pub prefix: String,
+    /// Usage records of the current calendar month (UTC), admitted or not.
+    pub calls_this_month: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +247,10 @@ pub struct KeyLookup {
     pub secret_valid_until: Option<i64>,
     pub allowed: Vec<AllowRule>,
     pub quotas: Quotas,
+    /// Counted only for keys with at least one quota (zeros otherwise: the filter ignores it).
     pub usage: Usage,
+    /// Present when the lookup asked for it ([`RecentQuery`]).
+    pub recent: Option<Recent>,
     pub plan: Plan,
     pub last_used_at: Option<i64>,
 }
@@ -259,10 +273,38 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_key(&self, id: &str) -> StoreResult<()>;
 
     /// The key a secret hash authenticates at `now_ms`; `None` for an unknown hash or an old
-    /// secret whose grace has ended. Read-only: must stay cheap.
-    async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>>;
+    /// secret whose grace has ended. `usage` and `recent` come from one consistent snapshot.
+    /// Read-only: must stay cheap (backends may cache it until the next write).
+    async fn lookup_key(
+        &self,
+        hash: &SecretHash,
+        now_ms: i64,
+        recent: Option<&RecentQuery>,
+    ) -> StoreResult<Option<KeyLookup>>;
     /// Sets `last_used_at = now_ms` unless it is already within `resolution_ms` of it.
     async fn touch_key(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> StoreResult<()>;
+
+    /// Stores a batch in one transaction: raw records (new `request_id`s only), rollups, quota
+    /// counts, `calls_this_month` and `last_used_at`. Records whose key does not exist or belongs
+    /// to another workspace are rejected (their position in `records`); the others are stored.
+    async fn ingest_usage(&self, records: &[UsageRecord]) -> StoreResult<IngestOutcome>;
+    /// Analytics from rollups over `[query.from_ms, query.to_ms)` (see [`UsageQuery`]).
+    /// `WorkspaceNotFound`/`KeyNotFound` when the scope does not exist.
+    async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport>;
+    /// One page of the request log, newest first.
+    async fn requests(&self, filter: &RequestFilter) -> StoreResult<RequestPage>;
+    /// Deletes up to `batch` raw records older than `before_ms`; returns how many it deleted.
+    async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
+    /// Deletes rollups (and per-key quota minutes no window can reach) older than `before_ms`.
+    async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64>;
+
+    async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken>;
+    /// `WorkspaceNotFound` when the workspace does not exist.
+    async fn console_tokens(&self, workspace_id: &str) -> StoreResult<Vec<ConsoleToken>>;
+    async fn console_token(&self, id: &str) -> StoreResult<ConsoleToken>;
+    async fn delete_console_token(&self, id: &str) -> StoreResult<()>;
+    /// The console token whose SHA-256 hex is `hash`, if any.
+    async fn console_token_by_hash(&self, hash: &str) -> StoreResult<Option<ConsoleToken>>;
 
     /// Flushes and closes connections; called once on shutdown.
     async fn close(&self);

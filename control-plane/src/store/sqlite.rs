@@ -2,17 +2,26 @@
 //! one writer anyway, and queueing in the pool avoids `SQLITE_BUSY` on lock upgrades); a pool of
 //! readers serves lookups and listings concurrently thanks to WAL.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::{
-    AllowRule, ApiKey, KeyLookup, KeyPatch, NewKey, NewWorkspace, Plan, Quotas, Rotation, Store,
-    StoreError, StoreResult, Usage, Workspace,
+use super::usage::{
+    ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
+    RECENT_BUCKET_MS,
 };
+use super::{
+    AllowRule, ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
+    NewWorkspace, Plan, Quotas, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Store,
+    StoreError, StoreResult, Usage, UsageQuery, UsageRecord, UsageReport, Workspace,
+};
+use crate::clock;
 use crate::secret::SecretHash;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -33,8 +42,134 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    readers: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) readers: SqlitePool,
+    pub(super) lookups: Arc<LookupCache>,
+}
+
+/// Lookup answers kept until a write could change them: any change to keys (global epoch), or
+/// usage ingested for that key (per-key version), or the next minute (rolling windows move by
+/// the minute). One process owns the database (every write goes through this store), so a
+/// cached answer is exactly what the database would say.
+#[derive(Debug, Default)]
+pub(super) struct LookupCache {
+    epoch: AtomicU64,
+    inner: Mutex<CacheInner>,
+}
+
+type CacheKey = (String, Option<RecentQuery>);
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashMap<CacheKey, CachedLookup>,
+    /// Bumped for a key by every ingest that stored records of it.
+    key_versions: HashMap<String, u64>,
+    /// Bumped by every ingest: an answer read while one committed is not kept.
+    ingests: u64,
+    /// When each key's `last_used_at` was last written, to skip redundant writes.
+    touched: HashMap<String, i64>,
+}
+
+#[derive(Debug)]
+struct CachedLookup {
+    epoch: u64,
+    key_version: u64,
+    minute: i64,
+    lookup: Option<KeyLookup>,
+}
+
+/// Beyond this many answers the cache starts over (an unknown-hash flood cannot grow it).
+const LOOKUP_CACHE_MAX: usize = 50_000;
+
+impl LookupCache {
+    /// After every committed change to keys, secrets or plans.
+    pub(super) fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// After an ingest committed records of `key_ids`.
+    pub(super) fn invalidate_keys<'a>(&self, key_ids: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.ingests += 1;
+            for id in key_ids {
+                match inner.key_versions.get_mut(id) {
+                    Some(v) => *v += 1,
+                    None => {
+                        inner.key_versions.insert(id.to_owned(), 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The epoch and ingest count to pass to [`put`](Self::put), read before the database.
+    fn snapshot(&self) -> (u64, u64) {
+        let ingests = self.inner.lock().map_or(u64::MAX, |i| i.ingests);
+        (self.epoch.load(Ordering::Acquire), ingests)
+    }
+
+    fn get(&self, key: &CacheKey, now_ms: i64) -> Option<Option<KeyLookup>> {
+        let inner = self.inner.lock().ok()?;
+        let hit = inner.entries.get(key)?;
+        let key_version = |l: &KeyLookup| inner.key_versions.get(&l.key_id).copied().unwrap_or(0);
+        let fresh = hit.epoch == self.epoch.load(Ordering::Acquire)
+            && hit.minute == now_ms.div_euclid(60_000)
+            && hit
+                .lookup
+                .as_ref()
+                .is_none_or(|l| key_version(l) == hit.key_version);
+        fresh.then(|| hit.lookup.clone())
+    }
+
+    fn put(
+        &self,
+        key: CacheKey,
+        (epoch, ingests): (u64, u64),
+        now_ms: i64,
+        lookup: Option<KeyLookup>,
+    ) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if inner.ingests != ingests {
+            return;
+        }
+        if inner.entries.len() >= LOOKUP_CACHE_MAX {
+            inner.entries.clear();
+        }
+        let key_version = lookup
+            .as_ref()
+            .and_then(|l| inner.key_versions.get(&l.key_id).copied())
+            .unwrap_or(0);
+        inner.entries.insert(
+            key,
+            CachedLookup {
+                epoch,
+                key_version,
+                minute: now_ms.div_euclid(60_000),
+                lookup,
+            },
+        );
+    }
+
+    /// Whether `key_id` was touched within `resolution_ms` of `now_ms` (and records it if not).
+    fn recently_touched(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> bool {
+        let Ok(mut inner) = self.inner.lock() else {
+            return false;
+        };
+        if inner
+            .touched
+            .get(key_id)
+            .is_some_and(|t| now_ms - t < resolution_ms)
+        {
+            return true;
+        }
+        if inner.touched.len() >= LOOKUP_CACHE_MAX {
+            inner.touched.clear();
+        }
+        inner.touched.insert(key_id.to_owned(), now_ms);
+        false
+    }
 }
 
 impl SqliteStore {
@@ -46,7 +181,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            // 64 MiB of page cache per connection: the ingest indexes and rollups stay hot.
+            .pragma("cache_size", "-65536")
+            .pragma("mmap_size", "268435456");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -60,7 +199,11 @@ impl SqliteStore {
             .max_connections(readers_count)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            lookups: Arc::default(),
+        })
     }
 
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -73,6 +216,15 @@ impl SqliteStore {
 const KEY_COLUMNS: &str = "id, workspace_id, alias, description, category, active, expires_at, \
      quota_total, quota_daily, quota_weekly, quota_monthly, allowed, created_at, last_used_at, \
      hash, prefix";
+
+/// `KEY_COLUMNS` plus `calls_this_month`; binds the month (`YYYYMM`) as `?1`.
+fn select_keys(condition: &str) -> String {
+    format!(
+        "SELECT {KEY_COLUMNS}, coalesce((SELECT calls FROM key_month_calls c \
+         WHERE c.key_id = api_keys.id AND c.month = ?1), 0) AS calls_this_month \
+         FROM api_keys WHERE {condition}"
+    )
+}
 
 #[derive(FromRow)]
 struct PlanRow {
@@ -130,6 +282,7 @@ struct KeyRow {
     last_used_at: Option<i64>,
     hash: String,
     prefix: String,
+    calls_this_month: i64,
 }
 
 impl TryFrom<KeyRow> for ApiKey {
@@ -155,6 +308,7 @@ impl TryFrom<KeyRow> for ApiKey {
             last_used_at: r.last_used_at,
             hash: r.hash,
             prefix: r.prefix,
+            calls_this_month: u64::try_from(r.calls_this_month).unwrap_or(0),
         })
     }
 }
@@ -172,6 +326,11 @@ struct LookupRow {
     quota_weekly: Option<i64>,
     quota_monthly: Option<i64>,
     last_used_at: Option<i64>,
+    usage_total: Option<i64>,
+    usage_daily: Option<i64>,
+    usage_weekly: Option<i64>,
+    usage_monthly: Option<i64>,
+    recent: Option<i64>,
     plan_name: String,
     max_keys: Option<i64>,
     rate_limit_per_second: Option<i64>,
@@ -207,13 +366,59 @@ fn allowed_column(rules: &[AllowRule]) -> StoreResult<String> {
 }
 
 async fn fetch_key(conn: &mut SqliteConnection, id: &str) -> StoreResult<ApiKey> {
-    let row: Option<KeyRow> =
-        sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<KeyRow> = sqlx::query_as(&select_keys("id = ?2"))
+        .bind(clock::utc_month(clock::now_ms()))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.ok_or(StoreError::KeyNotFound)?.try_into()
 }
+
+fn count(v: Option<i64>) -> u64 {
+    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+/// The filter lookup in one statement, so the key, its usage windows and `recent` are one
+/// snapshot. Windows are read only for keys with a quota. A window = whole hours from the
+/// per-key hourly counts + the minutes of its first, partial hour.
+const LOOKUP_SQL: &str = "\
+SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
+       s.valid_until AS secret_valid_until, k.allowed, \
+       k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly, \
+       k.last_used_at, p.name AS plan_name, p.max_keys, \
+       p.rate_limit_per_second, p.rate_limit_per_minute, \
+       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
+         IS NOT NULL THEN \
+         (SELECT admitted FROM key_admitted_totals t WHERE t.key_id = k.id) END AS usage_total, \
+       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
+         IS NOT NULL THEN \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
+           WHERE h.key_id = k.id AND h.hour >= ?3) + \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
+           WHERE m.key_id = k.id AND m.minute >= ?2 AND m.minute < ?3) END AS usage_daily, \
+       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
+         IS NOT NULL THEN \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
+           WHERE h.key_id = k.id AND h.hour >= ?5) + \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
+           WHERE m.key_id = k.id AND m.minute >= ?4 AND m.minute < ?5) END AS usage_weekly, \
+       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
+         IS NOT NULL THEN \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
+           WHERE h.key_id = k.id AND h.hour >= ?7) + \
+         (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
+           WHERE m.key_id = k.id AND m.minute >= ?6 AND m.minute < ?7) END AS usage_monthly, \
+       CASE WHEN ?8 IS NOT NULL THEN \
+         (SELECT coalesce(sum(admitted), 0) FROM key_instance_buckets b \
+           WHERE b.key_id = k.id AND b.instance = ?8 AND b.bucket >= ?10) + \
+         (SELECT count(*) FROM usage_records r \
+           WHERE r.key_id = k.id AND r.timestamp >= ?9 AND r.timestamp < ?10 \
+             AND r.instance = ?8 AND r.admitted = 1) END AS recent \
+FROM key_secrets s \
+JOIN api_keys k ON k.id = s.key_id \
+JOIN workspaces w ON w.id = k.workspace_id \
+JOIN plans p ON p.name = w.plan \
+WHERE s.hash = ?1";
 
 async fn alias_taken(
     conn: &mut SqliteConnection,
@@ -238,6 +443,95 @@ fn map_alias_conflict(e: sqlx::Error, alias: &str) -> StoreError {
             StoreError::AliasTaken(alias.to_owned())
         }
         _ => e.into(),
+    }
+}
+
+#[derive(FromRow)]
+struct ConsoleTokenRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<ConsoleTokenRow> for ConsoleToken {
+    fn from(r: ConsoleTokenRow) -> Self {
+        ConsoleToken {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            name: r.name,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl SqliteStore {
+    async fn lookup_uncached(
+        &self,
+        hash: &SecretHash,
+        now_ms: i64,
+        recent: Option<&RecentQuery>,
+    ) -> StoreResult<Option<KeyLookup>> {
+        let window = |w: i64| {
+            let start = window_start(now_ms, w);
+            (start, ceil_to(start, HOUR_MS))
+        };
+        let (d0, d1) = window(DAY_MS);
+        let (w0, w1) = window(7 * DAY_MS);
+        let (m0, m1) = window(LONGEST_WINDOW_MS);
+        // Buckets cover [aligned, ...); a since_ms inside a bucket, or older than the buckets
+        // are kept, is counted from raw records up to the first whole bucket.
+        let since = recent.map_or(0, |r| r.since_ms);
+        let first_bucket = if since < now_ms - RECENT_BUCKET_HORIZON_MS {
+            i64::MAX
+        } else {
+            ceil_to(since, RECENT_BUCKET_MS)
+        };
+        let row: Option<LookupRow> = sqlx::query_as(LOOKUP_SQL)
+            .bind(hash.as_str())
+            .bind(d0)
+            .bind(d1)
+            .bind(w0)
+            .bind(w1)
+            .bind(m0)
+            .bind(m1)
+            .bind(recent.map(|r| r.instance.as_str()))
+            .bind(since)
+            .bind(first_bucket)
+            .fetch_optional(&self.readers)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(KeyLookup {
+            quotas: quotas_from_columns(
+                r.quota_total,
+                r.quota_daily,
+                r.quota_weekly,
+                r.quota_monthly,
+            ),
+            allowed: allowed_from_column(&r.allowed)?,
+            key_id: r.key_id,
+            workspace_id: r.workspace_id,
+            active: r.active,
+            expires_at: r.expires_at,
+            secret_valid_until: r.secret_valid_until,
+            usage: Usage {
+                total: count(r.usage_total),
+                daily: count(r.usage_daily),
+                weekly: count(r.usage_weekly),
+                monthly: count(r.usage_monthly),
+            },
+            recent: recent.map(|q| Recent {
+                since_ms: q.since_ms,
+                count: count(r.recent),
+            }),
+            plan: Plan {
+                name: r.plan_name,
+                max_keys: r.max_keys,
+                rate_limit_per_second: r.rate_limit_per_second,
+                rate_limit_per_minute: r.rate_limit_per_minute,
+            },
+            last_used_at: r.last_used_at,
+        }))
     }
 }
 
@@ -340,6 +634,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.lookups.invalidate();
         Ok(ApiKey {
             id: key.id,
             workspace_id: key.workspace_id,
@@ -354,6 +649,7 @@ impl Store for SqliteStore {
             last_used_at: None,
             hash: key.hash.as_str().to_owned(),
             prefix: key.prefix,
+            calls_this_month: 0,
         })
     }
 
@@ -367,12 +663,12 @@ impl Store for SqliteStore {
         if exists.is_none() {
             return Err(StoreError::WorkspaceNotFound);
         }
-        let rows: Vec<KeyRow> = sqlx::query_as(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id"
-        ))
-        .bind(workspace_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(&select_keys("workspace_id = ?2 ORDER BY created_at, id"))
+                .bind(clock::utc_month(clock::now_ms()))
+                .bind(workspace_id)
+                .fetch_all(&mut *conn)
+                .await?;
         rows.into_iter().map(ApiKey::try_from).collect()
     }
 
@@ -411,6 +707,7 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| map_alias_conflict(e, &key.alias))?;
         tx.commit().await?;
+        self.lookups.invalidate();
         Ok(key)
     }
 
@@ -455,6 +752,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.lookups.invalidate();
         key.hash = rotation.new_hash.as_str().to_owned();
         key.prefix = rotation.new_prefix;
         Ok(key)
@@ -481,54 +779,31 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.lookups.invalidate();
         Ok(())
     }
 
-    async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>> {
-        let row: Option<LookupRow> = sqlx::query_as(
-            "SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
-                    s.valid_until AS secret_valid_until, k.allowed, \
-                    k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly, \
-                    k.last_used_at, p.name AS plan_name, p.max_keys, \
-                    p.rate_limit_per_second, p.rate_limit_per_minute \
-             FROM key_secrets s \
-             JOIN api_keys k ON k.id = s.key_id \
-             JOIN workspaces w ON w.id = k.workspace_id \
-             JOIN plans p ON p.name = w.plan \
-             WHERE s.hash = ?",
-        )
-        .bind(hash.as_str())
-        .fetch_optional(&self.readers)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        if r.secret_valid_until.is_some_and(|until| until <= now_ms) {
-            return Ok(None);
+    async fn lookup_key(
+        &self,
+        hash: &SecretHash,
+        now_ms: i64,
+        recent: Option<&RecentQuery>,
+    ) -> StoreResult<Option<KeyLookup>> {
+        let cache_key = (hash.as_str().to_owned(), recent.cloned());
+        if let Some(hit) = self.lookups.get(&cache_key, now_ms) {
+            return Ok(hit.filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)));
         }
-        Ok(Some(KeyLookup {
-            quotas: quotas_from_columns(
-                r.quota_total,
-                r.quota_daily,
-                r.quota_weekly,
-                r.quota_monthly,
-            ),
-            allowed: allowed_from_column(&r.allowed)?,
-            key_id: r.key_id,
-            workspace_id: r.workspace_id,
-            active: r.active,
-            expires_at: r.expires_at,
-            secret_valid_until: r.secret_valid_until,
-            usage: Usage::default(),
-            plan: Plan {
-                name: r.plan_name,
-                max_keys: r.max_keys,
-                rate_limit_per_second: r.rate_limit_per_second,
-                rate_limit_per_minute: r.rate_limit_per_minute,
-            },
-            last_used_at: r.last_used_at,
-        }))
+        let snapshot = self.lookups.snapshot();
+        let found = self.lookup_uncached(hash, now_ms, recent).await?;
+        self.lookups.put(cache_key, snapshot, now_ms, found.clone());
+        Ok(found.filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)))
     }
 
     async fn touch_key(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> StoreResult<()> {
+        // Cached lookups keep an older `last_used_at`; the write itself is needed once a minute.
+        if self.lookups.recently_touched(key_id, now_ms, resolution_ms) {
+            return Ok(());
+        }
         sqlx::query(
             "UPDATE api_keys SET last_used_at = ?1 \
              WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at <= ?1 - ?3)",
@@ -539,6 +814,144 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn ingest_usage(&self, records: &[UsageRecord]) -> StoreResult<IngestOutcome> {
+        self.ingest(records).await
+    }
+
+    async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
+        self.report(query).await
+    }
+
+    async fn requests(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
+        self.request_page(filter).await
+    }
+
+    async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM usage_records WHERE id IN \
+             (SELECT id FROM usage_records WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(batch)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() > 0 {
+            // `recent` older than the bucket horizon reads raw records.
+            self.lookups.invalidate();
+        }
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let mut deleted = 0;
+        for (sql, cutoff) in [
+            ("DELETE FROM usage_minutes WHERE minute < ?", before_ms),
+            ("DELETE FROM usage_hours WHERE hour < ?", before_ms),
+            (
+                "DELETE FROM key_admitted_minutes WHERE minute < ?",
+                now_ms - LONGEST_WINDOW_MS - DAY_MS,
+            ),
+            (
+                "DELETE FROM key_admitted_hours WHERE hour < ?",
+                now_ms - LONGEST_WINDOW_MS - DAY_MS,
+            ),
+            (
+                "DELETE FROM key_instance_buckets WHERE bucket < ?",
+                now_ms - RECENT_BUCKET_HORIZON_MS - HOUR_MS,
+            ),
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        self.lookups.invalidate();
+        Ok(deleted)
+    }
+
+    async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken> {
+        let mut tx = self.begin().await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM workspaces WHERE id = ?")
+            .bind(&token.workspace_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::WorkspaceNotFound);
+        }
+        sqlx::query(
+            "INSERT INTO console_tokens (id, workspace_id, name, created_at, hash) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.workspace_id)
+        .bind(&token.name)
+        .bind(token.created_at)
+        .bind(&token.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ConsoleToken {
+            id: token.id,
+            workspace_id: token.workspace_id,
+            name: token.name,
+            created_at: token.created_at,
+        })
+    }
+
+    async fn console_tokens(&self, workspace_id: &str) -> StoreResult<Vec<ConsoleToken>> {
+        let mut conn = self.readers.acquire().await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM workspaces WHERE id = ?")
+            .bind(workspace_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::WorkspaceNotFound);
+        }
+        let rows: Vec<ConsoleTokenRow> = sqlx::query_as(
+            "SELECT id, workspace_id, name, created_at FROM console_tokens \
+             WHERE workspace_id = ? ORDER BY created_at, id",
+        )
+        .bind(workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(rows.into_iter().map(ConsoleToken::from).collect())
+    }
+
+    async fn console_token(&self, id: &str) -> StoreResult<ConsoleToken> {
+        let row: Option<ConsoleTokenRow> = sqlx::query_as(
+            "SELECT id, workspace_id, name, created_at FROM console_tokens WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(ConsoleToken::from)
+            .ok_or(StoreError::ConsoleTokenNotFound)
+    }
+
+    async fn delete_console_token(&self, id: &str) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM console_tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::ConsoleTokenNotFound);
+        }
+        Ok(())
+    }
+
+    async fn console_token_by_hash(&self, hash: &str) -> StoreResult<Option<ConsoleToken>> {
+        let row: Option<ConsoleTokenRow> = sqlx::query_as(
+            "SELECT id, workspace_id, name, created_at FROM console_tokens WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.map(ConsoleToken::from))
     }
 
     async fn close(&self) {

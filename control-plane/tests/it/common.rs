@@ -32,13 +32,21 @@ impl TestServer {
     }
 
     pub async fn start_with_ttl(ttl_ms: Option<u64>) -> Self {
+        Self::start_with(|config| {
+            if let Some(ttl) = ttl_ms {
+                config.key_cache_ttl_ms = ttl;
+            }
+        })
+        .await
+    }
+
+    /// A fresh server with known tokens and a configuration `edit` adjusts.
+    pub async fn start_with(edit: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::new(dir.path());
         config.admin_token = Token::new(ADMIN);
         config.filter_token = Token::new(FILTER);
-        if let Some(ttl) = ttl_ms {
-            config.key_cache_ttl_ms = ttl;
-        }
+        edit(&mut config);
         let mut server = Self::launch(config).await;
         server.dir = Some(dir);
         server
@@ -194,6 +202,40 @@ impl TestServer {
         .await
     }
 
+    /// `POST /v1/filter/usage` with `records`; expects 200 and returns the answer.
+    pub async fn ingest(&self, records: &[Value]) -> Value {
+        let body = json!({ "records": records }).to_string();
+        let (status, value) = self
+            .send(
+                Method::POST,
+                "/v1/filter/usage",
+                Some(&self.filter_token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(status, 200, "ingest answered {value}");
+        value
+    }
+
+    /// Every record of `GET /v1/requests?{query}` following the cursor, with `token`.
+    pub async fn all_requests(&self, query: &str, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/requests?limit=500&{query}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let (status, page) = self.send(Method::GET, &path, Some(token), None).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            out.extend(page["data"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
     pub async fn workspace(&self, plan: &str) -> String {
         let ws = self
             .post("/v1/workspaces", json!({"name": "Acme", "plan": plan}), 201)
@@ -236,4 +278,38 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// A valid usage record for `key` (a key object from the API) at `timestamp`; `edit` adjusts it.
+pub fn record(key: &Value, request_id: &str, timestamp: i64) -> Value {
+    json!({
+        "request_id": request_id,
+        "timestamp": timestamp,
+        "key_id": key["id"],
+        "workspace_id": key["workspace_id"],
+        "method": "GET",
+        "endpoint": "/v1/candidates/{id}",
+        "resource_id": "c-1",
+        "response_code": 200,
+        "status": "completed",
+        "duration_ms": 1.5,
+        "client_ip": "127.0.0.1",
+        "credits": 1,
+        "admitted": true,
+        "instance": "i_test",
+    })
+}
+
+pub fn with(mut record: Value, fields: Value) -> Value {
+    for (k, v) in fields.as_object().unwrap() {
+        record[k] = v.clone();
+    }
+    record
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }

@@ -4,11 +4,16 @@
 // clippy.toml allows these inside #[test] functions only; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod analytics;
 mod auth;
 mod cli;
 mod common;
+mod console;
+mod ext_authz;
 mod filter;
+mod ingest;
 mod keys;
+mod lookup_usage;
 mod tokens;
 mod upstream;
 mod workspaces;

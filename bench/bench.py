@@ -1,0 +1,986 @@
+#!/usr/bin/env python3
+"""Tollgate benchmark orchestrator (`make bench`; `BENCH_QUICK=1 make bench` for a sanity run).
+
+Starts the control plane once, then every Envoy configuration itself, interleaved
+(A B C D N, A B C D N, ...), drives each with wrk on its own core, and prints medians, ratios
+and PASS/MISS against the targets. See bench/README.md for what each configuration is.
+
+Layout on this 2-core machine: Envoy (--concurrency 1) and the control plane on core 0, the
+load generator (wrk, bench-loadgen) alone on core 1 (taskset).
+
+Python 3 standard library only. Everything it writes goes to bench/results/<stamp>/ (rendered
+Envoy configs, logs, results.json) and bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+WRK_DIR = BENCH / "wrk"
+TEMPLATES = BENCH / "envoy"
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+# BENCH_ONLY=soak: only the memory soak, with its full 1,000,000 requests (make bench-soak).
+ONLY = os.environ.get("BENCH_ONLY", "")
+# make bench must finish in 10 minutes: the soak gets whatever is left of this.
+BUDGET_S = 570
+STARTED = time.time()
+
+# --- settings -----------------------------------------------------------------------------------
+ENVOY_CORE = "0"
+LOADGEN_CORE = "1"
+CONNECTIONS = 32
+PATH = "/v1/things/1"
+ADMIN_TOKEN = "adm_bench0000000000000000000000000000"
+FILTER_TOKEN = "flt_bench0000000000000000000000000000"
+# Limits high enough never to be hit during a run (custom plan, key quotas).
+PLAN_PER_SECOND = 10_000_000
+PLAN_PER_MINUTE = 600_000_000
+KEY_QUOTA = 1_000_000_000_000
+
+if QUICK:
+    ROUNDS, RUN_S, WARMUP_S = 1, 2, 1
+    FIXED_S, FIXED_WARMUP_S = 2, 0.5
+    COLD_KEYS, COLD_MAX_S = 800, 5
+    CP_RUN_S = 2
+    SOAK_REQUESTS, SOAK_MAX_S = 20_000, 30
+    DIAG_S = 0  # diagnostics only in full mode
+else:
+    ROUNDS, RUN_S, WARMUP_S = 3, 10, 2
+    FIXED_S, FIXED_WARMUP_S = 6, 1
+    COLD_KEYS, COLD_MAX_S = 5_000, 20
+    CP_RUN_S = 5
+    SOAK_REQUESTS, SOAK_MAX_S = 1_000_000, 900
+    DIAG_S = 5
+
+CONFIGS = {
+    "A": "no auth filter (ceiling)",
+    "B": "Tollgate: warm key, quotas, plan limits, usage records, IP blocking",
+    "C": "native api_key_auth + local_ratelimit",
+    "D": "ext_authz (HTTP) -> control plane per request",
+    "N": "empty proxy-wasm filter (floor)",
+}
+ORDER = ["A", "B", "C", "D", "N"]
+
+TARGETS = {
+    "B/A": (">=", 0.80),
+    "B/N": (">=", 0.92),
+    "B/C": (">=", 0.85),
+    "B/D": (">=", 2.0),
+    "p99 B/A": ("<=", 1.3),
+    "cold/D p50": ("<=", 1.1),
+    "lookups/s": (">=", 20_000),
+    "ingest records/s": (">=", 100_000),
+}
+
+
+def log(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def die(msg: str) -> None:
+    print(f"bench: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+# --- processes -----------------------------------------------------------------------------------
+class Proc:
+    """A background process we started; stopped by its own PID only."""
+
+    def __init__(self, name: str, argv: list[str], logfile: Path, env: dict | None = None):
+        self.name = name
+        self.logfile = logfile
+        self.fh = open(logfile, "wb")
+        self.p = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self.fh, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+        self.pid = self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.fh.close()
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+RUNNING: list[Proc] = []
+
+
+def cleanup() -> None:
+    for p in reversed(RUNNING):
+        p.stop()
+    RUNNING.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port: int, method: str, path: str, body=None, headers=None, timeout=5.0):
+    """One HTTP request; returns (status, parsed JSON or text, headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = None
+        hdrs = dict(headers or {})
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            hdrs.setdefault("content-type", "application/json")
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        raw = r.read().decode(errors="replace")
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw
+        return r.status, parsed, dict(r.getheaders())
+    finally:
+        conn.close()
+
+
+def wait_http(proc: Proc, port: int, path: str, what: str, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not proc.alive():
+            die(f"{what} exited during startup:\n{proc.tail()}")
+        try:
+            status, _, _ = request(port, "GET", path, timeout=1)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    die(f"{what} not ready after {timeout:.0f} s:\n{proc.tail()}")
+
+
+# --- control plane --------------------------------------------------------------------------------
+class ControlPlane:
+    def __init__(self, out: Path):
+        self.port = free_port()
+        self.data = out / "control-plane-data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        binary = ROOT / "target/release/tollgate"
+        if not binary.exists():
+            die(f"{binary} missing: run 'make control-plane'")
+        self.proc = Proc(
+            "control-plane",
+            ["taskset", "-c", ENVOY_CORE, str(binary), "serve",
+             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
+            out / "control-plane.log",
+            env={"TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN, "TOLLGATE_FILTER_TOKEN": FILTER_TOKEN,
+                 "RUST_LOG": "warn"},
+        )
+        RUNNING.append(self.proc)
+        WATCH["control_plane"] = self.proc.pid
+        wait_http(self.proc, self.port, "/healthz", "control plane")
+
+    def api(self, method: str, path: str, body=None, token=ADMIN_TOKEN, headers=None):
+        hdrs = {"authorization": f"Bearer {token}", **(headers or {})}
+        return request(self.port, method, path, body, hdrs, timeout=30)
+
+    def must(self, method: str, path: str, body=None, expect=(200, 201)):
+        status, data, _ = self.api(method, path, body)
+        if status not in expect:
+            die(f"{method} {path} -> {status} {data}")
+        return data
+
+
+def setup_tollgate(cp: ControlPlane, notes: list[str]) -> dict:
+    """Plans, workspaces and keys through the API; probes the endpoints other work adds."""
+    stamp = time.strftime("%H%M%S")
+    info: dict = {"blocked": {}}
+
+    # A custom plan with limits that are never hit (POST /v1/plans), else enterprise.
+    plan = None
+    status, data, _ = cp.api("POST", "/v1/plans", {
+        "name": f"bench-{stamp}", "rate_limit_per_second": PLAN_PER_SECOND,
+        "rate_limit_per_minute": PLAN_PER_MINUTE, "max_keys": None,
+    })
+    if status in (200, 201) and isinstance(data, dict):
+        plan = data.get("name") or data.get("id")
+        info["plan"] = {"name": plan, "custom": True, "answer": data}
+    else:
+        plan = "enterprise"
+        info["plan"] = {"name": plan, "custom": False}
+        notes.append(f"POST /v1/plans answered {status}: B uses plan 'enterprise' (no plan "
+                     "limits, so the plan-limit counters are not exercised)")
+
+    ws = cp.must("POST", "/v1/workspaces", {"name": f"bench-{stamp}", "plan": plan})
+    key = cp.must("POST", f"/v1/workspaces/{ws['id']}/keys", {
+        "alias": "bench-main", "quotas": {"total": KEY_QUOTA, "daily": KEY_QUOTA},
+    })
+    info["workspace_id"], info["key_id"], info["secret"] = ws["id"], key["id"], key["secret"]
+    info["hash"] = key.get("hash")
+
+    # B' diagnostic: same path with no quotas on an enterprise workspace (no limits at all).
+    ws_free = cp.must("POST", "/v1/workspaces", {"name": f"bench-nolimits-{stamp}",
+                                                 "plan": "enterprise"})
+    key_free = cp.must("POST", f"/v1/workspaces/{ws_free['id']}/keys", {"alias": "bench-nolimits"})
+    info["nolimits_secret"] = key_free["secret"]
+
+    # Keys for the cold path (each sent once) and the lookup benchmark (their hashes).
+    ws_cold = cp.must("POST", "/v1/workspaces", {"name": f"bench-cold-{stamp}",
+                                                 "plan": "enterprise"})
+
+    def make_key(i: int):
+        s, d, _ = cp.api("POST", f"/v1/workspaces/{ws_cold['id']}/keys",
+                         {"alias": f"cold-{i}", "quotas": {"total": KEY_QUOTA}})
+        if s != 201:
+            raise RuntimeError(f"creating cold key {i}: {s} {d}")
+        return d["secret"], d["hash"]
+
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        cold = list(pool.map(make_key, range(COLD_KEYS)))
+    info["cold_keys_created_per_s"] = COLD_KEYS / (time.time() - t0)
+    info["cold_secrets"] = [c[0] for c in cold]
+    info["cold_hashes"] = [c[1] for c in cold]
+    log(f"created {COLD_KEYS} keys in {time.time() - t0:.1f} s")
+
+    # Does usage ingest exist? An empty batch is harmless.
+    s, d, _ = cp.api("POST", "/v1/filter/usage", {"records": []}, token=FILTER_TOKEN)
+    info["ingest_probe"] = s
+    if s not in (200, 201, 202):
+        info["blocked"]["ingest"] = f"POST /v1/filter/usage -> {s} {d}"
+        notes.append(f"usage ingest missing (POST /v1/filter/usage -> {s}): B's usage service "
+                     "cannot deliver (retries with backoff, drops the oldest past its buffer), "
+                     "so B does less work than the real path and the ingest benchmark is blocked")
+
+    # Does the ext_authz check exist? Try the documented shapes of the token.
+    info["ext_authz"] = probe_ext_authz(cp, info)
+    if not info["ext_authz"]["ok"]:
+        info["blocked"]["D"] = info["ext_authz"]["reason"]
+        notes.append(f"D blocked: {info['ext_authz']['reason']}; D's numbers are ext_authz plus "
+                     "a control-plane round trip that does not check the key")
+    return info
+
+
+def probe_ext_authz(cp: ControlPlane, info: dict) -> dict:
+    """Finds how /v1/ext-authz/check/{*rest} wants the filter token (see control-plane/README)."""
+    path = "/v1/ext-authz/check" + PATH
+    key = {"x-api-key": info["secret"]}
+    tries = [
+        ("none", {}),
+        ("x-tollgate-token", {"x-tollgate-token": FILTER_TOKEN}),
+        ("x-tollgate-filter-token", {"x-tollgate-filter-token": FILTER_TOKEN}),
+        ("authorization", {"authorization": f"Bearer {FILTER_TOKEN}"}),
+    ]
+    seen = []
+    for name, extra in tries:
+        try:
+            s, d, h = request(cp.port, "GET", path, headers={**extra, **key})
+        except OSError as e:
+            return {"ok": False, "reason": f"ext_authz probe failed: {e}"}
+        seen.append(f"{name}: {s}")
+        if s == 200:
+            return {"ok": True, "token_header": None if name == "none" else name,
+                    "token_value": extra.get(name), "probe": seen,
+                    "upstream_headers": {k: v for k, v in h.items()
+                                         if k.lower().startswith("x-tollgate-")}}
+    # A missing key must be refused; 404 on every try = no such route.
+    reason = ("control plane has no GET /v1/ext-authz/check/{*rest} yet"
+              if all(x.endswith(" 404") for x in seen)
+              else f"ext_authz check never answered 200 ({', '.join(seen)})")
+    return {"ok": False, "reason": reason, "probe": seen}
+
+
+# --- Envoy ---------------------------------------------------------------------------------------
+ENVOY_BIN = None
+BASE_ID = 31000 + os.getpid() % 1000 * 10
+
+
+def envoy_binary() -> str:
+    global ENVOY_BIN
+    if ENVOY_BIN is None:
+        f = ROOT / "target/envoy-path"
+        if not f.exists():
+            die("target/envoy-path missing: run 'make envoy'")
+        ENVOY_BIN = f.read_text().strip()
+    return ENVOY_BIN
+
+
+def plugin_config(cp: ControlPlane, *, usage=True, ip_blocking=True, headers="all",
+                  client_ip=None) -> str:
+    cfg = {
+        "control_plane": {"cluster": "tollgate_control_plane",
+                          "authority": "tollgate-control-plane", "timeout": "1s"},
+        "key_sources": [{"header": "x-api-key"}, {"bearer": "authorization"}],
+        "cache": {"ttl": "5s", "negative_ttl": "30s", "max_keys": 8192, "max_invalid_keys": 4096},
+        "failure_mode": "closed",
+        "hide_key": True,
+        "usage": {"enabled": usage, "batch_size": 500, "flush_interval": "1s"},
+        "limits": {"quota_status": 401, "headers": headers},
+        "ip_blocking": {"enabled": ip_blocking, "max_failures": 20, "window": "60s",
+                        "block_for": "5m"},
+        "client_ip": client_ip or {"source": "downstream"},
+    }
+    return json.dumps(cfg)
+
+
+def render(kind: str, cp: ControlPlane, info: dict, admin_port: int, listen_port: int,
+           variant: dict | None = None) -> str:
+    variant = variant or {}
+    base = (TEMPLATES / "base.yaml").read_text()
+    filters = (TEMPLATES / f"filters-{kind.lower()}.yaml").read_text()
+    bootstrap = ""
+    if kind == "B" and variant.get("usage", True):
+        bootstrap = (TEMPLATES / "bootstrap-b.yaml").read_text()
+    ext_headers = ""
+    ext = info.get("ext_authz", {})
+    if kind == "D" and ext.get("ok") and ext.get("token_header"):
+        value = ext["token_value"]
+        ext_headers = (
+            "                  headers_to_add:\n"
+            f"                  - key: {ext['token_header']}\n"
+            f"                    value: \"{value}\"\n"
+        )
+    out = base.replace("{{HTTP_FILTERS}}", filters.rstrip("\n"))
+    out = out.replace("{{BOOTSTRAP_EXTENSIONS}}", bootstrap.rstrip("\n"))
+    out = out.replace("{{EXT_AUTHZ_HEADERS_TO_ADD}}", ext_headers.rstrip("\n"))
+    pc = plugin_config(cp, **{k: v for k, v in variant.items() if k != "secret"})
+    subs = {
+        "ADMIN_PORT": str(admin_port), "LISTEN_PORT": str(listen_port),
+        "CONTROL_PLANE_PORT": str(cp.port),
+        "TOLLGATE_WASM": str(ROOT / "target/tollgate.wasm"),
+        "EMPTY_WASM": str(ROOT / "target/bench-empty-filter.wasm"),
+        "PLUGIN_CONFIG": json.dumps(pc),
+        "API_KEY": info["secret"], "KEY_ID": info["key_id"],
+        "RATE_PER_SECOND": str(PLAN_PER_SECOND), "RATE_PER_MINUTE": str(PLAN_PER_MINUTE),
+    }
+    for k, v in subs.items():
+        out = out.replace("{{" + k + "}}", v)
+    left = re.findall(r"\{\{[A-Z_]+\}\}", out)
+    if left:
+        die(f"unrendered placeholders in config {kind}: {left}")
+    return out
+
+
+class Envoy:
+    counter = 0
+
+    def __init__(self, kind: str, name: str, cp: ControlPlane, info: dict, out: Path,
+                 variant: dict | None = None):
+        Envoy.counter += 1
+        self.kind, self.name = kind, name
+        self.admin_port, self.port = free_port(), free_port()
+        cfg = out / f"envoy-{name}.yaml"
+        cfg.write_text(render(kind, cp, info, self.admin_port, self.port, variant))
+        self.base_id = BASE_ID + Envoy.counter
+        self.proc = Proc(
+            f"envoy-{name}",
+            ["taskset", "-c", ENVOY_CORE, envoy_binary(), "-c", str(cfg), "--concurrency", "1",
+             "--base-id", str(self.base_id), "--log-level", "warn"],
+            out / f"envoy-{name}-{Envoy.counter}.log",
+            env={"TOLLGATE_FILTER_TOKEN": FILTER_TOKEN},
+        )
+        RUNNING.append(self.proc)
+        WATCH["envoy"] = self.proc.pid
+        wait_http(self.proc, self.admin_port, "/ready", f"Envoy {name}")
+
+    def get(self, headers: dict) -> tuple[int, object, dict]:
+        return request(self.port, "GET", PATH, headers=headers)
+
+    def admin(self, path: str):
+        s, d, _ = request(self.admin_port, "GET", path)
+        return d
+
+    def memory(self) -> dict:
+        mem = self.admin("/memory") or {}
+        rss = 0
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        out = {k: int(v) for k, v in mem.items() if isinstance(v, (str, int))
+               and str(v).isdigit()}
+        out["rss"] = rss
+        return out
+
+    def wasm_stats(self) -> dict:
+        d = self.admin("/stats?format=json&filter=wasmcustom") or {}
+        return {s["name"]: s.get("value") for s in d.get("stats", []) if "name" in s}
+
+    def stop(self) -> None:
+        WATCH.pop("envoy", None)
+        self.proc.stop()
+        if self.proc in RUNNING:
+            RUNNING.remove(self.proc)
+        try:
+            os.unlink(f"/dev/shm/envoy_shared_memory_{self.base_id * 10}")
+        except OSError:
+            pass
+
+
+# --- CPU accounting -------------------------------------------------------------------------------
+WATCH: dict[str, int] = {}  # name -> pid whose CPU time is reported for each run
+
+
+def cpu_sample() -> dict:
+    """Jiffies: busy/total of each core, and utime+stime of every watched process."""
+    out: dict = {"t": time.time(), "cores": {}, "procs": {}}
+    for line in Path("/proc/stat").read_text().splitlines():
+        m = re.match(r"cpu(\d+) (.*)", line)
+        if m:
+            v = [int(x) for x in m.group(2).split()]
+            idle = v[3] + v[4]
+            out["cores"][m.group(1)] = (sum(v) - idle, sum(v))
+    for name, pid in WATCH.items():
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out["procs"][name] = int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def cpu_delta(a: dict, b: dict) -> dict:
+    """Per core: busy share; per process: cores used; core 0 time not spent in watched ones."""
+    res: dict = {}
+    for c, (busy, total) in b["cores"].items():
+        if c in a["cores"]:
+            db, dt = busy - a["cores"][c][0], total - a["cores"][c][1]
+            res[f"core{c}_busy"] = round(db / dt, 3) if dt else None
+    hz = os.sysconf("SC_CLK_TCK")
+    wall = b["t"] - a["t"]
+    for name, j in b["procs"].items():
+        if name in a["procs"] and wall > 0:
+            res[f"{name}_cores"] = round((j - a["procs"][name]) / hz / wall, 3)
+    if res.get(f"core{ENVOY_CORE}_busy") is not None:
+        ours = sum(v for k, v in res.items() if k.endswith("_cores"))
+        res["core0_other"] = round(max(0.0, res[f"core{ENVOY_CORE}_busy"] - ours), 3)
+    return res
+
+
+QUIET = {"waited_s": 0.0, "budget_s": 15.0 if QUICK else 45.0, "noisy_runs": 0}
+
+
+def wait_quiet() -> None:
+    """Other work on this machine (builds, other tests) skews every number: before a measured run,
+    wait (within a total budget) until both cores are nearly idle apart from our own processes."""
+    while QUIET["waited_s"] < QUIET["budget_s"]:
+        a = cpu_sample()
+        time.sleep(0.3)
+        d = cpu_delta(a, cpu_sample())
+        if d.get("core0_other", 0) < 0.1 and d.get(f"core{LOADGEN_CORE}_busy", 0) < 0.1:
+            return
+        QUIET["waited_s"] += 0.3
+
+
+def note_noise(res: dict) -> None:
+    c = res.get("cpu", {})
+    if c.get("core0_other", 0) > 0.05:
+        res["noisy"] = True
+        QUIET["noisy_runs"] += 1
+
+
+# --- load generators -----------------------------------------------------------------------------
+def wrk(port: int, duration: float, *, script="plain.lua", headers=None, connections=CONNECTIONS,
+        path=PATH, env=None, timeout_s: str = "5s") -> dict:
+    argv = ["taskset", "-c", LOADGEN_CORE, "wrk", "-t1", f"-c{connections}",
+            f"-d{max(1, round(duration))}s", "--latency", f"--timeout={timeout_s}",
+            "-s", str(WRK_DIR / script)]
+    for k, v in (headers or {}).items():
+        argv += ["-H", f"{k}: {v}"]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    wait_quiet()
+    before = cpu_sample()
+    r = subprocess.run(argv, capture_output=True, text=True,
+                       env={**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), **(env or {})},
+                       timeout=duration + 120)
+    cpu = cpu_delta(before, cpu_sample())
+    m = re.search(r"^BENCH_JSON (.*)$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        die(f"wrk failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    res = json.loads(m.group(1))
+    secs = res["duration_us"] / 1e6
+    if res.get("active_s"):  # scripts that stop early: first request to last response
+        secs = res["active_s"]
+    res["rps"] = res["requests"] / secs if secs else 0.0
+    res["non_2xx"] = res["errors"]["status"]
+    res["socket_errors"] = sum(v for k, v in res["errors"].items() if k != "status")
+    res["cpu"] = cpu
+    note_noise(res)
+    return res
+
+
+def loadgen(port: int, rate: float, duration: float, warmup: float, headers: dict) -> dict:
+    argv = ["taskset", "-c", LOADGEN_CORE, str(ROOT / "target/bench-loadgen"),
+            "--addr", f"127.0.0.1:{port}", "--rate", f"{rate:.0f}",
+            "--duration", str(duration), "--warmup", str(warmup),
+            "--connections", str(CONNECTIONS), "--path", PATH]
+    for k, v in headers.items():
+        argv += ["--header", f"{k}: {v}"]
+    wait_quiet()
+    before = cpu_sample()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + warmup + 30)
+    if r.returncode != 0:
+        die(f"bench-loadgen failed ({r.returncode}): {r.stdout} {r.stderr}")
+    res = json.loads(r.stdout)
+    res["cpu"] = cpu_delta(before, cpu_sample())
+    note_noise(res)
+    return res
+
+
+# --- phases ---------------------------------------------------------------------------------------
+def check_envoy(env: Envoy, headers: dict, expect: int = 200) -> None:
+    s, body, h = env.get(headers)
+    if s != expect:
+        die(f"Envoy {env.name}: sanity request answered {s} {body} (expected {expect})\n"
+            f"{env.proc.tail()}")
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def run_rounds(cp, info, out, results, notes):
+    headers = {"x-api-key": info["secret"]}
+    runs = {k: [] for k in ORDER}
+    fixed = {"A": [], "B": []}
+    d_ok = info["ext_authz"]["ok"]
+    for rnd in range(1, ROUNDS + 1):
+        a_rps = None
+        for kind in ORDER:
+            env = Envoy(kind, kind, cp, info, out)
+            try:
+                expect = 200 if (kind != "D" or d_ok) else None
+                s, body, _ = env.get(headers)
+                if expect and s != expect:
+                    die(f"Envoy {kind}: sanity request answered {s} {body}\n{env.proc.tail()}")
+                if kind == "D" and not d_ok:
+                    notes_add(notes, f"D's sanity request answered {s} (not 200): D is not valid")
+                wrk(env.port, WARMUP_S, headers=headers)
+                res = wrk(env.port, RUN_S, headers=headers)
+                res["round"] = rnd
+                if kind == "B":
+                    res["wasm_stats"] = env.wasm_stats()
+                runs[kind].append(res)
+                if res["non_2xx"] and (kind != "D" or d_ok):
+                    notes_add(notes, f"{kind} round {rnd}: {res['non_2xx']} non-2xx answers")
+                c = res["cpu"]
+                line = (f"round {rnd} {kind}: {res['rps']:9.0f} req/s  p50 "
+                        f"{res['latency_us']['p50']:6d} us  p99 {res['latency_us']['p99']:6d} us"
+                        f"  [envoy {c.get('envoy_cores', 0):.2f} cp "
+                        f"{c.get('control_plane_cores', 0):.2f} other "
+                        f"{c.get('core0_other', 0):.2f} core1 {c.get('core1_busy', 0):.2f}]")
+                if c.get("core0_other", 0) > 0.05:
+                    notes_add(notes, "other processes used core 0 during some runs (see 'other' "
+                              "in the log lines and cpu.core0_other in the JSON): numbers are "
+                              "lower/noisier than on an idle machine")
+                if kind == "A":
+                    a_rps = res["rps"]
+                if kind in fixed and a_rps:
+                    rate = a_rps / 2
+                    fr = loadgen(env.port, rate, FIXED_S, FIXED_WARMUP_S, headers)
+                    fr["round"] = rnd
+                    fixed[kind].append(fr)
+                    line += (f"   | fixed {rate:7.0f}/s: achieved {fr['rate']:7.0f}/s  p50 "
+                             f"{fr['latency_us']['p50']:6.1f} us  p99 "
+                             f"{fr['latency_us']['p99']:7.1f} us")
+                    if fr["rate"] < 0.97 * rate or fr["max_backlog"] > rate * 0.05:
+                        notes_add(notes, f"fixed rate: {kind} could not keep up with {rate:.0f} "
+                                  f"req/s in round {rnd} (achieved {fr['rate']:.0f}/s, backlog "
+                                  f"up to {fr['max_backlog']} requests): its p99 there is "
+                                  "queueing, not service time")
+                    if fr["non_2xx"] or fr["errors"]:
+                        notes_add(notes, f"fixed-rate {kind} round {rnd}: {fr['non_2xx']} "
+                                  f"non-2xx, {fr['errors']} errors")
+                log(line)
+            finally:
+                env.stop()
+    results["runs"] = runs
+    results["fixed_rate"] = fixed
+
+
+def notes_add(notes: list, msg: str) -> None:
+    if msg not in notes:
+        notes.append(msg)
+
+
+def run_cold(cp, info, out, results, notes):
+    """Cold key (one callout each) on a fresh B vs D's per-request check, both at 1 connection."""
+    keys_file = out / "cold-keys.txt"
+    keys_file.write_text("\n".join(info["cold_secrets"]) + "\n")
+    env = Envoy("B", "B-cold", cp, info, out)
+    try:
+        # Warm the main key only (the cold keys stay unseen); the VM is otherwise warm.
+        wrk(env.port, 1, headers={"x-api-key": info["secret"]}, connections=4)
+        before = env.wasm_stats()
+        cold = wrk(env.port, COLD_MAX_S, script="cold.lua", connections=1,
+                   env={"BENCH_KEYS_FILE": str(keys_file), "BENCH_PATH": PATH})
+        cold["wasm_stats_before"], cold["wasm_stats_after"] = before, env.wasm_stats()
+    finally:
+        env.stop()
+    results["cold"] = cold
+    if cold["non_2xx"]:
+        notes_add(notes, f"cold path: {cold['non_2xx']} non-2xx answers")
+    env = Envoy("D", "D-1conn", cp, info, out)
+    try:
+        wrk(env.port, 1, headers={"x-api-key": info["secret"]}, connections=1)
+        d1 = wrk(env.port, max(2, min(COLD_MAX_S, RUN_S // 2)),
+                 headers={"x-api-key": info["secret"]}, connections=1)
+    finally:
+        env.stop()
+    results["d_one_connection"] = d1
+    log(f"cold key (1 conn): {cold['requests']} requests, p50 {cold['latency_us']['p50']} us, "
+        f"{cold['rps']:.0f}/s; D (1 conn): p50 {d1['latency_us']['p50']} us, {d1['rps']:.0f}/s")
+
+
+def run_control_plane(cp, info, out, results, notes):
+    hashes = out / "hashes.txt"
+    hashes.write_text("\n".join(info["cold_hashes"]) + "\n")
+    lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",
+             env={"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN})
+    results["lookups"] = lk
+    if lk["non_2xx"]:
+        notes_add(notes, f"lookups: {lk['non_2xx']} non-2xx answers")
+    log(f"control plane lookups: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} us, "
+        f"p99 {lk['latency_us']['p99']} us)")
+    if "ingest" in info["blocked"]:
+        results["ingest"] = {"blocked": info["blocked"]["ingest"]}
+        log(f"control plane ingest: BLOCKED ({info['blocked']['ingest']})")
+        return
+    ing = wrk(cp.port, CP_RUN_S, script="ingest.lua", path="/", connections=4, timeout_s="30s",
+              env={"BENCH_FILTER_TOKEN": FILTER_TOKEN, "BENCH_BATCH": "500",
+                   "BENCH_KEY_ID": info["key_id"], "BENCH_WORKSPACE_ID": info["workspace_id"],
+                   "BENCH_RUN_ID": f"{os.getpid()}{int(time.time())}",
+                   "BENCH_INSTANCE": "i_" + os.urandom(8).hex()})
+    secs = ing["duration_us"] / 1e6
+    ing["records_per_s"] = ing.get("accepted", 0) / secs if secs else 0.0
+    results["ingest"] = ing
+    if ing.get("refused_batches") or ing.get("duplicates"):
+        notes_add(notes, f"ingest: {ing.get('refused_batches')} refused batches, "
+                  f"{ing.get('duplicates')} duplicates")
+    log(f"control plane ingest: {ing['records_per_s']:.0f} records/s "
+        f"({ing['requests']} batches of 500, p50 {ing['latency_us']['p50']} us)")
+
+
+def run_diagnostics(cp, info, out, results):
+    """B' variants (diagnostic only, not in the ratios): what each feature of B costs."""
+    if not DIAG_S:
+        return
+    variants = {
+        "B-nousage": {"usage": False},
+        "B-noipblock": {"ip_blocking": False},
+        "B-nolimits": {"headers": "none", "secret": info["nolimits_secret"]},
+        "B-bare": {"usage": False, "ip_blocking": False, "headers": "none",
+                   "secret": info["nolimits_secret"]},
+    }
+    diag = {}
+    for name in ["B"] + list(variants):
+        variant = variants.get(name, {})
+        headers = {"x-api-key": variant.get("secret", info["secret"])}
+        env = Envoy("B", name, cp, info, out, variant)
+        try:
+            check_envoy(env, headers)
+            wrk(env.port, 1, headers=headers)
+            res = wrk(env.port, DIAG_S, headers=headers)
+            res["wasm_stats"] = env.wasm_stats()
+            diag[name] = res
+            log(f"diagnostic {name:12s}: {res['rps']:9.0f} req/s  p50 "
+                f"{res['latency_us']['p50']} us  p99 {res['latency_us']['p99']} us")
+        finally:
+            env.stop()
+    # N and A once more at the same duration, for scale.
+    for kind in ("N", "A"):
+        env = Envoy(kind, f"{kind}-diag", cp, info, out)
+        try:
+            wrk(env.port, 1, headers={"x-api-key": info["secret"]})
+            diag[kind] = wrk(env.port, DIAG_S, headers={"x-api-key": info["secret"]})
+            log(f"diagnostic {kind:12s}: {diag[kind]['rps']:9.0f} req/s")
+        finally:
+            env.stop()
+    results["diagnostics"] = diag
+
+
+def run_soak(cp, info, out, results, notes):
+    """Distinct keys through B's Envoy; Envoy memory before and after."""
+    variant = {"client_ip": {"source": "x_forwarded_for", "trusted_hops": 1}}
+    env = Envoy("B", "B-soak", cp, info, out, variant)
+    try:
+        check_envoy(env, {"x-api-key": info["secret"], "x-forwarded-for": "192.0.2.1"})
+        wrk(env.port, 2, headers={"x-api-key": info["secret"], "x-forwarded-for": "192.0.2.1"})
+        time.sleep(1)
+        before = env.memory()
+        t0 = time.time()
+        max_s = SOAK_MAX_S if ONLY == "soak" else max(15, min(SOAK_MAX_S,
+                                                              BUDGET_S - (t0 - STARTED)))
+        soak = wrk(env.port, max_s, script="soak.lua",
+                   env={"BENCH_SOAK_REQUESTS": str(SOAK_REQUESTS),
+                        "BENCH_RUN_ID": f"{os.getpid()}{int(time.time())}"})
+        elapsed = time.time() - t0
+        time.sleep(2)
+        after = env.memory()
+        stats = env.wasm_stats()
+    finally:
+        env.stop()
+    soak.update({"memory_before": before, "memory_after": after, "elapsed_s": elapsed,
+                 "max_s": max_s,
+                 "target_requests": SOAK_REQUESTS, "wasm_stats": stats})
+    results["soak"] = soak
+    if soak["requests"] < SOAK_REQUESTS:
+        notes_add(notes, f"soak reached {soak['requests']} of {SOAK_REQUESTS} requests in the "
+                  f"{max_s:.0f} s left of the 10-minute budget (make bench-soak runs all of them)")
+    log(f"soak: {soak['requests']} requests ({soak['rps']:.0f}/s); Envoy allocated "
+        f"{mib(before.get('allocated'))} -> {mib(after.get('allocated'))} MiB, RSS "
+        f"{mib(before.get('rss'))} -> {mib(after.get('rss'))} MiB")
+
+
+def mib(v) -> str:
+    return "?" if v is None else f"{v / 1048576:.1f}"
+
+
+# --- report ---------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    ver = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"/(\d+\.\d+\.\d+)/", ver)
+    wrk_ver = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    wm = re.search(r"wrk (\S+)", wrk_ver.stdout + wrk_ver.stderr)
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(), "envoy": m.group(1) if m else ver.strip(),
+        "envoy_build": ver.strip(), "wrk": wm.group(1) if wm else "?",
+        "envoy_concurrency": 1, "envoy_core": ENVOY_CORE, "loadgen_core": LOADGEN_CORE,
+        "control_plane_core": ENVOY_CORE, "connections": CONNECTIONS,
+    }
+
+
+def verdict(name: str, value) -> str:
+    if value is None:
+        return "n/a"
+    op, target = TARGETS[name]
+    ok = value >= target if op == ">=" else value <= target
+    return "PASS" if ok else "MISS"
+
+
+def report(results: dict, info: dict, notes: list) -> list[str]:
+    runs, fixed = results["runs"], results["fixed_rate"]
+    summ = {}
+    for k in ORDER:
+        rs = runs[k]
+        summ[k] = {
+            "rps": median([r["rps"] for r in rs]),
+            "p50_us": median([r["latency_us"]["p50"] for r in rs]),
+            "p99_us": median([r["latency_us"]["p99"] for r in rs]),
+            "rps_rounds": [round(r["rps"]) for r in rs],
+        }
+    fsum = {k: {"rate": median([f["target_rate"] for f in v]),
+                "p50_us": median([f["latency_us"]["p50"] for f in v]),
+                "p99_us": median([f["latency_us"]["p99"] for f in v])} for k, v in fixed.items()}
+    results["summary"], results["fixed_summary"] = summ, fsum
+
+    def ratio(a, b):
+        return a / b if a and b else None
+
+    d_ok = info["ext_authz"]["ok"]
+    ratios = {
+        "B/A": ratio(summ["B"]["rps"], summ["A"]["rps"]),
+        "B/N": ratio(summ["B"]["rps"], summ["N"]["rps"]),
+        "B/C": ratio(summ["B"]["rps"], summ["C"]["rps"]),
+        "B/D": ratio(summ["B"]["rps"], summ["D"]["rps"]),
+        "p99 B/A": ratio(fsum["B"]["p99_us"], fsum["A"]["p99_us"]),
+    }
+    cold = results.get("cold", {})
+    d1 = results.get("d_one_connection", {})
+    cold_p50 = cold.get("latency_us", {}).get("p50")
+    d_p50 = d1.get("latency_us", {}).get("p50")
+    ratios["cold/D p50"] = ratio(cold_p50, d_p50)
+    lookups = results.get("lookups", {}).get("rps")
+    ingest = results.get("ingest", {}).get("records_per_s")
+    results["ratios"] = ratios
+
+    m = results["machine"]
+    L = []
+    L.append("")
+    L.append(f"Tollgate benchmark ({'QUICK' if QUICK else 'full'} mode, {ROUNDS} round(s) of "
+             f"{RUN_S} s per configuration, interleaved {' '.join(ORDER)})")
+    L.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
+             f"{m['kernel']}")
+    L.append(f"Envoy {m['envoy']} --concurrency 1 on core {ENVOY_CORE} (control plane on core "
+             f"{ENVOY_CORE} too); wrk {m['wrk']} -t1 -c{CONNECTIONS} on core {LOADGEN_CORE}; "
+             f"direct_response upstream")
+    L.append("")
+    L.append(f"{'config':<7}{'description':<68}{'req/s':>9}{'p50 us':>9}{'p99 us':>9}"
+             f"   req/s per round")
+    for k in ORDER:
+        s = summ[k]
+        desc = CONFIGS[k] + (" [INVALID]" if k == "D" and not d_ok else "")
+        L.append(f"{k:<7}{desc:<68}{s['rps'] or 0:>9.0f}{s['p50_us'] or 0:>9.0f}"
+                 f"{s['p99_us'] or 0:>9.0f}   {s['rps_rounds']}")
+    L.append("")
+    L.append(f"fixed rate (open loop, bench-loadgen, {CONNECTIONS} connections, latency from the "
+             f"scheduled send time) at half of A's throughput:")
+    for k in ("A", "B"):
+        f = fsum[k]
+        L.append(f"  {k}: {f['rate'] or 0:.0f} req/s  p50 {f['p50_us'] or 0:.1f} us  "
+                 f"p99 {f['p99_us'] or 0:.1f} us")
+    L.append(f"cold key, 1 connection, {cold.get('requests', 0)} distinct keys each once: p50 "
+             f"{cold_p50} us, p99 {cold.get('latency_us', {}).get('p99')} us; D at 1 "
+             f"connection: p50 {d_p50} us, p99 {d1.get('latency_us', {}).get('p99')} us")
+    ing = results.get("ingest", {})
+    L.append(f"control plane: key lookups {lookups or 0:.0f}/s (wrk -c{CONNECTIONS}); usage "
+             f"ingest " + (f"{ingest:.0f} records/s (batches of 500, 4 connections)"
+                           if ingest is not None else f"BLOCKED ({ing.get('blocked')})"))
+    soak = results.get("soak")
+    if soak:
+        L.append(soak_line(soak))
+    diag = results.get("diagnostics")
+    if diag:
+        L.append("")
+        L.append(f"diagnostics (one {DIAG_S} s run each, not part of the ratios):")
+        base = diag.get("B", {}).get("rps")
+        for name, r in diag.items():
+            rel = f"  ({r['rps'] / base:.2f}x B)" if base else ""
+            L.append(f"  {name:<12} {r['rps']:9.0f} req/s  p50 {r['latency_us']['p50']:5d} us"
+                     f"  p99 {r['latency_us']['p99']:5d} us{rel}")
+    L.append("")
+
+    def line(label, key, value, fmt="{:.2f}", invalid=False):
+        v = "n/a" if value is None else fmt.format(value)
+        op, t = TARGETS[key]
+        verdict_s = "INVALID" if invalid else verdict(key, value)
+        return f"{label} {v}   (target {op} {t:g})  {verdict_s}"
+
+    L.append(line("ratio B/A throughput", "B/A", ratios["B/A"]))
+    L.append(line("ratio B/N throughput", "B/N", ratios["B/N"]))
+    L.append(line("ratio B/C throughput", "B/C", ratios["B/C"]))
+    L.append(line("ratio B/D throughput", "B/D", ratios["B/D"], invalid=not d_ok))
+    p99_line = line("ratio p99 B/A", "p99 B/A", ratios["p99 B/A"])
+    fb = fixed.get("B", [])
+    if any(f["rate"] < 0.97 * f["target_rate"] or f["max_backlog"] > f["target_rate"] * 0.05
+           for f in fb):
+        p99_line += " (B saturated below half of A's maximum: its p99 is queueing)"
+    L.append(p99_line)
+    L.append(line("ratio cold/D p50", "cold/D p50", ratios["cold/D p50"], invalid=not d_ok))
+    L.append(line("control plane lookups/s", "lookups/s", lookups, "{:.0f}"))
+    L.append(line("control plane ingest records/s", "ingest records/s", ingest, "{:.0f}"))
+    L.append("")
+    L.append(f"quiet-machine wait: {QUIET['waited_s']:.0f} s of {QUIET['budget_s']:.0f} s budget; "
+             f"{QUIET['noisy_runs']} measured runs saw other processes on core 0")
+    results["quiet"] = dict(QUIET)
+    if notes:
+        L.append("notes:")
+        L.extend(f"  - {n}" for n in notes)
+    return L
+
+
+def soak_line(soak: dict) -> str:
+    b, a = soak["memory_before"], soak["memory_after"]
+    return (f"memory soak: {soak['requests']} requests with distinct keys and client IPs "
+            f"({soak['rps']:.0f}/s): Envoy allocated {mib(b.get('allocated'))} -> "
+            f"{mib(a.get('allocated'))} MiB, heap {mib(b.get('heap_size'))} -> "
+            f"{mib(a.get('heap_size'))} MiB, RSS {mib(b.get('rss'))} -> {mib(a.get('rss'))} MiB")
+
+
+def soak_report(results: dict, notes: list) -> list[str]:
+    m = results["machine"]
+    lines = ["", f"Tollgate memory soak (Envoy {m['envoy']} --concurrency 1, {m['cpu']})",
+             soak_line(results["soak"])]
+    stats = results["soak"].get("wasm_stats", {})
+    lines.append("filter counters: " + ", ".join(
+        f"{k.removeprefix('wasmcustom.tollgate.')}={v}" for k, v in sorted(stats.items()) if v))
+    if notes:
+        lines += ["", "notes:"] + [f"  - {n}" for n in notes]
+    return lines
+
+
+def main() -> None:
+    for tool in ("wrk", "taskset"):
+        if not shutil.which(tool):
+            die(f"{tool} not found: run 'make bench-tools'")
+    for f in ("target/tollgate.wasm", "target/bench-empty-filter.wasm", "target/bench-loadgen"):
+        if not (ROOT / f).exists():
+            die(f"{f} missing: run 'make build bench-tools'")
+    if (os.cpu_count() or 1) < 2:
+        die("needs 2 cores (Envoy on one, the load generator on the other)")
+
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if QUICK else "") + (
+        f"-{ONLY}" if ONLY else "")
+    out = BENCH / "results" / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    results: dict = {"mode": "quick" if QUICK else "full", "started": stamp,
+                     "settings": {"rounds": ROUNDS, "run_s": RUN_S, "warmup_s": WARMUP_S,
+                                  "connections": CONNECTIONS, "fixed_s": FIXED_S,
+                                  "cold_keys": COLD_KEYS, "soak_requests": SOAK_REQUESTS}}
+    try:
+        results["machine"] = machine()
+        log(f"results in {out.relative_to(ROOT)}")
+        cp = ControlPlane(out)
+        info = setup_tollgate(cp, notes)
+        results["setup"] = {k: v for k, v in info.items()
+                            if k not in ("cold_secrets", "cold_hashes", "secret",
+                                         "nolimits_secret")}
+        if ONLY == "soak":
+            run_soak(cp, info, out, results, notes)
+            lines = soak_report(results, notes)
+        else:
+            run_rounds(cp, info, out, results, notes)
+            run_cold(cp, info, out, results, notes)
+            run_control_plane(cp, info, out, results, notes)
+            run_diagnostics(cp, info, out, results)
+            run_soak(cp, info, out, results, notes)
+            lines = report(results, info, notes)
+        results["elapsed_s"] = round(time.time() - STARTED, 1)
+        lines.append(f"elapsed {results['elapsed_s']:.0f} s; JSON: "
+                     f"{(out / 'results.json').relative_to(ROOT)}")
+        results["notes"] = notes
+        text = "\n".join(lines)
+        print(text)
+        (out / "report.txt").write_text(text + "\n")
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        shutil.copy(out / "results.json", BENCH / "results" / "latest.json")
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    main()

@@ -1,0 +1,381 @@
+//! Usage analytics and the request log (`docs/analytics-api.md`), for the admin token and, within
+//! their workspace, console tokens.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Principal;
+use super::{AppState, PathParam};
+use crate::clock;
+use crate::error::ApiError;
+use crate::store::usage::{interval_name, parse_interval, DAY_MS};
+use crate::store::{
+    EndpointCount, MethodCount, RequestCursor, RequestFilter, RequestRecord, ResponseCodeCount,
+    StatusTotals, UsageQuery, UsageReport, UsageScope, UsageStatus,
+};
+
+pub const REQUESTS_LIMIT_DEFAULT: u32 = 50;
+pub const REQUESTS_LIMIT_MAX: u32 = 500;
+pub const CSV_MAX_ROWS: u32 = 100_000;
+
+fn bad(param: &str, message: &str) -> ApiError {
+    ApiError::BadRequest(format!("{param}: {message}"))
+}
+
+fn query<T: for<'de> Deserialize<'de>>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+}
+
+/// An empty parameter (`?key_id=`, as HTML forms send) counts as absent.
+fn given(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+fn time_param(param: &str, v: Option<String>) -> Result<Option<i64>, ApiError> {
+    given(v)
+        .map(|s| {
+            clock::parse_rfc3339(&s).ok_or_else(|| {
+                bad(
+                    param,
+                    "must be an RFC 3339 timestamp (2026-11-23T20:00:00Z)",
+                )
+            })
+        })
+        .transpose()
+}
+
+#[derive(Debug, Deserialize)]
+struct UsageParams {
+    from: Option<String>,
+    to: Option<String>,
+    interval: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    from: String,
+    to: String,
+    interval: &'static str,
+    totals: StatusTotals,
+    by_method: Vec<MethodCount>,
+    by_response_code: Vec<ResponseCodeCount>,
+    top_endpoints: Vec<EndpointCount>,
+    series: Vec<SeriesView>,
+}
+
+#[derive(Debug, Serialize)]
+struct SeriesView {
+    start: String,
+    completed: u64,
+    failed: u64,
+    rate_limited: u64,
+}
+
+impl From<UsageReport> for UsageView {
+    fn from(r: UsageReport) -> Self {
+        Self {
+            from: clock::format_rfc3339(r.from_ms),
+            to: clock::format_rfc3339(r.to_ms),
+            interval: interval_name(r.interval_ms),
+            totals: r.totals,
+            by_method: r.by_method,
+            by_response_code: r.by_response_code,
+            top_endpoints: r.top_endpoints,
+            series: r
+                .series
+                .into_iter()
+                .map(|b| SeriesView {
+                    start: clock::format_rfc3339(b.start_ms),
+                    completed: b.completed,
+                    failed: b.failed,
+                    rate_limited: b.rate_limited,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `from`/`to` default to the last 24 hours; the range is aligned outwards to the interval.
+fn usage_query(scope: UsageScope, raw: Option<&str>) -> Result<UsageQuery, ApiError> {
+    let p: UsageParams = query(raw)?;
+    let to = time_param("to", p.to)?.unwrap_or_else(clock::now_ms);
+    let from = time_param("from", p.from)?.unwrap_or(to - DAY_MS);
+    let interval = given(p.interval)
+        .map(|s| parse_interval(&s).ok_or_else(|| bad("interval", "must be 1m, 5m, 1h or 1d")))
+        .transpose()?;
+    Ok(UsageQuery::new(scope, from, to, interval)?)
+}
+
+pub async fn key_usage(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParam(id): PathParam,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UsageView>, ApiError> {
+    let query = usage_query(UsageScope::Key(id.clone()), raw.as_deref())?;
+    principal.key(&state, &id).await?;
+    Ok(Json(state.store.usage_report(&query).await?.into()))
+}
+
+pub async fn workspace_usage(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParam(id): PathParam,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UsageView>, ApiError> {
+    principal.check_workspace(&id)?;
+    let query = usage_query(UsageScope::Workspace(id), raw.as_deref())?;
+    Ok(Json(state.store.usage_report(&query).await?.into()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RequestParams {
+    key_id: Option<String>,
+    workspace_id: Option<String>,
+    resource_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    status: Option<String>,
+    method: Option<String>,
+    endpoint: Option<String>,
+    response_code: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// The filter of a request-log query, restricted to the caller's workspace. `None` when the
+/// caller asked for another workspace than its own (nothing can match).
+fn request_filter(
+    principal: &Principal,
+    raw: Option<&str>,
+    csv: bool,
+) -> Result<Option<RequestFilter>, ApiError> {
+    let p: RequestParams = query(raw)?;
+    let status = given(p.status)
+        .map(|s| {
+            UsageStatus::parse(&s)
+                .ok_or_else(|| bad("status", "must be one of completed, rate_limited, failed"))
+        })
+        .transpose()?;
+    let method = given(p.method)
+        .map(|m| {
+            let m = m.to_ascii_uppercase();
+            let ok = m.len() <= 32
+                && m.bytes().all(|b| {
+                    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if ok {
+                Ok(m)
+            } else {
+                Err(bad("method", "must be an HTTP method"))
+            }
+        })
+        .transpose()?;
+    let response_code = given(p.response_code)
+        .map(|c| {
+            c.parse::<u16>()
+                .ok()
+                .filter(|c| *c <= 999)
+                .ok_or_else(|| bad("response_code", "must be an integer from 0 to 999"))
+        })
+        .transpose()?;
+    let limit = if csv {
+        CSV_MAX_ROWS
+    } else {
+        given(p.limit)
+            .map(|l| {
+                l.parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=REQUESTS_LIMIT_MAX).contains(l))
+                    .ok_or_else(|| bad("limit", "must be an integer from 1 to 500"))
+            })
+            .transpose()?
+            .unwrap_or(REQUESTS_LIMIT_DEFAULT)
+    };
+    let cursor = if csv {
+        None
+    } else {
+        given(p.cursor)
+            .map(|c| {
+                RequestCursor::parse(&c)
+                    .ok_or_else(|| bad("cursor", "is not a cursor from this API"))
+            })
+            .transpose()?
+    };
+    let to_ms = time_param("to", p.to)?;
+    let from_ms = time_param("from", p.from)?;
+    if let (Some(f), Some(t)) = (from_ms, to_ms) {
+        if f >= t {
+            return Err(bad("from", "must be before to"));
+        }
+    }
+    let mut workspace_id = given(p.workspace_id);
+    if let Some(own) = principal.scope() {
+        match &workspace_id {
+            Some(asked) if asked != own => return Ok(None),
+            _ => workspace_id = Some(own.to_owned()),
+        }
+    }
+    Ok(Some(RequestFilter {
+        workspace_id,
+        key_id: given(p.key_id),
+        resource_id: given(p.resource_id),
+        from_ms,
+        to_ms,
+        status,
+        method,
+        endpoint: given(p.endpoint),
+        response_code,
+        limit,
+        cursor,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    request_id: String,
+    timestamp: String,
+    key_id: String,
+    workspace_id: String,
+    method: String,
+    endpoint: String,
+    resource_id: Option<String>,
+    response_code: u16,
+    status: UsageStatus,
+    duration_ms: f64,
+    client_ip: String,
+    credits: u32,
+}
+
+impl From<RequestRecord> for RequestView {
+    fn from(r: RequestRecord) -> Self {
+        Self {
+            request_id: r.request_id,
+            timestamp: clock::format_rfc3339_millis(r.timestamp),
+            key_id: r.key_id,
+            workspace_id: r.workspace_id,
+            method: r.method,
+            endpoint: r.endpoint,
+            resource_id: r.resource_id,
+            response_code: r.response_code,
+            status: r.status,
+            duration_ms: r.duration_ms,
+            client_ip: r.client_ip,
+            credits: r.credits,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestsView {
+    data: Vec<RequestView>,
+    next_cursor: Option<String>,
+}
+
+pub async fn requests(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<RequestsView>, ApiError> {
+    let Some(filter) = request_filter(&principal, raw.as_deref(), false)? else {
+        return Ok(Json(RequestsView {
+            data: Vec::new(),
+            next_cursor: None,
+        }));
+    };
+    let page = state.store.requests(&filter).await?;
+    Ok(Json(RequestsView {
+        data: page.records.into_iter().map(RequestView::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+pub const CSV_HEADER: &str = "request_id,timestamp,key_id,workspace_id,method,endpoint,\
+resource_id,response_code,status,duration_ms,client_ip,credits\n";
+
+/// RFC 4180 quoting, plus a leading `'` for values a spreadsheet would run as a formula.
+fn csv_field(out: &mut String, value: &str) {
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = formula || value.contains([',', '"', '\n', '\r']);
+    if quote {
+        out.push('"');
+        if formula {
+            out.push('\'');
+        }
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+pub fn csv(records: &[RequestRecord]) -> String {
+    let mut out = String::with_capacity(CSV_HEADER.len() + records.len() * 160);
+    out.push_str(CSV_HEADER);
+    for r in records {
+        let fields = [
+            r.request_id.clone(),
+            clock::format_rfc3339_millis(r.timestamp),
+            r.key_id.clone(),
+            r.workspace_id.clone(),
+            r.method.clone(),
+            r.endpoint.clone(),
+            r.resource_id.clone().unwrap_or_default(),
+            r.response_code.to_string(),
+            r.status.as_str().to_owned(),
+            r.duration_ms.to_string(),
+            r.client_ip.clone(),
+            r.credits.to_string(),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(&mut out, f);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub async fn requests_csv(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let records = match request_filter(&principal, raw.as_deref(), true)? {
+        Some(filter) => state.store.requests(&filter).await?.records,
+        None => Vec::new(),
+    };
+    let mut response = csv(&records).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"requests.csv\""),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        let mut out = String::new();
+        csv_field(&mut out, "plain");
+        out.push('|');
+        csv_field(&mut out, "a,b\"c");
+        out.push('|');
+        csv_field(&mut out, "=cmd()");
+        assert_eq!(out, "plain|\"a,b\"\"c\"|\"'=cmd()\"");
+    }
+}

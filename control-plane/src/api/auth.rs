@@ -1,0 +1,152 @@
+//! Who is calling the admin API, decided once per request by [`authenticate`], and the one place
+//! that decides what that caller may see ([`Principal`]'s methods). A console token sees only its
+//! workspace: anything else answers 404, as if it did not exist; admin-only actions answer 403.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::store::{ApiKey, StoreError, Workspace};
+use crate::tokens::{self, Token};
+
+/// Console tokens start with this, so a mistyped one gets a message naming the right kind.
+pub const CONSOLE_TOKEN_PREFIX: &str = "tgc_";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Console {
+        workspace_id: String,
+        token_id: String,
+    },
+}
+
+impl Principal {
+    /// 403 for console tokens.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Admin => Ok(()),
+            Self::Console { .. } => Err(ApiError::Forbidden(
+                "this route needs the admin token".to_owned(),
+            )),
+        }
+    }
+
+    pub fn can_see(&self, workspace_id: &str) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Console {
+                workspace_id: own, ..
+            } => own == workspace_id,
+        }
+    }
+
+    /// The workspace a console token is limited to; `None` for the admin.
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Self::Admin => None,
+            Self::Console { workspace_id, .. } => Some(workspace_id),
+        }
+    }
+
+    /// `Ok` when the caller may see `workspace_id` (which may still not exist), else the same 404
+    /// a missing workspace gets.
+    pub fn check_workspace(&self, workspace_id: &str) -> Result<(), ApiError> {
+        if self.can_see(workspace_id) {
+            Ok(())
+        } else {
+            Err(StoreError::WorkspaceNotFound.into())
+        }
+    }
+
+    pub async fn workspace(&self, state: &AppState, id: &str) -> Result<Workspace, ApiError> {
+        self.check_workspace(id)?;
+        Ok(state.store.workspace(id).await?)
+    }
+
+    /// The key, if it exists and the caller may see it (404 otherwise).
+    pub async fn key(&self, state: &AppState, id: &str) -> Result<ApiKey, ApiError> {
+        let key = state.store.key(id).await?;
+        if self.can_see(&key.workspace_id) {
+            Ok(key)
+        } else {
+            Err(StoreError::KeyNotFound.into())
+        }
+    }
+}
+
+/// Handlers take the principal [`authenticate`] stored in the request.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized("missing bearer token"))
+    }
+}
+
+/// Middleware of every admin route: the admin token, or a console token known to the store.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match principal(&state, req.headers()).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = bearer_token(headers)?;
+    if state.admin_token.matches(token) {
+        return Ok(Principal::Admin);
+    }
+    if token.starts_with(CONSOLE_TOKEN_PREFIX) {
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
+        return match state.store.console_token_by_hash(&hash).await? {
+            Some(t) => Ok(Principal::Console {
+                workspace_id: t.workspace_id,
+                token_id: t.id,
+            }),
+            None => Err(ApiError::Unauthorized("invalid console token")),
+        };
+    }
+    Err(ApiError::Unauthorized("invalid admin token"))
+}
+
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(tokens::bearer)
+        .ok_or(ApiError::Unauthorized(
+            "malformed Authorization header (expected 'Bearer <token>')",
+        ))
+}
+
+/// Middleware of the filter routes.
+pub async fn require_filter(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_token(&state.filter_token, req.headers(), "invalid filter token") {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_token(expected: &Token, headers: &HeaderMap, wrong: &'static str) -> Result<(), ApiError> {
+    if expected.matches(bearer_token(headers)?) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(wrong))
+    }
+}

@@ -1,0 +1,286 @@
+//! The analytics and console-token reads the pages need, in the shapes of
+//! `docs/analytics-api.md`, in one place over the [`Store`](crate::store::Store) trait.
+
+use sha2::{Digest, Sha256};
+
+use super::session::Principal;
+use super::{PageError, WebState};
+use crate::clock;
+use crate::store::{
+    self, ApiKey, RequestCursor, RequestRecord, StoreError, UsageQuery, UsageScope, UsageStatus,
+};
+
+/// What a usage page covers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Key(&'a str),
+    Workspace(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub rate_limited: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bucket {
+    pub start_ms: i64,
+    pub completed: u64,
+    pub failed: u64,
+    pub rate_limited: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageReport {
+    pub interval_ms: i64,
+    pub totals: Totals,
+    pub by_method: Vec<(String, u64)>,
+    pub by_response_code: Vec<(u16, u64)>,
+    /// `(method, endpoint, count)`, at most 10.
+    pub top_endpoints: Vec<(String, String, u64)>,
+    pub series: Vec<Bucket>,
+}
+
+/// Request-log filters; `workspace_id` is always set (the page's workspace).
+#[derive(Debug, Clone, Default)]
+pub struct RequestFilter {
+    pub workspace_id: String,
+    pub key_id: Option<String>,
+    pub resource_id: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub status: Option<String>,
+    pub method: Option<String>,
+    pub endpoint: Option<String>,
+    pub response_code: Option<u16>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub timestamp_ms: i64,
+    pub key_id: String,
+    pub method: String,
+    pub endpoint: String,
+    pub resource_id: Option<String>,
+    pub response_code: u16,
+    pub status: String,
+    pub duration_ms: f64,
+    pub client_ip: String,
+    pub credits: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestPage {
+    pub rows: Vec<RequestRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// The principal a console token signs in as, `None` for an unknown token.
+pub async fn console_signin(state: &WebState, token: &str) -> Result<Option<Principal>, PageError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    Ok(state
+        .app
+        .store
+        .console_token_by_hash(&hash)
+        .await?
+        .map(|t| Principal::Console {
+            workspace_id: t.workspace_id,
+            token_id: t.id,
+        }))
+}
+
+/// Whether the console token behind a session still exists (and still names its workspace).
+pub async fn console_token_valid(
+    state: &WebState,
+    workspace_id: &str,
+    token_id: &str,
+) -> Result<bool, PageError> {
+    match state.app.store.console_token(token_id).await {
+        Ok(token) => Ok(token.workspace_id == workspace_id),
+        Err(StoreError::ConsoleTokenNotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Calls of each key this calendar month (UTC), in the order of `keys`.
+pub async fn calls_this_month(_state: &WebState, keys: &[ApiKey]) -> Result<Vec<u64>, PageError> {
+    Ok(keys.iter().map(|k| k.calls_this_month).collect())
+}
+
+/// The report of `[from_ms, to_ms)` from the rollups, with an interval chosen by the store.
+pub async fn usage(
+    state: &WebState,
+    scope: Scope<'_>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<UsageReport, PageError> {
+    let scope = match scope {
+        Scope::Key(id) => UsageScope::Key(id.to_owned()),
+        Scope::Workspace(id) => UsageScope::Workspace(id.to_owned()),
+    };
+    let query = UsageQuery::new(scope, from_ms, to_ms, None)
+        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    let r = state.app.store.usage_report(&query).await?;
+    Ok(UsageReport {
+        interval_ms: r.interval_ms,
+        totals: Totals {
+            total: r.totals.total,
+            completed: r.totals.completed,
+            failed: r.totals.failed,
+            rate_limited: r.totals.rate_limited,
+        },
+        by_method: r
+            .by_method
+            .into_iter()
+            .map(|m| (m.method, m.count))
+            .collect(),
+        by_response_code: r
+            .by_response_code
+            .into_iter()
+            .map(|c| (c.response_code, c.count))
+            .collect(),
+        top_endpoints: r
+            .top_endpoints
+            .into_iter()
+            .map(|e| (e.method, e.endpoint, e.count))
+            .collect(),
+        series: r
+            .series
+            .into_iter()
+            .map(|b| Bucket {
+                start_ms: b.start_ms,
+                completed: b.completed,
+                failed: b.failed,
+                rate_limited: b.rate_limited,
+            })
+            .collect(),
+    })
+}
+
+fn store_filter(filter: &RequestFilter) -> Result<store::RequestFilter, PageError> {
+    let cursor = match &filter.cursor {
+        Some(c) => Some(
+            RequestCursor::parse(c)
+                .ok_or_else(|| PageError::BadRequest("cursor: invalid".to_owned()))?,
+        ),
+        None => None,
+    };
+    Ok(store::RequestFilter {
+        // Always the page's workspace: a key id of another workspace matches nothing.
+        workspace_id: Some(filter.workspace_id.clone()),
+        key_id: filter.key_id.clone(),
+        resource_id: filter.resource_id.clone(),
+        from_ms: filter.from_ms,
+        to_ms: filter.to_ms,
+        status: filter.status.as_deref().and_then(UsageStatus::parse),
+        method: filter.method.clone(),
+        endpoint: filter.endpoint.clone(),
+        response_code: filter.response_code,
+        limit: filter.limit,
+        cursor,
+    })
+}
+
+fn row(r: RequestRecord) -> RequestRow {
+    RequestRow {
+        request_id: r.request_id,
+        timestamp_ms: r.timestamp,
+        key_id: r.key_id,
+        method: r.method,
+        endpoint: r.endpoint,
+        resource_id: r.resource_id,
+        response_code: r.response_code,
+        status: r.status.as_str().to_owned(),
+        duration_ms: r.duration_ms,
+        client_ip: r.client_ip,
+        credits: u64::from(r.credits),
+    }
+}
+
+/// One page of the request log, newest first.
+pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<RequestPage, PageError> {
+    let page = state.app.store.requests(&store_filter(filter)?).await?;
+    Ok(RequestPage {
+        rows: page.records.into_iter().map(row).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    })
+}
+
+/// Rows a CSV export holds at most (as `GET /v1/requests.csv`).
+pub const CSV_MAX_ROWS: usize = 100_000;
+
+/// The CSV export of the filtered log, columns as the request log's JSON fields.
+pub async fn requests_csv(state: &WebState, filter: &RequestFilter) -> Result<String, PageError> {
+    let mut out = String::from(
+        "request_id,timestamp,key_id,workspace_id,method,endpoint,resource_id,response_code,status,duration_ms,client_ip,credits\n",
+    );
+    let mut query = store_filter(filter)?;
+    query.limit = 500;
+    query.cursor = None;
+    let mut rows = 0;
+    loop {
+        let page = state.app.store.requests(&query).await?;
+        for r in &page.records {
+            if rows == CSV_MAX_ROWS {
+                return Ok(out);
+            }
+            rows += 1;
+            let fields = [
+                csv_field(&r.request_id),
+                clock::format_rfc3339(r.timestamp),
+                csv_field(&r.key_id),
+                csv_field(&r.workspace_id),
+                csv_field(&r.method),
+                csv_field(&r.endpoint),
+                csv_field(r.resource_id.as_deref().unwrap_or("")),
+                r.response_code.to_string(),
+                r.status.as_str().to_owned(),
+                r.duration_ms.to_string(),
+                csv_field(&r.client_ip),
+                r.credits.to_string(),
+            ];
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        match page.next_cursor {
+            Some(c) if !page.records.is_empty() => query.cursor = Some(c),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// RFC 4180 quoting, and a leading `'` for cells a spreadsheet would run as a formula.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+}

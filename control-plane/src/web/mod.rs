@@ -1,0 +1,312 @@
+//! The web dashboard under `/ui`: server-rendered pages (maud) over the [`Store`] trait, with
+//! assets compiled into the binary. No CDN, no inline script or style: one CSS and one JS file.
+//!
+//! Security: signed `HttpOnly`/`SameSite=Strict` session cookie ([`session`]); a CSRF token in
+//! every form, checked on every POST; POSTs whose `Origin`/`Sec-Fetch-Site` say cross-site are
+//! refused before any handler runs; the Content-Security-Policy and other security headers are
+//! built once and added by [`security_headers`]; pages are `Cache-Control: no-store`. A console
+//! session sees one workspace: everything else answers 404, as in the API.
+//!
+//! [`Store`]: crate::store::Store
+
+mod assets;
+mod auth;
+mod charts;
+mod data;
+mod fmt;
+mod keys;
+mod layout;
+pub mod session;
+mod usage;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::{html, Markup, DOCTYPE};
+
+use crate::api::AppState;
+use crate::clock;
+use crate::error::ApiError;
+use crate::store::{ApiKey, StoreError, Workspace};
+use session::{Principal, Session, Sessions};
+
+#[derive(Clone)]
+pub struct WebState {
+    pub app: AppState,
+    pub sessions: Arc<Sessions>,
+}
+
+/// The dashboard routes, with their own state, ready to merge into the API router.
+pub fn router(app: AppState) -> Router<AppState> {
+    let state = WebState {
+        app,
+        sessions: Arc::new(Sessions::new()),
+    };
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui", get(auth::home))
+        .route("/ui/", get(|| async { Redirect::to("/ui") }))
+        .route("/ui/signin", get(auth::signin_page).post(auth::signin))
+        .route("/ui/signout", post(auth::signout))
+        .route("/ui/workspaces", get(auth::workspaces))
+        .route("/ui/switch", get(auth::switch))
+        .route("/ui/w/{ws}/keys", get(keys::list).post(keys::create))
+        .route("/ui/w/{ws}/keys/new", get(keys::new_form))
+        .route("/ui/w/{ws}/overview", get(usage::overview))
+        .route("/ui/w/{ws}/requests.csv", get(usage::csv))
+        .route("/ui/keys/{id}/usage", get(usage::key_usage))
+        .route("/ui/keys/{id}/secret", get(keys::reveal))
+        .route(
+            "/ui/keys/{id}/rotate",
+            get(keys::rotate_form).post(keys::rotate),
+        )
+        .route("/ui/keys/{id}/activate", post(keys::activate))
+        .route("/ui/keys/{id}/deactivate", post(keys::deactivate))
+        .route("/ui/keys/{id}/delete", post(keys::delete))
+        .route("/ui/assets/{file}", get(assets::serve))
+        .route("/ui/{*rest}", get(|| async { PageError::NotFound }))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// `default-src 'none'` and only same-origin files: no inline script, style or event handler
+/// can run, and forms can only post back here. SVG charts use presentation attributes only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+static SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+    ),
+];
+
+/// Refuses cross-site POSTs (defence in depth next to the CSRF token and `SameSite=Strict`), then
+/// adds the security headers to every dashboard response; pages default to `no-store` because
+/// they may show a secret.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut response = if req.method() == Method::POST && is_cross_site(req.headers()) {
+        PageError::Forbidden("cross-site request refused").into_response()
+    } else {
+        next.run(req).await
+    };
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if matches!(fetch_site, "cross-site" | "same-site") {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    origin == "null" || origin_host != host
+}
+
+/// Errors of HTML pages: sign-in redirect instead of 401, and a small error page otherwise.
+#[derive(Debug)]
+pub enum PageError {
+    SignIn { next: String },
+    NotFound,
+    Forbidden(&'static str),
+    BadRequest(String),
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::WorkspaceNotFound
+            | StoreError::KeyNotFound
+            | StoreError::ConsoleTokenNotFound => Self::NotFound,
+            StoreError::Backend(source) => Self::Internal(source),
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(_) => Self::NotFound,
+            ApiError::Internal(source) => Self::Internal(source),
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            Self::SignIn { next } => {
+                let target = format!("/ui/signin?next={}", fmt::url_encode(&next));
+                return Redirect::to(&target).into_response();
+            }
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This page does not exist, or you do not have access to it.".to_owned(),
+            ),
+            Self::Forbidden(why) => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                format!("{why}. Reload the page and try again."),
+            ),
+            Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
+            Self::Internal(source) => {
+                tracing::error!(error = %source, "dashboard request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "An internal error occurred; it has been logged.".to_owned(),
+                )
+            }
+        };
+        html_response(status, error_page(status, title, &message))
+    }
+}
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> maud::Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { (layout::head(title)) }
+            body.centered {
+                main.auth-card {
+                    (layout::logo())
+                    p.muted { (status.as_u16()) }
+                    h1 { (title) }
+                    p { (message) }
+                    p { a.btn.btn-primary href="/ui" { "Back to the dashboard" } }
+                }
+            }
+        }
+    }
+}
+
+/// A signed-in request. Console sessions are re-checked against the store, so a deleted console
+/// token ends its sessions at once.
+pub struct Auth {
+    pub session: Session,
+}
+
+impl Auth {
+    pub fn principal(&self) -> &Principal {
+        &self.session.principal
+    }
+
+    /// The same principal as the API sees it, for calling API handlers directly.
+    pub fn api_principal(&self) -> crate::api::auth::Principal {
+        match self.principal() {
+            Principal::Admin => crate::api::auth::Principal::Admin,
+            Principal::Console {
+                workspace_id,
+                token_id,
+            } => crate::api::auth::Principal::Console {
+                workspace_id: workspace_id.clone(),
+                token_id: token_id.clone(),
+            },
+        }
+    }
+
+    /// A 403 unless `submitted` is this session's CSRF token.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), PageError> {
+        if self.session.csrf_ok(submitted) {
+            Ok(())
+        } else {
+            Err(PageError::Forbidden("invalid or missing CSRF token"))
+        }
+    }
+}
+
+impl FromRequestParts<WebState> for Auth {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, PageError> {
+        let sign_in = || PageError::SignIn {
+            next: parts
+                .uri
+                .path_and_query()
+                .map_or("/ui".to_owned(), |p| p.as_str().to_owned()),
+        };
+        let session = state
+            .sessions
+            .from_headers(&parts.headers, clock::now_ms())
+            .ok_or_else(sign_in)?;
+        if let Principal::Console {
+            workspace_id,
+            token_id,
+        } = &session.principal
+        {
+            if !auth::console_token_valid(state, workspace_id, token_id).await? {
+                return Err(sign_in());
+            }
+        }
+        Ok(Auth { session })
+    }
+}
+
+/// The workspace if this session may see it (404 otherwise, as if it did not exist).
+pub async fn visible_workspace(
+    state: &WebState,
+    auth: &Auth,
+    id: &str,
+) -> Result<Workspace, PageError> {
+    if !auth.principal().can_see(id) {
+        return Err(PageError::NotFound);
+    }
+    Ok(state.app.store.workspace(id).await?)
+}
+
+/// The key if this session may see its workspace (404 otherwise).
+pub async fn visible_key(state: &WebState, auth: &Auth, id: &str) -> Result<ApiKey, PageError> {
+    let key = state.app.store.key(id).await?;
+    if !auth.principal().can_see(&key.workspace_id) {
+        return Err(PageError::NotFound);
+    }
+    Ok(key)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body.
+pub fn parse_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, PageError> {
+    serde_urlencoded::from_bytes(body).map_err(|e| PageError::BadRequest(format!("bad form: {e}")))
+}
+
+/// `303 See Other` to `location`.
+pub fn see_other(location: &str) -> Response {
+    Redirect::to(location).into_response()
+}
+
+/// The page markup as a `text/html` response.
+pub fn html_response(status: StatusCode, markup: Markup) -> Response {
+    (status, axum::response::Html(markup.into_string())).into_response()
+}

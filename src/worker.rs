@@ -11,7 +11,7 @@ use crate::answer::{classify, LookupAnswer};
 use crate::api_key::{parse_key, KeyHash};
 use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
 use crate::config::{FailureMode, FilterConfig};
-use crate::decision::{decide, Decision, Identity, RequestFacts};
+use crate::decision::{decide, Decision, RequestFacts};
 use crate::denial::Denial;
 use crate::host::Clock;
 use crate::ip_block::{record_failure, BlockedView};
@@ -22,6 +22,7 @@ use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::quota::{self, QuotaOutcome};
 use crate::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
+use crate::usage_record::UsageRecord;
 use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
@@ -42,13 +43,22 @@ const RECORD_BATCH: usize = 64;
 /// How a request with a known key was decided, read back by its context in `on_log`.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub identity: Identity,
+    /// The key's state the decision used (identity, for records and headers).
+    pub state: Rc<KeyState>,
     pub denial: Option<Denial>,
     /// Plan limits and where this request left them, for response headers.
     pub rate: Option<(PlanRates, RateStatus)>,
 }
 
 impl Outcome {
+    pub fn key_id(&self) -> &str {
+        &self.state.wire.key_id
+    }
+
+    pub fn workspace_id(&self) -> &str {
+        &self.state.wire.workspace_id
+    }
+
     /// Tollgate let the request through to the upstream (it counts toward quotas).
     pub fn admitted(&self) -> bool {
         self.denial.is_none()
@@ -325,10 +335,7 @@ impl Worker {
             }
         }
         let outcome = Outcome {
-            identity: Identity {
-                key_id: state.wire.key_id.clone(),
-                workspace_id: state.wire.workspace_id.clone(),
-            },
+            state: state.clone(),
             denial: match &decision {
                 Decision::Deny(denial) => Some(*denial),
                 _ => None,
@@ -547,10 +554,10 @@ impl Worker {
     }
 
     /// Adds one record to this worker's batch, handing the batch over when full.
-    pub fn push_record(&self, ctx: u32, line: &[u8]) {
+    pub fn push_record(&self, ctx: u32, record: &UsageRecord) {
         let full = {
             let mut records = self.records.borrow_mut();
-            records.0.extend_from_slice(line);
+            record.write_json(&mut records.0);
             records.0.push(b'\n');
             records.1 += 1;
             records.1 >= RECORD_BATCH

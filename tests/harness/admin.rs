@@ -180,6 +180,26 @@ impl Admin {
         response.json()
     }
 
+    /// A workspace on a new custom plan with these limits (`max_keys` 25): created on
+    /// `enterprise`, then moved to the plan with `PATCH /v1/workspaces/{ws}` (both lead-owned
+    /// endpoints are exercised). Returns the workspace id.
+    pub fn workspace_on_custom_plan(
+        &self,
+        per_second: Option<u64>,
+        per_minute: Option<u64>,
+    ) -> String {
+        let plan = unique_name("plan");
+        self.create_plan(&plan, 25, per_second, per_minute);
+        let workspace = self.create_workspace(&unique_name("ws"), Plan::Enterprise);
+        let patched = self.set_workspace_plan(&workspace, &plan);
+        assert_eq!(
+            patched["plan"].as_str(),
+            Some(plan.as_str()),
+            "PATCH /v1/workspaces/{workspace} answered {patched}"
+        );
+        workspace
+    }
+
     /// One page of `GET /v1/requests` with `params` (any status).
     pub fn requests_page(&self, params: &[(&str, String)]) -> Response {
         self.call(

@@ -23,6 +23,7 @@ pub struct StackBuilder {
     with_envoy: bool,
     concurrency: u32,
     envoys: usize,
+    control_plane_args: Vec<String>,
     stdout_access_log: bool,
     access_log_file: bool,
     direct_responses: Vec<(String, u16)>,
@@ -86,6 +87,14 @@ impl StackBuilder {
         self
     }
 
+    /// `tollgate serve --key-cache-ttl-ms`: the longest the control plane lets the filter cache
+    /// a lookup (its default is 5 s whatever `cache.ttl` says).
+    pub fn key_cache_ttl_ms(mut self, ms: u64) -> Self {
+        self.control_plane_args
+            .extend(["--key-cache-ttl-ms".to_string(), ms.to_string()]);
+        self
+    }
+
     /// Writes the access log with the filter state to a file ([`Envoy::access_log`]).
     pub fn access_log_file(mut self) -> Self {
         self.access_log_file = true;
@@ -127,6 +136,7 @@ impl StackBuilder {
         let mut stack = Stack {
             envoy: None,
             more_envoys: Vec::new(),
+            control_plane_args: self.control_plane_args,
             control_plane: None,
             upstream: None,
             control_plane_port: free_port(),
@@ -159,6 +169,7 @@ pub struct Stack {
     pub envoy: Option<Envoy>,
     /// The second and further Envoys of [`StackBuilder::envoys`].
     pub more_envoys: Vec<Envoy>,
+    control_plane_args: Vec<String>,
     control_plane: Option<Proc>,
     upstream: Option<Proc>,
     pub control_plane_port: u16,
@@ -175,6 +186,7 @@ impl Stack {
             with_envoy: true,
             concurrency: 2,
             envoys: 1,
+            control_plane_args: Vec::new(),
             stdout_access_log: true,
             access_log_file: false,
             direct_responses: Vec::new(),
@@ -239,6 +251,7 @@ impl Stack {
             .arg(format!("127.0.0.1:{}", self.control_plane_port))
             .arg("--data-dir")
             .arg(self.data.path())
+            .args(&self.control_plane_args)
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TOLLGATE_FILTER_TOKEN", FILTER_TOKEN)
             .env("NO_COLOR", "1");

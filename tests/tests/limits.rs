@@ -115,12 +115,14 @@ fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes() {
     );
 }
 
-/// A custom plan with `per_second` requests a second (the lead's `POST /v1/plans`), and a
-/// workspace on it. `per_minute` is set so high it never binds here.
+/// A workspace on a custom plan of `per_second` requests a second (`POST /v1/plans`,
+/// `PATCH /v1/workspaces/{ws}`); its per-minute limit, 60 × that, never binds here.
 fn plan_workspace(admin: &Admin, per_second: u64) -> (String, u64) {
-    let name = format!("rl-{per_second}-{}", std::process::id());
-    admin.create_plan(&name, 25, Some(per_second), Some(per_second * 60));
-    (admin.create_workspace_on("rate", &name), per_second * 60)
+    let per_minute = per_second * 60;
+    (
+        admin.workspace_on_custom_plan(Some(per_second), Some(per_minute)),
+        per_minute,
+    )
 }
 
 /// Admitted per wall-clock second of Envoy's clock. A plan window is `now_ms / 1000` of the
@@ -158,6 +160,10 @@ fn plan_per_second_limit_holds_at_twice_the_rate_over_ten_seconds() {
     let _serial = exclusive();
     let stack = Stack::builder()
         .set("/usage/flush_interval", "500ms")
+        // No lookup during the run: every request is decided at its arrival, the record's
+        // timestamp (a request waiting for a lookup is decided when the answer comes).
+        .cache_ttl("60s")
+        .key_cache_ttl_ms(60_000)
         .start();
     let admin = stack.admin();
     let (ws, per_minute) = plan_workspace(&admin, LIMIT);
@@ -179,19 +185,24 @@ fn plan_per_second_limit_holds_at_twice_the_rate_over_ten_seconds() {
         admitted.len()
     );
 
-    // Denials: 429 with the per-second message and Retry-After.
+    // Denials: 429 with the per-second message, Retry-After and the rate-limit headers.
+    let policy = format!("\"per-second\";q={LIMIT};w=1, \"per-minute\";q={per_minute};w=60");
+    let limit = LIMIT.to_string();
     for o in outcomes.iter().filter(|o| o.status() != 200) {
-        let response = o.response();
-        assert_denied(response, 429, PER_SECOND_BODY);
+        let r = o.response();
+        assert_denied(r, 429, PER_SECOND_BODY);
+        assert_eq!(r.header("retry-after"), Some("1"), "Retry-After: {r:?}");
+        assert_eq!(r.header("ratelimit-policy"), Some(policy.as_str()), "{r:?}");
         assert_eq!(
-            response.header("retry-after"),
-            Some("1"),
-            "Retry-After of a per-second denial: {response:?}"
+            r.header("ratelimit"),
+            Some("\"per-second\";r=0;t=1"),
+            "{r:?}"
         );
-        assert_eq!(response.header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(r.header("x-ratelimit-limit"), Some(limit.as_str()), "{r:?}");
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"), "{r:?}");
+        assert_eq!(r.header("x-ratelimit-reset"), Some("1"), "{r:?}");
     }
     // Passes: the rate-limit headers describe the plan and the second window.
-    let policy = format!("\"per-second\";q={LIMIT};w=1, \"per-minute\";q={per_minute};w=60");
     for o in &admitted {
         let r = o.response();
         assert_eq!(r.header("ratelimit-policy"), Some(policy.as_str()), "{r:?}");
@@ -205,11 +216,7 @@ fn plan_per_second_limit_holds_at_twice_the_rate_over_ten_seconds() {
             Some(format!("\"per-second\";r={remaining};t=1").as_str()),
             "{r:?}"
         );
-        assert_eq!(
-            r.header("x-ratelimit-limit"),
-            Some(LIMIT.to_string().as_str()),
-            "{r:?}"
-        );
+        assert_eq!(r.header("x-ratelimit-limit"), Some(limit.as_str()), "{r:?}");
         assert_eq!(r.header("x-ratelimit-reset"), Some("1"), "{r:?}");
     }
 
@@ -263,5 +270,53 @@ fn plan_per_second_limit_holds_at_twice_the_rate_over_ten_seconds() {
     assert!(
         over.is_empty(),
         "more than {LIMIT} admitted in these seconds: {over:?}"
+    );
+}
+
+/// A plan change (`PATCH /v1/workspaces/{ws}`) reaches the edge within the cache TTL: a key of
+/// an unlimited workspace moved to a 5/s plan is limited (and gets the headers) once its state
+/// is looked up again.
+#[test]
+fn a_plan_change_reaches_the_edge_within_the_cache_ttl() {
+    let _serial = exclusive();
+    let stack = Stack::builder().cache_ttl("1s").without_usage().start();
+    let admin = stack.admin();
+    let plan = format!("five-{}", std::process::id());
+    admin.create_plan(&plan, 25, Some(5), None);
+    let ws = admin.create_workspace("moving", Plan::Enterprise);
+    let key = admin.create_key(&ws, &json!({"alias": "mover"}));
+    let before = overload(&stack, &key, 30);
+    assert!(
+        before.iter().all(|o| o.status() == 200),
+        "enterprise: no plan limit: {:?}",
+        load::status_counts(&before)
+    );
+    assert_eq!(before[0].response().header("ratelimit-policy"), None);
+
+    admin.set_workspace_plan(&ws, &plan);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = load::sleep_until_next_second(Duration::from_millis(50));
+    let after = overload(&stack, &key, 30);
+    let within: Vec<&Outcome> = after
+        .iter()
+        .filter(|o| o.answered_us / 1_000_000 == second)
+        .collect();
+    let admitted = within.iter().filter(|o| o.status() == 200).count();
+    assert!(
+        within.len() >= 10 && admitted <= 5,
+        "after the change to 5/s: {admitted} of {} requests within one second admitted; {:?}",
+        within.len(),
+        load::status_counts(&after)
+    );
+    let limited = after.iter().find(|o| o.status() == 429).unwrap_or_else(|| {
+        panic!(
+            "no 429 after the plan change: {:?}",
+            load::status_counts(&after)
+        )
+    });
+    assert_denied(limited.response(), 429, PER_SECOND_BODY);
+    assert_eq!(
+        limited.response().header("ratelimit-policy"),
+        Some("\"per-second\";q=5;w=1")
     );
 }

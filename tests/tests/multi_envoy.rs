@@ -100,11 +100,10 @@ fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound() {
     }
 }
 
-/// A custom plan with `per_second` requests a second (`POST /v1/plans`) and a workspace on it.
+/// A workspace on a custom plan of `per_second` requests a second (`POST /v1/plans`,
+/// `PATCH /v1/workspaces/{ws}`).
 fn plan_workspace(admin: &Admin, per_second: u64) -> String {
-    let name = format!("rl2-{per_second}-{}", std::process::id());
-    admin.create_plan(&name, 25, Some(per_second), Some(per_second * 60));
-    admin.create_workspace_on("split", &name)
+    admin.workspace_on_custom_plan(Some(per_second), Some(per_second * 60))
 }
 
 #[test]
@@ -116,6 +115,10 @@ fn plan_limit_split_across_two_envoys_never_exceeds_the_limit_in_any_second() {
         .envoys(2)
         .set("/limits/instances", 2)
         .set("/usage/flush_interval", "500ms")
+        // No lookup during the run: every request is decided at its arrival, the record's
+        // timestamp (a request waiting for a lookup is decided when the answer comes).
+        .cache_ttl("60s")
+        .key_cache_ttl_ms(60_000)
         .start();
     let admin = stack.admin();
     let ws = plan_workspace(&admin, LIMIT);

@@ -176,7 +176,7 @@ fn run_scenario(stack: &Stack) -> Scenario {
         "requests without a valid key must be 401: {keyless_status:?}"
     );
 
-    // Map ?n= to Envoy's request id through the access log (flushed about every second).
+    // Map ?n= to Envoy's request id through the access log (flushed every 200 ms).
     let ids = eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         let mut ids: HashMap<usize, String> = HashMap::new();
         for entry in stack.envoy().access_log() {
@@ -262,6 +262,13 @@ fn str_field<'a>(record: &'a Value, field: &str) -> &'a str {
 #[test]
 fn every_request_with_a_known_key_is_recorded_once_with_its_fields() {
     let stack = usage_stack().start();
+    assert!(
+        stack
+            .envoy()
+            .log()
+            .contains("tollgate: usage service started"),
+        "the usage service (envoy.bootstrap.wasm, root id tollgate-usage) did not start"
+    );
     let scenario = run_scenario(&stack);
     let admin = stack.admin();
 
@@ -705,8 +712,10 @@ fn access_log_prints_the_filter_state_summary() {
 
 /// Control plane down for 30 s while 20 requests a second flow: cached keys keep passing,
 /// records wait in the usage service and arrive after the restart, each exactly once.
+/// (Named to sort first: libtest starts a binary's tests in name order, two at a time on two
+/// cores, so the longest test starts at once and the others run beside it.)
 #[test]
-fn records_survive_a_control_plane_outage_exactly_once() {
+fn all_records_survive_a_control_plane_outage_exactly_once() {
     const RATE: f64 = 20.0;
     const BEFORE: Duration = Duration::from_secs(3);
     const OUTAGE: Duration = Duration::from_secs(30);

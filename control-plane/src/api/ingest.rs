@@ -254,12 +254,12 @@ pub async fn ingest(
     })?;
     let (good, mut rejected) = parse_batch(&body)?;
     let (indexes, records): (Vec<usize>, Vec<UsageRecord>) = good.into_iter().unzip();
-    let outcome = state.store.ingest_usage(&records).await?;
+    let outcome = state.store.ingest_usage(records).await?;
     for r in outcome.rejected {
-        if let (Some(record), Some(&index)) = (records.get(r.position), indexes.get(r.position)) {
+        if let Some(&index) = indexes.get(r.position) {
             rejected.push(Rejected {
                 index,
-                request_id: Some(record.request_id.clone()),
+                request_id: r.request_id,
                 error: r.error.to_string(),
             });
         }

@@ -284,10 +284,11 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `last_used_at = now_ms` unless it is already within `resolution_ms` of it.
     async fn touch_key(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> StoreResult<()>;
 
-    /// Stores a batch in one transaction: raw records (new `request_id`s only), rollups, quota
+    /// Stores a batch in one transaction (possibly shared with batches sent concurrently): raw
+    /// records (new `request_id`s only), rollups, quota
     /// counts, `calls_this_month` and `last_used_at`. Records whose key does not exist or belongs
     /// to another workspace are rejected (their position in `records`); the others are stored.
-    async fn ingest_usage(&self, records: &[UsageRecord]) -> StoreResult<IngestOutcome>;
+    async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome>;
     /// Analytics from rollups over `[query.from_ms, query.to_ms)` (see [`UsageQuery`]).
     /// `WorkspaceNotFound`/`KeyNotFound` when the scope does not exist.
     async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport>;

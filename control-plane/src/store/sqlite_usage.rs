@@ -7,9 +7,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection};
+use std::sync::Arc;
 
-use super::sqlite::SqliteStore;
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sqlite::{LookupCache, SqliteStore};
 use super::usage::{
     floor_to, EndpointCount, IngestOutcome, IngestRejection, MethodCount, RequestCursor,
     RequestFilter, RequestPage, RequestRecord, ResponseCodeCount, SeriesBucket, StatusTotals,
@@ -23,8 +26,26 @@ use crate::validate::ValidationError;
 /// SQLite allows 32766 bound parameters per statement; stay well below.
 const MAX_PARAMS: usize = 30_000;
 
-fn rows_per_statement(columns: usize) -> usize {
-    MAX_PARAMS / columns
+/// Splits `items` into statements of a few fixed sizes (powers of 8 below the parameter limit),
+/// so every statement text repeats and stays prepared in the connection's statement cache
+/// instead of being parsed again for each batch.
+fn fixed_chunks<T>(items: &[T], columns: usize) -> Vec<&[T]> {
+    let limit = (MAX_PARAMS / columns).min(1024);
+    let mut size = 1;
+    while size * 8 <= limit {
+        size *= 8;
+    }
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        while size > rest.len() {
+            size /= 8;
+        }
+        let (chunk, tail) = rest.split_at(size.max(1));
+        out.push(chunk);
+        rest = tail;
+    }
+    out
 }
 
 /// Per-minute (or per-hour) rollup row: key x bucket x endpoint x method x code x status.
@@ -103,7 +124,7 @@ async fn upsert_rollups(
     rows: &HashMap<RollupKey<'_>, RollupValue<'_>>,
 ) -> StoreResult<()> {
     let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(rows_per_statement(10)) {
+    for chunk in fixed_chunks(&rows, 10) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "INSERT INTO {table} (key_id, {bucket_column}, endpoint, method, response_code, \
              status, workspace_id, count, credits, duration_ms) "
@@ -142,7 +163,7 @@ async fn upsert_counts<'a, K: Copy + Send + Sync + 'a>(
 ) -> StoreResult<()> {
     let rows: Vec<(K, i64)> = rows.iter().map(|(k, v)| (*k, *v)).collect();
     let keys = key_columns.join(", ");
-    for chunk in rows.chunks(rows_per_statement(key_columns.len() + 1)) {
+    for chunk in fixed_chunks(&rows, key_columns.len() + 1) {
         let mut qb: QueryBuilder<'a, Sqlite> =
             QueryBuilder::new(format!("INSERT INTO {table} ({keys}, {value_column}) "));
         qb.push_values(chunk, |mut b, (k, v)| {
@@ -157,13 +178,33 @@ async fn upsert_counts<'a, K: Copy + Send + Sync + 'a>(
     Ok(())
 }
 
-fn rejection(position: usize, field: &str, message: &str) -> IngestRejection {
+fn rejection(position: usize, r: &UsageRecord, field: &str, message: &str) -> IngestRejection {
     IngestRejection {
         position,
+        request_id: Some(r.request_id.clone()),
         error: ValidationError {
             field: field.to_owned(),
             message: message.to_owned(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixed_chunks;
+
+    #[test]
+    fn chunks_have_few_distinct_sizes_and_cover_everything() {
+        let items: Vec<u32> = (0..1000).collect();
+        let chunks = fixed_chunks(&items, 14);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 1000);
+        assert!(
+            sizes.iter().all(|s| [512, 64, 8, 1].contains(s)),
+            "{sizes:?}"
+        );
+        assert_eq!(chunks.concat(), items);
+        assert!(fixed_chunks::<u32>(&[], 3).is_empty());
     }
 }
 
@@ -229,167 +270,236 @@ fn sorted_counts<K: Ord + Clone>(map: HashMap<K, u64>) -> Vec<(K, u64)> {
     v
 }
 
-impl SqliteStore {
-    pub(super) async fn ingest(&self, records: &[UsageRecord]) -> StoreResult<IngestOutcome> {
-        let mut outcome = IngestOutcome::default();
-        if records.is_empty() {
-            return Ok(outcome);
-        }
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+/// One `ingest_usage` call waiting for the writer.
+pub(super) struct IngestJob {
+    pub records: Vec<UsageRecord>,
+    pub reply: oneshot::Sender<StoreResult<IngestOutcome>>,
+}
 
-        // Keys and their workspaces, checked inside the transaction: a key with no history can
-        // be deleted, and this batch is about to give it one.
-        let key_ids: Vec<&str> = records
-            .iter()
-            .map(|r| r.key_id.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut owners: HashMap<String, String> = HashMap::new();
-        for chunk in key_ids.chunks(rows_per_statement(1)) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT id, workspace_id FROM api_keys WHERE id IN (");
-            let mut list = qb.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
+/// Records one transaction may take from queued batches (group commit).
+const GROUP_MAX_RECORDS: usize = 20_000;
+
+/// The ingest writer: takes every batch queued while the previous transaction ran and stores
+/// them in one transaction, so concurrent senders share the commit and the rollup upserts.
+pub(super) async fn ingest_writer(
+    writer: SqlitePool,
+    lookups: Arc<LookupCache>,
+    mut jobs: mpsc::Receiver<IngestJob>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        let mut queued = group[0].records.len();
+        while queued < GROUP_MAX_RECORDS {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    queued += job.records.len();
+                    group.push(job);
+                }
+                Err(_) => break,
             }
-            qb.push(")");
-            let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            owners.extend(rows);
         }
-        let mut good: Vec<&UsageRecord> = Vec::with_capacity(records.len());
+        let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
+        let result = ingest_group(&writer, &lookups, &batches).await;
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    // The caller may have gone (client disconnected): nothing to tell.
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Backend(message.clone().into())));
+                }
+            }
+        }
+    }
+}
+
+/// Stores several batches in one transaction; one outcome per batch.
+async fn ingest_group(
+    writer: &SqlitePool,
+    lookups: &LookupCache,
+    batches: &[&[UsageRecord]],
+) -> StoreResult<Vec<IngestOutcome>> {
+    let mut outcomes = vec![IngestOutcome::default(); batches.len()];
+    if batches.iter().all(|b| b.is_empty()) {
+        return Ok(outcomes);
+    }
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+
+    // Keys and their workspaces, checked inside the transaction: a key with no history can
+    // be deleted, and this batch is about to give it one.
+    let key_ids: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.iter().map(|r| r.key_id.as_str()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut owners: HashMap<String, String> = HashMap::new();
+    for chunk in fixed_chunks(&key_ids, 1) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, workspace_id FROM api_keys WHERE id IN (");
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        qb.push(")");
+        let rows: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        owners.extend(rows);
+    }
+    let mut good: Vec<(usize, &UsageRecord)> = Vec::new();
+    for (batch, records) in batches.iter().enumerate() {
         for (position, r) in records.iter().enumerate() {
-            match owners.get(&r.key_id) {
-                None => outcome
-                    .rejected
-                    .push(rejection(position, "key_id", "unknown API key")),
-                Some(ws) if *ws != r.workspace_id => outcome.rejected.push(rejection(
+            let error = match owners.get(&r.key_id) {
+                None => rejection(position, r, "key_id", "unknown API key"),
+                Some(ws) if *ws != r.workspace_id => rejection(
                     position,
+                    r,
                     "workspace_id",
                     "is not the workspace of key_id",
-                )),
-                Some(_) => good.push(r),
+                ),
+                Some(_) => {
+                    good.push((batch, r));
+                    continue;
+                }
+            };
+            if let Some(o) = outcomes.get_mut(batch) {
+                o.rejected.push(error);
             }
         }
-
-        // Raw records; RETURNING says which ones were new.
-        let mut inserted: HashSet<String> = HashSet::with_capacity(good.len());
-        for chunk in good.chunks(rows_per_statement(14)) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, \
-                 endpoint, resource_id, response_code, status, duration_ms, client_ip, credits, \
-                 admitted, instance) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.request_id.as_str())
-                    .push_bind(r.timestamp)
-                    .push_bind(r.key_id.as_str())
-                    .push_bind(r.workspace_id.as_str())
-                    .push_bind(r.method.as_str())
-                    .push_bind(r.endpoint.as_str())
-                    .push_bind(r.resource_id.as_deref())
-                    .push_bind(r.response_code)
-                    .push_bind(r.status.as_str())
-                    .push_bind(r.duration_ms)
-                    .push_bind(r.client_ip.as_str())
-                    .push_bind(r.credits)
-                    .push_bind(r.admitted)
-                    .push_bind(r.instance.as_str());
-            });
-            qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
-            let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            inserted.extend(rows.into_iter().map(|(id,)| id));
-        }
-
-        // A request_id is new at its first occurrence in the batch only.
-        let mut aggregates = Aggregates::default();
-        for r in good {
-            if inserted.remove(&r.request_id) {
-                outcome.accepted += 1;
-                aggregates.add(r);
-            } else {
-                outcome.duplicates += 1;
-            }
-        }
-        if outcome.accepted == 0 {
-            tx.rollback().await?;
-            return Ok(outcome);
-        }
-
-        let a = &aggregates;
-        upsert_rollups(&mut tx, "usage_minutes", "minute", &a.minutes).await?;
-        upsert_rollups(&mut tx, "usage_hours", "hour", &a.hours).await?;
-        upsert_counts(
-            &mut tx,
-            "key_admitted_totals",
-            &["key_id"],
-            "admitted",
-            &a.admitted_totals,
-            |b, k| {
-                b.push_bind(k);
-            },
-        )
-        .await?;
-        upsert_counts(
-            &mut tx,
-            "key_admitted_minutes",
-            &["key_id", "minute"],
-            "admitted",
-            &a.admitted_minutes,
-            |b, (k, t)| {
-                b.push_bind(k).push_bind(t);
-            },
-        )
-        .await?;
-        upsert_counts(
-            &mut tx,
-            "key_admitted_hours",
-            &["key_id", "hour"],
-            "admitted",
-            &a.admitted_hours,
-            |b, (k, t)| {
-                b.push_bind(k).push_bind(t);
-            },
-        )
-        .await?;
-        upsert_counts(
-            &mut tx,
-            "key_instance_buckets",
-            &["key_id", "instance", "bucket"],
-            "admitted",
-            &a.instance_buckets,
-            |b, (k, i, t)| {
-                b.push_bind(k).push_bind(i).push_bind(t);
-            },
-        )
-        .await?;
-        upsert_counts(
-            &mut tx,
-            "key_month_calls",
-            &["key_id", "month"],
-            "calls",
-            &a.month_calls,
-            |b, (k, m)| {
-                b.push_bind(k).push_bind(m);
-            },
-        )
-        .await?;
-        for (key_id, last) in &a.last_used {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = ?1 \
-                 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-            )
-            .bind(last)
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        self.lookups
-            .invalidate_keys(a.admitted_totals.keys().copied());
-        Ok(outcome)
     }
 
+    // Raw records; RETURNING says which ones were new.
+    let mut inserted: HashSet<String> = HashSet::with_capacity(good.len());
+    for chunk in fixed_chunks(&good, 14) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, \
+             endpoint, resource_id, response_code, status, duration_ms, client_ip, credits, \
+             admitted, instance) ",
+        );
+        qb.push_values(chunk, |mut b, (_, r)| {
+            b.push_bind(r.request_id.as_str())
+                .push_bind(r.timestamp)
+                .push_bind(r.key_id.as_str())
+                .push_bind(r.workspace_id.as_str())
+                .push_bind(r.method.as_str())
+                .push_bind(r.endpoint.as_str())
+                .push_bind(r.resource_id.as_deref())
+                .push_bind(r.response_code)
+                .push_bind(r.status.as_str())
+                .push_bind(r.duration_ms)
+                .push_bind(r.client_ip.as_str())
+                .push_bind(r.credits)
+                .push_bind(r.admitted)
+                .push_bind(r.instance.as_str());
+        });
+        qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+        let rows: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *tx).await?;
+        inserted.extend(rows.into_iter().map(|(id,)| id));
+    }
+
+    // A request_id is new at its first occurrence only.
+    let mut aggregates = Aggregates::default();
+    let mut accepted = 0;
+    for (batch, r) in good {
+        let Some(o) = outcomes.get_mut(batch) else {
+            continue;
+        };
+        if inserted.remove(&r.request_id) {
+            o.accepted += 1;
+            accepted += 1;
+            aggregates.add(r);
+        } else {
+            o.duplicates += 1;
+        }
+    }
+    if accepted == 0 {
+        tx.rollback().await?;
+        return Ok(outcomes);
+    }
+
+    let a = &aggregates;
+    upsert_rollups(&mut tx, "usage_minutes", "minute", &a.minutes).await?;
+    upsert_rollups(&mut tx, "usage_hours", "hour", &a.hours).await?;
+    upsert_counts(
+        &mut tx,
+        "key_admitted_totals",
+        &["key_id"],
+        "admitted",
+        &a.admitted_totals,
+        |b, k| {
+            b.push_bind(k);
+        },
+    )
+    .await?;
+    upsert_counts(
+        &mut tx,
+        "key_admitted_minutes",
+        &["key_id", "minute"],
+        "admitted",
+        &a.admitted_minutes,
+        |b, (k, t)| {
+            b.push_bind(k).push_bind(t);
+        },
+    )
+    .await?;
+    upsert_counts(
+        &mut tx,
+        "key_admitted_hours",
+        &["key_id", "hour"],
+        "admitted",
+        &a.admitted_hours,
+        |b, (k, t)| {
+            b.push_bind(k).push_bind(t);
+        },
+    )
+    .await?;
+    upsert_counts(
+        &mut tx,
+        "key_instance_buckets",
+        &["key_id", "instance", "bucket"],
+        "admitted",
+        &a.instance_buckets,
+        |b, (k, i, t)| {
+            b.push_bind(k).push_bind(i).push_bind(t);
+        },
+    )
+    .await?;
+    upsert_counts(
+        &mut tx,
+        "key_month_calls",
+        &["key_id", "month"],
+        "calls",
+        &a.month_calls,
+        |b, (k, m)| {
+            b.push_bind(k).push_bind(m);
+        },
+    )
+    .await?;
+    // last_used_at = max(existing, newest record), every key in one statement.
+    let last_used: Vec<(&str, i64)> = a.last_used.iter().map(|(k, t)| (*k, *t)).collect();
+    for chunk in fixed_chunks(&last_used, 2) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("UPDATE api_keys SET last_used_at = v.column2 FROM (");
+        qb.push_values(chunk, |mut b, (k, t)| {
+            b.push_bind(*k).push_bind(*t);
+        });
+        qb.push(
+            ") AS v WHERE api_keys.id = v.column1 \
+                 AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.column2)",
+        );
+        qb.build().execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    lookups.invalidate_keys(a.admitted_totals.keys().copied());
+    Ok(outcomes)
+}
+
+impl SqliteStore {
     pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
         let mut conn = self.readers.acquire().await?;
         let (scope_column, scope_id) = match &query.scope {

@@ -70,6 +70,7 @@ pub struct IngestOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestRejection {
     pub position: usize,
+    pub request_id: Option<String>,
     pub error: ValidationError,
 }
 

@@ -207,12 +207,12 @@ pub async fn key_usage(
     let ws = state.app.store.workspace(&key.workspace_id).await?;
     let period = period(&q, clock::now_ms());
     let (filter, filter_error) = log_filter(&q, &ws.id, Some(&key.id), &period);
-    let report = data::usage(&state, Scope::Key(&key.id), period.from_ms, period.to_ms).await?;
-    let log = match filter_error {
-        None => data::requests(&state, &filter).await?,
-        Some(_) => RequestPage::default(),
-    };
-    let shell = Shell::load(&state, &auth, Some(&ws)).await?;
+    // The report, the log page and the shell are independent reads: run them together.
+    let (report, log, shell) = tokio::try_join!(
+        data::usage(&state, Scope::Key(&key.id), period.from_ms, period.to_ms),
+        log_page(&state, &filter, filter_error.is_some()),
+        Shell::load(&state, &auth, Some(&ws)),
+    )?;
     let base = format!("/ui/keys/{}/usage", key.id);
     let now = clock::now_ms();
     let content = html! {
@@ -248,18 +248,16 @@ pub async fn overview(
     let keys = state.app.store.keys(&ws.id).await?;
     let period = period(&q, clock::now_ms());
     let (filter, filter_error) = log_filter(&q, &ws.id, None, &period);
-    let report = data::usage(
-        &state,
-        Scope::Workspace(&ws.id),
-        period.from_ms,
-        period.to_ms,
-    )
-    .await?;
-    let log = match filter_error {
-        None => data::requests(&state, &filter).await?,
-        Some(_) => RequestPage::default(),
-    };
-    let shell = Shell::load(&state, &auth, Some(&ws)).await?;
+    let (report, log, shell) = tokio::try_join!(
+        data::usage(
+            &state,
+            Scope::Workspace(&ws.id),
+            period.from_ms,
+            period.to_ms
+        ),
+        log_page(&state, &filter, filter_error.is_some()),
+        Shell::load(&state, &auth, Some(&ws)),
+    )?;
     let base = format!("/ui/w/{}/overview", ws.id);
     let content = html! {
         div.page-header {
@@ -276,6 +274,19 @@ pub async fn overview(
         StatusCode::OK,
         shell.render("Overview", Nav::Overview, content),
     ))
+}
+
+/// The log page, or an empty one when a filter value was rejected (its message is shown).
+async fn log_page(
+    state: &WebState,
+    filter: &RequestFilter,
+    rejected: bool,
+) -> Result<RequestPage, PageError> {
+    if rejected {
+        Ok(RequestPage::default())
+    } else {
+        data::requests(state, filter).await
+    }
 }
 
 fn range_picker(base: &str, q: &UsageQuery, period: &Period) -> Markup {

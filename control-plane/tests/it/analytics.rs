@@ -354,7 +354,8 @@ async fn every_request_filter_narrows_and_pages_return_each_record_once() {
 
     let a_id = f.a["id"].as_str().unwrap().to_owned();
     let mid = base() + 45 * MINUTE;
-    let filters: Vec<(String, Box<dyn Fn(&Value) -> bool>)> = vec![
+    type Keep = Box<dyn Fn(&Value) -> bool>;
+    let filters: Vec<(String, Keep)> = vec![
         (
             format!("key_id={a_id}"),
             Box::new(move |r: &Value| r["key_id"] == a_id.as_str()),

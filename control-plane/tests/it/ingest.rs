@@ -174,3 +174,49 @@ async fn ingest_sets_last_used_and_blocks_deletion() {
     assert_eq!(shown["last_used_at"], "2026-11-23T20:32:47Z");
     srv.delete(&format!("/v1/keys/{id}"), 409).await;
 }
+
+#[tokio::test]
+async fn concurrent_batches_share_commits_and_stay_exact() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let key = srv
+        .key(&ws, json!({"alias": "a", "quotas": {"total": 1_000_000}}))
+        .await;
+    let t = now_ms() - 1000;
+    // 8 senders, 200 records each, every record also sent by the next sender.
+    let batches: Vec<Vec<Value>> = (0..8)
+        .map(|s| {
+            (0..200)
+                .map(|i| record(&key, &format!("c-{}", (s * 100 + i) % 800), t + i))
+                .collect()
+        })
+        .collect();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let client = srv.client.clone();
+            let url = srv.url("/v1/filter/usage");
+            tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .bearer_auth(FILTER)
+                    .json(&json!({ "records": batch }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let accepted: u64 = answers.iter().map(|a| a["accepted"].as_u64().unwrap()).sum();
+    let duplicates: u64 = answers.iter().map(|a| a["duplicates"].as_u64().unwrap()).sum();
+    assert_eq!((accepted, duplicates), (800, 800));
+    assert_eq!(stored_ids(&srv).await.len(), 800);
+    let (_, lookup) = srv.lookup(&crate::common::secret_hash(&key)).await;
+    assert_eq!(lookup["usage"]["total"], 800);
+}

@@ -59,7 +59,8 @@ impl From<StoreError> for ApiError {
             | StoreError::ConsoleTokenNotFound => Self::NotFound(e.to_string()),
             StoreError::PlanKeyLimit { .. }
             | StoreError::AliasTaken(_)
-            | StoreError::KeyHasHistory => Self::Conflict(e.to_string()),
+            | StoreError::KeyHasHistory
+            | StoreError::PlanExists(_) => Self::Conflict(e.to_string()),
             StoreError::Backend(source) => Self::Internal(source),
         }
     }

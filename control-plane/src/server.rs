@@ -129,12 +129,15 @@ pub fn router(state: AppState) -> Router {
     // Admin token or console token; handlers check what the principal may see.
     let admin = Router::new()
         .route("/v1/whoami", get(console::whoami))
-        .route("/v1/plans", get(plans::list))
+        .route("/v1/plans", get(plans::list).post(plans::create))
         .route(
             "/v1/workspaces",
             get(workspaces::list).post(workspaces::create),
         )
-        .route("/v1/workspaces/{workspace_id}", get(workspaces::get))
+        .route(
+            "/v1/workspaces/{workspace_id}",
+            get(workspaces::get).patch(workspaces::update),
+        )
         .route(
             "/v1/workspaces/{workspace_id}/keys",
             get(keys::list).post(keys::create),

@@ -17,6 +17,12 @@ pub struct ValidationError {
     pub message: String,
 }
 
+impl ValidationError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
+        invalid(field, message)
+    }
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidationError {
     ValidationError {
         field: field.into(),

@@ -64,6 +64,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    plan: String,
+}
+
+/// Moves a workspace to another plan (admin only: plans are what customers pay for).
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    PathParam(id): PathParam,
+    JsonBody(body): JsonBody<UpdateWorkspace>,
+) -> Result<Json<WorkspaceView>, ApiError> {
+    principal.require_admin()?;
+    let plans = state.store.plans().await?;
+    let plan = PlanName::parse(&body.plan, &plans)?;
+    Ok(Json(
+        state.store.set_workspace_plan(&id, &plan).await?.into(),
+    ))
+}
+
 /// A console token lists its own workspace only.
 pub async fn list(
     State(state): State<AppState>,

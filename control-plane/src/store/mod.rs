@@ -36,6 +36,8 @@ pub enum StoreError {
     KeyHasHistory,
     #[error("console token not found")]
     ConsoleTokenNotFound,
+    #[error("plan '{0}' already exists")]
+    PlanExists(String),
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -258,6 +260,14 @@ pub struct KeyLookup {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn plans(&self) -> StoreResult<Vec<Plan>>;
+    /// Fails with `PlanExists` when the name is taken.
+    async fn create_plan(&self, plan: Plan) -> StoreResult<Plan>;
+    /// Moves a workspace to another (existing) plan; its keys' lookups see the new limits.
+    async fn set_workspace_plan(
+        &self,
+        workspace_id: &str,
+        plan: &PlanName,
+    ) -> StoreResult<Workspace>;
 
     async fn create_workspace(&self, workspace: NewWorkspace) -> StoreResult<Workspace>;
     async fn workspaces(&self) -> StoreResult<Vec<Workspace>>;

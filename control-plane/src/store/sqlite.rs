@@ -2,6 +2,7 @@
 //! one writer anyway, and queueing in the pool avoids `SQLITE_BUSY` on lock upgrades); a pool of
 //! readers serves lookups and listings concurrently thanks to WAL.
 
+use crate::validate::PlanName;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -557,6 +558,44 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.into_iter().map(Plan::from).collect())
+    }
+
+    async fn create_plan(&self, plan: Plan) -> StoreResult<Plan> {
+        let result = sqlx::query(
+            "INSERT INTO plans (name, max_keys, rate_limit_per_second, rate_limit_per_minute) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(&plan.name)
+        .bind(plan.max_keys)
+        .bind(plan.rate_limit_per_second)
+        .bind(plan.rate_limit_per_minute)
+        .execute(&self.writer)
+        .await;
+        match result {
+            Ok(_) => Ok(plan),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::PlanExists(plan.name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set_workspace_plan(
+        &self,
+        workspace_id: &str,
+        plan: &PlanName,
+    ) -> StoreResult<Workspace> {
+        let done = sqlx::query("UPDATE workspaces SET plan = ? WHERE id = ?")
+            .bind(plan.as_str())
+            .bind(workspace_id)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::WorkspaceNotFound);
+        }
+        // Cached lookup answers carry the plan's limits.
+        self.lookups.invalidate();
+        self.workspace(workspace_id).await
     }
 
     async fn create_workspace(&self, ws: NewWorkspace) -> StoreResult<Workspace> {

@@ -165,7 +165,10 @@ fn check_usage(usage: &Value, sent: &[&Value], interval: &str) {
         "1h" => HOUR,
         _ => DAY,
     };
-    assert!(starts.iter().all(|s| s % step == 0), "buckets start on the interval");
+    assert!(
+        starts.iter().all(|s| s % step == 0),
+        "buckets start on the interval"
+    );
     assert!(
         starts.windows(2).all(|w| w[1] - w[0] == step),
         "zero-filled, evenly spaced"

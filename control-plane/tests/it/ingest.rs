@@ -213,8 +213,14 @@ async fn concurrent_batches_share_commits_and_stay_exact() {
     for t in tasks {
         answers.push(t.await.unwrap());
     }
-    let accepted: u64 = answers.iter().map(|a| a["accepted"].as_u64().unwrap()).sum();
-    let duplicates: u64 = answers.iter().map(|a| a["duplicates"].as_u64().unwrap()).sum();
+    let accepted: u64 = answers
+        .iter()
+        .map(|a| a["accepted"].as_u64().unwrap())
+        .sum();
+    let duplicates: u64 = answers
+        .iter()
+        .map(|a| a["duplicates"].as_u64().unwrap())
+        .sum();
     assert_eq!((accepted, duplicates), (800, 800));
     assert_eq!(stored_ids(&srv).await.len(), 800);
     let (_, lookup) = srv.lookup(&crate::common::secret_hash(&key)).await;

@@ -121,3 +121,75 @@ async fn unknown_workspace_and_route_are_json_404() {
     assert_eq!(status, 405);
     assert_eq!(body, json!({"error": "method not allowed"}));
 }
+
+#[tokio::test]
+async fn custom_plans_and_moving_a_workspace_between_plans() {
+    let srv = TestServer::start().await;
+    let plan = srv
+        .post(
+            "/v1/plans",
+            json!({"name": "scale", "max_keys": 100, "rate_limit_per_second": 100, "rate_limit_per_minute": null}),
+            201,
+        )
+        .await;
+    assert_eq!(plan["rate_limit_per_second"], 100);
+    assert!(plan["rate_limit_per_minute"].is_null());
+    let dup = srv.post("/v1/plans", json!({"name": "scale"}), 409).await;
+    assert_eq!(dup["error"], "plan 'scale' already exists");
+    let bad = srv
+        .post("/v1/plans", json!({"name": "Big Plan"}), 400)
+        .await;
+    assert!(bad["error"].as_str().unwrap().starts_with("name:"), "{bad}");
+    let bad = srv
+        .post(
+            "/v1/plans",
+            json!({"name": "zero", "rate_limit_per_second": 0}),
+            400,
+        )
+        .await;
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("rate_limit_per_second:"),
+        "{bad}"
+    );
+    assert_eq!(
+        srv.get("/v1/plans", 200).await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // A key's lookup reflects its workspace's plan, also after the workspace moves.
+    let ws = srv.workspace("free").await;
+    let key = srv.key(&ws, json!({"alias": "k"})).await;
+    let hash = crate::common::secret_hash(&key);
+    let (_, before) = srv.lookup(&hash).await;
+    assert_eq!(before["plan"]["rate_limit_per_second"], 5);
+    let moved = srv
+        .patch(
+            &format!("/v1/workspaces/{ws}"),
+            json!({"plan": "scale"}),
+            200,
+        )
+        .await;
+    assert_eq!(moved["plan"], "scale");
+    let (_, after) = srv.lookup(&hash).await;
+    assert_eq!(after["plan"]["name"], "scale");
+    assert_eq!(after["plan"]["rate_limit_per_second"], 100);
+    let unknown = srv
+        .patch(
+            &format!("/v1/workspaces/{ws}"),
+            json!({"plan": "nope"}),
+            400,
+        )
+        .await;
+    assert!(
+        unknown["error"].as_str().unwrap().starts_with("plan:"),
+        "{unknown}"
+    );
+    srv.patch("/v1/workspaces/ws_missing", json!({"plan": "pro"}), 404)
+        .await;
+}

@@ -907,6 +907,7 @@ impl Store for SqliteStore {
         for (sql, cutoff) in [
             ("DELETE FROM usage_minutes WHERE minute < ?", before_ms),
             ("DELETE FROM usage_hours WHERE hour < ?", before_ms),
+            ("DELETE FROM usage_days WHERE day < ?", before_ms),
             (
                 "DELETE FROM key_admitted_minutes WHERE minute < ?",
                 now_ms - LONGEST_WINDOW_MS - DAY_MS,

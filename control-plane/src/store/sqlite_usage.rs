@@ -16,7 +16,7 @@ use super::sqlite::{LookupCache, SqliteStore};
 use super::usage::{
     floor_to, EndpointCount, IngestOutcome, IngestRejection, MethodCount, RequestCursor,
     RequestFilter, RequestPage, RequestRecord, ResponseCodeCount, SeriesBucket, StatusTotals,
-    UsageQuery, UsageRecord, UsageReport, UsageScope, UsageStatus, HOUR_MS, MINUTE_MS,
+    UsageQuery, UsageRecord, UsageReport, UsageScope, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS, TOP_ENDPOINTS,
 };
 use super::{StoreError, StoreResult};
@@ -64,6 +64,7 @@ struct RollupValue<'a> {
 struct Aggregates<'a> {
     minutes: HashMap<RollupKey<'a>, RollupValue<'a>>,
     hours: HashMap<RollupKey<'a>, RollupValue<'a>>,
+    days: HashMap<RollupKey<'a>, RollupValue<'a>>,
     admitted_totals: HashMap<&'a str, i64>,
     admitted_minutes: HashMap<(&'a str, i64), i64>,
     admitted_hours: HashMap<(&'a str, i64), i64>,
@@ -76,7 +77,11 @@ impl<'a> Aggregates<'a> {
     fn add(&mut self, r: &'a UsageRecord) {
         let minute = floor_to(r.timestamp, MINUTE_MS);
         let hour = floor_to(r.timestamp, HOUR_MS);
-        for (map, bucket) in [(&mut self.minutes, minute), (&mut self.hours, hour)] {
+        for (map, bucket) in [
+            (&mut self.minutes, minute),
+            (&mut self.hours, hour),
+            (&mut self.days, floor_to(r.timestamp, DAY_MS)),
+        ] {
             let v = map
                 .entry((
                     r.key_id.as_str(),
@@ -209,8 +214,7 @@ mod tests {
 }
 
 #[derive(FromRow)]
-struct RollupRow {
-    bucket: i64,
+struct BreakdownRow {
     endpoint: String,
     method: String,
     response_code: i64,
@@ -425,6 +429,7 @@ async fn ingest_group(
     let a = &aggregates;
     upsert_rollups(&mut tx, "usage_minutes", "minute", &a.minutes).await?;
     upsert_rollups(&mut tx, "usage_hours", "hour", &a.hours).await?;
+    upsert_rollups(&mut tx, "usage_days", "day", &a.days).await?;
     upsert_counts(
         &mut tx,
         "key_admitted_totals",
@@ -524,27 +529,34 @@ impl SqliteStore {
             return Err(missing);
         }
 
-        // Intervals of an hour or more tile whole hours: read the hourly rollups. Finer series
-        // (at most 2000 points of 5 minutes) read the minutes.
-        let (table, column) = if query.interval_ms >= HOUR_MS {
-            ("usage_hours", "hour")
-        } else {
-            ("usage_minutes", "minute")
+        // The coarsest rollup that tiles the series: days for 1d, hours for 1h, else minutes.
+        let (table, column) = match query.interval_ms {
+            i if i >= DAY_MS => ("usage_days", "day"),
+            i if i >= HOUR_MS => ("usage_hours", "hour"),
+            _ => ("usage_minutes", "minute"),
         };
-        let sql = format!(
-            "SELECT {column} - (({column} - ?3) % ?4) AS bucket, endpoint, method, \
-             response_code, status, sum(count) AS count FROM {table} \
-             WHERE {scope_column} = ?5 AND {column} >= ?1 AND {column} < ?2 \
-             GROUP BY 1, 2, 3, 4, 5"
-        );
-        let rows: Vec<RollupRow> = sqlx::query_as(&sql)
-            .bind(query.from_ms)
-            .bind(query.to_ms)
-            .bind(query.from_ms)
-            .bind(query.interval_ms)
-            .bind(scope_id)
-            .fetch_all(&mut *conn)
-            .await?;
+        let range = format!("{scope_column} = ?1 AND {column} >= ?2 AND {column} < ?3");
+        // Two narrow aggregates instead of one wide one: the series per bucket and status, and
+        // the breakdowns over the whole range.
+        let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+            "SELECT {column} - (({column} - ?2) % ?4) AS bucket, status, sum(count) \
+             FROM {table} WHERE {range} GROUP BY 1, 2"
+        ))
+        .bind(scope_id)
+        .bind(query.from_ms)
+        .bind(query.to_ms)
+        .bind(query.interval_ms)
+        .fetch_all(&mut *conn)
+        .await?;
+        let rows: Vec<BreakdownRow> = sqlx::query_as(&format!(
+            "SELECT endpoint, method, response_code, status, sum(count) AS count \
+             FROM {table} WHERE {range} GROUP BY 1, 2, 3, 4"
+        ))
+        .bind(scope_id)
+        .bind(query.from_ms)
+        .bind(query.to_ms)
+        .fetch_all(&mut *conn)
+        .await?;
 
         let mut totals = StatusTotals::default();
         let mut by_method: HashMap<String, u64> = HashMap::new();
@@ -558,13 +570,11 @@ impl SqliteStore {
                 ..SeriesBucket::default()
             })
             .collect();
-        for r in rows {
-            let n = u64::try_from(r.count).unwrap_or(0);
-            let Some(status) = UsageStatus::parse(&r.status) else {
+        for (bucket, status, count) in series_rows {
+            let (Some(status), Ok(n)) = (UsageStatus::parse(&status), u64::try_from(count)) else {
                 continue;
             };
-            totals.add(status, n);
-            let i = (r.bucket - query.from_ms).div_euclid(query.interval_ms);
+            let i = (bucket - query.from_ms).div_euclid(query.interval_ms);
             if let Some(b) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
                 match status {
                     UsageStatus::Completed => b.completed += n,
@@ -572,6 +582,13 @@ impl SqliteStore {
                     UsageStatus::RateLimited => b.rate_limited += n,
                 }
             }
+        }
+        for r in rows {
+            let n = u64::try_from(r.count).unwrap_or(0);
+            let Some(status) = UsageStatus::parse(&r.status) else {
+                continue;
+            };
+            totals.add(status, n);
             *by_code
                 .entry(u16::try_from(r.response_code).unwrap_or(0))
                 .or_default() += n;

@@ -124,6 +124,9 @@ impl Browser {
         });
         let capabilities = caps.as_object().cloned().expect("capabilities object");
         let url = format!("http://127.0.0.1:{port}");
+        // `cargo test --workspace` unifies features so rustls sees both ring and aws-lc-rs and
+        // cannot pick one itself: choose ring (already a dependency) once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = rt
             .block_on(async {
                 ClientBuilder::rustls()

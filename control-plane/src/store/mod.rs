@@ -5,6 +5,7 @@
 //! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
 pub mod sqlite;
+mod sqlite_ingest;
 mod sqlite_usage;
 pub mod usage;
 

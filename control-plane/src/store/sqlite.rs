@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
-use super::sqlite_usage::{ingest_writer, IngestJob};
+use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
     RECENT_BUCKET_MS,
@@ -210,7 +210,9 @@ impl SqliteStore {
             .await?;
         let lookups: Arc<LookupCache> = Arc::default();
         let (ingest, jobs) = mpsc::channel(256);
-        tokio::spawn(ingest_writer(writer.clone(), lookups.clone(), jobs));
+        let ingest_conn = open_writer(path, BUSY_TIMEOUT)?;
+        spawn_writer(ingest_conn, lookups.clone(), jobs)
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Self {
             writer,
             readers,
@@ -425,8 +427,10 @@ SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
          (SELECT coalesce(sum(admitted), 0) FROM key_instance_buckets b \
            WHERE b.key_id = k.id AND b.instance = ?8 AND b.bucket >= ?10) + \
          (SELECT count(*) FROM usage_records r \
-           WHERE r.key_id = k.id AND r.timestamp >= ?9 AND r.timestamp < ?10 \
-             AND r.instance = ?8 AND r.admitted = 1) END AS recent \
+           WHERE r.key_ref = (SELECT n.id FROM usage_names n WHERE n.name = k.id) \
+             AND r.timestamp >= ?9 AND r.timestamp < ?10 \
+             AND r.instance_ref = (SELECT n.id FROM usage_names n WHERE n.name = ?8) \
+             AND r.admitted = 1) END AS recent \
 FROM key_secrets s \
 JOIN api_keys k ON k.id = s.key_id \
 JOIN workspaces w ON w.id = k.workspace_id \
@@ -908,6 +912,9 @@ impl Store for SqliteStore {
             ("DELETE FROM usage_minutes WHERE minute < ?", before_ms),
             ("DELETE FROM usage_hours WHERE hour < ?", before_ms),
             ("DELETE FROM usage_days WHERE day < ?", before_ms),
+            ("DELETE FROM usage_ws_minutes WHERE minute < ?", before_ms),
+            ("DELETE FROM usage_ws_hours WHERE hour < ?", before_ms),
+            ("DELETE FROM usage_ws_days WHERE day < ?", before_ms),
             (
                 "DELETE FROM key_admitted_minutes WHERE minute < ?",
                 now_ms - LONGEST_WINDOW_MS - DAY_MS,

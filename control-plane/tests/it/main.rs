@@ -14,6 +14,7 @@ mod filter;
 mod ingest;
 mod keys;
 mod lookup_usage;
+mod migration;
 mod tokens;
 mod upstream;
 mod workspaces;

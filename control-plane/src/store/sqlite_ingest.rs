@@ -1,0 +1,747 @@
+//! SQLite usage ingest: one writer thread with its own connection (rusqlite, prepared statements
+//! kept across batches), taking every batch queued while the previous transaction ran and
+//! storing them in one `BEGIN IMMEDIATE` transaction (group commit): raw records, every rollup
+//! and count table, `last_used_at`.
+//!
+//! Raw records are narrow (migration 0004): names (key, workspace, method, endpoint, instance)
+//! are integer references into `usage_names`, cached here, and idempotency is a unique index on
+//! a 64-bit hash of `request_id`. The hash decides nothing alone: a record whose hash is taken is
+//! a duplicate only if the row holding the hash has the same `request_id`; otherwise (a
+//! collision) it is stored with a NULL hash, and rows with a NULL hash are checked by their text
+//! (partial index `usage_records_unhashed`) as long as any exist.
+//!
+//! The database is used by the sqlx pools of [`SqliteStore`](super::SqliteStore) too (key
+//! management, retention, reads); SQLite's write lock orders the two writers, and the busy
+//! timeout makes either wait for the other.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use super::sqlite::LookupCache;
+use super::usage::{
+    floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
+    RECENT_BUCKET_MS,
+};
+use super::{StoreError, StoreResult};
+use crate::clock;
+use crate::validate::ValidationError;
+
+/// One `ingest_usage` call waiting for the writer.
+pub(super) struct IngestJob {
+    pub records: Vec<UsageRecord>,
+    pub reply: oneshot::Sender<StoreResult<IngestOutcome>>,
+}
+
+/// Records one transaction may take from queued batches (group commit).
+const GROUP_MAX_RECORDS: usize = 20_000;
+/// Names kept in memory; beyond this the cache starts over (endpoints could be many).
+const NAMES_CACHE_MAX: usize = 100_000;
+/// Rows per transaction of the startup backfill of `rid_hash`.
+const BACKFILL_CHUNK: usize = 20_000;
+
+/// Stable 64-bit hash of a request id (FNV-1a, then a SplitMix64 finaliser to spread the bits).
+/// Stored in the database: it must never change.
+pub fn request_id_hash(request_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h as i64
+}
+
+/// `status` column of `usage_records`.
+pub(super) fn status_code(s: UsageStatus) -> i64 {
+    match s {
+        UsageStatus::Completed => 1,
+        UsageStatus::RateLimited => 2,
+        UsageStatus::Failed => 3,
+    }
+}
+
+pub(super) fn status_from_code(code: i64) -> Option<UsageStatus> {
+    match code {
+        1 => Some(UsageStatus::Completed),
+        2 => Some(UsageStatus::RateLimited),
+        3 => Some(UsageStatus::Failed),
+        _ => None,
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Opens the writer's connection (the sqlx migrations have already run).
+pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    conn.busy_timeout(busy_timeout).map_err(backend)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = memory; \
+         PRAGMA cache_size = -131072; PRAGMA mmap_size = 268435456; \
+         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 134217728;",
+    )
+    .map_err(backend)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Starts the writer thread; it ends when every sender is gone.
+pub(super) fn spawn_writer(
+    conn: Connection,
+    lookups: Arc<LookupCache>,
+    jobs: mpsc::Receiver<IngestJob>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("tollgate-ingest".to_owned())
+        .spawn(move || {
+            let mut writer = Writer::new(conn, lookups);
+            if let Err(e) = writer.backfill_hashes() {
+                tracing::error!(error = %e, "cannot backfill request id hashes");
+            }
+            writer.run(jobs);
+        })
+        .map(|_| ())
+}
+
+struct Writer {
+    conn: Connection,
+    /// [`request_id_hash`]; tests force collisions with another.
+    hash: fn(&str) -> i64,
+    /// `usage_names` ids of committed names.
+    names: HashMap<String, i64>,
+    lookups: Arc<LookupCache>,
+}
+
+/// Per-minute (hour, day) rollup row: key x bucket x endpoint x method x code x status.
+type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, u16, UsageStatus);
+
+#[derive(Default)]
+struct RollupValue<'a> {
+    workspace_id: &'a str,
+    count: i64,
+    credits: i64,
+    duration_ms: f64,
+}
+
+/// Everything one transaction adds to the count tables.
+#[derive(Default)]
+struct Aggregates<'a> {
+    /// Per key: minutes, hours, days.
+    keys: [HashMap<RollupKey<'a>, RollupValue<'a>>; 3],
+    /// Per workspace (the key slot holds the workspace id): minutes, hours, days.
+    workspaces: [HashMap<RollupKey<'a>, RollupValue<'a>>; 3],
+    admitted_totals: HashMap<&'a str, i64>,
+    admitted_minutes: HashMap<(&'a str, i64), i64>,
+    admitted_hours: HashMap<(&'a str, i64), i64>,
+    instance_buckets: HashMap<(&'a str, &'a str, i64), i64>,
+    month_calls: HashMap<(&'a str, i64), i64>,
+    last_used: HashMap<&'a str, i64>,
+}
+
+const BUCKETS: [i64; 3] = [MINUTE_MS, HOUR_MS, DAY_MS];
+const KEY_TABLES: [(&str, &str); 3] = [
+    ("usage_minutes", "minute"),
+    ("usage_hours", "hour"),
+    ("usage_days", "day"),
+];
+const WORKSPACE_TABLES: [(&str, &str); 3] = [
+    ("usage_ws_minutes", "minute"),
+    ("usage_ws_hours", "hour"),
+    ("usage_ws_days", "day"),
+];
+
+impl<'a> Aggregates<'a> {
+    fn add(&mut self, r: &'a UsageRecord) {
+        for (i, step) in BUCKETS.iter().enumerate() {
+            let bucket = floor_to(r.timestamp, *step);
+            for (map, scope) in [
+                (&mut self.keys[i], r.key_id.as_str()),
+                (&mut self.workspaces[i], r.workspace_id.as_str()),
+            ] {
+                let v = map
+                    .entry((
+                        scope,
+                        bucket,
+                        r.endpoint.as_str(),
+                        r.method.as_str(),
+                        r.response_code,
+                        r.status,
+                    ))
+                    .or_default();
+                v.workspace_id = &r.workspace_id;
+                v.count += 1;
+                v.credits += i64::from(r.credits);
+                v.duration_ms += r.duration_ms;
+            }
+        }
+        if r.admitted {
+            *self.admitted_totals.entry(&r.key_id).or_default() += 1;
+            *self
+                .admitted_minutes
+                .entry((&r.key_id, floor_to(r.timestamp, MINUTE_MS)))
+                .or_default() += 1;
+            *self
+                .admitted_hours
+                .entry((&r.key_id, floor_to(r.timestamp, HOUR_MS)))
+                .or_default() += 1;
+            *self
+                .instance_buckets
+                .entry((
+                    &r.key_id,
+                    &r.instance,
+                    floor_to(r.timestamp, RECENT_BUCKET_MS),
+                ))
+                .or_default() += 1;
+        }
+        *self
+            .month_calls
+            .entry((&r.key_id, clock::utc_month(r.timestamp)))
+            .or_default() += 1;
+        let last = self.last_used.entry(&r.key_id).or_insert(r.timestamp);
+        *last = (*last).max(r.timestamp);
+    }
+}
+
+fn rejection(position: usize, r: &UsageRecord, field: &str, message: &str) -> IngestRejection {
+    IngestRejection {
+        position,
+        request_id: Some(r.request_id.clone()),
+        error: ValidationError {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        },
+    }
+}
+
+const INSERT_RECORD: &str = "INSERT INTO usage_records (rid_hash, request_id, timestamp, \
+     key_ref, workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
+     duration_ms, client_ip, credits, admitted, instance_ref) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT (rid_hash) DO NOTHING";
+
+/// Name references of one record.
+struct Refs {
+    key: i64,
+    workspace: i64,
+    method: i64,
+    endpoint: i64,
+    instance: i64,
+}
+
+impl Writer {
+    fn new(conn: Connection, lookups: Arc<LookupCache>) -> Self {
+        Self {
+            conn,
+            hash: request_id_hash,
+            names: HashMap::new(),
+            lookups,
+        }
+    }
+
+    fn run(&mut self, mut jobs: mpsc::Receiver<IngestJob>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut group = vec![first];
+            let mut queued = group[0].records.len();
+            while queued < GROUP_MAX_RECORDS {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        queued += job.records.len();
+                        group.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
+            match self.ingest_group(&batches) {
+                Ok(outcomes) => {
+                    for (job, outcome) in group.into_iter().zip(outcomes) {
+                        // The caller may have gone (client disconnected): nothing to tell.
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for job in group {
+                        let _ = job
+                            .reply
+                            .send(Err(StoreError::Backend(message.clone().into())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores several batches in one transaction; one outcome per batch.
+    fn ingest_group(&mut self, batches: &[&[UsageRecord]]) -> rusqlite::Result<Vec<IngestOutcome>> {
+        if batches.iter().all(|b| b.is_empty()) {
+            return Ok(vec![IngestOutcome::default(); batches.len()]);
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut new_names = HashMap::new();
+        let result = self.ingest_in_transaction(batches, &mut new_names);
+        match result {
+            Ok((outcomes, touched)) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+                if self.names.len() + new_names.len() > NAMES_CACHE_MAX {
+                    self.names.clear();
+                }
+                self.names.extend(new_names);
+                if !touched.is_empty() {
+                    self.lookups
+                        .invalidate_keys(touched.iter().map(String::as_str));
+                }
+                Ok(outcomes)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The body of [`ingest_group`](Self::ingest_group): outcomes and the keys whose counts
+    /// changed. Names first stored here go to `new_names` (kept only if the transaction commits).
+    fn ingest_in_transaction(
+        &self,
+        batches: &[&[UsageRecord]],
+        new_names: &mut HashMap<String, i64>,
+    ) -> rusqlite::Result<(Vec<IngestOutcome>, Vec<String>)> {
+        let conn = &self.conn;
+        let mut outcomes = vec![IngestOutcome::default(); batches.len()];
+
+        // Keys and their workspaces, checked inside the transaction: a key with no history can
+        // be deleted, and this batch is about to give it one.
+        let mut owners: HashMap<&str, Option<String>> = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare_cached("SELECT workspace_id FROM api_keys WHERE id = ?1")?;
+            for r in batches.iter().flat_map(|b| b.iter()) {
+                if !owners.contains_key(r.key_id.as_str()) {
+                    let ws: Option<String> = stmt
+                        .query_row([r.key_id.as_str()], |row| row.get(0))
+                        .optional()?;
+                    owners.insert(r.key_id.as_str(), ws);
+                }
+            }
+        }
+
+        // Rows with a NULL hash (after a collision, or not yet backfilled) are checked by text.
+        let mut unhashed = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM usage_records WHERE rid_hash IS NULL)")?
+            .query_row([], |row| row.get::<_, bool>(0))?;
+
+        let mut aggregates = Aggregates::default();
+        let mut accepted = 0u64;
+        let mut insert = conn.prepare_cached(INSERT_RECORD)?;
+        let mut holder =
+            conn.prepare_cached("SELECT request_id FROM usage_records WHERE rid_hash = ?1")?;
+        let mut by_text = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM usage_records WHERE rid_hash IS NULL \
+             AND request_id = ?1)",
+        )?;
+        for (batch, records) in batches.iter().enumerate() {
+            let Some(o) = outcomes.get_mut(batch) else {
+                continue;
+            };
+            for (position, r) in records.iter().enumerate() {
+                match owners.get(r.key_id.as_str()) {
+                    Some(Some(ws)) if *ws == r.workspace_id => {}
+                    Some(Some(_)) => {
+                        o.rejected.push(rejection(
+                            position,
+                            r,
+                            "workspace_id",
+                            "is not the workspace of key_id",
+                        ));
+                        continue;
+                    }
+                    _ => {
+                        o.rejected
+                            .push(rejection(position, r, "key_id", "unknown API key"));
+                        continue;
+                    }
+                }
+                if unhashed && by_text.query_row([r.request_id.as_str()], |row| row.get(0))? {
+                    o.duplicates += 1;
+                    continue;
+                }
+                let refs = Refs {
+                    key: self.name_id(&r.key_id, new_names)?,
+                    workspace: self.name_id(&r.workspace_id, new_names)?,
+                    method: self.name_id(&r.method, new_names)?,
+                    endpoint: self.name_id(&r.endpoint, new_names)?,
+                    instance: self.name_id(&r.instance, new_names)?,
+                };
+                let hash = (self.hash)(&r.request_id);
+                let mut stored = insert_record(&mut insert, Some(hash), r, &refs)? == 1;
+                if !stored {
+                    // The hash is taken: by this request id (a duplicate) or by another one.
+                    let taken_by: Option<String> =
+                        holder.query_row([hash], |row| row.get(0)).optional()?;
+                    if taken_by.as_deref() != Some(r.request_id.as_str()) {
+                        stored = insert_record(&mut insert, None, r, &refs)? == 1;
+                        unhashed = true;
+                    }
+                }
+                if stored {
+                    o.accepted += 1;
+                    accepted += 1;
+                    aggregates.add(r);
+                } else {
+                    o.duplicates += 1;
+                }
+            }
+        }
+        if accepted == 0 {
+            return Ok((outcomes, Vec::new()));
+        }
+
+        let a = &aggregates;
+        for (rows, (table, column)) in a.keys.iter().zip(KEY_TABLES) {
+            upsert_rollups(conn, table, "key_id", column, true, rows)?;
+        }
+        for (rows, (table, column)) in a.workspaces.iter().zip(WORKSPACE_TABLES) {
+            upsert_rollups(conn, table, "workspace_id", column, false, rows)?;
+        }
+        {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO key_admitted_totals (key_id, admitted) VALUES (?1, ?2) \
+                 ON CONFLICT (key_id) DO UPDATE SET admitted = admitted + excluded.admitted",
+            )?;
+            for (k, n) in &a.admitted_totals {
+                stmt.execute(params![k, n])?;
+            }
+        }
+        for (table, column, rows) in [
+            ("key_admitted_minutes", "minute", &a.admitted_minutes),
+            ("key_admitted_hours", "hour", &a.admitted_hours),
+        ] {
+            let mut stmt = conn.prepare_cached(&format!(
+                "INSERT INTO {table} (key_id, {column}, admitted) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key_id, {column}) DO UPDATE SET admitted = admitted + excluded.admitted"
+            ))?;
+            for ((k, t), n) in rows {
+                stmt.execute(params![k, t, n])?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_id, instance, bucket) \
+                 DO UPDATE SET admitted = admitted + excluded.admitted",
+            )?;
+            for ((k, i, b), n) in &a.instance_buckets {
+                stmt.execute(params![k, i, b, n])?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO key_month_calls (key_id, month, calls) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key_id, month) DO UPDATE SET calls = calls + excluded.calls",
+            )?;
+            for ((k, m), n) in &a.month_calls {
+                stmt.execute(params![k, m, n])?;
+            }
+        }
+        {
+            // last_used_at = max(existing, newest record).
+            let mut stmt = conn.prepare_cached(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 \
+                 AND (last_used_at IS NULL OR last_used_at < ?2)",
+            )?;
+            for (k, t) in &a.last_used {
+                stmt.execute(params![k, t])?;
+            }
+        }
+        let touched = a.last_used.keys().map(|k| (*k).to_owned()).collect();
+        Ok((outcomes, touched))
+    }
+
+    /// The `usage_names` id of `name`, storing it if new.
+    fn name_id(&self, name: &str, new_names: &mut HashMap<String, i64>) -> rusqlite::Result<i64> {
+        if let Some(id) = self.names.get(name).or_else(|| new_names.get(name)) {
+            return Ok(*id);
+        }
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM usage_names WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO usage_names (name) VALUES (?1)")?
+                    .execute([name])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        new_names.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Fills in `rid_hash` of rows that have none (rows migrated by 0004), a chunk per
+    /// transaction. A hash already taken stays NULL (the row is found by its text).
+    fn backfill_hashes(&mut self) -> rusqlite::Result<()> {
+        let mut after = String::new();
+        let mut total = 0usize;
+        loop {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            let step = (|| {
+                let rows: Vec<(i64, String)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id, request_id FROM usage_records \
+                         WHERE rid_hash IS NULL AND request_id > ?1 \
+                         ORDER BY request_id LIMIT ?2",
+                    )?
+                    .query_map(params![after, BACKFILL_CHUNK as i64], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut update = self.conn.prepare_cached(
+                    "UPDATE OR IGNORE usage_records SET rid_hash = ?1 WHERE id = ?2",
+                )?;
+                for (id, request_id) in &rows {
+                    update.execute(params![(self.hash)(request_id), id])?;
+                }
+                Ok::<_, rusqlite::Error>(rows.last().map(|(_, r)| r.clone()))
+            })();
+            match step {
+                Ok(last) => {
+                    self.conn.execute_batch("COMMIT")?;
+                    match last {
+                        Some(last) => {
+                            total += BACKFILL_CHUNK;
+                            after = last;
+                        }
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(rows = total, "request id hashes backfilled");
+        }
+        Ok(())
+    }
+}
+
+fn insert_record(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    hash: Option<i64>,
+    r: &UsageRecord,
+    refs: &Refs,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        hash,
+        r.request_id,
+        r.timestamp,
+        refs.key,
+        refs.workspace,
+        refs.method,
+        refs.endpoint,
+        r.resource_id,
+        r.response_code,
+        status_code(r.status),
+        r.duration_ms,
+        r.client_ip,
+        r.credits,
+        r.admitted,
+        refs.instance,
+    ])
+}
+
+fn upsert_rollups(
+    conn: &Connection,
+    table: &str,
+    scope_column: &str,
+    bucket_column: &str,
+    with_workspace: bool,
+    rows: &HashMap<RollupKey<'_>, RollupValue<'_>>,
+) -> rusqlite::Result<()> {
+    let (ws_column, ws_value) = if with_workspace {
+        (", workspace_id", ", ?10")
+    } else {
+        ("", "")
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO {table} ({scope_column}, {bucket_column}, endpoint, method, response_code, \
+         status, count, credits, duration_ms{ws_column}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{ws_value}) \
+         ON CONFLICT ({scope_column}, {bucket_column}, endpoint, method, response_code, status) \
+         DO UPDATE SET count = count + excluded.count, credits = credits + excluded.credits, \
+         duration_ms = duration_ms + excluded.duration_ms"
+    ))?;
+    for (k, v) in rows {
+        let base = params![
+            k.0,
+            k.1,
+            k.2,
+            k.3,
+            k.4,
+            k.5.as_str(),
+            v.count,
+            v.credits,
+            v.duration_ms
+        ];
+        if with_workspace {
+            let mut all: Vec<&dyn rusqlite::ToSql> = base.to_vec();
+            all.push(&v.workspace_id);
+            stmt.execute(all.as_slice())?;
+        } else {
+            stmt.execute(base)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::ApiKeySecret;
+    use crate::store::{NewKey, NewWorkspace, Quotas, RequestFilter, SqliteStore, Store};
+    use crate::validate::{Alias, Category, PlanName, WorkspaceName};
+
+    #[test]
+    fn request_id_hash_is_stable() {
+        // Stored in databases: these values must never change.
+        assert_eq!(request_id_hash(""), -780_787_492_076_525_413);
+        assert_eq!(
+            request_id_hash("8d189948-9b1a-4e3b-9a71-a4f242816ea6"),
+            -1_249_828_607_231_379_034
+        );
+        assert_ne!(request_id_hash("a"), request_id_hash("b"));
+    }
+
+    #[test]
+    fn status_codes_round_trip() {
+        for s in UsageStatus::ALL {
+            assert_eq!(status_from_code(status_code(s)), Some(s));
+        }
+        assert_eq!(status_from_code(0), None);
+    }
+
+    fn record(key: &str, ws: &str, request_id: &str, t: i64) -> UsageRecord {
+        UsageRecord {
+            request_id: request_id.to_owned(),
+            timestamp: t,
+            key_id: key.to_owned(),
+            workspace_id: ws.to_owned(),
+            method: "GET".to_owned(),
+            endpoint: "/v1/things/{id}".to_owned(),
+            resource_id: Some("r-1".to_owned()),
+            response_code: 200,
+            status: UsageStatus::Completed,
+            duration_ms: 1.5,
+            client_ip: "127.0.0.1".to_owned(),
+            credits: 1,
+            admitted: true,
+            instance: "i_1".to_owned(),
+        }
+    }
+
+    /// Every request id gets the same hash: idempotency must still be exact, from the text.
+    #[tokio::test]
+    async fn hash_collisions_never_drop_or_duplicate_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let plans = store.plans().await.unwrap();
+        let now = clock::now_ms();
+        store
+            .create_workspace(NewWorkspace {
+                id: "ws_c".into(),
+                name: WorkspaceName::parse("c").unwrap(),
+                plan: PlanName::parse("enterprise", &plans).unwrap(),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        let secret = ApiKeySecret::generate();
+        store
+            .create_key(NewKey {
+                id: "key_c".into(),
+                workspace_id: "ws_c".into(),
+                alias: Alias::parse("c").unwrap(),
+                description: None,
+                category: Category::parse("production").unwrap(),
+                expires_at: None,
+                quotas: Quotas::default(),
+                allowed: vec![],
+                created_at: now,
+                hash: secret.hash(),
+                prefix: secret.display_prefix(),
+            })
+            .await
+            .unwrap();
+
+        let mut writer = Writer::new(open_writer(&path, Duration::from_secs(5)).unwrap(), {
+            Arc::default()
+        });
+        writer.hash = |_| 42;
+        let r = |id: &str| record("key_c", "ws_c", id, now - 1000);
+        let first = [r("a"), r("b"), r("a"), r("c")];
+        let out = writer.ingest_group(&[&first]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (3, 1));
+        let second = [r("c"), r("b"), r("d"), r("a"), r("d")];
+        let third = [r("e"), r("b")];
+        let out = writer.ingest_group(&[&second, &third]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (1, 4));
+        assert_eq!((out[1].accepted, out[1].duplicates), (1, 1));
+
+        let page = store
+            .requests(&RequestFilter {
+                limit: 100,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = page.records.into_iter().map(|r| r.request_id).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "c", "d", "e"]);
+
+        // The backfill cannot give the others the taken hash; idempotency stays exact.
+        writer.backfill_hashes().unwrap();
+        let out = writer
+            .ingest_group(&[&[r("a"), r("e"), r("b"), r("f")]])
+            .unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (1, 3));
+        let hashes: Vec<Option<i64>> = writer
+            .conn
+            .prepare("SELECT rid_hash FROM usage_records ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            hashes,
+            [Some(42), None, None, None, None, None],
+            "a holds the hash, the others are found by their text"
+        );
+        store.close().await;
+    }
+}

@@ -1,0 +1,302 @@
+//! Migration 0004 (narrow raw records, workspace rollups) keeps what older versions stored.
+
+use std::path::Path;
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::SqlitePool;
+use tollgate_control_plane::store::usage::{DAY_MS, HOUR_MS, MINUTE_MS};
+use tollgate_control_plane::store::{
+    RequestFilter, SqliteStore, Store, UsageQuery, UsageRecord, UsageScope, UsageStatus,
+};
+
+/// A database at migration 0003, as an older control plane left it.
+async fn old_database(path: &Path, migrations: &Path) -> SqlitePool {
+    std::fs::create_dir_all(migrations).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for name in ["0001_initial.sql", "0002_usage.sql", "0003_usage_days.sql"] {
+        std::fs::copy(src.join(name), migrations.join(name)).unwrap();
+    }
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn records_and_rollups_survive_migration_0004() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.db");
+    let pool = old_database(&path, &dir.path().join("migrations")).await;
+    let day = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
+    let t0 = day + 3 * HOUR_MS + 5 * MINUTE_MS;
+    sqlx::query(
+        "INSERT INTO workspaces (id, name, plan, created_at) VALUES ('ws_m', 'm', 'pro', 0); \
+         INSERT INTO api_keys (id, workspace_id, alias, category, active, created_at, hash, \
+             prefix, last_used_at) \
+         VALUES ('key_m1', 'ws_m', 'a', 'qa', 1, 0, 'h1', 'p1', 1), \
+                ('key_m2', 'ws_m', 'b', 'qa', 1, 0, 'h2', 'p2', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Raw records and the rollups an old ingest wrote for them.
+    let rows = [
+        (
+            "old-1",
+            t0,
+            "key_m1",
+            "GET",
+            "/v1/a",
+            Some("r-1"),
+            200,
+            "completed",
+        ),
+        (
+            "old-2",
+            t0 + 1,
+            "key_m1",
+            "POST",
+            "/v1/b",
+            None,
+            429,
+            "rate_limited",
+        ),
+        (
+            "old-3",
+            t0 + 2,
+            "key_m2",
+            "GET",
+            "/v1/a",
+            Some("r-2"),
+            500,
+            "failed",
+        ),
+        (
+            "old-4",
+            t0 + HOUR_MS,
+            "key_m2",
+            "GET",
+            "/v1/a",
+            Some("r-1"),
+            200,
+            "completed",
+        ),
+    ];
+    for (rid, t, key, method, endpoint, resource, code, status) in rows {
+        sqlx::query(
+            "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, \
+             endpoint, resource_id, response_code, status, duration_ms, client_ip, credits, \
+             admitted, instance) VALUES (?, ?, ?, 'ws_m', ?, ?, ?, ?, ?, 1.5, '10.0.0.1', 2, \
+             ?, 'i_old')",
+        )
+        .bind(rid)
+        .bind(t)
+        .bind(key)
+        .bind(method)
+        .bind(endpoint)
+        .bind(resource)
+        .bind(code)
+        .bind(status)
+        .bind(status != "rate_limited")
+        .execute(&pool)
+        .await
+        .unwrap();
+        for (table, column, step) in [
+            ("usage_minutes", "minute", MINUTE_MS),
+            ("usage_hours", "hour", HOUR_MS),
+            ("usage_days", "day", DAY_MS),
+        ] {
+            sqlx::query(&format!(
+                "INSERT INTO {table} (key_id, {column}, endpoint, method, response_code, status, \
+                 workspace_id, count, credits, duration_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'ws_m', 1, 2, 1.5) \
+                 ON CONFLICT DO UPDATE SET count = count + 1"
+            ))
+            .bind(key)
+            .bind(t - t.rem_euclid(step))
+            .bind(endpoint)
+            .bind(method)
+            .bind(code)
+            .bind(status)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+
+    // The request log reads the same records, with every filter.
+    let page = |f: RequestFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .requests(&RequestFilter { limit: 50, ..f })
+                .await
+                .unwrap()
+                .records
+        }
+    };
+    let all = page(RequestFilter::default()).await;
+    let ids: Vec<&str> = all.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["old-4", "old-3", "old-2", "old-1"]);
+    let r2 = &all[2];
+    assert_eq!(
+        (
+            r2.key_id.as_str(),
+            r2.workspace_id.as_str(),
+            r2.method.as_str(),
+            r2.endpoint.as_str(),
+            r2.resource_id.as_deref(),
+            r2.response_code,
+            r2.status,
+            r2.instance.as_str(),
+            r2.client_ip.as_str(),
+            r2.credits,
+            r2.admitted,
+        ),
+        (
+            "key_m1",
+            "ws_m",
+            "POST",
+            "/v1/b",
+            None,
+            429,
+            UsageStatus::RateLimited,
+            "i_old",
+            "10.0.0.1",
+            2,
+            false
+        )
+    );
+    let ids_of = |records: Vec<tollgate_control_plane::store::RequestRecord>| {
+        records
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids_of(
+            page(RequestFilter {
+                resource_id: Some("r-1".into()),
+                ..RequestFilter::default()
+            })
+            .await
+        ),
+        ["old-4", "old-1"]
+    );
+    assert_eq!(
+        ids_of(
+            page(RequestFilter {
+                workspace_id: Some("ws_m".into()),
+                key_id: Some("key_m2".into()),
+                method: Some("GET".into()),
+                endpoint: Some("/v1/a".into()),
+                status: Some(UsageStatus::Failed),
+                response_code: Some(500),
+                ..RequestFilter::default()
+            })
+            .await
+        ),
+        ["old-3"]
+    );
+    assert!(page(RequestFilter {
+        endpoint: Some("/never".into()),
+        ..RequestFilter::default()
+    })
+    .await
+    .is_empty());
+
+    // Workspace reports read the backfilled workspace rollups: same answers as the key rollups.
+    for interval in [MINUTE_MS, HOUR_MS, DAY_MS] {
+        let q = |scope| UsageQuery::new(scope, day, day + DAY_MS, Some(interval)).unwrap();
+        let ws = store
+            .usage_report(&q(UsageScope::Workspace("ws_m".into())))
+            .await
+            .unwrap();
+        let k1 = store
+            .usage_report(&q(UsageScope::Key("key_m1".into())))
+            .await
+            .unwrap();
+        let k2 = store
+            .usage_report(&q(UsageScope::Key("key_m2".into())))
+            .await
+            .unwrap();
+        assert_eq!(ws.totals.total, 4);
+        assert_eq!(ws.totals.total, k1.totals.total + k2.totals.total);
+        assert_eq!((ws.totals.completed, ws.totals.failed), (2, 1));
+        assert_eq!(ws.by_method[0].method, "GET");
+        assert_eq!(ws.by_method[0].count, 3);
+        assert_eq!(ws.top_endpoints[0].endpoint, "/v1/a");
+        let series: u64 = ws
+            .series
+            .iter()
+            .map(|b| b.completed + b.failed + b.rate_limited)
+            .sum();
+        assert_eq!(series, 4);
+    }
+
+    // Migrated records are still duplicates; new ones are stored and counted with the old.
+    let record = |rid: &str, key: &str| UsageRecord {
+        request_id: rid.to_owned(),
+        timestamp: t0 + 10,
+        key_id: key.to_owned(),
+        workspace_id: "ws_m".to_owned(),
+        method: "GET".to_owned(),
+        endpoint: "/v1/a".to_owned(),
+        resource_id: None,
+        response_code: 200,
+        status: UsageStatus::Completed,
+        duration_ms: 1.0,
+        client_ip: "10.0.0.2".to_owned(),
+        credits: 1,
+        admitted: true,
+        instance: "i_new".to_owned(),
+    };
+    let out = store
+        .ingest_usage(vec![
+            record("old-1", "key_m1"),
+            record("old-4", "key_m2"),
+            record("new-1", "key_m1"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 2), "{out:?}");
+    let ws = store
+        .usage_report(
+            &UsageQuery::new(
+                UsageScope::Workspace("ws_m".into()),
+                day,
+                day + DAY_MS,
+                Some(HOUR_MS),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ws.totals.total, 5);
+    store.close().await;
+
+    // The writer gave every migrated row its request id hash (no collision here).
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+        .await
+        .unwrap();
+    let (unhashed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(unhashed, 0);
+    pool.close().await;
+}

@@ -109,11 +109,7 @@ pub(super) fn spawn_writer(
     std::thread::Builder::new()
         .name("tollgate-ingest".to_owned())
         .spawn(move || {
-            let mut writer = Writer::new(conn, lookups);
-            if let Err(e) = writer.backfill_hashes() {
-                tracing::error!(error = %e, "cannot backfill request id hashes");
-            }
-            writer.run(jobs);
+            Writer::new(conn, lookups).run(jobs);
         })
         .map(|_| ())
 }
@@ -253,8 +249,40 @@ impl Writer {
         }
     }
 
+    /// Serves ingest jobs; between them, while no job waits, backfills `rid_hash` a chunk at a
+    /// time (so a large migrated database does not hold ingest up).
     fn run(&mut self, mut jobs: mpsc::Receiver<IngestJob>) {
-        while let Some(first) = jobs.blocking_recv() {
+        let mut backfill = Some(Backfill::default());
+        loop {
+            let first = match backfill.as_mut() {
+                Some(progress) => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match self.backfill_chunk(progress) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                if progress.rows > 0 {
+                                    tracing::info!(
+                                        rows = progress.rows,
+                                        "request id hashes backfilled"
+                                    );
+                                }
+                                backfill = None;
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot backfill request id hashes");
+                                backfill = None;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => return,
+                },
+                None => match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
             let mut group = vec![first];
             let mut queued = group[0].records.len();
             while queued < GROUP_MAX_RECORDS {
@@ -498,55 +526,65 @@ impl Writer {
         Ok(id)
     }
 
-    /// Fills in `rid_hash` of rows that have none (rows migrated by 0004), a chunk per
-    /// transaction. A hash already taken stays NULL (the row is found by its text).
+    /// Fills in `rid_hash` of every row that has none (rows migrated by 0004).
+    #[cfg(test)]
     fn backfill_hashes(&mut self) -> rusqlite::Result<()> {
-        let mut after = String::new();
-        let mut total = 0usize;
-        loop {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            let step = (|| {
-                let rows: Vec<(i64, String)> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT id, request_id FROM usage_records \
-                         WHERE rid_hash IS NULL AND request_id > ?1 \
-                         ORDER BY request_id LIMIT ?2",
-                    )?
-                    .query_map(params![after, BACKFILL_CHUNK as i64], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-                let mut update = self.conn.prepare_cached(
-                    "UPDATE OR IGNORE usage_records SET rid_hash = ?1 WHERE id = ?2",
-                )?;
-                for (id, request_id) in &rows {
-                    update.execute(params![(self.hash)(request_id), id])?;
-                }
-                Ok::<_, rusqlite::Error>(rows.last().map(|(_, r)| r.clone()))
-            })();
-            match step {
-                Ok(last) => {
-                    self.conn.execute_batch("COMMIT")?;
-                    match last {
-                        Some(last) => {
-                            total += BACKFILL_CHUNK;
-                            after = last;
-                        }
-                        None => break,
-                    }
-                }
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
-        }
-        if total > 0 {
-            tracing::info!(rows = total, "request id hashes backfilled");
-        }
+        let mut progress = Backfill::default();
+        while self.backfill_chunk(&mut progress)? {}
         Ok(())
     }
+
+    /// One transaction of the backfill: the next rows without a hash, in `request_id` order,
+    /// get theirs; a hash already taken stays NULL (the row is found by its text). `false` once
+    /// no row is left.
+    fn backfill_chunk(&mut self, progress: &mut Backfill) -> rusqlite::Result<bool> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let rows: Vec<(i64, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, request_id FROM usage_records \
+                     WHERE rid_hash IS NULL AND request_id > ?1 \
+                     ORDER BY request_id LIMIT ?2",
+                )?
+                .query_map(params![progress.after, BACKFILL_CHUNK as i64], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut update = self
+                .conn
+                .prepare_cached("UPDATE OR IGNORE usage_records SET rid_hash = ?1 WHERE id = ?2")?;
+            for (id, request_id) in &rows {
+                update.execute(params![(self.hash)(request_id), id])?;
+            }
+            Ok::<_, rusqlite::Error>(rows)
+        })();
+        match step {
+            Ok(rows) => {
+                self.conn.execute_batch("COMMIT")?;
+                progress.rows += rows.len();
+                match rows.into_iter().last() {
+                    Some((_, last)) => {
+                        progress.after = last;
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Where the `rid_hash` backfill stands.
+#[derive(Default)]
+struct Backfill {
+    /// Last `request_id` done (rows are taken in its order).
+    after: String,
+    rows: usize,
 }
 
 fn insert_record(

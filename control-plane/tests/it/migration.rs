@@ -286,17 +286,24 @@ async fn records_and_rollups_survive_migration_0004() {
         .await
         .unwrap();
     assert_eq!(ws.totals.total, 5);
-    store.close().await;
 
-    // The writer gave every migrated row its request id hash (no collision here).
+    // The writer gives every migrated row its request id hash (no collision here), between
+    // ingest transactions.
     let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
         .await
         .unwrap();
-    let (unhashed,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
+    let mut unhashed = -1;
+    for _ in 0..100 {
+        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
             .fetch_one(&pool)
             .await
             .unwrap();
+        if unhashed == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(unhashed, 0);
     pool.close().await;
+    store.close().await;
 }

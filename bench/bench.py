@@ -35,6 +35,7 @@ WRK_DIR = BENCH / "wrk"
 TEMPLATES = BENCH / "envoy"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 # BENCH_ONLY=soak: only the memory soak, with its full 1,000,000 requests (make bench-soak).
+# BENCH_ONLY=diag: only the diagnostics (what each feature of B costs), for profiling work.
 ONLY = os.environ.get("BENCH_ONLY", "")
 # make bench must finish in 10 minutes: the soak gets whatever is left of this.
 BUDGET_S = 570
@@ -69,6 +70,8 @@ else:
     COLD_KEYS, COLD_MAX_S = 5_000, 20
     CP_RUN_S = 5
     SOAK_REQUESTS, SOAK_MAX_S = 1_000_000, 900
+    DIAG_S = 5
+if ONLY == "diag":
     DIAG_S = 5
 
 CONFIGS = {
@@ -345,7 +348,7 @@ def plugin_config(cp: ControlPlane, *, usage=True, ip_blocking=True, headers="al
         "limits": {"quota_status": 401, "headers": headers},
         "ip_blocking": {"enabled": ip_blocking, "max_failures": 20, "window": "60s",
                         "block_for": "5m"},
-        "client_ip": client_ip or {"source": "downstream"},
+        "client_ip": client_ip or {"source": "x_forwarded_for", "trusted_hops": 1},
     }
     return json.dumps(cfg)
 
@@ -696,6 +699,7 @@ def run_diagnostics(cp, info, out, results):
     if not DIAG_S:
         return
     variants = {
+        "B-downstream-ip": {"client_ip": {"source": "downstream"}},
         "B-nousage": {"usage": False},
         "B-noipblock": {"ip_blocking": False},
         "B-nolimits": {"headers": "none", "secret": info["nolimits_secret"]},
@@ -713,8 +717,11 @@ def run_diagnostics(cp, info, out, results):
             res = wrk(env.port, DIAG_S, headers=headers)
             res["wasm_stats"] = env.wasm_stats()
             diag[name] = res
+            c = res["cpu"]
             log(f"diagnostic {name:12s}: {res['rps']:9.0f} req/s  p50 "
-                f"{res['latency_us']['p50']} us  p99 {res['latency_us']['p99']} us")
+                f"{res['latency_us']['p50']} us  p99 {res['latency_us']['p99']} us"
+                f"  [envoy {c.get('envoy_cores', 0):.2f} cp {c.get('control_plane_cores', 0):.2f}"
+                f" core1 {c.get('core1_busy', 0):.2f}]")
         finally:
             env.stop()
     # N and A once more at the same duration, for scale.
@@ -965,6 +972,9 @@ def main() -> None:
         if ONLY == "soak":
             run_soak(cp, info, out, results, notes)
             lines = soak_report(results, notes)
+        elif ONLY == "diag":
+            run_diagnostics(cp, info, out, results)
+            lines = []
         else:
             run_rounds(cp, info, out, results, notes)
             run_cold(cp, info, out, results, notes)

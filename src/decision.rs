@@ -4,15 +4,15 @@ use crate::denial::Denial;
 use crate::key_state::KeyState;
 
 /// What the upstream learns about the caller on pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub key_id: String,
-    pub workspace_id: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub key_id: &'a str,
+    pub workspace_id: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Pass(Identity),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    Pass(Identity<'a>),
     /// Failure mode `open`: the control plane is unreachable and the key was never seen.
     PassUnverified,
     Deny(Denial),
@@ -29,7 +29,7 @@ pub struct RequestFacts {
 
 /// Checks in the order a user would expect: a replaced secret is invalid before anything else;
 /// a deactivated key says so even when it has also expired.
-pub fn decide(state: &KeyState, now_ms: u64, request: &RequestFacts) -> Decision {
+pub fn decide<'a>(state: &'a KeyState, now_ms: u64, request: &RequestFacts) -> Decision<'a> {
     let wire = &state.wire;
     if wire
         .secret_valid_until_ms
@@ -47,8 +47,8 @@ pub fn decide(state: &KeyState, now_ms: u64, request: &RequestFacts) -> Decision
         return Decision::Deny(Denial::EndpointNotAllowed);
     }
     Decision::Pass(Identity {
-        key_id: wire.key_id.clone(),
-        workspace_id: wire.workspace_id.clone(),
+        key_id: &wire.key_id,
+        workspace_id: &wire.workspace_id,
     })
 }
 
@@ -85,12 +85,13 @@ mod tests {
 
     #[test]
     fn active_unrestricted_key_passes_with_identity() {
-        let decision = decide(&state(|_| {}), 1_000, &get("/anything"));
+        let state = state(|_| {});
+        let decision = decide(&state, 1_000, &get("/anything"));
         assert_eq!(
             decision,
             Decision::Pass(Identity {
-                key_id: "key_1".into(),
-                workspace_id: "ws_1".into()
+                key_id: "key_1",
+                workspace_id: "ws_1"
             })
         );
     }

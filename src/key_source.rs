@@ -14,10 +14,10 @@ pub enum KeyRead<'a> {
 }
 
 /// `headers` as Envoy gives them: lower-case names, one entry per occurrence.
-pub fn read_key<'a>(sources: &'a [KeySource], headers: &'a [(String, Vec<u8>)]) -> KeyRead<'a> {
+pub fn read_key<'a>(sources: &'a [KeySource], headers: &[(&'a str, &'a [u8])]) -> KeyRead<'a> {
     for source in sources {
         let name = source.header();
-        let mut found = headers.iter().filter(|(n, _)| n == name);
+        let mut found = headers.iter().filter(|(n, _)| *n == name);
         let Some((_, value)) = found.next() else {
             continue;
         };
@@ -73,11 +73,8 @@ mod tests {
         ]
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
+    fn headers<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+        pairs.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
     }
 
     #[test]

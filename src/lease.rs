@@ -5,7 +5,7 @@
 //! `max(1, min(available / 8, limit / 200))`, so a small limit (≤ 200) is counted one request at
 //! a time, exactly, and the units left unspent across workers stay under about 1 % of the limit.
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 use std::hash::Hash;
 
 pub fn chunk(limit: u64, available: u64) -> u64 {
@@ -15,14 +15,14 @@ pub fn chunk(limit: u64, available: u64) -> u64 {
 /// A bounded map of leases: when full it is emptied (dropping leases only loses their unspent
 /// units, which is conservative).
 pub struct LeaseBook<K, V> {
-    entries: HashMap<K, V>,
+    entries: FastMap<K, V>,
     max_entries: usize,
 }
 
 impl<K: Eq + Hash, V> LeaseBook<K, V> {
     pub fn new(max_entries: usize) -> Self {
         LeaseBook {
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             max_entries: max_entries.max(1),
         }
     }

@@ -15,6 +15,8 @@ pub mod counters;
 pub mod decision;
 pub mod denial;
 pub mod duration;
+pub mod fast_hash;
+pub mod header_map;
 pub mod host;
 pub mod ip_block;
 pub mod key_source;

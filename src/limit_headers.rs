@@ -3,6 +3,7 @@
 
 use crate::config::LimitHeaders;
 use crate::rate_limit::{PlanRates, RateStatus, RateWindow};
+use crate::usage_record::push_u64;
 
 pub fn rate_limit_headers(
     mode: LimitHeaders,
@@ -12,31 +13,41 @@ pub fn rate_limit_headers(
     if mode == LimitHeaders::None {
         return Vec::new();
     }
-    let policies: Vec<String> = [
+    let mut policy = String::with_capacity(48);
+    for (window, limit) in [
         (RateWindow::Second, plan.per_second),
         (RateWindow::Minute, plan.per_minute),
-    ]
-    .into_iter()
-    .filter_map(|(window, limit)| {
-        limit.map(|q| format!("\"{}\";q={q};w={}", window.name(), window.seconds()))
-    })
-    .collect();
-    let mut headers = vec![
-        ("ratelimit-policy", policies.join(", ")),
-        (
-            "ratelimit",
-            format!(
-                "\"{}\";r={};t={}",
-                status.window.name(),
-                status.remaining,
-                status.reset_s
-            ),
-        ),
-    ];
+    ] {
+        let Some(q) = limit else { continue };
+        if !policy.is_empty() {
+            policy.push_str(", ");
+        }
+        policy.push('"');
+        policy.push_str(window.name());
+        policy.push_str("\";q=");
+        push_u64(&mut policy, q);
+        policy.push_str(";w=");
+        push_u64(&mut policy, window.seconds());
+    }
+    let mut current = String::with_capacity(32);
+    current.push('"');
+    current.push_str(status.window.name());
+    current.push_str("\";r=");
+    push_u64(&mut current, status.remaining);
+    current.push_str(";t=");
+    push_u64(&mut current, status.reset_s);
+    let mut headers = Vec::with_capacity(5);
+    headers.push(("ratelimit-policy", policy));
+    headers.push(("ratelimit", current));
     if mode == LimitHeaders::All {
-        headers.push(("x-ratelimit-limit", status.limit.to_string()));
-        headers.push(("x-ratelimit-remaining", status.remaining.to_string()));
-        headers.push(("x-ratelimit-reset", status.reset_s.to_string()));
+        let number = |n: u64| {
+            let mut s = String::with_capacity(20);
+            push_u64(&mut s, n);
+            s
+        };
+        headers.push(("x-ratelimit-limit", number(status.limit)));
+        headers.push(("x-ratelimit-remaining", number(status.remaining)));
+        headers.push(("x-ratelimit-reset", number(status.reset_s)));
     }
     headers
 }

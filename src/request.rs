@@ -4,14 +4,16 @@
 use crate::config::ClientIpSource;
 use crate::decision::RequestFacts;
 use crate::denial::Denial;
+use crate::header_map;
 use crate::limit_headers::rate_limit_headers;
 use crate::routes;
-use crate::usage_record::{forwarded_client, ip_of, UsageRecord, UsageStatus};
-use crate::wasm_host::{describe, now_ns};
-use crate::worker::{header_text, request_facts, RequestHead, Worker};
+use crate::usage_record::{forwarded_client, push_u64, UsageRecord, UsageStatus};
+use crate::wasm_host::{describe, header_map_block, now_ns};
+use crate::worker::{downstream_ip, request_facts, RequestHead, Worker};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 pub struct TollgateRequest {
@@ -72,16 +74,28 @@ impl TollgateRequest {
             now_ns()
         };
         let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
+        let client_ip: Cow<str> = if facts.client_ip.is_empty() {
+            Cow::Owned(downstream_ip())
+        } else {
+            Cow::Borrowed(&facts.client_ip)
+        };
         let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
         // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
-        let summary = format!(
-            "{{\"key_id\":\"{}\",\"workspace_id\":\"{}\",\"status\":\"{}\",\"credits\":{}}}",
+        let mut summary = String::with_capacity(128);
+        for part in [
+            "{\"key_id\":\"",
             outcome.key_id(),
+            "\",\"workspace_id\":\"",
             outcome.workspace_id(),
+            "\",\"status\":\"",
             status.as_str(),
-            endpoint.credits
-        );
+            "\",\"credits\":",
+        ] {
+            summary.push_str(part);
+        }
+        push_u64(&mut summary, u64::from(endpoint.credits));
+        summary.push('}');
         if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes())) {
             log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
         }
@@ -96,21 +110,13 @@ impl TollgateRequest {
             response_code,
             status,
             duration_us: end_ns.saturating_sub(self.start_ns) / 1_000,
-            client_ip: &facts.client_ip,
+            client_ip: &client_ip,
             credits: endpoint.credits,
             admitted: outcome.admitted(),
             instance: &worker.instance,
         };
         worker.push_record(ctx, &record);
     }
-}
-
-fn downstream_ip() -> String {
-    hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-        .map(|b| ip_of(&String::from_utf8_lossy(&b)).to_string())
-        .unwrap_or_default()
 }
 
 fn property_u64(path: &[&str]) -> Option<u64> {
@@ -132,8 +138,8 @@ impl HttpContext for TollgateRequest {
         let Some(worker) = self.worker.clone() else {
             return self.refuse_unconfigured();
         };
-        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
-            Ok(headers) => headers,
+        let block = match header_map_block(MapType::HttpRequestHeaders) {
+            Ok(block) => block,
             Err(status) => {
                 log::error!(
                     "[ctx {}] cannot read request headers: {}",
@@ -142,6 +148,10 @@ impl HttpContext for TollgateRequest {
                 );
                 return self.refuse_unconfigured();
             }
+        };
+        let Some(headers) = header_map::parse_pairs(&block) else {
+            log::error!("[ctx {}] malformed request header map", self.context_id);
+            return self.refuse_unconfigured();
         };
         // Headers named x-tollgate-* are Tollgate's to set: a client's never reach the upstream.
         for (name, _) in headers.iter().filter(|(n, _)| n.starts_with("x-tollgate-")) {
@@ -154,19 +164,22 @@ impl HttpContext for TollgateRequest {
             }
         }
         self.start_ns = now_ns();
-        // Only IP blocking and usage records read the client address: skip the host call
-        // when neither is on.
-        let needs_ip = worker.config.ip_blocking.is_some() || worker.config.usage.enabled;
+        // The client address costs a host call when it comes from Envoy (`downstream`): read it
+        // here only if a blocked address must be recognised; denials and records read it later.
         let client_ip = match worker.config.client_ip {
-            _ if !needs_ip => String::new(),
-            ClientIpSource::Downstream => downstream_ip(),
             ClientIpSource::ForwardedFor { trusted_hops } => {
-                let xff = header_text(&headers, "x-forwarded-for");
-                match forwarded_client(&xff, trusted_hops) {
-                    Some(ip) => ip.to_string(),
-                    None => downstream_ip(),
-                }
+                let xff = header_map::get(&headers, "x-forwarded-for").unwrap_or_default();
+                let xff = String::from_utf8_lossy(xff);
+                forwarded_client(&xff, trusted_hops)
+                    .map(str::to_string)
+                    .unwrap_or_default()
             }
+            ClientIpSource::Downstream => String::new(),
+        };
+        let client_ip = if client_ip.is_empty() && worker.blocks_any_ip() {
+            downstream_ip()
+        } else {
+            client_ip
         };
         let head = RequestHead {
             headers: &headers,
@@ -174,7 +187,7 @@ impl HttpContext for TollgateRequest {
             now_ms: self.start_ns / 1_000_000,
         };
         if worker.config.usage.enabled {
-            self.request_id = header_text(&headers, "x-request-id");
+            self.request_id = header_map::text(&headers, "x-request-id");
         }
         let action = worker.on_request_headers(self.context_id, &head);
         self.facts = Some(head.facts);

@@ -54,6 +54,12 @@ pub struct UsageRecord<'a> {
 /// Appends `text` as a JSON string (quotes, backslashes and control characters escaped).
 pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
+    // Almost every value needs no escaping: copy it in one go.
+    if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for &byte in text.as_bytes() {
         match byte {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -82,6 +88,15 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `n` in decimal (no formatting machinery: this runs on every request).
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut digits = Vec::with_capacity(20);
+    write_u64(&mut digits, n);
+    for d in digits {
+        out.push(char::from(d));
+    }
 }
 
 impl UsageRecord<'_> {

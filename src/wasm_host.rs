@@ -2,7 +2,7 @@
 
 use crate::host::{Clock, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
+use proxy_wasm::types::{MapType, Status};
 use std::time::UNIX_EPOCH;
 
 pub struct WasmHost;
@@ -56,4 +56,29 @@ pub fn now_ns() -> u64 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The serialized header map (see `header_map`), read with one host call and no copies: the
+/// SDK's `get_map_bytes` would allocate a `String` and a `Vec` per header.
+pub fn header_map_block(map_type: MapType) -> Result<Vec<u8>, Status> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on Ok the host hands over a buffer it allocated through the SDK's
+    // `proxy_on_memory_allocate` (a `Vec<u8>` of exactly `size` bytes), which we now own.
+    unsafe {
+        match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
+            Status::Ok if data.is_null() => Ok(Vec::new()),
+            Status::Ok => Ok(Vec::from_raw_parts(data, size, size)),
+            status => Err(status),
+        }
+    }
 }

@@ -13,6 +13,8 @@ use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
 use crate::config::{FailureMode, FilterConfig};
 use crate::decision::{decide, Decision, RequestFacts};
 use crate::denial::Denial;
+use crate::fast_hash::FastMap;
+use crate::header_map;
 use crate::host::Clock;
 use crate::ip_block::{record_failure, BlockedView};
 use crate::key_source::{read_key, KeyRead};
@@ -22,13 +24,12 @@ use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::quota::{self, QuotaOutcome};
 use crate::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
-use crate::usage_record::UsageRecord;
+use crate::usage_record::{ip_of, UsageRecord};
 use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 pub const HEADER_KEY_ID: &str = "x-tollgate-key-id";
@@ -73,7 +74,7 @@ enum Verdict {
 
 /// Request facts captured once from the request headers.
 pub struct RequestHead<'a> {
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a [(&'a str, &'a [u8])],
     pub facts: RequestFacts,
     pub now_ms: u64,
 }
@@ -85,7 +86,7 @@ pub struct Worker {
     lookups: RefCell<Lookups>,
     pub counts: RefCell<PendingCounts>,
     /// Outcomes of requests still running, keyed by context id (bounded by live requests).
-    outcomes: RefCell<HashMap<u32, Outcome>>,
+    outcomes: RefCell<FastMap<u32, Outcome>>,
     /// JSON lines not yet handed to the usage service (at most `RECORD_BATCH`).
     records: RefCell<(Vec<u8>, usize)>,
     vm_id: String,
@@ -107,7 +108,7 @@ impl Worker {
             )),
             lookups: RefCell::new(Lookups::new(MAX_IN_FLIGHT)),
             counts: RefCell::new(PendingCounts::default()),
-            outcomes: RefCell::new(HashMap::new()),
+            outcomes: RefCell::new(FastMap::default()),
             records: RefCell::new((Vec::new(), 0)),
             vm_id,
             queue_id: Cell::new(None),
@@ -119,6 +120,12 @@ impl Worker {
         }
     }
 
+    /// IP blocking is on and some address is blocked right now: only then does a request need
+    /// its client address before the decision (reading it costs a host call).
+    pub fn blocks_any_ip(&self) -> bool {
+        self.config.ip_blocking.is_some() && !self.blocked.borrow().is_empty()
+    }
+
     pub fn count(&self, counter: Counter) {
         self.counts.borrow_mut().add(counter);
     }
@@ -126,9 +133,7 @@ impl Worker {
     pub fn on_request_headers(&self, ctx: u32, head: &RequestHead) -> Action {
         let now = head.now_ms;
         let facts = &head.facts;
-        if self.config.ip_blocking.is_some()
-            && self.blocked.borrow().is_blocked(&facts.client_ip, now)
-        {
+        if self.blocks_any_ip() && self.blocked.borrow().is_blocked(&facts.client_ip, now) {
             return self.deny(ctx, Denial::IpBlocked, facts);
         }
         let (key, key_header) = match read_key(&self.config.key_sources, head.headers) {
@@ -434,6 +439,17 @@ impl Worker {
         let Some(policy) = &self.config.ip_blocking else {
             return;
         };
+        // Read lazily: the effective context is this request's, also when it waited.
+        let looked_up;
+        let ip = if ip.is_empty() {
+            looked_up = downstream_ip();
+            looked_up.as_str()
+        } else {
+            ip
+        };
+        if ip.is_empty() {
+            return;
+        }
         if let Some(until) = record_failure(&WasmHost, policy, ip, now) {
             self.count(Counter::IpBlocked);
             log::warn!(
@@ -459,6 +475,16 @@ impl Worker {
         key_header: &str,
         paused: bool,
     ) -> Action {
+        let add = |name: &str, value: &str| {
+            // Client-sent x-tollgate-* headers were removed on arrival: add, never duplicate.
+            if let Err(status) = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+            {
+                log::error!(
+                    "[ctx {ctx}] cannot add request header {name}: {}",
+                    describe(status)
+                );
+            }
+        };
         let set = |name: &str, value: Option<&str>| {
             if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
             {
@@ -471,9 +497,8 @@ impl Worker {
         match decision {
             Decision::Pass(identity) => {
                 self.count(Counter::Allowed);
-                // Set, not add: a client-sent x-tollgate-* header is replaced, never trusted.
-                set(HEADER_KEY_ID, Some(&identity.key_id));
-                set(HEADER_WORKSPACE_ID, Some(&identity.workspace_id));
+                add(HEADER_KEY_ID, identity.key_id);
+                add(HEADER_WORKSPACE_ID, identity.workspace_id);
             }
             Decision::PassUnverified => {
                 self.count(Counter::AllowedUnverified);
@@ -619,18 +644,20 @@ impl Worker {
     }
 }
 
-pub fn request_facts(headers: &[(String, Vec<u8>)], client_ip: String) -> RequestFacts {
+pub fn request_facts(headers: &[(&str, &[u8])], client_ip: String) -> RequestFacts {
+    let path = header_map::get(headers, ":path").unwrap_or_default();
     RequestFacts {
-        method: header_text(headers, ":method"),
-        path: path_only(&header_text(headers, ":path")).to_string(),
+        method: header_map::text(headers, ":method"),
+        path: path_only(&String::from_utf8_lossy(path)).to_string(),
         client_ip,
     }
 }
 
-pub fn header_text(headers: &[(String, Vec<u8>)], name: &str) -> String {
-    headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+/// The downstream peer's IP (Envoy's `source.address` without the port); empty if unknown.
+pub fn downstream_ip() -> String {
+    hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .map(|b| ip_of(&String::from_utf8_lossy(&b)).to_string())
         .unwrap_or_default()
 }

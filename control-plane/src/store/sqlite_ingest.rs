@@ -4,11 +4,16 @@
 //! and count table, `last_used_at`.
 //!
 //! Raw records are narrow (migration 0004): names (key, workspace, method, endpoint, instance)
-//! are integer references into `usage_names`, cached here, and idempotency is a unique index on
-//! a 64-bit hash of `request_id`. The hash decides nothing alone: a record whose hash is taken is
-//! a duplicate only if the row holding the hash has the same `request_id`; otherwise (a
-//! collision) it is stored with a NULL hash, and rows with a NULL hash are checked by their text
-//! (partial index `usage_records_unhashed`) as long as any exist.
+//! are integer references into `usage_names`, cached here.
+//!
+//! Idempotency (migration 0005): a record is a duplicate when a stored record has the same
+//! `request_id` and the same `timestamp` (the filter re-delivers a batch byte for byte). The
+//! unique index is `(timestamp, rid_hash)`, `rid_hash` a 64-bit hash of `request_id`: it leads
+//! with the time, so inserts land at the right edge of the B-tree instead of on a random page.
+//! The hash decides nothing alone: a record whose `(timestamp, hash)` is taken is a duplicate
+//! only if the row holding it has the same `request_id`; otherwise (a collision) it is stored
+//! with a NULL hash, and rows with a NULL hash are checked by their text and timestamp (partial
+//! index `usage_records_unhashed`) as long as any exist.
 //!
 //! The database is used by the sqlx pools of [`SqliteStore`](super::SqliteStore) too (key
 //! management, retention, reads); SQLite's write lock orders the two writers, and the busy
@@ -228,7 +233,7 @@ const INSERT_RECORD: &str = "INSERT INTO usage_records (rid_hash, request_id, ti
      key_ref, workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
      duration_ms, client_ip, credits, admitted, instance_ref) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-     ON CONFLICT (rid_hash) DO NOTHING";
+     ON CONFLICT (timestamp, rid_hash) DO NOTHING";
 
 /// Name references of one record.
 struct Refs {
@@ -372,18 +377,24 @@ impl Writer {
         }
 
         // Rows with a NULL hash (after a collision, or not yet backfilled) are checked by text.
+        // INDEXED BY: the planner would otherwise skip-scan the (timestamp, rid_hash) index,
+        // one step per distinct timestamp.
         let mut unhashed = conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM usage_records WHERE rid_hash IS NULL)")?
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
+                 WHERE rid_hash IS NULL)",
+            )?
             .query_row([], |row| row.get::<_, bool>(0))?;
 
         let mut aggregates = Aggregates::default();
         let mut accepted = 0u64;
         let mut insert = conn.prepare_cached(INSERT_RECORD)?;
-        let mut holder =
-            conn.prepare_cached("SELECT request_id FROM usage_records WHERE rid_hash = ?1")?;
+        let mut holder = conn.prepare_cached(
+            "SELECT request_id FROM usage_records WHERE timestamp = ?1 AND rid_hash = ?2",
+        )?;
         let mut by_text = conn.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM usage_records WHERE rid_hash IS NULL \
-             AND request_id = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
+             WHERE rid_hash IS NULL AND request_id = ?1 AND timestamp = ?2)",
         )?;
         for (batch, records) in batches.iter().enumerate() {
             let Some(o) = outcomes.get_mut(batch) else {
@@ -407,7 +418,9 @@ impl Writer {
                         continue;
                     }
                 }
-                if unhashed && by_text.query_row([r.request_id.as_str()], |row| row.get(0))? {
+                if unhashed
+                    && by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?
+                {
                     o.duplicates += 1;
                     continue;
                 }
@@ -421,9 +434,11 @@ impl Writer {
                 let hash = (self.hash)(&r.request_id);
                 let mut stored = insert_record(&mut insert, Some(hash), r, &refs)? == 1;
                 if !stored {
-                    // The hash is taken: by this request id (a duplicate) or by another one.
-                    let taken_by: Option<String> =
-                        holder.query_row([hash], |row| row.get(0)).optional()?;
+                    // (timestamp, hash) is taken: by this request id (a duplicate) or by another
+                    // one with the same timestamp (a collision).
+                    let taken_by: Option<String> = holder
+                        .query_row(params![r.timestamp, hash], |row| row.get(0))
+                        .optional()?;
                     if taken_by.as_deref() != Some(r.request_id.as_str()) {
                         stored = insert_record(&mut insert, None, r, &refs)? == 1;
                         unhashed = true;
@@ -544,7 +559,7 @@ impl Writer {
                 .conn
                 .prepare_cached(
                     "SELECT id, request_id FROM usage_records \
-                     WHERE rid_hash IS NULL AND request_id > ?1 \
+                     INDEXED BY usage_records_unhashed WHERE rid_hash IS NULL AND request_id > ?1 \
                      ORDER BY request_id LIMIT ?2",
                 )?
                 .query_map(params![progress.after, BACKFILL_CHUNK as i64], |row| {
@@ -701,12 +716,9 @@ mod tests {
         }
     }
 
-    /// Every request id gets the same hash: idempotency must still be exact, from the text.
-    #[tokio::test]
-    async fn hash_collisions_never_drop_or_duplicate_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let store = SqliteStore::open(&path).await.unwrap();
+    /// A store with workspace `ws_c`, key `key_c`, and an ingest writer on the same file.
+    async fn store_and_writer(path: &Path) -> (SqliteStore, Writer, i64) {
+        let store = SqliteStore::open(path).await.unwrap();
         let plans = store.plans().await.unwrap();
         let now = clock::now_ms();
         store
@@ -736,9 +748,17 @@ mod tests {
             .await
             .unwrap();
 
-        let mut writer = Writer::new(open_writer(&path, Duration::from_secs(5)).unwrap(), {
+        let writer = Writer::new(open_writer(path, Duration::from_secs(5)).unwrap(), {
             Arc::default()
         });
+        (store, writer, now)
+    }
+
+    /// Every request id gets the same hash: idempotency must still be exact, from the text.
+    #[tokio::test]
+    async fn hash_collisions_never_drop_or_duplicate_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
         writer.hash = |_| 42;
         let r = |id: &str| record("key_c", "ws_c", id, now - 1000);
         let first = [r("a"), r("b"), r("a"), r("c")];
@@ -781,5 +801,52 @@ mod tests {
             "a holds the hash, the others are found by their text"
         );
         store.close().await;
+    }
+
+    /// A duplicate has the request id and the timestamp of a stored record (the filter's
+    /// re-delivery); the same request id at another time is another request. Exact with real
+    /// hashes and with every hash colliding.
+    #[tokio::test]
+    async fn duplicate_is_same_request_id_and_timestamp() {
+        for collide in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+            if collide {
+                writer.hash = |_| 7;
+            }
+            let r = |id: &str, t: i64| record("key_c", "ws_c", id, now - 10_000 + t);
+            let out = writer
+                .ingest_group(&[&[r("a", 0), r("b", 0), r("a", 1), r("a", 0)]])
+                .unwrap();
+            assert_eq!((out[0].accepted, out[0].duplicates), (3, 1), "{collide}");
+            // Re-delivered in later batches (same transaction and another one).
+            let out = writer
+                .ingest_group(&[&[r("a", 1), r("b", 0)], &[r("a", 0), r("b", 2)]])
+                .unwrap();
+            assert_eq!((out[0].accepted, out[0].duplicates), (0, 2), "{collide}");
+            assert_eq!((out[1].accepted, out[1].duplicates), (1, 1), "{collide}");
+            let out = writer
+                .ingest_group(&[&[r("a", 0), r("a", 1), r("b", 0), r("b", 2), r("c", 0)]])
+                .unwrap();
+            assert_eq!((out[0].accepted, out[0].duplicates), (1, 4), "{collide}");
+
+            let page = store
+                .requests(&RequestFilter {
+                    limit: 100,
+                    ..RequestFilter::default()
+                })
+                .await
+                .unwrap();
+            let mut stored: Vec<(String, i64)> = page
+                .records
+                .into_iter()
+                .map(|x| (x.request_id, x.timestamp - (now - 10_000)))
+                .collect();
+            stored.sort();
+            let want = [("a", 0), ("a", 1), ("b", 0), ("b", 2), ("c", 0)]
+                .map(|(id, t)| (id.to_owned(), t));
+            assert_eq!(stored, want, "{collide}");
+            store.close().await;
+        }
     }
 }

@@ -183,11 +183,15 @@ async fn concurrent_batches_share_commits_and_stay_exact() {
         .key(&ws, json!({"alias": "a", "quotas": {"total": 1_000_000}}))
         .await;
     let t = now_ms() - 1000;
-    // 8 senders, 200 records each, every record also sent by the next sender.
+    // 8 senders, 200 records each, every record also sent (same request id and timestamp:
+    // a re-delivery) by the next sender.
     let batches: Vec<Vec<Value>> = (0..8)
         .map(|s| {
             (0..200)
-                .map(|i| record(&key, &format!("c-{}", (s * 100 + i) % 800), t + i))
+                .map(|i| {
+                    let n = (s * 100 + i) % 800;
+                    record(&key, &format!("c-{n}"), t - 800 + n)
+                })
                 .collect()
         })
         .collect();

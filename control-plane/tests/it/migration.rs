@@ -1,4 +1,5 @@
-//! Migration 0004 (narrow raw records, workspace rollups) keeps what older versions stored.
+//! Migrations 0004 (narrow raw records, workspace rollups) and 0005 (time-ordered idempotency
+//! index) keep what older versions stored.
 
 use std::path::Path;
 
@@ -9,11 +10,13 @@ use tollgate_control_plane::store::{
     RequestFilter, SqliteStore, Store, UsageQuery, UsageRecord, UsageScope, UsageStatus,
 };
 
-/// A database at migration 0003, as an older control plane left it.
-async fn old_database(path: &Path, migrations: &Path) -> SqlitePool {
+const UP_TO_0003: [&str; 3] = ["0001_initial.sql", "0002_usage.sql", "0003_usage_days.sql"];
+
+/// A database at the last of `names` (migrations), as an older control plane left it.
+async fn old_database(path: &Path, migrations: &Path, names: &[&str]) -> SqlitePool {
     std::fs::create_dir_all(migrations).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    for name in ["0001_initial.sql", "0002_usage.sql", "0003_usage_days.sql"] {
+    for name in names {
         std::fs::copy(src.join(name), migrations.join(name)).unwrap();
     }
     let pool = SqlitePool::connect_with(
@@ -36,7 +39,7 @@ async fn old_database(path: &Path, migrations: &Path) -> SqlitePool {
 async fn records_and_rollups_survive_migration_0004() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.db");
-    let pool = old_database(&path, &dir.path().join("migrations")).await;
+    let pool = old_database(&path, &dir.path().join("migrations"), &UP_TO_0003).await;
     let day = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
     let t0 = day + 3 * HOUR_MS + 5 * MINUTE_MS;
     sqlx::query(
@@ -247,10 +250,11 @@ async fn records_and_rollups_survive_migration_0004() {
         assert_eq!(series, 4);
     }
 
-    // Migrated records are still duplicates; new ones are stored and counted with the old.
-    let record = |rid: &str, key: &str| UsageRecord {
+    // Migrated records sent again (same request id and timestamp) are still duplicates; new
+    // ones are stored and counted with the old.
+    let record = |rid: &str, key: &str, timestamp: i64| UsageRecord {
         request_id: rid.to_owned(),
-        timestamp: t0 + 10,
+        timestamp,
         key_id: key.to_owned(),
         workspace_id: "ws_m".to_owned(),
         method: "GET".to_owned(),
@@ -266,9 +270,9 @@ async fn records_and_rollups_survive_migration_0004() {
     };
     let out = store
         .ingest_usage(vec![
-            record("old-1", "key_m1"),
-            record("old-4", "key_m2"),
-            record("new-1", "key_m1"),
+            record("old-1", "key_m1", t0),
+            record("old-4", "key_m2", t0 + HOUR_MS),
+            record("new-1", "key_m1", t0 + 10),
         ])
         .await
         .unwrap();
@@ -305,5 +309,136 @@ async fn records_and_rollups_survive_migration_0004() {
     }
     assert_eq!(unhashed, 0);
     pool.close().await;
+    store.close().await;
+}
+
+/// 0005 rebuilds the idempotency index over the rows of a 0004 database: they stay readable,
+/// a re-delivered record (same request id and timestamp) is a duplicate before and after the
+/// writer gives them their hashes, and the same request id at another time is stored.
+#[tokio::test]
+async fn idempotency_survives_migration_0005() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.db");
+    let names: Vec<&str> = UP_TO_0003
+        .into_iter()
+        .chain(["0004_narrow_usage.sql"])
+        .collect();
+    let pool = old_database(&path, &dir.path().join("migrations"), &names).await;
+    let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 3 * HOUR_MS;
+    sqlx::query(
+        "INSERT INTO workspaces (id, name, plan, created_at) VALUES ('ws_m', 'm', 'pro', 0); \
+         INSERT INTO api_keys (id, workspace_id, alias, category, active, created_at, hash, \
+             prefix) VALUES ('key_m', 'ws_m', 'a', 'qa', 1, 0, 'h1', 'p1'); \
+         INSERT INTO usage_names (id, name) VALUES (1, 'key_m'), (2, 'ws_m'), (3, 'GET'), \
+             (4, '/v1/a'), (5, 'i_old')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // As 0004 left them: rows copied from 0003 have no hash yet; one row has its hash
+    // (`request_id_hash`, pinned by a unit test of the writer).
+    let hashed = "8d189948-9b1a-4e3b-9a71-a4f242816ea6";
+    let rows = [
+        (1, "old-1", None),
+        (2, "old-2", None),
+        (3, hashed, Some(-1_249_828_607_231_379_034_i64)),
+    ];
+    for (i, rid, hash) in rows {
+        sqlx::query(
+            "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, key_ref, \
+             workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
+             duration_ms, client_ip, credits, admitted, instance_ref) \
+             VALUES (?, ?, ?, ?, 1, 2, 3, 4, 'r-1', 200, 1, 1.5, '10.0.0.1', 1, 1, 5)",
+        )
+        .bind(i)
+        .bind(hash)
+        .bind(rid)
+        .bind(t0 + i)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let record = |rid: &str, timestamp: i64| UsageRecord {
+        request_id: rid.to_owned(),
+        timestamp,
+        key_id: "key_m".to_owned(),
+        workspace_id: "ws_m".to_owned(),
+        method: "GET".to_owned(),
+        endpoint: "/v1/a".to_owned(),
+        resource_id: Some("r-1".to_owned()),
+        response_code: 200,
+        status: UsageStatus::Completed,
+        duration_ms: 1.0,
+        client_ip: "10.0.0.2".to_owned(),
+        credits: 1,
+        admitted: true,
+        instance: "i_new".to_owned(),
+    };
+    let out = store
+        .ingest_usage(vec![record("old-1", t0 + 1), record(hashed, t0 + 3)])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 2), "{out:?}");
+
+    // Once the writer has hashed every migrated row, through the new index.
+    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
+        .await
+        .unwrap();
+    let mut unhashed = -1;
+    for _ in 0..100 {
+        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if unhashed == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(unhashed, 0);
+    let (sql,): (String,) =
+        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'usage_records_time_request'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(sql.contains("UNIQUE INDEX"), "{sql}");
+    pool.close().await;
+    let out = store
+        .ingest_usage(vec![
+            record("old-1", t0 + 1),
+            record("old-2", t0 + 2),
+            record(hashed, t0 + 3),
+            record("old-2", t0 + 20),
+            record("new-1", t0 + 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (2, 3), "{out:?}");
+
+    let mut stored: Vec<(String, i64)> = store
+        .requests(&RequestFilter {
+            limit: 50,
+            resource_id: Some("r-1".into()),
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| (r.request_id, r.timestamp - t0))
+        .collect();
+    stored.sort();
+    let want = [
+        (hashed, 3),
+        ("new-1", 1),
+        ("old-1", 1),
+        ("old-2", 2),
+        ("old-2", 20),
+    ]
+    .map(|(id, t)| (id.to_owned(), t));
+    assert_eq!(stored, want);
     store.close().await;
 }

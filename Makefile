@@ -168,6 +168,26 @@ bench: build bench-tools
 bench-soak: build bench-tools
 	cd $(ROOT) && BENCH_ONLY=soak $(PYTHON) bench/bench.py
 
+# Deterministic profile: Envoy's instructions per request under callgrind for A, N, every B
+# variant and each kind of host call alone (bench/README.md, "Profile"). Not part of make bench.
+BENCH_PROBE_WASM := $(ROOT)/target/bench-hostcall-probe.wasm
+
+.PHONY: bench-profile
+bench-profile: build bench-tools
+	@$(call ensure_debs,valgrind)
+	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
+	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
+	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate-bench-hostcall-probe; \
+	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate_bench_hostcall_probe.wasm $(BENCH_PROBE_WASM); \
+	else \
+	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
+	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
+	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
+	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate-bench-hostcall-probe -Z build-std=std,panic_abort; \
+	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate_bench_hostcall_probe.wasm $(BENCH_PROBE_WASM); \
+	fi
+	cd $(ROOT) && $(PYTHON) bench/profile.py
+
 # The empty proxy-wasm filter (configuration N), built like the real one, and the fixed-rate
 # load generator; wrk (and taskset) from Debian when missing.
 .PHONY: bench-tools

@@ -738,7 +738,9 @@ def run_diagnostics(cp, info, out, results):
 
 def run_soak(cp, info, out, results, notes):
     """Distinct keys through B's Envoy; Envoy memory before and after."""
-    variant = {"client_ip": {"source": "x_forwarded_for", "trusted_hops": 1}}
+    # Each request's x-forwarded-for names its own client; Envoy (use_remote_address) appends
+    # the peer, so that client is 2 entries from the right, as behind one trusted proxy.
+    variant = {"client_ip": {"source": "x_forwarded_for", "trusted_hops": 2}}
     env = Envoy("B", "B-soak", cp, info, out, variant)
     try:
         check_envoy(env, {"x-api-key": info["secret"], "x-forwarded-for": "192.0.2.1"})

@@ -52,6 +52,7 @@ help:
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
+	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
 	@echo "  make clean          remove build outputs"
 
 # ---------------------------------------------------------------------------------------------

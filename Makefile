@@ -42,6 +42,27 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
+# $(call build_wasm,PACKAGE,DEST): build workspace crate PACKAGE for wasm32-wasip1 into DEST with
+# rustup's target where installed (users' machines), else Debian's rustc-web with std from source.
+define build_wasm
+installed="$$(rustup target list --installed 2>/dev/null || true)"; \
+artifact="$$(echo '$(1)' | tr - _).wasm"; \
+if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
+  echo "==> building $(1) with rustup's $(WASM_TARGET) target"; \
+  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p $(1); \
+  cp $(ROOT)/target/$(WASM_TARGET)/release/$$artifact $(2); \
+else \
+  $(MAKE) debian-wasm-toolchain; \
+  echo "==> building $(1) with Debian's rustc-web (std from source)"; \
+  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
+    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
+    /usr/bin/cargo build --release --target $(WASM_TARGET) -p $(1) -Z build-std=std,panic_abort; \
+  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/$$artifact $(2); \
+fi; \
+echo "==> $(2) ($$(stat -c %s $(2)) bytes)"
+endef
+
 .PHONY: help
 help:
 	@echo "Targets:"
@@ -61,21 +82,7 @@ help:
 .PHONY: wasm
 wasm:
 	@mkdir -p $(ROOT)/target
-	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
-	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
-	  echo "==> building filter with rustup's $(WASM_TARGET) target"; \
-	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate; \
-	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate.wasm $(WASM); \
-	else \
-	  $(MAKE) debian-wasm-toolchain; \
-	  echo "==> building filter with Debian's rustc-web (std from source)"; \
-	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
-	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
-	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
-	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate -Z build-std=std,panic_abort; \
-	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate.wasm $(WASM); \
-	fi
-	@echo "==> $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+	@$(call build_wasm,tollgate,$(WASM))
 
 .PHONY: debian-wasm-toolchain
 debian-wasm-toolchain:
@@ -176,17 +183,7 @@ BENCH_PROBE_WASM := $(ROOT)/target/bench-hostcall-probe.wasm
 .PHONY: bench-profile
 bench-profile: build bench-tools
 	@$(call ensure_debs,valgrind)
-	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
-	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
-	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate-bench-hostcall-probe; \
-	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate_bench_hostcall_probe.wasm $(BENCH_PROBE_WASM); \
-	else \
-	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
-	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
-	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
-	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate-bench-hostcall-probe -Z build-std=std,panic_abort; \
-	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate_bench_hostcall_probe.wasm $(BENCH_PROBE_WASM); \
-	fi
+	@$(call build_wasm,tollgate-bench-hostcall-probe,$(BENCH_PROBE_WASM))
 	cd $(ROOT) && $(PYTHON) bench/profile.py
 
 # The empty proxy-wasm filter (configuration N), built like the real one, and the fixed-rate
@@ -194,21 +191,7 @@ bench-profile: build bench-tools
 .PHONY: bench-tools
 bench-tools:
 	@mkdir -p $(ROOT)/target
-	@installed="$$(rustup target list --installed 2>/dev/null || true)"; \
-	if grep -qx '$(WASM_TARGET)' <<<"$$installed"; then \
-	  echo "==> building the empty filter with rustup's $(WASM_TARGET) target"; \
-	  cd $(ROOT) && $(CARGO) build --release --target $(WASM_TARGET) -p tollgate-bench-empty-filter; \
-	  cp $(ROOT)/target/$(WASM_TARGET)/release/tollgate_bench_empty_filter.wasm $(BENCH_EMPTY_WASM); \
-	else \
-	  $(MAKE) debian-wasm-toolchain; \
-	  echo "==> building the empty filter with Debian's rustc-web (std from source)"; \
-	  cd $(ROOT) && env PATH=/usr/bin:$$PATH \
-	    RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC_BOOTSTRAP=1 \
-	    CARGO_TARGET_DIR=$(DEBIAN_WASM_TARGET_DIR) \
-	    /usr/bin/cargo build --release --target $(WASM_TARGET) -p tollgate-bench-empty-filter -Z build-std=std,panic_abort; \
-	  cp $(DEBIAN_WASM_TARGET_DIR)/$(WASM_TARGET)/release/tollgate_bench_empty_filter.wasm $(BENCH_EMPTY_WASM); \
-	fi
-	@echo "==> $(BENCH_EMPTY_WASM) ($$(stat -c %s $(BENCH_EMPTY_WASM)) bytes)"
+	@$(call build_wasm,tollgate-bench-empty-filter,$(BENCH_EMPTY_WASM))
 	@if [ ! -x $(BENCH_LOADGEN) ] || [ $(ROOT)/bench/loadgen.rs -nt $(BENCH_LOADGEN) ]; then \
 	  echo "==> building $(BENCH_LOADGEN)"; \
 	  rustc --edition 2021 -C opt-level=3 -o $(BENCH_LOADGEN) $(ROOT)/bench/loadgen.rs; \

@@ -76,25 +76,27 @@ pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+/// `n` in decimal, in `buf`: no formatting machinery (this runs on every request).
+fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    &buf[i..]
 }
 
-/// Appends `n` in decimal (no formatting machinery: this runs on every request).
+fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(&mut [0; 20], n));
+}
+
+/// Appends `n` in decimal.
 pub fn push_u64(out: &mut String, n: u64) {
-    let mut digits = Vec::with_capacity(20);
-    write_u64(&mut digits, n);
-    for d in digits {
+    for &d in decimal(&mut [0; 20], n) {
         out.push(char::from(d));
     }
 }

@@ -9,11 +9,10 @@ use crate::limit_headers::rate_limit_headers;
 use crate::routes;
 use crate::usage_record::{forwarded_client, push_u64, UsageRecord, UsageStatus};
 use crate::wasm_host::{describe, header_map_block, now_ns};
-use crate::worker::{downstream_ip, request_facts, RequestHead, Worker};
+use crate::worker::{client_ip_or_downstream, downstream_ip, request_facts, RequestHead, Worker};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
-use std::borrow::Cow;
 use std::rc::Rc;
 
 pub struct TollgateRequest {
@@ -74,11 +73,7 @@ impl TollgateRequest {
             now_ns()
         };
         let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
-        let client_ip: Cow<str> = if facts.client_ip.is_empty() {
-            Cow::Owned(downstream_ip())
-        } else {
-            Cow::Borrowed(&facts.client_ip)
-        };
+        let client_ip = client_ip_or_downstream(&facts.client_ip);
         let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
         // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.

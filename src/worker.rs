@@ -29,6 +29,7 @@ use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, MapType};
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
@@ -440,13 +441,8 @@ impl Worker {
             return;
         };
         // Read lazily: the effective context is this request's, also when it waited.
-        let looked_up;
-        let ip = if ip.is_empty() {
-            looked_up = downstream_ip();
-            looked_up.as_str()
-        } else {
-            ip
-        };
+        let ip = client_ip_or_downstream(ip);
+        let ip = ip.as_ref();
         if ip.is_empty() {
             return;
         }
@@ -650,6 +646,16 @@ pub fn request_facts(headers: &[(&str, &[u8])], client_ip: String) -> RequestFac
         method: header_map::text(headers, ":method"),
         path: path_only(&String::from_utf8_lossy(path)).to_string(),
         client_ip,
+    }
+}
+
+/// `ip` if the request's headers gave it, else Envoy's `source.address` (a host call, made only
+/// when the address is really needed).
+pub fn client_ip_or_downstream(ip: &str) -> Cow<'_, str> {
+    if ip.is_empty() {
+        Cow::Owned(downstream_ip())
+    } else {
+        Cow::Borrowed(ip)
     }
 }
 

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +48,15 @@ const GROUP_MAX_RECORDS: usize = 20_000;
 const NAMES_CACHE_MAX: usize = 100_000;
 /// Rows per transaction of the startup backfill of `rid_hash`.
 const BACKFILL_CHUNK: usize = 20_000;
+/// Records stored without their resource reference before the writer writes them all. With
+/// [`GROUP_MAX_RECORDS`] this bounds the ids the request log scans (70,000 rows).
+const REFS_BATCH: i64 = 50_000;
+/// Quiet time after which the writer writes the pending references anyway.
+const REFS_IDLE_AFTER: Duration = Duration::from_millis(250);
+/// Records referenced per transaction (a backlog, e.g. after an error, goes in steps).
+const REFS_STEP_MAX: i64 = 100_000;
+/// Wait after a failed reference write before the next try.
+const REFS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Stable 64-bit hash of a request id (FNV-1a, then a SplitMix64 finaliser to spread the bits).
 /// Stored in the database: it must never change.
@@ -126,6 +135,21 @@ struct Writer {
     /// `usage_names` ids of committed names.
     names: HashMap<String, i64>,
     lookups: Arc<LookupCache>,
+    /// Highest record id and `through_id` of the resource references as last seen (they only
+    /// decide when to write references; the write reads both again in its transaction).
+    newest_id: i64,
+    refs_through: i64,
+    /// No reference write before this (after a failed one).
+    refs_retry_at: Option<Instant>,
+}
+
+/// What one ingest transaction did.
+struct Stored {
+    outcomes: Vec<IngestOutcome>,
+    /// Keys whose counts changed.
+    touched: Vec<String>,
+    /// Highest record id after it.
+    newest_id: i64,
 }
 
 /// Per-minute (hour, day) rollup row: key x bucket x endpoint x method x code x status.
@@ -229,11 +253,16 @@ fn rejection(position: usize, r: &UsageRecord, field: &str, message: &str) -> In
     }
 }
 
-const INSERT_RECORD: &str = "INSERT INTO usage_records (rid_hash, request_id, timestamp, \
+const INSERT_RECORD: &str = "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, \
      key_ref, workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
      duration_ms, client_ip, credits, admitted, instance_ref) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
      ON CONFLICT (timestamp, rid_hash) DO NOTHING";
+
+/// The next record id: above every stored record and every referenced id (an id at or below
+/// `through_id` would never get its resource reference).
+const NEXT_RECORD_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM usage_records), 0), \
+     coalesce((SELECT through_id FROM usage_resource_refs_state), 0)) + 1";
 
 /// Name references of one record.
 struct Refs {
@@ -251,18 +280,32 @@ impl Writer {
             hash: request_id_hash,
             names: HashMap::new(),
             lookups,
+            newest_id: 0,
+            refs_through: 0,
+            refs_retry_at: None,
         }
     }
 
     /// Serves ingest jobs; between them, while no job waits, backfills `rid_hash` a chunk at a
-    /// time (so a large migrated database does not hold ingest up).
+    /// time (so a large migrated database does not hold ingest up), and writes resource
+    /// references every [`REFS_BATCH`] records or once ingest has been quiet a moment.
     fn run(&mut self, mut jobs: mpsc::Receiver<IngestJob>) {
+        // Only to wait for a job with a timeout; without it, references wait for REFS_BATCH.
+        let idle_timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no idle timer for the ingest writer"))
+            .ok();
+        if let Err(e) = self.read_progress() {
+            tracing::error!(error = %e, "cannot read the resource reference progress");
+        }
         let mut backfill = Some(Backfill::default());
         loop {
-            let first = match backfill.as_mut() {
-                Some(progress) => match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(mpsc::error::TryRecvError::Empty) => {
+            let first = match jobs.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(progress) = backfill.as_mut() {
                         match self.backfill_chunk(progress) {
                             Ok(true) => {}
                             Ok(false) => {
@@ -281,12 +324,21 @@ impl Writer {
                         }
                         continue;
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => return,
-                },
-                None => match jobs.blocking_recv() {
-                    Some(job) => job,
-                    None => return,
-                },
+                    let waiting = match &idle_timer {
+                        Some(rt) if self.refs_due(1) => rt.block_on(async {
+                            tokio::time::timeout(REFS_IDLE_AFTER, jobs.recv()).await
+                        }),
+                        _ => Ok(jobs.blocking_recv()),
+                    };
+                    match waiting {
+                        Ok(Some(job)) => job,
+                        Ok(None) => return,
+                        Err(_quiet) => {
+                            self.write_resource_refs_logged();
+                            continue;
+                        }
+                    }
+                }
             };
             let mut group = vec![first];
             let mut queued = group[0].records.len();
@@ -316,6 +368,85 @@ impl Writer {
                     }
                 }
             }
+            if self.refs_due(REFS_BATCH) {
+                self.write_resource_refs_logged();
+            }
+        }
+    }
+
+    /// Whether at least `behind` records wait for their resource reference (as far as this
+    /// writer knows) and no failure asks to wait.
+    fn refs_due(&self, behind: i64) -> bool {
+        self.newest_id - self.refs_through >= behind
+            && self.refs_retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn read_progress(&mut self) -> rusqlite::Result<()> {
+        let (newest, through) = self.conn.query_row(
+            "SELECT coalesce((SELECT max(id) FROM usage_records), 0), \
+             coalesce((SELECT through_id FROM usage_resource_refs_state), 0)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        self.newest_id = newest;
+        self.refs_through = through;
+        Ok(())
+    }
+
+    fn write_resource_refs_logged(&mut self) {
+        match self.write_resource_refs() {
+            Ok(_) => self.refs_retry_at = None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write resource references; retrying");
+                self.refs_retry_at = Some(Instant::now() + REFS_RETRY_AFTER);
+            }
+        }
+    }
+
+    /// One transaction: the resource references of the records above `through_id` (at most
+    /// [`REFS_STEP_MAX`] of them), inserted in key order, and the new `through_id`. Returns
+    /// how many records it covered.
+    fn write_resource_refs(&mut self) -> rusqlite::Result<i64> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let (newest, through): (i64, i64) = self.conn.query_row(
+                "SELECT coalesce((SELECT max(id) FROM usage_records), 0), \
+                 coalesce((SELECT through_id FROM usage_resource_refs_state), 0)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            let upto = newest.min(through.saturating_add(REFS_STEP_MAX));
+            if upto > through {
+                // OR IGNORE: a reference that exists already is the same reference.
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO usage_resource_refs (resource_id, timestamp, id) \
+                         SELECT resource_id, timestamp, id FROM usage_records \
+                         WHERE id > ?1 AND id <= ?2 AND resource_id IS NOT NULL \
+                         ORDER BY resource_id, timestamp, id",
+                    )?
+                    .execute(params![through, upto])?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO usage_resource_refs_state (singleton, through_id) \
+                         VALUES (1, ?1) ON CONFLICT (singleton) \
+                         DO UPDATE SET through_id = excluded.through_id",
+                    )?
+                    .execute([upto])?;
+            }
+            Ok::<_, rusqlite::Error>((newest, through, upto.max(through)))
+        })();
+        match step {
+            Ok((newest, through, upto)) => {
+                self.conn.execute_batch("COMMIT")?;
+                self.newest_id = newest;
+                self.refs_through = upto;
+                Ok(upto - through)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
         }
     }
 
@@ -328,11 +459,16 @@ impl Writer {
         let mut new_names = HashMap::new();
         let result = self.ingest_in_transaction(batches, &mut new_names);
         match result {
-            Ok((outcomes, touched)) => {
+            Ok(Stored {
+                outcomes,
+                touched,
+                newest_id,
+            }) => {
                 if let Err(e) = self.conn.execute_batch("COMMIT") {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
+                self.newest_id = newest_id;
                 if self.names.len() + new_names.len() > NAMES_CACHE_MAX {
                     self.names.clear();
                 }
@@ -350,13 +486,13 @@ impl Writer {
         }
     }
 
-    /// The body of [`ingest_group`](Self::ingest_group): outcomes and the keys whose counts
-    /// changed. Names first stored here go to `new_names` (kept only if the transaction commits).
+    /// The body of [`ingest_group`](Self::ingest_group). Names first stored here go to
+    /// `new_names` (kept only if the transaction commits).
     fn ingest_in_transaction(
         &self,
         batches: &[&[UsageRecord]],
         new_names: &mut HashMap<String, i64>,
-    ) -> rusqlite::Result<(Vec<IngestOutcome>, Vec<String>)> {
+    ) -> rusqlite::Result<Stored> {
         let conn = &self.conn;
         let mut outcomes = vec![IngestOutcome::default(); batches.len()];
 
@@ -386,6 +522,9 @@ impl Writer {
             )?
             .query_row([], |row| row.get::<_, bool>(0))?;
 
+        let mut next_id: i64 = conn
+            .prepare_cached(NEXT_RECORD_ID)?
+            .query_row([], |row| row.get(0))?;
         let mut aggregates = Aggregates::default();
         let mut accepted = 0u64;
         let mut insert = conn.prepare_cached(INSERT_RECORD)?;
@@ -432,7 +571,7 @@ impl Writer {
                     instance: self.name_id(&r.instance, new_names)?,
                 };
                 let hash = (self.hash)(&r.request_id);
-                let mut stored = insert_record(&mut insert, Some(hash), r, &refs)? == 1;
+                let mut stored = insert_record(&mut insert, next_id, Some(hash), r, &refs)? == 1;
                 if !stored {
                     // (timestamp, hash) is taken: by this request id (a duplicate) or by another
                     // one with the same timestamp (a collision).
@@ -440,11 +579,12 @@ impl Writer {
                         .query_row(params![r.timestamp, hash], |row| row.get(0))
                         .optional()?;
                     if taken_by.as_deref() != Some(r.request_id.as_str()) {
-                        stored = insert_record(&mut insert, None, r, &refs)? == 1;
+                        stored = insert_record(&mut insert, next_id, None, r, &refs)? == 1;
                         unhashed = true;
                     }
                 }
                 if stored {
+                    next_id += 1;
                     o.accepted += 1;
                     accepted += 1;
                     aggregates.add(r);
@@ -453,8 +593,13 @@ impl Writer {
                 }
             }
         }
+        let newest_id = next_id - 1;
         if accepted == 0 {
-            return Ok((outcomes, Vec::new()));
+            return Ok(Stored {
+                outcomes,
+                touched: Vec::new(),
+                newest_id,
+            });
         }
 
         let a = &aggregates;
@@ -515,7 +660,11 @@ impl Writer {
             }
         }
         let touched = a.last_used.keys().map(|k| (*k).to_owned()).collect();
-        Ok((outcomes, touched))
+        Ok(Stored {
+            outcomes,
+            touched,
+            newest_id,
+        })
     }
 
     /// The `usage_names` id of `name`, storing it if new.
@@ -604,11 +753,13 @@ struct Backfill {
 
 fn insert_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
+    id: i64,
     hash: Option<i64>,
     r: &UsageRecord,
     refs: &Refs,
 ) -> rusqlite::Result<usize> {
     stmt.execute(params![
+        id,
         hash,
         r.request_id,
         r.timestamp,
@@ -848,5 +999,207 @@ mod tests {
             assert_eq!(stored, want, "{collide}");
             store.close().await;
         }
+    }
+
+    /// Every page of the request log for `filter`, following the cursor.
+    async fn all_pages(store: &SqliteStore, filter: &RequestFilter) -> Vec<(String, i64, i64)> {
+        let mut filter = filter.clone();
+        let mut rows = Vec::new();
+        loop {
+            let page = store.requests(&filter).await.unwrap();
+            rows.extend(
+                page.records
+                    .iter()
+                    .map(|r| (r.request_id.clone(), r.timestamp, r.id)),
+            );
+            match page.next_cursor {
+                Some(c) => filter.cursor = Some(c),
+                None => return rows,
+            }
+        }
+    }
+
+    fn count(writer: &Writer, sql: &str) -> i64 {
+        writer.conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    /// The `resource_id` filter reads references for the older records and scans the tail
+    /// above `through_id`: whatever the split, it answers what a filter over every record
+    /// would, in the same order, across pages.
+    #[tokio::test]
+    async fn resource_filter_is_exact_across_references_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let t0 = now - 100_000;
+        // Timestamps interleave across batches (late records), several records share one.
+        let batch = |n: usize| -> Vec<UsageRecord> {
+            (0..40)
+                .map(|i| {
+                    let mut r = record("key_c", "ws_c", &format!("b{n}-{i}"), t0 + (i % 7) * 10);
+                    r.resource_id = match i % 4 {
+                        0 => None,
+                        k => Some(format!("res-{k}")),
+                    };
+                    r.response_code = if i % 3 == 0 { 500 } else { 200 };
+                    r
+                })
+                .collect()
+        };
+        let filters = |resource: &str| {
+            let base = RequestFilter {
+                resource_id: Some(resource.to_owned()),
+                limit: 3,
+                ..RequestFilter::default()
+            };
+            vec![
+                base.clone(),
+                RequestFilter {
+                    response_code: Some(500),
+                    ..base.clone()
+                },
+                RequestFilter {
+                    from_ms: Some(t0 + 10),
+                    to_ms: Some(t0 + 50),
+                    key_id: Some("key_c".into()),
+                    ..base.clone()
+                },
+                RequestFilter {
+                    workspace_id: Some("ws_other".into()),
+                    ..base
+                },
+            ]
+        };
+        // What a filter over every record gives: the unfiltered log, filtered here.
+        let expected = |all: &[(String, i64, i64)],
+                        resources: &HashMap<i64, Option<String>>,
+                        codes: &HashMap<i64, u16>,
+                        f: &RequestFilter|
+         -> Vec<(String, i64, i64)> {
+            all.iter()
+                .filter(|(_, t, id)| {
+                    resources[id] == f.resource_id
+                        && f.response_code.is_none_or(|c| codes[id] == c)
+                        && f.from_ms.is_none_or(|from| *t >= from)
+                        && f.to_ms.is_none_or(|to| *t < to)
+                        && f.workspace_id.as_deref().is_none_or(|w| w == "ws_c")
+                })
+                .cloned()
+                .collect()
+        };
+
+        let mut referenced_counts = Vec::new();
+        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, false)] {
+            writer.ingest_group(&[&batch(n)]).unwrap();
+            if write_refs {
+                assert!(writer.write_resource_refs().unwrap() > 0);
+            }
+            referenced_counts.push(count(&writer, "SELECT count(*) FROM usage_resource_refs"));
+            let all = all_pages(
+                &store,
+                &RequestFilter {
+                    limit: 1000,
+                    ..RequestFilter::default()
+                },
+            )
+            .await;
+            let page = store
+                .requests(&RequestFilter {
+                    limit: 1000,
+                    ..RequestFilter::default()
+                })
+                .await
+                .unwrap();
+            let resources: HashMap<i64, Option<String>> = page
+                .records
+                .iter()
+                .map(|r| (r.id, r.resource_id.clone()))
+                .collect();
+            let codes: HashMap<i64, u16> = page
+                .records
+                .iter()
+                .map(|r| (r.id, r.response_code))
+                .collect();
+            for resource in ["res-1", "res-2", "res-3", "res-9"] {
+                for f in filters(resource) {
+                    let got = all_pages(&store, &f).await;
+                    assert_eq!(
+                        got,
+                        expected(&all, &resources, &codes, &f),
+                        "after batch {n}: {f:?}"
+                    );
+                }
+            }
+        }
+        // 30 records with a resource per batch: references after 0 and after 2 (for 1 and 2);
+        // 1 was read from the tail, then 3.
+        assert_eq!(referenced_counts, [30, 30, 90, 90]);
+        store.close().await;
+    }
+
+    /// Deleting records (retention) deletes their references; new records get ids above the
+    /// referenced range even when the newest records were deleted, so none is ever missed.
+    #[tokio::test]
+    async fn references_follow_deletes_and_ids_stay_above_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let old = now - 40 * DAY_MS;
+        let rs: Vec<UsageRecord> = (0..10)
+            .map(|i| record("key_c", "ws_c", &format!("old-{i}"), old + i))
+            .collect();
+        writer.ingest_group(&[&rs]).unwrap();
+        assert_eq!(writer.write_resource_refs().unwrap(), 10);
+        assert_eq!(store.purge_records(now - 30 * DAY_MS, 4).await.unwrap(), 4);
+        assert_eq!(
+            count(&writer, "SELECT count(*) FROM usage_resource_refs"),
+            6
+        );
+        while store.purge_records(now - 30 * DAY_MS, 4).await.unwrap() > 0 {}
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_records"), 0);
+        assert_eq!(
+            count(&writer, "SELECT count(*) FROM usage_resource_refs"),
+            0
+        );
+
+        // Every record is gone, the newest included: the next ids still start above 10.
+        writer
+            .ingest_group(&[&[record("key_c", "ws_c", "new", now)]])
+            .unwrap();
+        assert_eq!(count(&writer, "SELECT min(id) FROM usage_records"), 11);
+        let found = store
+            .requests(&RequestFilter {
+                resource_id: Some("r-1".into()),
+                limit: 10,
+                ..RequestFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.records.len(), 1);
+        store.close().await;
+    }
+
+    /// A new writer (a restart) picks up where the references stand and writes the rest.
+    #[tokio::test]
+    async fn references_resume_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (store, mut writer, now) = store_and_writer(&path).await;
+        let rs: Vec<UsageRecord> = (0..5)
+            .map(|i| record("key_c", "ws_c", &format!("a-{i}"), now - 1000 + i))
+            .collect();
+        writer.ingest_group(&[&rs]).unwrap();
+        drop(writer);
+        let mut writer = Writer::new(
+            open_writer(&path, Duration::from_secs(5)).unwrap(),
+            Arc::default(),
+        );
+        writer.read_progress().unwrap();
+        assert!(writer.refs_due(5) && !writer.refs_due(6));
+        assert_eq!(writer.write_resource_refs().unwrap(), 5);
+        assert_eq!(writer.write_resource_refs().unwrap(), 0);
+        assert!(!writer.refs_due(1));
+        // Duplicates are still found, referenced or not.
+        let out = writer.ingest_group(&[&rs[..2]]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 2));
+        store.close().await;
     }
 }

@@ -204,69 +204,19 @@ impl SqliteStore {
     }
 
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
-        // Names are stored as references into usage_names: filters compare references (a name
-        // never stored matches nothing), the page reads the names of its rows only.
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT r.id, r.request_id, r.timestamp, \
-             (SELECT name FROM usage_names WHERE id = r.key_ref) AS key_id, \
-             (SELECT name FROM usage_names WHERE id = r.workspace_ref) AS workspace_id, \
-             (SELECT name FROM usage_names WHERE id = r.method_ref) AS method, \
-             (SELECT name FROM usage_names WHERE id = r.endpoint_ref) AS endpoint, \
-             r.resource_id, r.response_code, r.status, r.duration_ms, r.client_ip, r.credits, \
-             r.admitted, (SELECT name FROM usage_names WHERE id = r.instance_ref) AS instance \
-             FROM usage_records r WHERE 1 = 1",
-        );
-        let name_ref = "(SELECT id FROM usage_names WHERE name = ";
-        if let Some(v) = &filter.workspace_id {
-            qb.push(" AND r.workspace_ref = ")
-                .push(name_ref)
-                .push_bind(v.as_str())
-                .push(")");
-        }
-        if let Some(v) = &filter.key_id {
-            qb.push(" AND r.key_ref = ")
-                .push(name_ref)
-                .push_bind(v.as_str())
-                .push(")");
-        }
-        if let Some(v) = &filter.resource_id {
-            qb.push(" AND r.resource_id = ").push_bind(v.as_str());
-        }
-        if let Some(v) = filter.from_ms {
-            qb.push(" AND r.timestamp >= ").push_bind(v);
-        }
-        if let Some(v) = filter.to_ms {
-            qb.push(" AND r.timestamp < ").push_bind(v);
-        }
-        if let Some(v) = filter.status {
-            qb.push(" AND r.status = ").push_bind(status_code(v));
-        }
-        if let Some(v) = &filter.method {
-            qb.push(" AND r.method_ref = ")
-                .push(name_ref)
-                .push_bind(v.as_str())
-                .push(")");
-        }
-        if let Some(v) = &filter.endpoint {
-            qb.push(" AND r.endpoint_ref = ")
-                .push(name_ref)
-                .push_bind(v.as_str())
-                .push(")");
-        }
-        if let Some(v) = filter.response_code {
-            qb.push(" AND r.response_code = ").push_bind(v);
-        }
-        if let Some(c) = filter.cursor {
-            qb.push(" AND (r.timestamp, r.id) < (")
-                .push_bind(c.timestamp)
-                .push(", ")
-                .push_bind(c.id)
-                .push(")");
-        }
         let limit = filter.limit.max(1);
-        qb.push(" ORDER BY r.timestamp DESC, r.id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let rows: Vec<RecordRow> = qb.build_query_as().fetch_all(&self.readers).await?;
+        let rows = match &filter.resource_id {
+            None => {
+                let mut qb = select_records("FROM usage_records r WHERE 1 = 1");
+                push_filters(&mut qb, filter, "r");
+                push_page(&mut qb, "r", limit);
+                qb.build_query_as().fetch_all(&self.readers).await?
+            }
+            Some(resource_id) => {
+                self.resource_rows(filter, resource_id.as_str(), limit)
+                    .await?
+            }
+        };
         let mut records = rows
             .into_iter()
             .map(RequestRecord::try_from)
@@ -286,4 +236,132 @@ impl SqliteStore {
             next_cursor,
         })
     }
+
+    /// The request log filtered by `resource_id`, newest first, at most `limit + 1` rows: the
+    /// records with a resource reference (usage_resource_refs, in key order) and the records
+    /// above its `through_id` (the ingest writer's bounded tail, scanned by id), read in one
+    /// snapshot and merged.
+    async fn resource_rows(
+        &self,
+        filter: &RequestFilter,
+        resource_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RecordRow>> {
+        let mut tx = self.readers.begin().await?;
+        // CROSS JOIN: walk the references in key order (newest first) and stop at the limit.
+        let mut referenced = select_records(
+            "FROM usage_resource_refs x CROSS JOIN usage_records r ON r.id = x.id \
+             WHERE x.resource_id = ",
+        );
+        referenced.push_bind(resource_id);
+        push_filters(&mut referenced, filter, "x");
+        push_page(&mut referenced, "x", limit);
+        let referenced: Vec<RecordRow> = referenced.build_query_as().fetch_all(&mut *tx).await?;
+        // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
+        // that would walk older records.
+        let mut tail = select_records(
+            "FROM usage_records r NOT INDEXED \
+             WHERE r.id > coalesce((SELECT through_id FROM usage_resource_refs_state), 0) \
+             AND r.resource_id = ",
+        );
+        tail.push_bind(resource_id);
+        push_filters(&mut tail, filter, "r");
+        push_page(&mut tail, "r", limit);
+        let tail: Vec<RecordRow> = tail.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(merge_newest_first(referenced, tail, limit as usize + 1))
+    }
+}
+
+/// The request log's columns (names resolved from usage_names) for `usage_records r`, then
+/// `from_where` (which must end inside a WHERE clause).
+fn select_records(from_where: &str) -> QueryBuilder<'_, Sqlite> {
+    let mut qb = QueryBuilder::new(
+        "SELECT r.id, r.request_id, r.timestamp, \
+         (SELECT name FROM usage_names WHERE id = r.key_ref) AS key_id, \
+         (SELECT name FROM usage_names WHERE id = r.workspace_ref) AS workspace_id, \
+         (SELECT name FROM usage_names WHERE id = r.method_ref) AS method, \
+         (SELECT name FROM usage_names WHERE id = r.endpoint_ref) AS endpoint, \
+         r.resource_id, r.response_code, r.status, r.duration_ms, r.client_ip, r.credits, \
+         r.admitted, (SELECT name FROM usage_names WHERE id = r.instance_ref) AS instance ",
+    );
+    qb.push(from_where);
+    qb
+}
+
+/// Every filter but `resource_id` (the callers apply it), on `usage_records r`; time and
+/// cursor on `order`'s `timestamp` and `id` (`r`, or the references `x`, so their key serves
+/// the range).
+fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter, order: &str) {
+    // Names are stored as references into usage_names: filters compare references (a name
+    // never stored matches nothing), the page reads the names of its rows only.
+    let name_ref = "(SELECT id FROM usage_names WHERE name = ";
+    if let Some(v) = &filter.workspace_id {
+        qb.push(" AND r.workspace_ref = ")
+            .push(name_ref)
+            .push_bind(v.as_str())
+            .push(")");
+    }
+    if let Some(v) = &filter.key_id {
+        qb.push(" AND r.key_ref = ")
+            .push(name_ref)
+            .push_bind(v.as_str())
+            .push(")");
+    }
+    if let Some(v) = filter.from_ms {
+        qb.push(format!(" AND {order}.timestamp >= ")).push_bind(v);
+    }
+    if let Some(v) = filter.to_ms {
+        qb.push(format!(" AND {order}.timestamp < ")).push_bind(v);
+    }
+    if let Some(v) = filter.status {
+        qb.push(" AND r.status = ").push_bind(status_code(v));
+    }
+    if let Some(v) = &filter.method {
+        qb.push(" AND r.method_ref = ")
+            .push(name_ref)
+            .push_bind(v.as_str())
+            .push(")");
+    }
+    if let Some(v) = &filter.endpoint {
+        qb.push(" AND r.endpoint_ref = ")
+            .push(name_ref)
+            .push_bind(v.as_str())
+            .push(")");
+    }
+    if let Some(v) = filter.response_code {
+        qb.push(" AND r.response_code = ").push_bind(v);
+    }
+    if let Some(c) = filter.cursor {
+        qb.push(format!(" AND ({order}.timestamp, {order}.id) < ("))
+            .push_bind(c.timestamp)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+}
+
+/// Newest first (then by storage order), one row more than the page to know if more follow.
+fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, order: &str, limit: u32) {
+    qb.push(format!(
+        " ORDER BY {order}.timestamp DESC, {order}.id DESC LIMIT "
+    ))
+    .push_bind(i64::from(limit) + 1);
+}
+
+/// The first `n` rows of two lists each sorted newest first (timestamp, then id, descending).
+fn merge_newest_first(a: Vec<RecordRow>, b: Vec<RecordRow>, n: usize) -> Vec<RecordRow> {
+    let mut out = Vec::with_capacity(n.min(a.len() + b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < n {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => (x.timestamp, x.id) > (y.timestamp, y.id),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
 }

@@ -1,5 +1,5 @@
-//! Migrations 0004 (narrow raw records, workspace rollups) and 0005 (time-ordered idempotency
-//! index) keep what older versions stored.
+//! Migrations 0004 (narrow raw records, workspace rollups), 0005 (time-ordered idempotency
+//! index) and 0006 (resource references) keep what older versions stored.
 
 use std::path::Path;
 
@@ -405,6 +405,15 @@ async fn idempotency_survives_migration_0005() {
             .await
             .unwrap();
     assert!(sql.contains("UNIQUE INDEX"), "{sql}");
+    // Migration 0006 moved the resource index into references, all of them written.
+    let (refs, through): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM usage_resource_refs), \
+         (SELECT through_id FROM usage_resource_refs_state)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((refs, through), (3, 3));
     pool.close().await;
     let out = store
         .ingest_usage(vec![

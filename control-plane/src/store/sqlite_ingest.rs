@@ -141,6 +141,8 @@ struct Writer {
     refs_through: i64,
     /// No reference write before this (after a failed one).
     refs_retry_at: Option<Instant>,
+    /// [`insert_chunk_sql`], built once.
+    insert_chunk_sql: String,
 }
 
 /// What one ingest transaction did.
@@ -163,9 +165,95 @@ struct RollupValue<'a> {
     duration_ms: f64,
 }
 
-/// Everything one transaction adds to the count tables.
+/// Records that count alike in every count table: a transaction sums its records per
+/// combination first (one hash per record, none for a run of alike records), then derives the
+/// rows of each table from these sums.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Combination<'a> {
+    key_id: &'a str,
+    workspace_id: &'a str,
+    instance: &'a str,
+    /// Start of the record's [`RECENT_BUCKET_MS`] bucket: its minute, hour, day and month too.
+    bucket: i64,
+    endpoint: &'a str,
+    method: &'a str,
+    response_code: u16,
+    status: UsageStatus,
+    admitted: bool,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    count: i64,
+    credits: i64,
+    duration_ms: f64,
+    newest: i64,
+}
+
+impl Sums {
+    fn add(&mut self, r: &UsageRecord) {
+        self.count += 1;
+        self.credits += i64::from(r.credits);
+        self.duration_ms += r.duration_ms;
+        self.newest = self.newest.max(r.timestamp);
+    }
+}
+
+/// The sums of one transaction's stored records.
 #[derive(Default)]
 struct Aggregates<'a> {
+    combinations: HashMap<Combination<'a>, Sums>,
+    /// The combination of the last record added and its sums, not yet in `combinations`.
+    run: Option<(Combination<'a>, Sums)>,
+}
+
+impl<'a> Aggregates<'a> {
+    fn add(&mut self, r: &'a UsageRecord) {
+        let c = Combination {
+            key_id: &r.key_id,
+            workspace_id: &r.workspace_id,
+            instance: &r.instance,
+            bucket: floor_to(r.timestamp, RECENT_BUCKET_MS),
+            endpoint: &r.endpoint,
+            method: &r.method,
+            response_code: r.response_code,
+            status: r.status,
+            admitted: r.admitted,
+        };
+        match &mut self.run {
+            Some((run, sums)) if *run == c => sums.add(r),
+            _ => {
+                self.end_run();
+                let mut sums = Sums::default();
+                sums.add(r);
+                self.run = Some((c, sums));
+            }
+        }
+    }
+
+    fn end_run(&mut self) {
+        if let Some((c, s)) = self.run.take() {
+            let e = self.combinations.entry(c).or_default();
+            e.count += s.count;
+            e.credits += s.credits;
+            e.duration_ms += s.duration_ms;
+            e.newest = e.newest.max(s.newest);
+        }
+    }
+
+    fn into_rows(mut self) -> CountRows<'a> {
+        self.end_run();
+        let mut rows = CountRows::default();
+        for (c, s) in &self.combinations {
+            rows.add(c, s);
+        }
+        rows
+    }
+}
+
+/// Everything one transaction adds to the count tables.
+#[derive(Default)]
+struct CountRows<'a> {
     /// Per key: minutes, hours, days.
     keys: [HashMap<RollupKey<'a>, RollupValue<'a>>; 3],
     /// Per workspace (the key slot holds the workspace id): minutes, hours, days.
@@ -190,55 +278,52 @@ const WORKSPACE_TABLES: [(&str, &str); 3] = [
     ("usage_ws_days", "day"),
 ];
 
-impl<'a> Aggregates<'a> {
-    fn add(&mut self, r: &'a UsageRecord) {
+impl<'a> CountRows<'a> {
+    fn add(&mut self, c: &Combination<'a>, s: &Sums) {
         for (i, step) in BUCKETS.iter().enumerate() {
-            let bucket = floor_to(r.timestamp, *step);
+            let bucket = floor_to(c.bucket, *step);
             for (map, scope) in [
-                (&mut self.keys[i], r.key_id.as_str()),
-                (&mut self.workspaces[i], r.workspace_id.as_str()),
+                (&mut self.keys[i], c.key_id),
+                (&mut self.workspaces[i], c.workspace_id),
             ] {
                 let v = map
                     .entry((
                         scope,
                         bucket,
-                        r.endpoint.as_str(),
-                        r.method.as_str(),
-                        r.response_code,
-                        r.status,
+                        c.endpoint,
+                        c.method,
+                        c.response_code,
+                        c.status,
                     ))
                     .or_default();
-                v.workspace_id = &r.workspace_id;
-                v.count += 1;
-                v.credits += i64::from(r.credits);
-                v.duration_ms += r.duration_ms;
+                v.workspace_id = c.workspace_id;
+                v.count += s.count;
+                v.credits += s.credits;
+                v.duration_ms += s.duration_ms;
             }
         }
-        if r.admitted {
-            *self.admitted_totals.entry(&r.key_id).or_default() += 1;
+        if c.admitted {
+            *self.admitted_totals.entry(c.key_id).or_default() += s.count;
             *self
                 .admitted_minutes
-                .entry((&r.key_id, floor_to(r.timestamp, MINUTE_MS)))
-                .or_default() += 1;
+                .entry((c.key_id, floor_to(c.bucket, MINUTE_MS)))
+                .or_default() += s.count;
             *self
                 .admitted_hours
-                .entry((&r.key_id, floor_to(r.timestamp, HOUR_MS)))
-                .or_default() += 1;
+                .entry((c.key_id, floor_to(c.bucket, HOUR_MS)))
+                .or_default() += s.count;
             *self
                 .instance_buckets
-                .entry((
-                    &r.key_id,
-                    &r.instance,
-                    floor_to(r.timestamp, RECENT_BUCKET_MS),
-                ))
-                .or_default() += 1;
+                .entry((c.key_id, c.instance, c.bucket))
+                .or_default() += s.count;
         }
+        // Months start at a UTC midnight, so the bucket is in the record's month.
         *self
             .month_calls
-            .entry((&r.key_id, clock::utc_month(r.timestamp)))
-            .or_default() += 1;
-        let last = self.last_used.entry(&r.key_id).or_insert(r.timestamp);
-        *last = (*last).max(r.timestamp);
+            .entry((c.key_id, clock::utc_month(c.bucket)))
+            .or_default() += s.count;
+        let last = self.last_used.entry(c.key_id).or_insert(s.newest);
+        *last = (*last).max(s.newest);
     }
 }
 
@@ -264,6 +349,39 @@ const INSERT_RECORD: &str = "INSERT INTO usage_records (id, rid_hash, request_id
 const NEXT_RECORD_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM usage_records), 0), \
      coalesce((SELECT through_id FROM usage_resource_refs_state), 0)) + 1";
 
+/// Parameters of [`INSERT_RECORD`] per record.
+const RECORD_PARAMS: usize = 16;
+/// Records per multi-row INSERT (one statement step instead of one per record).
+const INSERT_CHUNK: usize = 50;
+
+/// [`INSERT_RECORD`] for [`INSERT_CHUNK`] records, returning the ids it stored.
+fn insert_chunk_sql() -> String {
+    let rows: Vec<String> = (0..INSERT_CHUNK)
+        .map(|i| {
+            let params: Vec<String> = (1..=RECORD_PARAMS)
+                .map(|k| format!("?{}", i * RECORD_PARAMS + k))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, key_ref, \
+         workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
+         duration_ms, client_ip, credits, admitted, instance_ref) VALUES {} \
+         ON CONFLICT (timestamp, rid_hash) DO NOTHING RETURNING id",
+        rows.join(", ")
+    )
+}
+
+/// A record on its way into `usage_records`, with its reserved id.
+struct Pending<'a> {
+    batch: usize,
+    record: &'a UsageRecord,
+    id: i64,
+    hash: i64,
+    refs: Refs,
+}
+
 /// Name references of one record.
 struct Refs {
     key: i64,
@@ -283,6 +401,7 @@ impl Writer {
             newest_id: 0,
             refs_through: 0,
             refs_retry_at: None,
+            insert_chunk_sql: insert_chunk_sql(),
         }
     }
 
@@ -526,73 +645,59 @@ impl Writer {
             .prepare_cached(NEXT_RECORD_ID)?
             .query_row([], |row| row.get(0))?;
         let mut aggregates = Aggregates::default();
-        let mut accepted = 0u64;
-        let mut insert = conn.prepare_cached(INSERT_RECORD)?;
-        let mut holder = conn.prepare_cached(
-            "SELECT request_id FROM usage_records WHERE timestamp = ?1 AND rid_hash = ?2",
-        )?;
         let mut by_text = conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
              WHERE rid_hash IS NULL AND request_id = ?1 AND timestamp = ?2)",
         )?;
+        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(INSERT_CHUNK);
         for (batch, records) in batches.iter().enumerate() {
-            let Some(o) = outcomes.get_mut(batch) else {
-                continue;
-            };
             for (position, r) in records.iter().enumerate() {
-                match owners.get(r.key_id.as_str()) {
-                    Some(Some(ws)) if *ws == r.workspace_id => {}
-                    Some(Some(_)) => {
-                        o.rejected.push(rejection(
-                            position,
-                            r,
-                            "workspace_id",
-                            "is not the workspace of key_id",
-                        ));
-                        continue;
+                let refused = match owners.get(r.key_id.as_str()) {
+                    Some(Some(ws)) if *ws == r.workspace_id => None,
+                    Some(Some(_)) => Some(rejection(
+                        position,
+                        r,
+                        "workspace_id",
+                        "is not the workspace of key_id",
+                    )),
+                    _ => Some(rejection(position, r, "key_id", "unknown API key")),
+                };
+                let duplicate = refused.is_none()
+                    && unhashed
+                    && by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?;
+                if refused.is_some() || duplicate {
+                    if let Some(o) = outcomes.get_mut(batch) {
+                        o.rejected.extend(refused);
+                        o.duplicates += u64::from(duplicate);
                     }
-                    _ => {
-                        o.rejected
-                            .push(rejection(position, r, "key_id", "unknown API key"));
-                        continue;
-                    }
-                }
-                if unhashed
-                    && by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?
-                {
-                    o.duplicates += 1;
                     continue;
                 }
-                let refs = Refs {
-                    key: self.name_id(&r.key_id, new_names)?,
-                    workspace: self.name_id(&r.workspace_id, new_names)?,
-                    method: self.name_id(&r.method, new_names)?,
-                    endpoint: self.name_id(&r.endpoint, new_names)?,
-                    instance: self.name_id(&r.instance, new_names)?,
-                };
-                let hash = (self.hash)(&r.request_id);
-                let mut stored = insert_record(&mut insert, next_id, Some(hash), r, &refs)? == 1;
-                if !stored {
-                    // (timestamp, hash) is taken: by this request id (a duplicate) or by another
-                    // one with the same timestamp (a collision).
-                    let taken_by: Option<String> = holder
-                        .query_row(params![r.timestamp, hash], |row| row.get(0))
-                        .optional()?;
-                    if taken_by.as_deref() != Some(r.request_id.as_str()) {
-                        stored = insert_record(&mut insert, next_id, None, r, &refs)? == 1;
-                        unhashed = true;
-                    }
-                }
-                if stored {
-                    next_id += 1;
-                    o.accepted += 1;
-                    accepted += 1;
-                    aggregates.add(r);
-                } else {
-                    o.duplicates += 1;
+                pending.push(Pending {
+                    batch,
+                    record: r,
+                    id: next_id,
+                    hash: (self.hash)(&r.request_id),
+                    refs: Refs {
+                        key: self.name_id(&r.key_id, new_names)?,
+                        workspace: self.name_id(&r.workspace_id, new_names)?,
+                        method: self.name_id(&r.method, new_names)?,
+                        endpoint: self.name_id(&r.endpoint, new_names)?,
+                        instance: self.name_id(&r.instance, new_names)?,
+                    },
+                });
+                next_id += 1;
+                if pending.len() == INSERT_CHUNK {
+                    self.store_pending(
+                        &mut pending,
+                        &mut outcomes,
+                        &mut aggregates,
+                        &mut unhashed,
+                    )?;
                 }
             }
         }
+        self.store_pending(&mut pending, &mut outcomes, &mut aggregates, &mut unhashed)?;
+        let accepted: u64 = outcomes.iter().map(|o| o.accepted).sum();
         let newest_id = next_id - 1;
         if accepted == 0 {
             return Ok(Stored {
@@ -602,7 +707,8 @@ impl Writer {
             });
         }
 
-        let a = &aggregates;
+        let rows = aggregates.into_rows();
+        let a = &rows;
         for (rows, (table, column)) in a.keys.iter().zip(KEY_TABLES) {
             upsert_rollups(conn, table, "key_id", column, true, rows)?;
         }
@@ -665,6 +771,92 @@ impl Writer {
             touched,
             newest_id,
         })
+    }
+
+    /// Inserts `pending` (one multi-row INSERT for a full chunk, else one per record) and
+    /// settles every record: stored, or a duplicate. A record whose `(timestamp, hash)` was
+    /// taken is a duplicate if the holder has its request id, or a text match among the rows
+    /// without a hash; otherwise (a collision) it is stored without a hash.
+    fn store_pending<'a>(
+        &self,
+        pending: &mut Vec<Pending<'a>>,
+        outcomes: &mut [IngestOutcome],
+        aggregates: &mut Aggregates<'a>,
+        unhashed: &mut bool,
+    ) -> rusqlite::Result<()> {
+        let Some(first_id) = pending.first().map(|p| p.id) else {
+            return Ok(());
+        };
+        let conn = &self.conn;
+        // Ids of the chunk are consecutive: inserted[id - first_id].
+        let mut inserted = vec![false; pending.len()];
+        let mut mark = |id: i64| {
+            if let Some(slot) = usize::try_from(id - first_id)
+                .ok()
+                .and_then(|i| inserted.get_mut(i))
+            {
+                *slot = true;
+            }
+        };
+        if pending.len() == INSERT_CHUNK {
+            let mut stmt = conn.prepare_cached(&self.insert_chunk_sql)?;
+            for (i, p) in pending.iter().enumerate() {
+                bind_record(
+                    &mut stmt,
+                    i * RECORD_PARAMS,
+                    p.id,
+                    Some(p.hash),
+                    p.record,
+                    &p.refs,
+                )?;
+            }
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next()? {
+                mark(row.get(0)?);
+            }
+        } else {
+            let mut stmt = conn.prepare_cached(INSERT_RECORD)?;
+            for p in pending.iter() {
+                bind_record(&mut stmt, 0, p.id, Some(p.hash), p.record, &p.refs)?;
+                if stmt.raw_execute()? == 1 {
+                    mark(p.id);
+                }
+            }
+        }
+        let mut holder = conn.prepare_cached(
+            "SELECT request_id FROM usage_records WHERE timestamp = ?1 AND rid_hash = ?2",
+        )?;
+        let mut by_text = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
+             WHERE rid_hash IS NULL AND request_id = ?1 AND timestamp = ?2)",
+        )?;
+        let mut insert = conn.prepare_cached(INSERT_RECORD)?;
+        for (p, was_inserted) in pending.drain(..).zip(inserted) {
+            let r = p.record;
+            let mut stored = was_inserted;
+            if !stored {
+                let taken_by: Option<String> = holder
+                    .query_row(params![r.timestamp, p.hash], |row| row.get(0))
+                    .optional()?;
+                let duplicate = taken_by.as_deref() == Some(r.request_id.as_str())
+                    || by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?;
+                if !duplicate {
+                    bind_record(&mut insert, 0, p.id, None, r, &p.refs)?;
+                    stored = insert.raw_execute()? == 1;
+                    *unhashed = true;
+                }
+            }
+            let Some(o) = outcomes.get_mut(p.batch) else {
+                continue;
+            };
+            if stored {
+                o.accepted += 1;
+                aggregates.add(r);
+            } else {
+                o.duplicates += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The `usage_names` id of `name`, storing it if new.
@@ -751,31 +943,37 @@ struct Backfill {
     rows: usize,
 }
 
-fn insert_record(
+/// Binds one record's [`INSERT_RECORD`] parameters after the first `offset`.
+fn bind_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
+    offset: usize,
     id: i64,
     hash: Option<i64>,
     r: &UsageRecord,
     refs: &Refs,
-) -> rusqlite::Result<usize> {
-    stmt.execute(params![
-        id,
-        hash,
-        r.request_id,
-        r.timestamp,
-        refs.key,
-        refs.workspace,
-        refs.method,
-        refs.endpoint,
-        r.resource_id,
-        r.response_code,
-        status_code(r.status),
-        r.duration_ms,
-        r.client_ip,
-        r.credits,
-        r.admitted,
-        refs.instance,
-    ])
+) -> rusqlite::Result<()> {
+    let values: [&dyn rusqlite::ToSql; RECORD_PARAMS] = [
+        &id,
+        &hash,
+        &r.request_id,
+        &r.timestamp,
+        &refs.key,
+        &refs.workspace,
+        &refs.method,
+        &refs.endpoint,
+        &r.resource_id,
+        &r.response_code,
+        &status_code(r.status),
+        &r.duration_ms,
+        &r.client_ip,
+        &r.credits,
+        &r.admitted,
+        &refs.instance,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(offset + i + 1, v)?;
+    }
+    Ok(())
 }
 
 fn upsert_rollups(
@@ -1201,5 +1399,72 @@ mod tests {
         let out = writer.ingest_group(&[&rs[..2]]).unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (0, 2));
         store.close().await;
+    }
+
+    /// Batches long enough for multi-row inserts, with duplicates inside a chunk, across chunks,
+    /// batches and transactions, and hashes that collide (all, some, none): every
+    /// (request_id, timestamp) is stored once, counted as accepted the first time only.
+    #[tokio::test]
+    async fn chunked_inserts_are_exactly_once() {
+        let hashes: [fn(&str) -> i64; 3] = [request_id_hash, |_| 42, |id| (id.len() % 3) as i64];
+        for (h, hash) in hashes.into_iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+            writer.hash = hash;
+            let mut seen = std::collections::HashSet::new();
+            let mut x: u64 = 7;
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for group in 0..4 {
+                let batches: Vec<Vec<UsageRecord>> = (0..3)
+                    .map(|_| {
+                        (0..(40 + next() % 90))
+                            .map(|_| {
+                                let id = format!("r{}", next() % 150);
+                                record("key_c", "ws_c", &id, now - 1000 + (next() % 3) as i64)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let want: Vec<(u64, u64)> = batches
+                    .iter()
+                    .map(|b| {
+                        let fresh = b
+                            .iter()
+                            .filter(|r| seen.insert((r.request_id.clone(), r.timestamp)))
+                            .count() as u64;
+                        (fresh, b.len() as u64 - fresh)
+                    })
+                    .collect();
+                let refs: Vec<&[UsageRecord]> = batches.iter().map(Vec::as_slice).collect();
+                let got: Vec<(u64, u64)> = writer
+                    .ingest_group(&refs)
+                    .unwrap()
+                    .iter()
+                    .map(|o| (o.accepted, o.duplicates))
+                    .collect();
+                assert_eq!(got, want, "hash {h}, group {group}");
+            }
+            let mut stored: Vec<(String, i64)> = all_pages(
+                &store,
+                &RequestFilter {
+                    limit: 500,
+                    ..RequestFilter::default()
+                },
+            )
+            .await
+            .into_iter()
+            .map(|(id, t, _)| (id, t))
+            .collect();
+            stored.sort();
+            let mut want: Vec<(String, i64)> = seen.into_iter().collect();
+            want.sort();
+            assert_eq!(stored, want, "hash {h}");
+            store.close().await;
+        }
     }
 }

@@ -80,8 +80,11 @@ CONFIGS = {
     "C": "native api_key_auth + local_ratelimit",
     "D": "ext_authz (HTTP) -> control plane per request",
     "N": "empty proxy-wasm filter (floor)",
+    "B-nousage": "B without usage records (what records cost, issue #3)",
 }
-ORDER = ["A", "B", "C", "D", "N"]
+ORDER = ["A", "B", "C", "D", "N", "B-nousage"]
+# Configurations measured in the rounds that are B with one feature off: (kind, variant).
+ROUND_VARIANTS = {"B-nousage": ("B", {"usage": False})}
 
 TARGETS = {
     "B/A": (">=", 0.80),
@@ -90,6 +93,7 @@ TARGETS = {
     "B/D": (">=", 2.0),
     "p99 B/A": ("<=", 1.3),
     "cold/D p50": ("<=", 1.1),
+    "B/B-nousage": (">=", 0.90),
     "lookups/s": (">=", 20_000),
     "ingest records/s": (">=", 100_000),
 }
@@ -580,7 +584,8 @@ def run_rounds(cp, info, out, results, notes):
     for rnd in range(1, ROUNDS + 1):
         a_rps = None
         for kind in ORDER:
-            env = Envoy(kind, kind, cp, info, out)
+            base, variant = ROUND_VARIANTS.get(kind, (kind, None))
+            env = Envoy(base, kind, cp, info, out, variant)
             try:
                 expect = 200 if (kind != "D" or d_ok) else None
                 s, body, _ = env.get(headers)
@@ -700,7 +705,6 @@ def run_diagnostics(cp, info, out, results):
         return
     variants = {
         "B-downstream-ip": {"client_ip": {"source": "downstream"}},
-        "B-nousage": {"usage": False},
         "B-noipblock": {"ip_blocking": False},
         "B-nolimits": {"headers": "none", "secret": info["nolimits_secret"]},
         "B-bare": {"usage": False, "ip_blocking": False, "headers": "none",
@@ -838,6 +842,7 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
         "B/N": ratio(summ["B"]["rps"], summ["N"]["rps"]),
         "B/C": ratio(summ["B"]["rps"], summ["C"]["rps"]),
         "B/D": ratio(summ["B"]["rps"], summ["D"]["rps"]),
+        "B/B-nousage": ratio(summ["B"]["rps"], summ["B-nousage"]["rps"]),
         "p99 B/A": ratio(fsum["B"]["p99_us"], fsum["A"]["p99_us"]),
     }
     cold = results.get("cold", {})
@@ -860,12 +865,12 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
              f"{CONTROL_PLANE_CORE} beside wrk {m['wrk']} -t1 -c{CONNECTIONS}; "
              f"direct_response upstream")
     L.append("")
-    L.append(f"{'config':<7}{'description':<68}{'req/s':>9}{'p50 us':>9}{'p99 us':>9}"
+    L.append(f"{'config':<10}{'description':<68}{'req/s':>9}{'p50 us':>9}{'p99 us':>9}"
              f"   req/s per round")
     for k in ORDER:
         s = summ[k]
         desc = CONFIGS[k] + (" [INVALID]" if k == "D" and not d_ok else "")
-        L.append(f"{k:<7}{desc:<68}{s['rps'] or 0:>9.0f}{s['p50_us'] or 0:>9.0f}"
+        L.append(f"{k:<10}{desc:<68}{s['rps'] or 0:>9.0f}{s['p50_us'] or 0:>9.0f}"
                  f"{s['p99_us'] or 0:>9.0f}   {s['rps_rounds']}")
     L.append("")
     L.append(f"fixed rate (open loop, bench-loadgen, {CONNECTIONS} connections, latency from the "
@@ -912,6 +917,7 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
         p99_line += " (B saturated below half of A's maximum: its p99 is queueing)"
     L.append(p99_line)
     L.append(line("ratio cold/D p50", "cold/D p50", ratios["cold/D p50"], invalid=not d_ok))
+    L.append(line("ratio B/B-nousage throughput", "B/B-nousage", ratios["B/B-nousage"]))
     L.append(line("control plane lookups/s", "lookups/s", lookups, "{:.0f}"))
     L.append(line("control plane ingest records/s", "ingest records/s", ingest, "{:.0f}"))
     L.append("")

@@ -25,6 +25,9 @@ import bench  # noqa: E402
 ROOT = bench.ROOT
 PROBE_WASM = ROOT / "target/bench-hostcall-probe.wasm"
 MEASURE_S = 4
+# PROFILE_ONLY=B,B-nousage: only these configurations (and no host-call probes unless "probes"
+# is listed), for iterating on one change.
+ONLY = {x for x in os.environ.get("PROFILE_ONLY", "").split(",") if x}
 REPEAT = 10  # each probed host call is made this many times per request
 
 B_VARIANTS = {
@@ -145,7 +148,7 @@ def main() -> None:
     for tool in ("valgrind", "callgrind_control", "wrk"):
         if not bench.shutil.which(tool):
             bench.die(f"{tool} not found (make bench-profile installs it)")
-    if not PROBE_WASM.exists():
+    if not PROBE_WASM.exists() and (not ONLY or "probes" in ONLY):
         bench.die(f"{PROBE_WASM} missing: run 'make bench-profile'")
     out = ROOT / "bench/results" / (time.strftime("%Y%m%d-%H%M%S") + "-profile")
     out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,8 @@ def main() -> None:
     results: dict = {"configs": {}, "host_calls": {}}
     try:
         def run(name, y, key):
+            if ONLY and name not in ONLY and not (name.startswith("probe") and "probes" in ONLY):
+                return None
             res = measure(y, name, out, key)
             results["configs" if not name.startswith("probe") else "host_calls"][name] = res
             bench.log(f"{name:18s} {res['instructions_per_request']:10.0f} instructions/request"
@@ -173,6 +178,8 @@ def main() -> None:
         base = run("probe-none", probe_yaml(cp, info, ""), info["secret"])
         for op, what in PROBES:
             res = run(f"probe-{op}", probe_yaml(cp, info, f"{op}={REPEAT}"), info["secret"])
+            if res is None or base is None:
+                continue
             res["per_call"] = (res["instructions_per_request"]
                                - base["instructions_per_request"]) / REPEAT
             res["what"] = what
@@ -181,17 +188,25 @@ def main() -> None:
     c = {k: v["instructions_per_request"] for k, v in results["configs"].items()}
     lines = ["", "instructions per request (Envoy process, callgrind; lower is faster):"]
     for name, v in c.items():
-        lines.append(f"  {name:18s} {v:10.0f}   {c['N'] / v:5.2f} x N's throughput"
-                     f"   {v - c['N']:+9.0f} vs N")
+        vs_n = (f"   {c['N'] / v:5.2f} x N's throughput   {v - c['N']:+9.0f} vs N"
+                if "N" in c else "")
+        lines.append(f"  {name:18s} {v:10.0f}{vs_n}")
     lines.append("")
-    lines.append(f"profile B/N throughput {c['N'] / c['B']:.2f}   (instructions N / B)")
-    lines.append(f"profile B/A throughput {c['A'] / c['B']:.2f}")
-    lines.append("")
-    lines.append(f"cost of one host call (instructions; N itself costs {c['N'] - c['A']:.0f} "
-                 "over A):")
+    if "N" in c and "B" in c:
+        lines.append(f"profile B/N throughput {c['N'] / c['B']:.2f}   (instructions N / B)")
+    if "A" in c and "B" in c:
+        lines.append(f"profile B/A throughput {c['A'] / c['B']:.2f}")
+    if "B" in c and "B-nousage" in c:
+        lines.append(f"profile B/B-nousage throughput {c['B-nousage'] / c['B']:.2f}"
+                     "   (what usage records cost)")
+    if "N" in c and "A" in c and results["host_calls"]:
+        lines.append("")
+        lines.append(f"cost of one host call (instructions; N itself costs {c['N'] - c['A']:.0f} "
+                     "over A):")
     for op, what in PROBES:
-        r = results["host_calls"][f"probe-{op}"]
-        lines.append(f"  {op:14s} {r['per_call']:8.0f}   {what}")
+        r = results["host_calls"].get(f"probe-{op}")
+        if r and "per_call" in r:
+            lines.append(f"  {op:14s} {r['per_call']:8.0f}   {what}")
     text = "\n".join(lines)
     print(text)
     (out / "report.txt").write_text(text + "\n")

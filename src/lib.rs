@@ -1,7 +1,7 @@
 //! Tollgate filter: API keys, quotas and usage analytics enforced in Envoy (proxy-wasm).
 //!
 //! Host-independent core: `api_key`, `config`, `key_state`, `allowed`, `decision`, `denial`,
-//! `cache`, `lookups`, `answer`, `metrics`, `routes`, `usage_record`, `usage_buffer`
+//! `cache`, `lookups`, `answer`, `metrics`, `routes`, `usage_record`, `record_batch`, `usage_buffer`
 //! (unit-tested natively against `host::FakeHost`).
 //! Thin adapter over the proxy-wasm host: `root`, `request`, `worker`, `usage_service`,
 //! `wasm_host`.
@@ -27,6 +27,7 @@ pub mod lookups;
 pub mod metrics;
 pub mod quota;
 pub mod rate_limit;
+pub mod record_batch;
 pub mod request;
 pub mod root;
 pub mod routes;

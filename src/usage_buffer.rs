@@ -5,6 +5,7 @@
 //! failed or lost POST is simply sent again (at-least-once; ingest is idempotent on
 //! `request_id`). Failures back off exponentially.
 
+use crate::record_batch::RecordBatch;
 use std::collections::VecDeque;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +35,29 @@ pub struct UsageCounts {
 
 pub struct UsageBuffer {
     policy: DeliveryPolicy,
-    /// (arrival time, one JSON record).
-    records: VecDeque<(u64, Vec<u8>)>,
+    /// Worker batches in arrival order; the records of each not yet delivered or dropped.
+    batches: VecDeque<Pending>,
+    /// Records in `batches` (at most `policy.max_records`).
+    total: usize,
     in_flight: Option<InFlight>,
     failures: u32,
     next_attempt_ms: u64,
     pub counts: UsageCounts,
 }
 
+/// One worker batch and how far into it delivery (or dropping) has got.
+struct Pending {
+    arrived_ms: u64,
+    batch: RecordBatch,
+    first: usize,
+}
+
 impl UsageBuffer {
     pub fn new(policy: DeliveryPolicy) -> UsageBuffer {
         UsageBuffer {
             policy,
-            records: VecDeque::new(),
+            batches: VecDeque::new(),
+            total: 0,
             in_flight: None,
             failures: 0,
             next_attempt_ms: 0,
@@ -55,50 +66,87 @@ impl UsageBuffer {
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.total
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.total == 0
     }
 
-    /// Adds newline-separated JSON records (one worker batch from the shared queue).
-    pub fn push_lines(&mut self, batch: &[u8], now_ms: u64) {
-        for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if self.records.len() >= self.policy.max_records {
-                self.records.pop_front();
-                self.counts.dropped += 1;
-                if let Some(in_flight) = self.in_flight.as_mut() {
-                    in_flight.remaining = in_flight.remaining.saturating_sub(1);
-                }
-            }
-            self.records.push_back((now_ms, line.to_vec()));
+    /// Adds one worker batch from the shared queue; past `max_records` the oldest records go.
+    pub fn push_batch(&mut self, batch: RecordBatch, now_ms: u64) {
+        if batch.is_empty() {
+            return;
         }
+        self.total += batch.len();
+        self.batches.push_back(Pending {
+            arrived_ms: now_ms,
+            batch,
+            first: 0,
+        });
+        let excess = self.total.saturating_sub(self.policy.max_records);
+        if excess > 0 {
+            let dropped = self.remove_front(excess);
+            self.counts.dropped += dropped as u64;
+            if let Some(in_flight) = self.in_flight.as_mut() {
+                in_flight.remaining = in_flight.remaining.saturating_sub(dropped);
+            }
+        }
+    }
+
+    /// Removes up to `n` records from the front; how many it removed.
+    fn remove_front(&mut self, mut n: usize) -> usize {
+        let mut removed = 0;
+        while n > 0 {
+            let Some(front) = self.batches.front_mut() else {
+                break;
+            };
+            let take = n.min(front.batch.len() - front.first);
+            front.first += take;
+            if front.first >= front.batch.len() {
+                self.batches.pop_front();
+            }
+            n -= take;
+            removed += take;
+        }
+        self.total -= removed;
+        removed
     }
 
     pub fn should_send(&self, now_ms: u64) -> bool {
         if self.in_flight.is_some() || now_ms < self.next_attempt_ms {
             return false;
         }
-        match self.records.front() {
+        match self.batches.front() {
             None => false,
-            Some((arrived, _)) => {
-                self.records.len() >= self.policy.batch_size
-                    || now_ms.saturating_sub(*arrived) >= self.policy.max_age_ms
+            Some(front) => {
+                self.total >= self.policy.batch_size
+                    || now_ms.saturating_sub(front.arrived_ms) >= self.policy.max_age_ms
             }
         }
     }
 
     /// The next batch as the ingest body `{"records":[...]}` and how many records it holds.
     pub fn next_body(&self) -> (Vec<u8>, usize) {
-        let count = self.records.len().min(self.policy.batch_size);
-        let mut body = Vec::with_capacity(16 + count * 256);
+        let count = self.total.min(self.policy.batch_size);
+        let mut runs = Vec::new();
+        let mut left = count;
+        for pending in &self.batches {
+            if left == 0 {
+                break;
+            }
+            let to = (pending.first + left).min(pending.batch.len());
+            runs.push(pending.batch.records(pending.first, to));
+            left -= to - pending.first;
+        }
+        let size = runs.iter().map(|r| r.len() + 1).sum::<usize>();
+        let mut body = Vec::with_capacity(16 + size);
         body.extend_from_slice(b"{\"records\":[");
-        for (i, (_, record)) in self.records.iter().take(count).enumerate() {
+        for (i, run) in runs.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(record);
+            body.extend_from_slice(run);
         }
         body.extend_from_slice(b"]}");
         (body, count)
@@ -118,8 +166,7 @@ impl UsageBuffer {
     /// The control plane stored (or rejected as invalid) the whole batch.
     pub fn acknowledged(&mut self, token: u32, rejected: u64) {
         if let Some(in_flight) = self.in_flight.take_if(|f| f.token == token) {
-            let n = in_flight.remaining.min(self.records.len());
-            self.records.drain(..n);
+            let n = self.remove_front(in_flight.remaining);
             self.counts.delivered += (n as u64).saturating_sub(rejected);
             self.counts.rejected += rejected;
             self.failures = 0;
@@ -131,8 +178,7 @@ impl UsageBuffer {
     pub fn discard_in_flight(&mut self, token: u32) -> usize {
         match self.in_flight.take_if(|f| f.token == token) {
             Some(in_flight) => {
-                let n = in_flight.remaining.min(self.records.len());
-                self.records.drain(..n);
+                let n = self.remove_front(in_flight.remaining);
                 self.counts.rejected += n as u64;
                 n
             }
@@ -167,6 +213,7 @@ impl UsageBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record_batch::RecordBatchWriter;
 
     fn policy() -> DeliveryPolicy {
         DeliveryPolicy {
@@ -178,10 +225,12 @@ mod tests {
         }
     }
 
-    fn lines(ids: std::ops::Range<u32>) -> Vec<u8> {
-        ids.map(|i| format!("{{\"n\":{i}}}\n"))
-            .collect::<String>()
-            .into_bytes()
+    fn lines(ids: std::ops::Range<u32>) -> RecordBatch {
+        let mut writer = RecordBatchWriter::new(4, 16);
+        for i in ids {
+            writer.push(|out| out.extend_from_slice(format!("{{\"n\":{i}}}").as_bytes()));
+        }
+        RecordBatch::parse(writer.finish()).unwrap()
     }
 
     fn body_ids(buffer: &UsageBuffer) -> Vec<u64> {
@@ -198,10 +247,10 @@ mod tests {
     #[test]
     fn sends_when_full_or_old() {
         let mut buffer = UsageBuffer::new(policy());
-        buffer.push_lines(&lines(0..2), 0);
+        buffer.push_batch(lines(0..2), 0);
         assert!(!buffer.should_send(999));
         assert!(buffer.should_send(1_000));
-        buffer.push_lines(&lines(2..3), 10);
+        buffer.push_batch(lines(2..3), 10);
         assert!(buffer.should_send(10));
         assert_eq!(body_ids(&buffer), vec![0, 1, 2]);
     }
@@ -209,7 +258,7 @@ mod tests {
     #[test]
     fn acknowledged_batch_leaves_failed_batch_stays() {
         let mut buffer = UsageBuffer::new(policy());
-        buffer.push_lines(&lines(0..4), 0);
+        buffer.push_batch(lines(0..4), 0);
         let (_, count) = buffer.next_body();
         buffer.sent(7, count);
         assert!(!buffer.should_send(5_000), "one batch in flight at a time");
@@ -232,9 +281,9 @@ mod tests {
     #[test]
     fn overflow_drops_the_oldest_and_counts_them() {
         let mut buffer = UsageBuffer::new(policy());
-        buffer.push_lines(&lines(0..3), 0);
+        buffer.push_batch(lines(0..3), 0);
         buffer.sent(1, 3);
-        buffer.push_lines(&lines(3..8), 0);
+        buffer.push_batch(lines(3..8), 0);
         assert_eq!(buffer.len(), 5);
         assert_eq!(buffer.counts.dropped, 3);
         // The in-flight records were among the dropped: the ack removes none of the new ones.
@@ -246,7 +295,7 @@ mod tests {
     #[test]
     fn backoff_is_capped() {
         let mut buffer = UsageBuffer::new(policy());
-        buffer.push_lines(&lines(0..1), 0);
+        buffer.push_batch(lines(0..1), 0);
         let mut last = 0;
         for token in 0..40 {
             buffer.sent(token, 1);
@@ -259,7 +308,7 @@ mod tests {
     #[test]
     fn refused_batch_is_discarded_and_counted() {
         let mut buffer = UsageBuffer::new(policy());
-        buffer.push_lines(&lines(0..4), 0);
+        buffer.push_batch(lines(0..4), 0);
         buffer.sent(3, 3);
         assert_eq!(buffer.discard_in_flight(3), 3);
         assert_eq!(buffer.counts.rejected, 3);

@@ -6,6 +6,7 @@
 use crate::config::FilterConfig;
 use crate::host::Clock;
 use crate::metrics::{Counter, PendingCounts};
+use crate::record_batch::RecordBatch;
 use crate::usage_buffer::UsageBuffer;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
@@ -52,7 +53,11 @@ impl UsageService {
         let now = WasmHost.now_ms();
         loop {
             match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(batch)) => self.buffer.push_lines(&batch, now),
+                Ok(Some(bytes)) => match RecordBatch::parse(bytes) {
+                    Ok(batch) => self.buffer.push_batch(batch, now),
+                    // Written by this same .wasm: a damaged batch is a bug, never input.
+                    Err(e) => log::error!("[ctx {}] usage batch dropped: {e}", self.context_id),
+                },
                 Ok(None) => break,
                 Err(status) => {
                     log::warn!(

@@ -24,6 +24,7 @@ use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::quota::{self, QuotaOutcome};
 use crate::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
+use crate::record_batch::RecordBatchWriter;
 use crate::usage_record::{ip_of, UsageRecord};
 use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
@@ -41,6 +42,8 @@ const FAILURE_BACKOFF_MS: u64 = 1_000;
 const MAX_IN_FLIGHT: usize = 4_096;
 /// Records are handed to the usage service in batches of at most this many.
 const RECORD_BATCH: usize = 64;
+/// A typical record's JSON size, to reserve a batch's room once.
+const RECORD_BYTES: usize = 384;
 
 /// How a request with a known key was decided, read back by its context in `on_log`.
 #[derive(Debug, Clone)]
@@ -88,8 +91,8 @@ pub struct Worker {
     pub counts: RefCell<PendingCounts>,
     /// Outcomes of requests still running, keyed by context id (bounded by live requests).
     outcomes: RefCell<FastMap<u32, Outcome>>,
-    /// JSON lines not yet handed to the usage service (at most `RECORD_BATCH`).
-    records: RefCell<(Vec<u8>, usize)>,
+    /// Records not yet handed to the usage service (at most `RECORD_BATCH`).
+    records: RefCell<RecordBatchWriter>,
     vm_id: String,
     queue_id: Cell<Option<u32>>,
     /// This Envoy's instance id (shared by its workers), sent with lookups and records.
@@ -110,7 +113,7 @@ impl Worker {
             lookups: RefCell::new(Lookups::new(MAX_IN_FLIGHT)),
             counts: RefCell::new(PendingCounts::default()),
             outcomes: RefCell::new(FastMap::default()),
-            records: RefCell::new((Vec::new(), 0)),
+            records: RefCell::new(RecordBatchWriter::new(RECORD_BATCH, RECORD_BYTES)),
             vm_id,
             queue_id: Cell::new(None),
             instance,
@@ -576,14 +579,15 @@ impl Worker {
 
     /// Adds one record to this worker's batch, handing the batch over when full.
     pub fn push_record(&self, ctx: u32, record: &UsageRecord) {
-        let full = {
+        let (stored, full) = {
             let mut records = self.records.borrow_mut();
-            record.write_json(&mut records.0);
-            records.0.push(b'\n');
-            records.1 += 1;
-            records.1 >= RECORD_BATCH
+            let stored = records.push(|out| record.write_json(out));
+            (stored, records.len() >= RECORD_BATCH)
         };
-        if full {
+        if !stored {
+            self.counts.borrow_mut().add(Counter::RecordDropped);
+        }
+        if full || !stored {
             self.flush_records(ctx);
         }
     }
@@ -592,13 +596,11 @@ impl Worker {
     pub fn flush_records(&self, ctx: u32) {
         let (batch, count) = {
             let mut records = self.records.borrow_mut();
-            if records.1 == 0 {
+            if records.is_empty() {
                 return;
             }
-            (
-                std::mem::take(&mut records.0),
-                std::mem::take(&mut records.1),
-            )
+            let count = records.len();
+            (records.finish(), count)
         };
         let queue = match self.queue_id.get() {
             Some(id) => Some(id),

@@ -6,14 +6,21 @@
 //! Raw records are narrow (migration 0004): names (key, workspace, method, endpoint, instance)
 //! are integer references into `usage_names`, cached here.
 //!
-//! Idempotency (migration 0005): a record is a duplicate when a stored record has the same
-//! `request_id` and the same `timestamp` (the filter re-delivers a batch byte for byte). The
-//! unique index is `(timestamp, rid_hash)`, `rid_hash` a 64-bit hash of `request_id`: it leads
-//! with the time, so inserts land at the right edge of the B-tree instead of on a random page.
-//! The hash decides nothing alone: a record whose `(timestamp, hash)` is taken is a duplicate
-//! only if the row holding it has the same `request_id`; otherwise (a collision) it is stored
-//! with a NULL hash, and rows with a NULL hash are checked by their text and timestamp (partial
-//! index `usage_records_unhashed`) as long as any exist.
+//! Idempotency: a record is a duplicate when a stored record has the same `request_id` and
+//! the same `timestamp` (the filter re-delivers a batch byte for byte).
+//!
+//! The tail (migrations 0006, 0007): the writer keeps two lookup tables in key order instead of
+//! indexes on `usage_records` whose keys are random within the last second or so of traffic —
+//! `usage_request_keys` `(timestamp, rid_hash, id)` for idempotency, `usage_resource_refs`
+//! `(resource_id, timestamp, id)` for the request log — and fills them for the records above
+//! `through_id` (the tail) in transactions of their own, every [`TAIL_BATCH`] records or once
+//! ingest has been quiet for [`TAIL_IDLE_AFTER`], sorted, so each page takes many entries per
+//! write instead of one. Records get explicit ids above `through_id`, so the tail is exactly the
+//! id range above it. A record is checked against the tail in memory ([`TailKeys`], bounded by
+//! [`TAIL_MAX`]) and against the older records through `usage_request_keys`; `rid_hash`, a 64-bit
+//! hash of `request_id`, only finds candidates, whose text decides. Rows migrated by 0004 without
+//! a hash are checked by their text (partial index `usage_records_unhashed`) until the writer
+//! has hashed them.
 //!
 //! The database is used by the sqlx pools of [`SqliteStore`](super::SqliteStore) too (key
 //! management, retention, reads); SQLite's write lock orders the two writers, and the busy
@@ -48,15 +55,19 @@ const GROUP_MAX_RECORDS: usize = 20_000;
 const NAMES_CACHE_MAX: usize = 100_000;
 /// Rows per transaction of the startup backfill of `rid_hash`.
 const BACKFILL_CHUNK: usize = 20_000;
-/// Records stored without their resource reference before the writer writes them all. With
+/// Tail records (above `through_id`) after which the writer indexes the tail. With
 /// [`GROUP_MAX_RECORDS`] this bounds the ids the request log scans (70,000 rows).
-const REFS_BATCH: i64 = 50_000;
-/// Quiet time after which the writer writes the pending references anyway.
-const REFS_IDLE_AFTER: Duration = Duration::from_millis(250);
-/// Records referenced per transaction (a backlog, e.g. after an error, goes in steps).
-const REFS_STEP_MAX: i64 = 100_000;
-/// Wait after a failed reference write before the next try.
-const REFS_RETRY_AFTER: Duration = Duration::from_secs(1);
+const TAIL_BATCH: i64 = 50_000;
+/// Quiet time after which the writer indexes the tail anyway.
+const TAIL_IDLE_AFTER: Duration = Duration::from_millis(250);
+/// Records indexed per transaction (a backlog, e.g. after an error, goes in steps).
+const TAIL_STEP_MAX: i64 = 100_000;
+/// Wait after a failed indexing before the next try.
+const TAIL_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Tail records kept in memory (about 100 bytes each). Normally the tail stays under
+/// `TAIL_BATCH + GROUP_MAX_RECORDS`; past this (indexing keeps failing) ingest fails (the filter
+/// retries) rather than grow.
+const TAIL_MAX: usize = 300_000;
 
 /// Stable 64-bit hash of a request id (FNV-1a, then a SplitMix64 finaliser to spread the bits).
 /// Stored in the database: it must never change.
@@ -135,23 +146,101 @@ struct Writer {
     /// `usage_names` ids of committed names.
     names: HashMap<String, i64>,
     lookups: Arc<LookupCache>,
-    /// Highest record id and `through_id` of the resource references as last seen (they only
-    /// decide when to write references; the write reads both again in its transaction).
+    /// Committed records above `through_id`.
+    tail: TailKeys,
+    /// Highest record id and `through_id` as last seen (they only decide when to index the
+    /// tail; indexing reads both again in its transaction).
     newest_id: i64,
-    refs_through: i64,
-    /// No reference write before this (after a failed one).
-    refs_retry_at: Option<Instant>,
+    through_id: i64,
+    /// Newest timestamp in `usage_request_keys`: newer records need no look-up there.
+    keyed_newest: i64,
+    /// No indexing before this (after a failed one).
+    tail_retry_at: Option<Instant>,
     /// [`insert_chunk_sql`], built once.
     insert_chunk_sql: String,
 }
 
+/// The tail's idempotency keys in memory: every committed record above `through_id`, by
+/// `(timestamp, rid_hash)`, with its request id (which decides) and id.
+#[derive(Default)]
+struct TailKeys {
+    entries: HashMap<(i64, i64), TailEntry>,
+    len: usize,
+}
+
+/// Records of one `(timestamp, rid_hash)`: one, or several whose hashes collide.
+enum TailEntry {
+    One(i64, String),
+    Many(Vec<(i64, String)>),
+}
+
+impl TailKeys {
+    /// The id of the tail record with this timestamp and request id.
+    fn get(&self, timestamp: i64, hash: i64, request_id: &str) -> Option<i64> {
+        match self.entries.get(&(timestamp, hash))? {
+            TailEntry::One(id, text) => (text == request_id).then_some(*id),
+            TailEntry::Many(all) => all.iter().find(|(_, t)| t == request_id).map(|(id, _)| *id),
+        }
+    }
+
+    /// Adds a stored record. One with the same text is replaced: it was stored again, so the
+    /// earlier one is gone (retention).
+    fn insert(&mut self, timestamp: i64, hash: i64, request_id: String, id: i64) {
+        match self.entries.entry((timestamp, hash)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(TailEntry::One(id, request_id));
+                self.len += 1;
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                match e {
+                    TailEntry::One(first_id, first) if *first == request_id => *first_id = id,
+                    TailEntry::One(first_id, first) => {
+                        *e = TailEntry::Many(vec![
+                            (*first_id, std::mem::take(first)),
+                            (id, request_id),
+                        ]);
+                        self.len += 1;
+                    }
+                    TailEntry::Many(all) => match all.iter_mut().find(|(_, t)| *t == request_id) {
+                        Some(same) => same.0 = id,
+                        None => {
+                            all.push((id, request_id));
+                            self.len += 1;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Forgets what indexing has covered (ids up to `through_id`).
+    fn covered_through(&mut self, through_id: i64) {
+        self.entries.retain(|_, e| match e {
+            TailEntry::One(id, _) => *id > through_id,
+            TailEntry::Many(all) => {
+                all.retain(|(id, _)| *id > through_id);
+                !all.is_empty()
+            }
+        });
+        self.len = self
+            .entries
+            .values()
+            .map(|e| match e {
+                TailEntry::One(..) => 1,
+                TailEntry::Many(all) => all.len(),
+            })
+            .sum();
+    }
+}
+
 /// What one ingest transaction did.
-struct Stored {
+struct Stored<'a> {
     outcomes: Vec<IngestOutcome>,
     /// Keys whose counts changed.
     touched: Vec<String>,
-    /// Highest record id after it.
-    newest_id: i64,
+    /// The records it stored: `(timestamp, request_id)` -> (hash, id).
+    fresh: HashMap<(i64, &'a str), (i64, i64)>,
 }
 
 /// Per-minute (hour, day) rollup row: key x bucket x endpoint x method x code x status.
@@ -341,20 +430,19 @@ fn rejection(position: usize, r: &UsageRecord, field: &str, message: &str) -> In
 const INSERT_RECORD: &str = "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, \
      key_ref, workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
      duration_ms, client_ip, credits, admitted, instance_ref) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-     ON CONFLICT (timestamp, rid_hash) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
-/// The next record id: above every stored record and every referenced id (an id at or below
-/// `through_id` would never get its resource reference).
+/// The next record id: above every stored record and `through_id` (an id at or below it would
+/// never be indexed).
 const NEXT_RECORD_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM usage_records), 0), \
-     coalesce((SELECT through_id FROM usage_resource_refs_state), 0)) + 1";
+     coalesce((SELECT through_id FROM usage_tail_state), 0)) + 1";
 
 /// Parameters of [`INSERT_RECORD`] per record.
 const RECORD_PARAMS: usize = 16;
 /// Records per multi-row INSERT (one statement step instead of one per record).
 const INSERT_CHUNK: usize = 50;
 
-/// [`INSERT_RECORD`] for [`INSERT_CHUNK`] records, returning the ids it stored.
+/// [`INSERT_RECORD`] for [`INSERT_CHUNK`] records.
 fn insert_chunk_sql() -> String {
     let rows: Vec<String> = (0..INSERT_CHUNK)
         .map(|i| {
@@ -367,15 +455,13 @@ fn insert_chunk_sql() -> String {
     format!(
         "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, key_ref, \
          workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
-         duration_ms, client_ip, credits, admitted, instance_ref) VALUES {} \
-         ON CONFLICT (timestamp, rid_hash) DO NOTHING RETURNING id",
+         duration_ms, client_ip, credits, admitted, instance_ref) VALUES {}",
         rows.join(", ")
     )
 }
 
-/// A record on its way into `usage_records`, with its reserved id.
+/// A new record on its way into `usage_records`, with its id.
 struct Pending<'a> {
-    batch: usize,
     record: &'a UsageRecord,
     id: i64,
     hash: i64,
@@ -398,25 +484,28 @@ impl Writer {
             hash: request_id_hash,
             names: HashMap::new(),
             lookups,
+            tail: TailKeys::default(),
             newest_id: 0,
-            refs_through: 0,
-            refs_retry_at: None,
+            through_id: 0,
+            keyed_newest: i64::MAX,
+            tail_retry_at: None,
             insert_chunk_sql: insert_chunk_sql(),
         }
     }
 
     /// Serves ingest jobs; between them, while no job waits, backfills `rid_hash` a chunk at a
-    /// time (so a large migrated database does not hold ingest up), and writes resource
-    /// references every [`REFS_BATCH`] records or once ingest has been quiet a moment.
+    /// time (so a large migrated database does not hold ingest up), and indexes the tail every
+    /// [`TAIL_BATCH`] records or once ingest has been quiet a moment.
     fn run(&mut self, mut jobs: mpsc::Receiver<IngestJob>) {
-        // Only to wait for a job with a timeout; without it, references wait for REFS_BATCH.
+        // Only to wait for a job with a timeout; without it, the tail waits for TAIL_BATCH.
         let idle_timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .map_err(|e| tracing::warn!(error = %e, "no idle timer for the ingest writer"))
             .ok();
-        if let Err(e) = self.read_progress() {
-            tracing::error!(error = %e, "cannot read the resource reference progress");
+        if let Err(e) = self.load_tail() {
+            // Every ingest fails until this works (the filter retries); see ingest_group.
+            tracing::error!(error = %e, "cannot load the ingest tail");
         }
         let mut backfill = Some(Backfill::default());
         loop {
@@ -444,8 +533,8 @@ impl Writer {
                         continue;
                     }
                     let waiting = match &idle_timer {
-                        Some(rt) if self.refs_due(1) => rt.block_on(async {
-                            tokio::time::timeout(REFS_IDLE_AFTER, jobs.recv()).await
+                        Some(rt) if self.tail_due(1) => rt.block_on(async {
+                            tokio::time::timeout(TAIL_IDLE_AFTER, jobs.recv()).await
                         }),
                         _ => Ok(jobs.blocking_recv()),
                     };
@@ -453,7 +542,7 @@ impl Writer {
                         Ok(Some(job)) => job,
                         Ok(None) => return,
                         Err(_quiet) => {
-                            self.write_resource_refs_logged();
+                            self.index_tail_logged();
                             continue;
                         }
                     }
@@ -470,8 +559,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if self.tail.len >= TAIL_MAX {
+                self.index_tail_logged();
+            }
             let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
-            match self.ingest_group(&batches) {
+            let result = if self.tail.len >= TAIL_MAX {
+                Err(StoreError::Backend(
+                    "the ingest tail is full (indexing fails); retry later".into(),
+                ))
+            } else {
+                self.ingest_group(&batches).map_err(backend)
+            };
+            match result {
                 Ok(outcomes) => {
                     for (job, outcome) in group.into_iter().zip(outcomes) {
                         // The caller may have gone (client disconnected): nothing to tell.
@@ -487,56 +586,103 @@ impl Writer {
                     }
                 }
             }
-            if self.refs_due(REFS_BATCH) {
-                self.write_resource_refs_logged();
+            if self.tail_due(TAIL_BATCH) {
+                self.index_tail_logged();
             }
         }
     }
 
-    /// Whether at least `behind` records wait for their resource reference (as far as this
-    /// writer knows) and no failure asks to wait.
-    fn refs_due(&self, behind: i64) -> bool {
-        self.newest_id - self.refs_through >= behind
-            && self.refs_retry_at.is_none_or(|t| Instant::now() >= t)
+    /// Whether at least `behind` records are above `through_id` (as far as this writer knows)
+    /// and no failure asks to wait.
+    fn tail_due(&self, behind: i64) -> bool {
+        self.newest_id - self.through_id >= behind
+            && self.tail_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    fn read_progress(&mut self) -> rusqlite::Result<()> {
-        let (newest, through) = self.conn.query_row(
-            "SELECT coalesce((SELECT max(id) FROM usage_records), 0), \
-             coalesce((SELECT through_id FROM usage_resource_refs_state), 0)",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+    /// Reads where indexing stands and the tail's keys (at most [`TAIL_MAX`]: a longer tail is
+    /// indexed first).
+    fn load_tail(&mut self) -> rusqlite::Result<()> {
+        self.tail = TailKeys::default();
+        self.read_progress()?;
+        while self.newest_id - self.through_id > TAIL_BATCH {
+            self.index_tail()?;
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT timestamp, request_id, id FROM usage_records WHERE id > ?1 ORDER BY id",
         )?;
-        self.newest_id = newest;
-        self.refs_through = through;
+        let rows = stmt.query_map([self.through_id], |row| {
+            Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+        })?;
+        for row in rows {
+            let ((timestamp, request_id), id): ((i64, String), i64) = row?;
+            let hash = (self.hash)(&request_id);
+            self.tail.insert(timestamp, hash, request_id, id);
+        }
         Ok(())
     }
 
-    fn write_resource_refs_logged(&mut self) {
-        match self.write_resource_refs() {
-            Ok(_) => self.refs_retry_at = None,
+    fn read_progress(&mut self) -> rusqlite::Result<()> {
+        let (newest, through, keyed_newest) = self.conn.query_row(
+            "SELECT coalesce((SELECT max(id) FROM usage_records), 0), \
+             coalesce((SELECT through_id FROM usage_tail_state), 0), \
+             coalesce((SELECT max(timestamp) FROM usage_request_keys), 0)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        self.newest_id = newest;
+        self.through_id = through;
+        self.keyed_newest = keyed_newest;
+        Ok(())
+    }
+
+    fn index_tail_logged(&mut self) {
+        match self.index_tail() {
+            Ok(_) => self.tail_retry_at = None,
             Err(e) => {
-                tracing::error!(error = %e, "cannot write resource references; retrying");
-                self.refs_retry_at = Some(Instant::now() + REFS_RETRY_AFTER);
+                tracing::error!(error = %e, "cannot index the ingest tail; retrying");
+                self.tail_retry_at = Some(Instant::now() + TAIL_RETRY_AFTER);
             }
         }
     }
 
-    /// One transaction: the resource references of the records above `through_id` (at most
-    /// [`REFS_STEP_MAX`] of them), inserted in key order, and the new `through_id`. Returns
-    /// how many records it covered.
-    fn write_resource_refs(&mut self) -> rusqlite::Result<i64> {
+    /// One transaction: the idempotency keys and resource references of the records above
+    /// `through_id` (at most [`TAIL_STEP_MAX`] of them), each inserted in key order, and the
+    /// new `through_id`. Returns how many records it covered.
+    fn index_tail(&mut self) -> rusqlite::Result<i64> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let step = (|| {
             let (newest, through): (i64, i64) = self.conn.query_row(
                 "SELECT coalesce((SELECT max(id) FROM usage_records), 0), \
-                 coalesce((SELECT through_id FROM usage_resource_refs_state), 0)",
+                 coalesce((SELECT through_id FROM usage_tail_state), 0)",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-            let upto = newest.min(through.saturating_add(REFS_STEP_MAX));
+            let upto = newest.min(through.saturating_add(TAIL_STEP_MAX));
             if upto > through {
-                // OR IGNORE: a reference that exists already is the same reference.
+                // Rows without a hash (0004's, not yet backfilled) get theirs first.
+                let unhashed: Vec<(i64, String)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT id, request_id FROM usage_records \
+                         INDEXED BY usage_records_unhashed \
+                         WHERE rid_hash IS NULL AND id > ?1 AND id <= ?2",
+                    )?
+                    .query_map(params![through, upto], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut set_hash = self
+                    .conn
+                    .prepare_cached("UPDATE usage_records SET rid_hash = ?1 WHERE id = ?2")?;
+                for (id, request_id) in &unhashed {
+                    set_hash.execute(params![(self.hash)(request_id), id])?;
+                }
+                // OR IGNORE: an entry that exists already is the same entry.
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO usage_request_keys (timestamp, rid_hash, id) \
+                         SELECT timestamp, rid_hash, id FROM usage_records \
+                         WHERE id > ?1 AND id <= ?2 ORDER BY timestamp, rid_hash, id",
+                    )?
+                    .execute(params![through, upto])?;
                 self.conn
                     .prepare_cached(
                         "INSERT OR IGNORE INTO usage_resource_refs (resource_id, timestamp, id) \
@@ -547,19 +693,25 @@ impl Writer {
                     .execute(params![through, upto])?;
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO usage_resource_refs_state (singleton, through_id) \
-                         VALUES (1, ?1) ON CONFLICT (singleton) \
-                         DO UPDATE SET through_id = excluded.through_id",
+                        "INSERT INTO usage_tail_state (singleton, through_id) VALUES (1, ?1) \
+                         ON CONFLICT (singleton) DO UPDATE SET through_id = excluded.through_id",
                     )?
                     .execute([upto])?;
             }
-            Ok::<_, rusqlite::Error>((newest, through, upto.max(through)))
+            let keyed_newest: i64 = self.conn.query_row(
+                "SELECT coalesce(max(timestamp), 0) FROM usage_request_keys",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok::<_, rusqlite::Error>((newest, through, upto.max(through), keyed_newest))
         })();
         match step {
-            Ok((newest, through, upto)) => {
+            Ok((newest, through, upto, keyed_newest)) => {
                 self.conn.execute_batch("COMMIT")?;
                 self.newest_id = newest;
-                self.refs_through = upto;
+                self.through_id = upto;
+                self.keyed_newest = keyed_newest;
+                self.tail.covered_through(upto);
                 Ok(upto - through)
             }
             Err(e) => {
@@ -581,13 +733,16 @@ impl Writer {
             Ok(Stored {
                 outcomes,
                 touched,
-                newest_id,
+                fresh,
             }) => {
                 if let Err(e) = self.conn.execute_batch("COMMIT") {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     return Err(e);
                 }
-                self.newest_id = newest_id;
+                for ((timestamp, request_id), (hash, id)) in fresh {
+                    self.newest_id = self.newest_id.max(id);
+                    self.tail.insert(timestamp, hash, request_id.to_owned(), id);
+                }
                 if self.names.len() + new_names.len() > NAMES_CACHE_MAX {
                     self.names.clear();
                 }
@@ -607,11 +762,11 @@ impl Writer {
 
     /// The body of [`ingest_group`](Self::ingest_group). Names first stored here go to
     /// `new_names` (kept only if the transaction commits).
-    fn ingest_in_transaction(
+    fn ingest_in_transaction<'a>(
         &self,
-        batches: &[&[UsageRecord]],
+        batches: &[&'a [UsageRecord]],
         new_names: &mut HashMap<String, i64>,
-    ) -> rusqlite::Result<Stored> {
+    ) -> rusqlite::Result<Stored<'a>> {
         let conn = &self.conn;
         let mut outcomes = vec![IngestOutcome::default(); batches.len()];
 
@@ -631,25 +786,34 @@ impl Writer {
             }
         }
 
-        // Rows with a NULL hash (after a collision, or not yet backfilled) are checked by text.
-        // INDEXED BY: the planner would otherwise skip-scan the (timestamp, rid_hash) index,
-        // one step per distinct timestamp.
-        let mut unhashed = conn
+        // Rows without a hash (0004's, not yet backfilled) are checked by their text.
+        let unhashed = conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
                  WHERE rid_hash IS NULL)",
             )?
             .query_row([], |row| row.get::<_, bool>(0))?;
-
-        let mut next_id: i64 = conn
-            .prepare_cached(NEXT_RECORD_ID)?
-            .query_row([], |row| row.get(0))?;
-        let mut aggregates = Aggregates::default();
         let mut by_text = conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
              WHERE rid_hash IS NULL AND request_id = ?1 AND timestamp = ?2)",
         )?;
-        let mut pending: Vec<Pending<'_>> = Vec::with_capacity(INSERT_CHUNK);
+        let mut keyed = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM usage_request_keys k \
+             CROSS JOIN usage_records r ON r.id = k.id \
+             WHERE k.timestamp = ?1 AND k.rid_hash = ?2 AND r.request_id = ?3)",
+        )?;
+        // By text too: the id of a deleted record can be taken again.
+        let mut still_stored = conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM usage_records \
+             WHERE id = ?1 AND timestamp = ?2 AND request_id = ?3)",
+        )?;
+
+        let mut next_id: i64 = conn
+            .prepare_cached(NEXT_RECORD_ID)?
+            .query_row([], |row| row.get(0))?;
+        let mut fresh: HashMap<(i64, &'a str), (i64, i64)> = HashMap::new();
+        let mut aggregates = Aggregates::default();
+        let mut pending: Vec<Pending<'a>> = Vec::with_capacity(INSERT_CHUNK);
         for (batch, records) in batches.iter().enumerate() {
             for (position, r) in records.iter().enumerate() {
                 let refused = match owners.get(r.key_id.as_str()) {
@@ -662,21 +826,41 @@ impl Writer {
                     )),
                     _ => Some(rejection(position, r, "key_id", "unknown API key")),
                 };
+                let hash = (self.hash)(&r.request_id);
+                // This transaction, then the tail in memory (a record retention deleted since
+                // is not stored any more), then the older records, then rows without a hash.
                 let duplicate = refused.is_none()
-                    && unhashed
-                    && by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?;
-                if refused.is_some() || duplicate {
-                    if let Some(o) = outcomes.get_mut(batch) {
+                    && (fresh.contains_key(&(r.timestamp, r.request_id.as_str()))
+                        || match self.tail.get(r.timestamp, hash, &r.request_id) {
+                            Some(id) => still_stored
+                                .query_row(params![id, r.timestamp, r.request_id], |row| {
+                                    row.get(0)
+                                })?,
+                            None => false,
+                        }
+                        || (r.timestamp <= self.keyed_newest
+                            && keyed
+                                .query_row(params![r.timestamp, hash, r.request_id], |row| {
+                                    row.get(0)
+                                })?)
+                        || (unhashed
+                            && by_text.query_row(params![r.request_id, r.timestamp], |row| {
+                                row.get(0)
+                            })?));
+                if let Some(o) = outcomes.get_mut(batch) {
+                    if refused.is_some() || duplicate {
                         o.rejected.extend(refused);
                         o.duplicates += u64::from(duplicate);
+                        continue;
                     }
-                    continue;
+                    o.accepted += 1;
                 }
+                fresh.insert((r.timestamp, r.request_id.as_str()), (hash, next_id));
+                aggregates.add(r);
                 pending.push(Pending {
-                    batch,
                     record: r,
                     id: next_id,
-                    hash: (self.hash)(&r.request_id),
+                    hash,
                     refs: Refs {
                         key: self.name_id(&r.key_id, new_names)?,
                         workspace: self.name_id(&r.workspace_id, new_names)?,
@@ -687,23 +871,16 @@ impl Writer {
                 });
                 next_id += 1;
                 if pending.len() == INSERT_CHUNK {
-                    self.store_pending(
-                        &mut pending,
-                        &mut outcomes,
-                        &mut aggregates,
-                        &mut unhashed,
-                    )?;
+                    self.insert_pending(&mut pending)?;
                 }
             }
         }
-        self.store_pending(&mut pending, &mut outcomes, &mut aggregates, &mut unhashed)?;
-        let accepted: u64 = outcomes.iter().map(|o| o.accepted).sum();
-        let newest_id = next_id - 1;
-        if accepted == 0 {
+        self.insert_pending(&mut pending)?;
+        if fresh.is_empty() {
             return Ok(Stored {
                 outcomes,
                 touched: Vec::new(),
-                newest_id,
+                fresh,
             });
         }
 
@@ -769,93 +946,33 @@ impl Writer {
         Ok(Stored {
             outcomes,
             touched,
-            newest_id,
+            fresh,
         })
     }
 
-    /// Inserts `pending` (one multi-row INSERT for a full chunk, else one per record) and
-    /// settles every record: stored, or a duplicate. A record whose `(timestamp, hash)` was
-    /// taken is a duplicate if the holder has its request id, or a text match among the rows
-    /// without a hash; otherwise (a collision) it is stored without a hash.
-    fn store_pending<'a>(
-        &self,
-        pending: &mut Vec<Pending<'a>>,
-        outcomes: &mut [IngestOutcome],
-        aggregates: &mut Aggregates<'a>,
-        unhashed: &mut bool,
-    ) -> rusqlite::Result<()> {
-        let Some(first_id) = pending.first().map(|p| p.id) else {
-            return Ok(());
-        };
-        let conn = &self.conn;
-        // Ids of the chunk are consecutive: inserted[id - first_id].
-        let mut inserted = vec![false; pending.len()];
-        let mut mark = |id: i64| {
-            if let Some(slot) = usize::try_from(id - first_id)
-                .ok()
-                .and_then(|i| inserted.get_mut(i))
-            {
-                *slot = true;
-            }
-        };
+    /// Inserts `pending`: one multi-row INSERT for a full chunk, else one per record.
+    fn insert_pending(&self, pending: &mut Vec<Pending<'_>>) -> rusqlite::Result<()> {
         if pending.len() == INSERT_CHUNK {
-            let mut stmt = conn.prepare_cached(&self.insert_chunk_sql)?;
+            let mut stmt = self.conn.prepare_cached(&self.insert_chunk_sql)?;
             for (i, p) in pending.iter().enumerate() {
                 bind_record(
                     &mut stmt,
                     i * RECORD_PARAMS,
                     p.id,
-                    Some(p.hash),
+                    p.hash,
                     p.record,
                     &p.refs,
                 )?;
             }
-            let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next()? {
-                mark(row.get(0)?);
-            }
+            stmt.raw_execute()?;
         } else {
-            let mut stmt = conn.prepare_cached(INSERT_RECORD)?;
+            let mut stmt = self.conn.prepare_cached(INSERT_RECORD)?;
             for p in pending.iter() {
-                bind_record(&mut stmt, 0, p.id, Some(p.hash), p.record, &p.refs)?;
-                if stmt.raw_execute()? == 1 {
-                    mark(p.id);
-                }
+                bind_record(&mut stmt, 0, p.id, p.hash, p.record, &p.refs)?;
+                stmt.raw_execute()?;
             }
         }
-        let mut holder = conn.prepare_cached(
-            "SELECT request_id FROM usage_records WHERE timestamp = ?1 AND rid_hash = ?2",
-        )?;
-        let mut by_text = conn.prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM usage_records INDEXED BY usage_records_unhashed \
-             WHERE rid_hash IS NULL AND request_id = ?1 AND timestamp = ?2)",
-        )?;
-        let mut insert = conn.prepare_cached(INSERT_RECORD)?;
-        for (p, was_inserted) in pending.drain(..).zip(inserted) {
-            let r = p.record;
-            let mut stored = was_inserted;
-            if !stored {
-                let taken_by: Option<String> = holder
-                    .query_row(params![r.timestamp, p.hash], |row| row.get(0))
-                    .optional()?;
-                let duplicate = taken_by.as_deref() == Some(r.request_id.as_str())
-                    || by_text.query_row(params![r.request_id, r.timestamp], |row| row.get(0))?;
-                if !duplicate {
-                    bind_record(&mut insert, 0, p.id, None, r, &p.refs)?;
-                    stored = insert.raw_execute()? == 1;
-                    *unhashed = true;
-                }
-            }
-            let Some(o) = outcomes.get_mut(p.batch) else {
-                continue;
-            };
-            if stored {
-                o.accepted += 1;
-                aggregates.add(r);
-            } else {
-                o.duplicates += 1;
-            }
-        }
+        pending.clear();
         Ok(())
     }
 
@@ -891,36 +1008,50 @@ impl Writer {
     }
 
     /// One transaction of the backfill: the next rows without a hash, in `request_id` order,
-    /// get theirs; a hash already taken stays NULL (the row is found by its text). `false` once
-    /// no row is left.
+    /// get theirs, and their idempotency key if indexing has passed them (the others get it with
+    /// the tail). `false` once no row is left.
     fn backfill_chunk(&mut self, progress: &mut Backfill) -> rusqlite::Result<bool> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let step = (|| {
-            let rows: Vec<(i64, String)> = self
+            let rows: Vec<(i64, i64, String)> = self
                 .conn
                 .prepare_cached(
-                    "SELECT id, request_id FROM usage_records \
+                    "SELECT id, timestamp, request_id FROM usage_records \
                      INDEXED BY usage_records_unhashed WHERE rid_hash IS NULL AND request_id > ?1 \
                      ORDER BY request_id LIMIT ?2",
                 )?
                 .query_map(params![progress.after, BACKFILL_CHUNK as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let through: i64 = self.conn.query_row(
+                "SELECT coalesce((SELECT through_id FROM usage_tail_state), 0)",
+                [],
+                |row| row.get(0),
+            )?;
             let mut update = self
                 .conn
-                .prepare_cached("UPDATE OR IGNORE usage_records SET rid_hash = ?1 WHERE id = ?2")?;
-            for (id, request_id) in &rows {
-                update.execute(params![(self.hash)(request_id), id])?;
+                .prepare_cached("UPDATE usage_records SET rid_hash = ?1 WHERE id = ?2")?;
+            let mut key = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO usage_request_keys (timestamp, rid_hash, id) \
+                 VALUES (?1, ?2, ?3)",
+            )?;
+            for (id, timestamp, request_id) in &rows {
+                let hash = (self.hash)(request_id);
+                update.execute(params![hash, id])?;
+                if *id <= through {
+                    key.execute(params![timestamp, hash, id])?;
+                    self.keyed_newest = self.keyed_newest.max(*timestamp);
+                }
             }
-            Ok::<_, rusqlite::Error>(rows)
+            Ok::<_, rusqlite::Error>(rows.into_iter().map(|(_, _, r)| r).collect::<Vec<_>>())
         })();
         match step {
             Ok(rows) => {
                 self.conn.execute_batch("COMMIT")?;
                 progress.rows += rows.len();
                 match rows.into_iter().last() {
-                    Some((_, last)) => {
+                    Some(last) => {
                         progress.after = last;
                         Ok(true)
                     }
@@ -948,7 +1079,7 @@ fn bind_record(
     stmt: &mut rusqlite::CachedStatement<'_>,
     offset: usize,
     id: i64,
-    hash: Option<i64>,
+    hash: i64,
     r: &UsageRecord,
     refs: &Refs,
 ) -> rusqlite::Result<()> {
@@ -1097,9 +1228,10 @@ mod tests {
             .await
             .unwrap();
 
-        let writer = Writer::new(open_writer(path, Duration::from_secs(5)).unwrap(), {
+        let mut writer = Writer::new(open_writer(path, Duration::from_secs(5)).unwrap(), {
             Arc::default()
         });
+        writer.load_tail().unwrap();
         (store, writer, now)
     }
 
@@ -1130,24 +1262,18 @@ mod tests {
         ids.sort();
         assert_eq!(ids, ["a", "b", "c", "d", "e"]);
 
-        // The backfill cannot give the others the taken hash; idempotency stays exact.
-        writer.backfill_hashes().unwrap();
+        // The same once the tail is indexed (colliding keys in usage_request_keys).
+        writer.index_tail().unwrap();
         let out = writer
             .ingest_group(&[&[r("a"), r("e"), r("b"), r("f")]])
             .unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (1, 3));
-        let hashes: Vec<Option<i64>> = writer
-            .conn
-            .prepare("SELECT rid_hash FROM usage_records ORDER BY id")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
         assert_eq!(
-            hashes,
-            [Some(42), None, None, None, None, None],
-            "a holds the hash, the others are found by their text"
+            count(
+                &writer,
+                "SELECT count(*) FROM usage_request_keys WHERE rid_hash = 42"
+            ),
+            5
         );
         store.close().await;
     }
@@ -1289,7 +1415,7 @@ mod tests {
         for (n, write_refs) in [(0, true), (1, false), (2, true), (3, false)] {
             writer.ingest_group(&[&batch(n)]).unwrap();
             if write_refs {
-                assert!(writer.write_resource_refs().unwrap() > 0);
+                assert!(writer.index_tail().unwrap() > 0);
             }
             referenced_counts.push(count(&writer, "SELECT count(*) FROM usage_resource_refs"));
             let all = all_pages(
@@ -1345,7 +1471,7 @@ mod tests {
             .map(|i| record("key_c", "ws_c", &format!("old-{i}"), old + i))
             .collect();
         writer.ingest_group(&[&rs]).unwrap();
-        assert_eq!(writer.write_resource_refs().unwrap(), 10);
+        assert_eq!(writer.index_tail().unwrap(), 10);
         assert_eq!(store.purge_records(now - 30 * DAY_MS, 4).await.unwrap(), 4);
         assert_eq!(
             count(&writer, "SELECT count(*) FROM usage_resource_refs"),
@@ -1358,11 +1484,26 @@ mod tests {
             0
         );
 
-        // Every record is gone, the newest included: the next ids still start above 10.
+        // A deleted record is not stored any more: delivered again, it is stored again, whether
+        // it was indexed or still in the tail.
+        writer.ingest_group(&[&rs[..1]]).unwrap();
+        assert_eq!(store.purge_records(now - 30 * DAY_MS, 4).await.unwrap(), 1);
+        let out = writer.ingest_group(&[&rs[..2]]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (2, 0));
+        while store.purge_records(now - 30 * DAY_MS, 4).await.unwrap() > 0 {}
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_request_keys"), 0);
+
+        // Every record is gone, the newest included: the next ids still start above the
+        // indexed ones (10; 11-13 were never indexed and are free again).
         writer
             .ingest_group(&[&[record("key_c", "ws_c", "new", now)]])
             .unwrap();
         assert_eq!(count(&writer, "SELECT min(id) FROM usage_records"), 11);
+        // old-0 had id 11 in the tail: delivered again, it is no duplicate of "new".
+        let out = writer.ingest_group(&[&rs[..1]]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (1, 0));
+        let out = writer.ingest_group(&[&rs[..1]]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 1));
         let found = store
             .requests(&RequestFilter {
                 resource_id: Some("r-1".into()),
@@ -1371,7 +1512,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(found.records.len(), 1);
+        assert_eq!(found.records.len(), 2);
         store.close().await;
     }
 
@@ -1390,11 +1531,11 @@ mod tests {
             open_writer(&path, Duration::from_secs(5)).unwrap(),
             Arc::default(),
         );
-        writer.read_progress().unwrap();
-        assert!(writer.refs_due(5) && !writer.refs_due(6));
-        assert_eq!(writer.write_resource_refs().unwrap(), 5);
-        assert_eq!(writer.write_resource_refs().unwrap(), 0);
-        assert!(!writer.refs_due(1));
+        writer.load_tail().unwrap();
+        assert!(writer.tail_due(5) && !writer.tail_due(6));
+        assert_eq!(writer.index_tail().unwrap(), 5);
+        assert_eq!(writer.index_tail().unwrap(), 0);
+        assert!(!writer.tail_due(1));
         // Duplicates are still found, referenced or not.
         let out = writer.ingest_group(&[&rs[..2]]).unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (0, 2));
@@ -1402,8 +1543,9 @@ mod tests {
     }
 
     /// Batches long enough for multi-row inserts, with duplicates inside a chunk, across chunks,
-    /// batches and transactions, and hashes that collide (all, some, none): every
-    /// (request_id, timestamp) is stored once, counted as accepted the first time only.
+    /// batches and transactions, of the tail in memory, of indexed records and after a restart,
+    /// and hashes that collide (all, some, none): every (request_id, timestamp) is stored once,
+    /// counted as accepted the first time only.
     #[tokio::test]
     async fn chunked_inserts_are_exactly_once() {
         let hashes: [fn(&str) -> i64; 3] = [request_id_hash, |_| 42, |id| (id.len() % 3) as i64];
@@ -1419,7 +1561,7 @@ mod tests {
                 x ^= x << 17;
                 x
             };
-            for group in 0..4 {
+            for group in 0..5 {
                 let batches: Vec<Vec<UsageRecord>> = (0..3)
                     .map(|_| {
                         (0..(40 + next() % 90))
@@ -1441,6 +1583,21 @@ mod tests {
                     })
                     .collect();
                 let refs: Vec<&[UsageRecord]> = batches.iter().map(Vec::as_slice).collect();
+                // Duplicates of the tail (memory), of indexed records, and after a restart.
+                match group {
+                    2 => {
+                        writer.index_tail().unwrap();
+                    }
+                    3 => {
+                        writer = Writer::new(
+                            open_writer(&dir.path().join("t.db"), Duration::from_secs(5)).unwrap(),
+                            Arc::default(),
+                        );
+                        writer.hash = hash;
+                        writer.load_tail().unwrap();
+                    }
+                    _ => {}
+                }
                 let got: Vec<(u64, u64)> = writer
                     .ingest_group(&refs)
                     .unwrap()
@@ -1466,5 +1623,43 @@ mod tests {
             assert_eq!(stored, want, "hash {h}");
             store.close().await;
         }
+    }
+
+    /// Rows migrated by 0004 have no hash: found by their text until the backfill gives them
+    /// their hash and key, then through the keys, whether indexing had passed them or not.
+    #[tokio::test]
+    async fn rows_without_a_hash_stay_exact_through_the_backfill() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let r = |id: &str| record("key_c", "ws_c", id, now - 1000);
+        writer.ingest_group(&[&[r("a"), r("b")]]).unwrap();
+        writer.index_tail().unwrap();
+        writer.ingest_group(&[&[r("c")]]).unwrap();
+        // As 0004 left them: no hash, no key (a and b indexed already, c in the tail).
+        writer
+            .conn
+            .execute_batch(
+                "DELETE FROM usage_request_keys; UPDATE usage_records SET rid_hash = NULL;",
+            )
+            .unwrap();
+        writer.load_tail().unwrap();
+        writer.tail = TailKeys::default();
+        let again = || [r("a"), r("b"), r("c"), r("d")];
+        let out = writer.ingest_group(&[&again()]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (1, 3));
+        writer.backfill_hashes().unwrap();
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_request_keys"), 2);
+        writer.index_tail().unwrap();
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_request_keys"), 4);
+        assert_eq!(
+            count(
+                &writer,
+                "SELECT count(*) FROM usage_records WHERE rid_hash IS NULL"
+            ),
+            0
+        );
+        let out = writer.ingest_group(&[&again()]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 4));
+        store.close().await;
     }
 }

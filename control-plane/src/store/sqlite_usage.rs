@@ -261,7 +261,7 @@ impl SqliteStore {
         // that would walk older records.
         let mut tail = select_records(
             "FROM usage_records r NOT INDEXED \
-             WHERE r.id > coalesce((SELECT through_id FROM usage_resource_refs_state), 0) \
+             WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0) \
              AND r.resource_id = ",
         );
         tail.push_bind(resource_id);

@@ -1,5 +1,6 @@
 //! Migrations 0004 (narrow raw records, workspace rollups), 0005 (time-ordered idempotency
-//! index) and 0006 (resource references) keep what older versions stored.
+//! index), 0006 (resource references) and 0007 (idempotency keys) keep what older versions
+//! stored.
 
 use std::path::Path;
 
@@ -399,21 +400,17 @@ async fn idempotency_survives_migration_0005() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(unhashed, 0);
-    let (sql,): (String,) =
-        sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'usage_records_time_request'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(sql.contains("UNIQUE INDEX"), "{sql}");
-    // Migration 0006 moved the resource index into references, all of them written.
-    let (refs, through): (i64, i64) = sqlx::query_as(
+    // Migrations 0006 and 0007 moved the resource index and the idempotency index into tables
+    // the writer fills: every migrated row is in both (the unhashed ones once hashed).
+    let (refs, keys, through): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM usage_resource_refs), \
-         (SELECT through_id FROM usage_resource_refs_state)",
+         (SELECT count(*) FROM usage_request_keys), \
+         (SELECT through_id FROM usage_tail_state)",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((refs, through), (3, 3));
+    assert_eq!((refs, keys, through), (3, 3, 3));
     pool.close().await;
     let out = store
         .ingest_usage(vec![

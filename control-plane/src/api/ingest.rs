@@ -97,7 +97,12 @@ fn invalid(field: &str, message: impl Into<String>) -> ValidationError {
 }
 
 fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ValidationError> {
-    let len = value.chars().count();
+    // Ids and names are ASCII nearly always: bytes are characters, controls are < 0x20 and 0x7f.
+    let (len, control) = if value.is_ascii() {
+        (value.len(), value.bytes().any(|b| b < 0x20 || b == 0x7f))
+    } else {
+        (value.chars().count(), value.chars().any(char::is_control))
+    };
     if len < min || len > max {
         return Err(invalid(
             field,
@@ -108,7 +113,7 @@ fn text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Validati
             },
         ));
     }
-    if value.chars().any(char::is_control) {
+    if control {
         return Err(invalid(field, "must not contain control characters"));
     }
     Ok(())
@@ -187,6 +192,11 @@ impl WireRecord<'_> {
 
 /// One record from its JSON text: the validated record, or the error naming its field.
 fn parse_record(raw: &RawValue) -> Result<UsageRecord, ValidationError> {
+    // The plain parser first (cheaper); only a record that fails is parsed again for the path
+    // of the field at fault.
+    if let Ok(wire) = serde_json::from_str::<WireRecord>(raw.get()) {
+        return wire.validate();
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     match serde_path_to_error::deserialize::<_, WireRecord>(&mut de) {
         Ok(wire) => wire.validate(),

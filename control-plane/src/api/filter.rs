@@ -137,8 +137,8 @@ pub async fn find_key(
         .last_used_at
         .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS);
     if stale {
-        // Awaited (at most once a minute per key) so that a key is never deletable once a lookup
-        // has answered for it. A failure here must not turn the edge away.
+        // At most once a minute per key; written in the background, but before any later delete
+        // of the key decides, so a key is never deletable once a lookup has answered for it.
         if let Err(e) = state
             .store
             .touch_key(&found.key_id, now, LAST_USED_RESOLUTION_MS)

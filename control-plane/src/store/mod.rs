@@ -4,6 +4,7 @@
 //! The trait is shaped around what the API needs rather than around tables: usage ingest takes a
 //! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
+mod key_touches;
 pub mod sqlite;
 mod sqlite_ingest;
 mod sqlite_usage;
@@ -292,7 +293,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         recent: Option<&RecentQuery>,
     ) -> StoreResult<Option<KeyLookup>>;
-    /// Sets `last_used_at = now_ms` unless it is already within `resolution_ms` of it.
+    /// Sets `last_used_at = now_ms` unless it is already within `resolution_ms` of it. May be
+    /// written after the call returns, but always before a later `delete_key` decides.
     async fn touch_key(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> StoreResult<()>;
 
     /// Stores a batch in one transaction (possibly shared with batches sent concurrently): raw

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
+use super::key_touches::KeyTouches;
 use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
@@ -50,6 +51,8 @@ pub struct SqliteStore {
     pub(super) lookups: Arc<LookupCache>,
     /// Usage batches for the ingest writer task (group commit).
     ingest: mpsc::Sender<IngestJob>,
+    /// `last_used_at` writes of lookups, made in the background.
+    touches: Arc<KeyTouches>,
 }
 
 /// Lookup answers kept until a write could change them: any change to keys (global epoch), or
@@ -213,12 +216,21 @@ impl SqliteStore {
         let ingest_conn = open_writer(path, BUSY_TIMEOUT)?;
         spawn_writer(ingest_conn, lookups.clone(), jobs)
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let touches = KeyTouches::start(writer.clone());
         Ok(Self {
             writer,
             readers,
             lookups,
             ingest,
+            touches,
         })
+    }
+
+    /// Writes pending lookup touches, so a key read shows every lookup answered before it.
+    async fn settle_touches(&self) {
+        if let Err(e) = self.touches.flush(&self.writer).await {
+            tracing::warn!(error = %e, "cannot record key use");
+        }
     }
 
     async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -709,6 +721,7 @@ impl Store for SqliteStore {
     }
 
     async fn keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKey>> {
+        self.settle_touches().await;
         // Both reads on one connection so a concurrent delete cannot make the 404 lie.
         let mut conn = self.readers.acquire().await?;
         let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM workspaces WHERE id = ?")
@@ -728,6 +741,7 @@ impl Store for SqliteStore {
     }
 
     async fn key(&self, id: &str) -> StoreResult<ApiKey> {
+        self.settle_touches().await;
         let mut conn = self.readers.acquire().await?;
         fetch_key(&mut conn, id).await
     }
@@ -814,6 +828,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, id: &str) -> StoreResult<()> {
+        // A lookup that answered for this key before now may not have written its touch yet.
+        self.touches.flush(&self.writer).await?;
         let mut tx = self.begin().await?;
         let row: Option<(Option<i64>,)> =
             sqlx::query_as("SELECT last_used_at FROM api_keys WHERE id = ?")
@@ -859,15 +875,7 @@ impl Store for SqliteStore {
         if self.lookups.recently_touched(key_id, now_ms, resolution_ms) {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE api_keys SET last_used_at = ?1 \
-             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at <= ?1 - ?3)",
-        )
-        .bind(now_ms)
-        .bind(key_id)
-        .bind(resolution_ms)
-        .execute(&self.writer)
-        .await?;
+        self.touches.request(key_id, now_ms, resolution_ms);
         Ok(())
     }
 
@@ -1020,7 +1028,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Err(e) = self.touches.flush(&self.writer).await {
+            tracing::warn!(error = %e, "cannot record key use at shutdown");
+        }
         self.readers.close().await;
         self.writer.close().await;
+        self.touches.stop();
     }
 }

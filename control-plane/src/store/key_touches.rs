@@ -1,0 +1,114 @@
+//! `last_used_at` writes of key lookups, off the lookup's path.
+//!
+//! A lookup records its touch here and answers at once; a background task writes the pending
+//! touches in one transaction. Awaiting the write in the lookup made a key's first lookup
+//! (the filter's cold path) several times slower than a cached one, and milliseconds slower
+//! while an ingest transaction held SQLite's write lock.
+//!
+//! The rule "a key a lookup has answered for cannot be deleted" still holds: deleting a key
+//! first writes every pending touch ([`KeyTouches::flush`]), and a touch is pending before its
+//! lookup answers.
+//!
+//! Bounded: one entry per distinct key touched since the last write (keys come from the
+//! database, so at most the number of keys; in practice the handful seen in a few ms).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::Notify;
+
+use super::StoreResult;
+
+#[derive(Debug, Default)]
+pub(super) struct KeyTouches {
+    /// Key id → (newest touch time, resolution) not yet written.
+    pending: Mutex<HashMap<String, (i64, i64)>>,
+    /// Held for a whole write, so a `flush` returns only once earlier touches are committed.
+    writing: tokio::sync::Mutex<()>,
+    wake: Notify,
+}
+
+/// Pause after a failed write before trying again.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+impl KeyTouches {
+    /// Starts the background writer; it ends once the pool is closed ([`Self::stop`]).
+    pub fn start(pool: SqlitePool) -> Arc<KeyTouches> {
+        let touches = Arc::new(KeyTouches::default());
+        let task = touches.clone();
+        tokio::spawn(async move {
+            loop {
+                task.wake.notified().await;
+                if pool.is_closed() {
+                    return;
+                }
+                if let Err(e) = task.flush(&pool).await {
+                    tracing::warn!(error = %e, "cannot record key use; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    task.wake.notify_one();
+                }
+            }
+        });
+        touches
+    }
+
+    /// Notes that a lookup answered for `key_id` at `now_ms`; written soon after.
+    pub fn request(&self, key_id: &str, now_ms: i64, resolution_ms: i64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            let entry = pending
+                .entry(key_id.to_owned())
+                .or_insert((now_ms, resolution_ms));
+            entry.0 = entry.0.max(now_ms);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Lets the background writer see that its pool was closed.
+    pub fn stop(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Writes every touch requested so far (and waits for a write already under way).
+    pub async fn flush(&self, pool: &SqlitePool) -> StoreResult<()> {
+        let _writing = self.writing.lock().await;
+        let batch = match self.pending.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => return Ok(()),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match write(pool, &batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Put them back (newer touches may have arrived meanwhile).
+                if let Ok(mut pending) = self.pending.lock() {
+                    for (key, (t, resolution)) in batch {
+                        let entry = pending.entry(key).or_insert((t, resolution));
+                        entry.0 = entry.0.max(t);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn write(pool: &SqlitePool, batch: &HashMap<String, (i64, i64)>) -> StoreResult<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (key_id, (now_ms, resolution_ms)) in batch {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = ?1 \
+             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at <= ?1 - ?3)",
+        )
+        .bind(now_ms)
+        .bind(key_id)
+        .bind(resolution_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -728,15 +728,6 @@ def run_diagnostics(cp, info, out, results):
                 f" core1 {c.get('core1_busy', 0):.2f}]")
         finally:
             env.stop()
-    # N and A once more at the same duration, for scale.
-    for kind in ("N", "A"):
-        env = Envoy(kind, f"{kind}-diag", cp, info, out)
-        try:
-            wrk(env.port, 1, headers={"x-api-key": info["secret"]})
-            diag[kind] = wrk(env.port, DIAG_S, headers={"x-api-key": info["secret"]})
-            log(f"diagnostic {kind:12s}: {diag[kind]['rps']:9.0f} req/s")
-        finally:
-            env.stop()
     results["diagnostics"] = diag
 
 

@@ -362,6 +362,27 @@ async fn main() {
                 })
             })
         }),
+        (
+            "requests: resource_id (admin)".into(),
+            Box::new(|| {
+                Query::Requests(RequestFilter {
+                    resource_id: Some("r-42".into()),
+                    limit: 50,
+                    ..RequestFilter::default()
+                })
+            }),
+        ),
+        (
+            "requests: resource_id + status=failed".into(),
+            Box::new(|| {
+                Query::Requests(RequestFilter {
+                    resource_id: Some("r-42".into()),
+                    status: Some(UsageStatus::Failed),
+                    limit: 50,
+                    ..RequestFilter::default()
+                })
+            }),
+        ),
         ("requests: workspace + endpoint + 500".into(), {
             let w = ws.clone();
             Box::new(move || {

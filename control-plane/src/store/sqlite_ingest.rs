@@ -146,8 +146,9 @@ struct Writer {
     /// `usage_names` ids of committed names.
     names: HashMap<String, i64>,
     lookups: Arc<LookupCache>,
-    /// Committed records above `through_id`.
+    /// Committed records above `through_id`; ingest waits until they are loaded.
     tail: TailKeys,
+    tail_loaded: bool,
     /// Highest record id and `through_id` as last seen (they only decide when to index the
     /// tail; indexing reads both again in its transaction).
     newest_id: i64,
@@ -485,6 +486,7 @@ impl Writer {
             names: HashMap::new(),
             lookups,
             tail: TailKeys::default(),
+            tail_loaded: false,
             newest_id: 0,
             through_id: 0,
             keyed_newest: i64::MAX,
@@ -503,10 +505,7 @@ impl Writer {
             .build()
             .map_err(|e| tracing::warn!(error = %e, "no idle timer for the ingest writer"))
             .ok();
-        if let Err(e) = self.load_tail() {
-            // Every ingest fails until this works (the filter retries); see ingest_group.
-            tracing::error!(error = %e, "cannot load the ingest tail");
-        }
+        self.load_tail_logged();
         let mut backfill = Some(Backfill::default());
         loop {
             let first = match jobs.try_recv() {
@@ -559,17 +558,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.tail.len >= TAIL_MAX {
-                self.index_tail_logged();
-            }
             let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
-            let result = if self.tail.len >= TAIL_MAX {
-                Err(StoreError::Backend(
-                    "the ingest tail is full (indexing fails); retry later".into(),
-                ))
-            } else {
-                self.ingest_group(&batches).map_err(backend)
-            };
+            let result = self.store_group(&batches);
             match result {
                 Ok(outcomes) => {
                     for (job, outcome) in group.into_iter().zip(outcomes) {
@@ -599,9 +589,16 @@ impl Writer {
             && self.tail_retry_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Reads where indexing stands and the tail's keys (at most [`TAIL_MAX`]: a longer tail is
+    fn load_tail_logged(&mut self) {
+        if let Err(e) = self.load_tail() {
+            tracing::error!(error = %e, "cannot load the ingest tail; ingest fails until it can");
+        }
+    }
+
+    /// Reads where indexing stands and the tail's keys (a tail longer than [`TAIL_BATCH`] is
     /// indexed first).
     fn load_tail(&mut self) -> rusqlite::Result<()> {
+        self.tail_loaded = false;
         self.tail = TailKeys::default();
         self.read_progress()?;
         while self.newest_id - self.through_id > TAIL_BATCH {
@@ -618,6 +615,7 @@ impl Writer {
             let hash = (self.hash)(&request_id);
             self.tail.insert(timestamp, hash, request_id, id);
         }
+        self.tail_loaded = true;
         Ok(())
     }
 
@@ -719,6 +717,28 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// [`ingest_group`](Self::ingest_group) once the tail is in memory and has room: without it
+    /// a duplicate could pass, so the group fails instead (the filter retries).
+    fn store_group(&mut self, batches: &[&[UsageRecord]]) -> StoreResult<Vec<IngestOutcome>> {
+        if !self.tail_loaded {
+            self.load_tail_logged();
+        }
+        if self.tail.len >= TAIL_MAX {
+            self.index_tail_logged();
+        }
+        if !self.tail_loaded {
+            return Err(StoreError::Backend(
+                "the ingest tail is not loaded; retry later".into(),
+            ));
+        }
+        if self.tail.len >= TAIL_MAX {
+            return Err(StoreError::Backend(
+                "the ingest tail is full (indexing fails); retry later".into(),
+            ));
+        }
+        self.ingest_group(batches).map_err(backend)
     }
 
     /// Stores several batches in one transaction; one outcome per batch.
@@ -1660,6 +1680,29 @@ mod tests {
         );
         let out = writer.ingest_group(&[&again()]).unwrap();
         assert_eq!((out[0].accepted, out[0].duplicates), (0, 4));
+        store.close().await;
+    }
+
+    /// Ingest waits for the tail in memory (loaded on demand) and fails while it cannot be.
+    #[tokio::test]
+    async fn ingest_needs_the_tail_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (store, mut writer, now) = store_and_writer(&path).await;
+        let rs = [record("key_c", "ws_c", "a", now)];
+        writer.ingest_group(&[&rs]).unwrap();
+        let mut restarted = Writer::new(open_writer(&path, Duration::from_secs(5)).unwrap(), {
+            Arc::default()
+        });
+        assert!(!restarted.tail_loaded);
+        let out = restarted.store_group(&[&rs]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 1));
+        restarted
+            .conn
+            .execute_batch("DROP TABLE usage_tail_state")
+            .unwrap();
+        restarted.tail_loaded = false;
+        assert!(restarted.store_group(&[&rs]).is_err());
         store.close().await;
     }
 }

@@ -1,9 +1,10 @@
 //! Coalesces concurrent cache misses: one control-plane callout per key per worker, however
 //! many requests wait for it.
 //!
-//! The SDK delivers a callout's answer to the context that dispatched it, and Envoy cancels the
-//! callout when that context ends (client gone). Such a lookup becomes orphaned; the worker's
-//! root context dispatches it again on its next tick if anyone still waits.
+//! The SDK delivers a callout's answer to the request context that dispatched it, and drops it
+//! if that context has ended (client gone; the callout itself is made on the root's behalf so
+//! that Envoy does not cancel it, see `Worker::dispatch`). Such a lookup becomes orphaned; the
+//! worker's root context dispatches it again on its next tick if anyone still waits.
 
 use crate::api_key::KeyHash;
 use crate::decision::RequestFacts;
@@ -126,7 +127,7 @@ impl Lookups {
         for (hash, in_flight) in self.by_hash.iter_mut() {
             in_flight.waiters.retain(|w| w.context_id != context_id);
             if in_flight.owner == Owner::Context(context_id) {
-                // Envoy cancels the callout with its context; nobody will hear the answer.
+                // The SDK drops the answer of an ended context: nobody will hear it.
                 in_flight.owner = Owner::Nobody;
                 if let Some(token) = in_flight.token.take() {
                     self.by_token.remove(&token);

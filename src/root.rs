@@ -124,7 +124,7 @@ impl TollgateRoot {
                 if config.usage.enabled { "on" } else { "off" }
             );
             let instance = instance_id()?;
-            let worker = Worker::new(config, vm_id, instance);
+            let worker = Worker::new(config, vm_id, instance, self.context_id);
             (Role::Filter(Rc::new(worker)), FILTER_TICK)
         };
         hostcalls::set_tick_period(tick)

@@ -97,14 +97,17 @@ pub struct Worker {
     queue_id: Cell<Option<u32>>,
     /// This Envoy's instance id (shared by its workers), sent with lookups and records.
     pub instance: String,
+    /// The worker's root context: every lookup callout is made on its behalf (see `dispatch`).
+    root_context: u32,
     blocked: RefCell<BlockedView>,
     rate_leases: RefCell<rate_limit::RateLeases>,
     quota_leases: RefCell<quota::QuotaLeases>,
 }
 
 impl Worker {
-    pub fn new(config: FilterConfig, vm_id: String, instance: String) -> Worker {
+    pub fn new(config: FilterConfig, vm_id: String, instance: String, root_context: u32) -> Worker {
         Worker {
+            root_context,
             authorization: format!("Bearer {}", config.filter_token),
             cache: RefCell::new(KeyCache::new(
                 config.cache.max_keys,
@@ -198,13 +201,38 @@ impl Worker {
         );
         let upstream = &self.config.control_plane;
         let headers = upstream.get_headers(&path, &self.authorization);
-        match hostcalls::dispatch_http_call(
+        // Made on behalf of the root context, so Envoy does not cancel the callout when the request
+        // ends: a cancelled callout never answers, and the SDK then keeps its token for the
+        // VM's lifetime (one entry per client that left during a lookup). The SDK still hands
+        // the answer to the request that asked, if it is there; else it drops it and forgets
+        // the token, and the root dispatches again for anyone still waiting (`rescue_orphans`).
+        let on_behalf = ctx != self.root_context;
+        if on_behalf {
+            if let Err(status) = hostcalls::set_effective_context(self.root_context) {
+                log::error!(
+                    "[ctx {ctx}] cannot make the lookup on the root's behalf: {}",
+                    describe(status)
+                );
+                self.count(Counter::LookupFailed);
+                return false;
+            }
+        }
+        let dispatched = hostcalls::dispatch_http_call(
             &upstream.cluster,
             headers,
             None,
             vec![],
             upstream.timeout,
-        ) {
+        );
+        if on_behalf {
+            if let Err(status) = hostcalls::set_effective_context(ctx) {
+                log::error!(
+                    "[ctx {ctx}] cannot restore the effective context: {}",
+                    describe(status)
+                );
+            }
+        }
+        match dispatched {
             Ok(token) => {
                 self.count(Counter::LookupDispatched);
                 self.lookups.borrow_mut().dispatched(hash, owner, token);
@@ -223,12 +251,24 @@ impl Worker {
 
     /// A lookup answer arrived at context `ctx` (a request context or the root).
     pub fn on_lookup_answer(&self, ctx: u32, token: u32) {
+        // The answer is held by the root context, which made the callout (see `dispatch`), while
+        // the SDK made `ctx` effective: read it as the root, then carry on as `ctx`.
+        let as_root =
+            ctx != self.root_context && hostcalls::set_effective_context(self.root_context).is_ok();
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
             .flatten();
         let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, 64 * 1024)
             .ok()
             .flatten();
+        if as_root {
+            if let Err(status) = hostcalls::set_effective_context(ctx) {
+                log::error!(
+                    "[ctx {ctx}] cannot restore the effective context: {}",
+                    describe(status)
+                );
+            }
+        }
         let answer = classify(status.as_deref(), body.as_deref());
         let Some((hash, waiters)) = self.lookups.borrow_mut().complete(token) else {
             log::debug!("[ctx {ctx}] answer for a lookup nobody waits for (token {token})");

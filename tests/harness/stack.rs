@@ -279,6 +279,30 @@ impl Stack {
         }
     }
 
+    /// Freezes the control plane (SIGSTOP): connections are accepted by the kernel and wait, as
+    /// behind a hung process. [`resume_control_plane`](Self::resume_control_plane) thaws it.
+    pub fn pause_control_plane(&self) {
+        self.signal_control_plane("-STOP");
+    }
+
+    pub fn resume_control_plane(&self) {
+        self.signal_control_plane("-CONT");
+    }
+
+    fn signal_control_plane(&self, signal: &str) {
+        let pid = self
+            .control_plane
+            .as_ref()
+            .map(Proc::pid)
+            .expect("the control plane is not running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.
     pub fn kill_control_plane(&mut self) {
         if let Some(mut proc) = self.control_plane.take() {

@@ -229,6 +229,22 @@ mod tests {
         assert!(value["resource_id"].is_null());
         assert_eq!(value["duration_ms"], 0.007);
         assert_eq!(value.as_object().unwrap().len(), 14);
+        for (status, text) in [
+            (UsageStatus::RateLimited, "rate_limited"),
+            (UsageStatus::Failed, "failed"),
+        ] {
+            let mut line = Vec::new();
+            UsageRecord {
+                status,
+                admitted: false,
+                ..record.clone()
+            }
+            .write_json(&mut line);
+            let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(value["status"], text);
+            assert_eq!(value["admitted"], false);
+            assert_eq!(value["instance"], "i_1");
+        }
     }
 
     #[test]

@@ -225,12 +225,7 @@ impl Worker {
             upstream.timeout,
         );
         if on_behalf {
-            if let Err(status) = hostcalls::set_effective_context(ctx) {
-                log::error!(
-                    "[ctx {ctx}] cannot restore the effective context: {}",
-                    describe(status)
-                );
-            }
+            restore_effective_context(ctx);
         }
         match dispatched {
             Ok(token) => {
@@ -262,12 +257,7 @@ impl Worker {
             .ok()
             .flatten();
         if as_root {
-            if let Err(status) = hostcalls::set_effective_context(ctx) {
-                log::error!(
-                    "[ctx {ctx}] cannot restore the effective context: {}",
-                    describe(status)
-                );
-            }
+            restore_effective_context(ctx);
         }
         let answer = classify(status.as_deref(), body.as_deref());
         let Some((hash, waiters)) = self.lookups.borrow_mut().complete(token) else {
@@ -343,12 +333,7 @@ impl Worker {
                 Verdict::Unavailable => self.apply_unavailable(id, hash, now, facts, header, true),
             };
         }
-        if let Err(status) = hostcalls::set_effective_context(ctx) {
-            log::warn!(
-                "[ctx {ctx}] cannot restore the effective context: {}",
-                describe(status)
-            );
-        }
+        restore_effective_context(ctx);
     }
 
     fn apply_known(
@@ -679,6 +664,16 @@ impl Worker {
             Counter::RecordDropped
         };
         self.counts.borrow_mut().add_n(counter, count as u64);
+    }
+}
+
+/// Makes `ctx` the effective context again after acting for another one.
+fn restore_effective_context(ctx: u32) {
+    if let Err(status) = hostcalls::set_effective_context(ctx) {
+        log::error!(
+            "[ctx {ctx}] cannot restore the effective context: {}",
+            describe(status)
+        );
     }
 }
 

@@ -295,19 +295,17 @@ fn select_records(from_where: &str) -> QueryBuilder<'_, Sqlite> {
 fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter, order: &str) {
     // Names are stored as references into usage_names: filters compare references (a name
     // never stored matches nothing), the page reads the names of its rows only.
-    let name_ref = "(SELECT id FROM usage_names WHERE name = ";
-    if let Some(v) = &filter.workspace_id {
-        qb.push(" AND r.workspace_ref = ")
-            .push(name_ref)
+    let by_name = |qb: &mut QueryBuilder<'a, Sqlite>, column: &str, name: &'a Option<String>| {
+        if let Some(v) = name {
+            qb.push(format!(
+                " AND r.{column} = (SELECT id FROM usage_names WHERE name = "
+            ))
             .push_bind(v.as_str())
             .push(")");
-    }
-    if let Some(v) = &filter.key_id {
-        qb.push(" AND r.key_ref = ")
-            .push(name_ref)
-            .push_bind(v.as_str())
-            .push(")");
-    }
+        }
+    };
+    by_name(qb, "workspace_ref", &filter.workspace_id);
+    by_name(qb, "key_ref", &filter.key_id);
     if let Some(v) = filter.from_ms {
         qb.push(format!(" AND {order}.timestamp >= ")).push_bind(v);
     }
@@ -317,18 +315,8 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter
     if let Some(v) = filter.status {
         qb.push(" AND r.status = ").push_bind(status_code(v));
     }
-    if let Some(v) = &filter.method {
-        qb.push(" AND r.method_ref = ")
-            .push(name_ref)
-            .push_bind(v.as_str())
-            .push(")");
-    }
-    if let Some(v) = &filter.endpoint {
-        qb.push(" AND r.endpoint_ref = ")
-            .push(name_ref)
-            .push_bind(v.as_str())
-            .push(")");
-    }
+    by_name(qb, "method_ref", &filter.method);
+    by_name(qb, "endpoint_ref", &filter.endpoint);
     if let Some(v) = filter.response_code {
         qb.push(" AND r.response_code = ").push_bind(v);
     }

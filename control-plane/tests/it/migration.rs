@@ -297,18 +297,7 @@ async fn records_and_rollups_survive_migration_0004() {
     let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
         .await
         .unwrap();
-    let mut unhashed = -1;
-    for _ in 0..100 {
-        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if unhashed == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(unhashed, 0);
+    assert_eq!(wait_until_hashed(&pool).await, 0);
     pool.close().await;
     store.close().await;
 }
@@ -388,18 +377,7 @@ async fn idempotency_survives_migration_0005() {
     let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
         .await
         .unwrap();
-    let mut unhashed = -1;
-    for _ in 0..100 {
-        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        if unhashed == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(unhashed, 0);
+    assert_eq!(wait_until_hashed(&pool).await, 0);
     // Migrations 0006 and 0007 moved the resource index and the idempotency index into tables
     // the writer fills: every migrated row is in both (the unhashed ones once hashed).
     let (refs, keys, through): (i64, i64, i64) = sqlx::query_as(
@@ -447,4 +425,20 @@ async fn idempotency_survives_migration_0005() {
     .map(|(id, t)| (id.to_owned(), t));
     assert_eq!(stored, want);
     store.close().await;
+}
+
+/// Rows still without a request id hash once the writer's backfill has had up to 5 s.
+async fn wait_until_hashed(pool: &SqlitePool) -> i64 {
+    let mut unhashed = -1;
+    for _ in 0..100 {
+        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if unhashed == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unhashed
 }

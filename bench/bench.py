@@ -36,6 +36,10 @@ TEMPLATES = BENCH / "envoy"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 # BENCH_ONLY=soak: only the memory soak, with its full 1,000,000 requests (make bench-soak).
 # BENCH_ONLY=diag: only the diagnostics (what each feature of B costs), for profiling work.
+# BENCH_ONLY=cold: only the cold path against D at one connection, and the control plane's
+# lookups, for work on the cold path.
+# BENCH_ONLY=ingest: only the control plane's usage ingest (BENCH_INGEST_RUNS runs, default 3,
+# each on its own fresh control plane), for work on ingest.
 ONLY = os.environ.get("BENCH_ONLY", "")
 # make bench must finish in 10 minutes: the soak gets whatever is left of this.
 BUDGET_S = 570
@@ -56,6 +60,9 @@ FILTER_TOKEN = "flt_bench0000000000000000000000000000"
 PLAN_PER_SECOND = 10_000_000
 PLAN_PER_MINUTE = 600_000_000
 KEY_QUOTA = 1_000_000_000_000
+# Usage ingest: records come from this many keys in this many workspaces (bench/wrk/ingest.lua).
+INGEST_KEYS, INGEST_WORKSPACES = 200, 4
+INGEST_CONNECTIONS = 4
 
 if QUICK:
     ROUNDS, RUN_S, WARMUP_S = 1, 2, 1
@@ -276,6 +283,7 @@ def setup_tollgate(cp: ControlPlane, notes: list[str]) -> dict:
     info["cold_secrets"] = [c[0] for c in cold]
     info["cold_hashes"] = [c[1] for c in cold]
     log(f"created {COLD_KEYS} keys in {time.time() - t0:.1f} s")
+    info["ingest_keys"] = make_ingest_keys(cp, stamp)
 
     # Does usage ingest exist? An empty batch is harmless.
     s, d, _ = cp.api("POST", "/v1/filter/usage", {"records": []}, token=FILTER_TOKEN)
@@ -293,6 +301,27 @@ def setup_tollgate(cp: ControlPlane, notes: list[str]) -> dict:
         notes.append(f"D blocked: {info['ext_authz']['reason']}; D's numbers are ext_authz plus "
                      "a control-plane round trip that does not check the key")
     return info
+
+
+def make_ingest_keys(cp: ControlPlane, stamp: str) -> list[tuple[str, str]]:
+    """The keys usage ingest records name (ingest refuses a key it never issued): INGEST_KEYS
+    keys in INGEST_WORKSPACES workspaces, some with quotas; (key_id, workspace_id) pairs."""
+    spaces = [cp.must("POST", "/v1/workspaces", {"name": f"bench-ingest-{stamp}-{w}",
+                                                 "plan": "enterprise"})["id"]
+              for w in range(INGEST_WORKSPACES)]
+
+    def make(i: int):
+        body = {"alias": f"ingest-{i}"}
+        if i % 3 == 0:
+            body["quotas"] = {"total": KEY_QUOTA, "daily": KEY_QUOTA}
+        ws = spaces[i % len(spaces)]
+        s, d, _ = cp.api("POST", f"/v1/workspaces/{ws}/keys", body)
+        if s != 201:
+            raise RuntimeError(f"creating ingest key {i}: {s} {d}")
+        return d["id"], ws
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        return list(pool.map(make, range(INGEST_KEYS)))
 
 
 def probe_ext_authz(cp: ControlPlane, info: dict) -> dict:
@@ -517,8 +546,8 @@ def note_noise(res: dict) -> None:
 
 # --- load generators -----------------------------------------------------------------------------
 def wrk(port: int, duration: float, *, script="plain.lua", headers=None, connections=CONNECTIONS,
-        path=PATH, env=None, timeout_s: str = "5s") -> dict:
-    argv = ["taskset", "-c", LOADGEN_CORE, "wrk", "-t1", f"-c{connections}",
+        path=PATH, env=None, timeout_s: str = "5s", threads: int = 1) -> dict:
+    argv = ["taskset", "-c", LOADGEN_CORE, "wrk", f"-t{threads}", f"-c{connections}",
             f"-d{max(1, round(duration))}s", "--latency", f"--timeout={timeout_s}",
             "-s", str(WRK_DIR / script)]
     for k, v in (headers or {}).items():
@@ -670,7 +699,7 @@ def run_cold(cp, info, out, results, notes):
         f"{cold['rps']:.0f}/s; D (1 conn): p50 {d1['latency_us']['p50']} us, {d1['rps']:.0f}/s")
 
 
-def run_control_plane(cp, info, out, results, notes):
+def run_control_plane(cp, info, out, results, notes, ingest=True):
     hashes = out / "hashes.txt"
     hashes.write_text("\n".join(info["cold_hashes"]) + "\n")
     lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",
@@ -680,23 +709,63 @@ def run_control_plane(cp, info, out, results, notes):
         notes_add(notes, f"lookups: {lk['non_2xx']} non-2xx answers")
     log(f"control plane lookups: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} us, "
         f"p99 {lk['latency_us']['p99']} us)")
+    if not ingest:
+        return
     if "ingest" in info["blocked"]:
         results["ingest"] = {"blocked": info["blocked"]["ingest"]}
         log(f"control plane ingest: BLOCKED ({info['blocked']['ingest']})")
         return
-    ing = wrk(cp.port, CP_RUN_S, script="ingest.lua", path="/", connections=4, timeout_s="30s",
+    results["ingest"] = run_ingest(cp, info, out, notes)
+
+
+def run_ingest(cp, info, out, notes) -> dict:
+    """POST /v1/filter/usage as INGEST_CONNECTIONS Envoys would (bench/wrk/ingest.lua: one
+    wrk thread per connection, each an instance of its own; the ingest keys' records)."""
+    keys = out / "ingest-keys.txt"
+    keys.write_text("".join(f"{k} {w}\n" for k, w in info["ingest_keys"]))
+    # BENCH_INGEST_SCRIPT: another script (a path) for comparisons, e.g. an older workload.
+    script = os.environ.get("BENCH_INGEST_SCRIPT", "ingest.lua")
+    first_key, first_ws = info["ingest_keys"][0]
+    ing = wrk(cp.port, CP_RUN_S, script=script, path="/", connections=INGEST_CONNECTIONS,
+              threads=INGEST_CONNECTIONS, timeout_s="30s",
               env={"BENCH_FILTER_TOKEN": FILTER_TOKEN, "BENCH_BATCH": "500",
-                   "BENCH_KEY_ID": info["key_id"], "BENCH_WORKSPACE_ID": info["workspace_id"],
-                   "BENCH_RUN_ID": f"{os.getpid()}{int(time.time())}",
-                   "BENCH_INSTANCE": "i_" + os.urandom(8).hex()})
+                   "BENCH_INGEST_KEYS": str(keys),
+                   "BENCH_KEY_ID": first_key, "BENCH_WORKSPACE_ID": first_ws,
+                   "BENCH_RUN_ID": str(int.from_bytes(os.urandom(4), "big"))})
     secs = ing["duration_us"] / 1e6
     ing["records_per_s"] = ing.get("accepted", 0) / secs if secs else 0.0
-    results["ingest"] = ing
     if ing.get("refused_batches") or ing.get("duplicates"):
         notes_add(notes, f"ingest: {ing.get('refused_batches')} refused batches, "
                   f"{ing.get('duplicates')} duplicates")
+    lat = ing["latency_us"]
     log(f"control plane ingest: {ing['records_per_s']:.0f} records/s "
-        f"({ing['requests']} batches of 500, p50 {ing['latency_us']['p50']} us)")
+        f"({ing['requests']} batches of 500, p50 {lat['p50']} us, p99 {lat['p99']} us, "
+        f"max {lat['max']} us)")
+    return ing
+
+
+def run_ingest_only(out, results, notes) -> list[str]:
+    """BENCH_ONLY=ingest: the ingest measurement alone, on a fresh control plane each run."""
+    runs = int(os.environ.get("BENCH_INGEST_RUNS", "3"))
+    each = []
+    for i in range(runs):
+        run_out = out / f"ingest-{i + 1}"
+        run_out.mkdir(parents=True, exist_ok=True)
+        cp = ControlPlane(run_out)
+        info = {"blocked": {}, "ingest_keys": make_ingest_keys(cp, time.strftime("%H%M%S"))}
+        each.append(run_ingest(cp, info, run_out, notes))
+        cp.proc.stop()
+        RUNNING.remove(cp.proc)
+        if not os.environ.get("BENCH_KEEP_DATA"):
+            shutil.rmtree(cp.data, ignore_errors=True)
+    results["ingest_runs"] = each
+    rate = median([r["records_per_s"] for r in each])
+    p50 = median([r["latency_us"]["p50"] for r in each])
+    p99 = median([r["latency_us"]["p99"] for r in each])
+    results["ingest"] = {"records_per_s": rate, "latency_us": {"p50": p50, "p99": p99}}
+    return [f"control plane ingest (median of {runs}): {rate:.0f} records/s, batch latency "
+            f"p50 {p50 / 1000:.1f} ms, p99 {p99 / 1000:.1f} ms; runs: "
+            + ", ".join(f"{r['records_per_s']:.0f}" for r in each)]
 
 
 def run_diagnostics(cp, info, out, results):
@@ -963,16 +1032,26 @@ def main() -> None:
     try:
         results["machine"] = machine()
         log(f"results in {out.relative_to(ROOT)}")
+        if ONLY == "ingest":
+            lines = run_ingest_only(out, results, notes)
+            results["elapsed_s"] = round(time.time() - STARTED, 1)
+            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+            print("\n".join(lines))
+            return
         cp = ControlPlane(out)
         info = setup_tollgate(cp, notes)
         results["setup"] = {k: v for k, v in info.items()
                             if k not in ("cold_secrets", "cold_hashes", "secret",
-                                         "nolimits_secret")}
+                                         "nolimits_secret", "ingest_keys")}
         if ONLY == "soak":
             run_soak(cp, info, out, results, notes)
             lines = soak_report(results, notes)
         elif ONLY == "diag":
             run_diagnostics(cp, info, out, results)
+            lines = []
+        elif ONLY == "cold":
+            run_cold(cp, info, out, results, notes)
+            run_control_plane(cp, info, out, results, notes, ingest=False)
             lines = []
         else:
             run_rounds(cp, info, out, results, notes)

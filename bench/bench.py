@@ -723,11 +723,13 @@ def run_ingest(cp, info, out, notes) -> dict:
     wrk thread per connection, each an instance of its own; the ingest keys' records)."""
     keys = out / "ingest-keys.txt"
     keys.write_text("".join(f"{k} {w}\n" for k, w in info["ingest_keys"]))
-    # BENCH_INGEST_SCRIPT: another script (a path) for comparisons, e.g. an older workload.
+    # BENCH_INGEST_SCRIPT: another script (a path) for comparisons, e.g. an older workload,
+    # with BENCH_INGEST_THREADS wrk threads (the default: one per connection).
     script = os.environ.get("BENCH_INGEST_SCRIPT", "ingest.lua")
+    threads = int(os.environ.get("BENCH_INGEST_THREADS", INGEST_CONNECTIONS))
     first_key, first_ws = info["ingest_keys"][0]
     ing = wrk(cp.port, CP_RUN_S, script=script, path="/", connections=INGEST_CONNECTIONS,
-              threads=INGEST_CONNECTIONS, timeout_s="30s",
+              threads=threads, timeout_s="30s",
               env={"BENCH_FILTER_TOKEN": FILTER_TOKEN, "BENCH_BATCH": "500",
                    "BENCH_INGEST_KEYS": str(keys),
                    "BENCH_KEY_ID": first_key, "BENCH_WORKSPACE_ID": first_ws,

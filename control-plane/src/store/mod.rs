@@ -7,6 +7,7 @@
 mod key_touches;
 pub mod sqlite;
 mod sqlite_ingest;
+mod sqlite_lookup;
 mod sqlite_usage;
 pub mod usage;
 

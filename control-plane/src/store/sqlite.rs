@@ -15,6 +15,7 @@ use sqlx::{FromRow, SqliteConnection, SqlitePool};
 
 use super::key_touches::KeyTouches;
 use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
+use super::sqlite_lookup::{LookupReader, LookupRow};
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
     RECENT_BUCKET_MS,
@@ -53,6 +54,8 @@ pub struct SqliteStore {
     ingest: mpsc::Sender<IngestJob>,
     /// `last_used_at` writes of lookups, made in the background.
     touches: Arc<KeyTouches>,
+    /// The filter's lookup query, run on the calling task (see `sqlite_lookup`).
+    lookup_reader: Arc<LookupReader>,
 }
 
 /// Lookup answers kept until a write could change them: any change to keys (global epoch), or
@@ -217,12 +220,14 @@ impl SqliteStore {
         spawn_writer(ingest_conn, lookups.clone(), jobs)
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let touches = KeyTouches::start(writer.clone());
+        let lookup_reader = Arc::new(LookupReader::open(path, LOOKUP_SQL)?);
         Ok(Self {
             writer,
             readers,
             lookups,
             ingest,
             touches,
+            lookup_reader,
         })
     }
 
@@ -338,30 +343,6 @@ impl TryFrom<KeyRow> for ApiKey {
             calls_this_month: u64::try_from(r.calls_this_month).unwrap_or(0),
         })
     }
-}
-
-#[derive(FromRow)]
-struct LookupRow {
-    key_id: String,
-    workspace_id: String,
-    active: bool,
-    expires_at: Option<i64>,
-    secret_valid_until: Option<i64>,
-    allowed: String,
-    quota_total: Option<i64>,
-    quota_daily: Option<i64>,
-    quota_weekly: Option<i64>,
-    quota_monthly: Option<i64>,
-    last_used_at: Option<i64>,
-    usage_total: Option<i64>,
-    usage_daily: Option<i64>,
-    usage_weekly: Option<i64>,
-    usage_monthly: Option<i64>,
-    recent: Option<i64>,
-    plan_name: String,
-    max_keys: Option<i64>,
-    rate_limit_per_second: Option<i64>,
-    rate_limit_per_minute: Option<i64>,
 }
 
 fn quotas_from_columns(
@@ -516,19 +497,18 @@ impl SqliteStore {
         } else {
             ceil_to(since, RECENT_BUCKET_MS)
         };
-        let row: Option<LookupRow> = sqlx::query_as(LOOKUP_SQL)
-            .bind(hash.as_str())
-            .bind(d0)
-            .bind(d1)
-            .bind(w0)
-            .bind(w1)
-            .bind(m0)
-            .bind(m1)
-            .bind(recent.map(|r| r.instance.as_str()))
-            .bind(since)
-            .bind(first_bucket)
-            .fetch_optional(&self.readers)
-            .await?;
+        let row: Option<LookupRow> = self.lookup_reader.read((
+            hash.as_str(),
+            d0,
+            d1,
+            w0,
+            w1,
+            m0,
+            m1,
+            recent.map(|r| r.instance.as_str()),
+            since,
+            first_bucket,
+        ))?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(KeyLookup {
             quotas: quotas_from_columns(

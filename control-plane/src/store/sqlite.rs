@@ -387,36 +387,34 @@ fn count(v: Option<i64>) -> u64 {
 }
 
 /// The filter lookup in one statement, so the key, its usage windows and `recent` are one
-/// snapshot. Windows are read only for keys with a quota. A window = whole hours from the
-/// per-key hourly counts + the minutes of its first, partial hour.
+/// snapshot. A window is read only when the key has a quota for it, and `recent` only for keys
+/// with a quota: the filter ignores the rest, and each window costs two index searches. A
+/// window = whole hours from the per-key hourly counts + the minutes of its first, partial hour.
 const LOOKUP_SQL: &str = "\
 SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        s.valid_until AS secret_valid_until, k.allowed, \
        k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly, \
        k.last_used_at, p.name AS plan_name, p.max_keys, \
        p.rate_limit_per_second, p.rate_limit_per_minute, \
-       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
-         IS NOT NULL THEN \
+       CASE WHEN k.quota_total IS NOT NULL THEN \
          (SELECT admitted FROM key_admitted_totals t WHERE t.key_id = k.id) END AS usage_total, \
-       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
-         IS NOT NULL THEN \
+       CASE WHEN k.quota_daily IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
            WHERE h.key_id = k.id AND h.hour >= ?3) + \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
            WHERE m.key_id = k.id AND m.minute >= ?2 AND m.minute < ?3) END AS usage_daily, \
-       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
-         IS NOT NULL THEN \
+       CASE WHEN k.quota_weekly IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
            WHERE h.key_id = k.id AND h.hour >= ?5) + \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
            WHERE m.key_id = k.id AND m.minute >= ?4 AND m.minute < ?5) END AS usage_weekly, \
-       CASE WHEN coalesce(k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly) \
-         IS NOT NULL THEN \
+       CASE WHEN k.quota_monthly IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_hours h \
            WHERE h.key_id = k.id AND h.hour >= ?7) + \
          (SELECT coalesce(sum(admitted), 0) FROM key_admitted_minutes m \
            WHERE m.key_id = k.id AND m.minute >= ?6 AND m.minute < ?7) END AS usage_monthly, \
-       CASE WHEN ?8 IS NOT NULL THEN \
+       CASE WHEN ?8 IS NOT NULL AND coalesce(k.quota_total, k.quota_daily, k.quota_weekly, \
+         k.quota_monthly) IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0) FROM key_instance_buckets b \
            WHERE b.key_id = k.id AND b.instance = ?8 AND b.bucket >= ?10) + \
          (SELECT count(*) FROM usage_records r \

@@ -27,7 +27,11 @@ async fn usage_windows_roll_and_count_admitted_records_only() {
     let srv = TestServer::start().await;
     let ws = srv.workspace("pro").await;
     let key = srv
-        .key(&ws, json!({"alias": "q", "quotas": {"daily": 1000}}))
+        .key(
+            &ws,
+            json!({"alias": "q", "quotas": {"daily": 1000, "weekly": 10000, "monthly": 100000,
+                                            "total": 1000000}}),
+        )
         .await;
     assert_eq!(
         lookup(&srv, &key, "").await["usage"],
@@ -64,7 +68,17 @@ async fn usage_windows_roll_and_count_admitted_records_only() {
     srv.ingest(&[record(&key, "later", now - MINUTE)]).await;
     assert_eq!(lookup(&srv, &key, "").await["usage"]["daily"], 6);
 
-    // A key without quotas is not counted (the filter ignores usage then).
+    // Only the windows the key has a quota for are counted (the filter ignores the others).
+    let daily = srv
+        .key(&ws, json!({"alias": "daily", "quotas": {"daily": 10}}))
+        .await;
+    srv.ingest(&[record(&daily, "daily-1", now - MINUTE)]).await;
+    assert_eq!(
+        lookup(&srv, &daily, "").await["usage"],
+        json!({"total": 0, "daily": 1, "weekly": 0, "monthly": 0})
+    );
+
+    // A key without quotas is not counted at all.
     let free = srv.key(&ws, json!({"alias": "free"})).await;
     srv.ingest(&[record(&free, "free-1", now - MINUTE)]).await;
     assert_eq!(lookup(&srv, &free, "").await["usage"]["total"], 0);

@@ -12,12 +12,16 @@
 //! The tail (migrations 0006, 0007): the writer keeps two lookup tables in key order instead of
 //! indexes on `usage_records` whose keys are random within the last second or so of traffic —
 //! `usage_request_keys` `(timestamp, rid_hash, id)` for idempotency, `usage_resource_refs`
-//! `(resource_id, timestamp, id)` for the request log — and fills them for the records above
+//! `(resource_id, timestamp, id)`, `usage_key_refs` and `usage_workspace_refs` (0008)
+//! `(scope, timestamp, id)` for the request log — and fills them for the records above
 //! `through_id` (the tail) in transactions of their own, every [`TAIL_BATCH`] records or once
-//! ingest has been quiet for [`TAIL_IDLE_AFTER`], sorted, so each page takes many entries per
+//! ingest has been quiet for [`TAIL_IDLE_AFTER`] ([`TAIL_STEP`] records between two ingest
+//! transactions, so ingest never waits for more), sorted, so each page takes many entries per
 //! write instead of one. Records get explicit ids above `through_id`, so the tail is exactly the
 //! id range above it. A record is checked against the tail in memory ([`TailKeys`], bounded by
-//! [`TAIL_MAX`]) and against the older records through `usage_request_keys`; `rid_hash`, a 64-bit
+//! [`TAIL_MAX`]; indexed records of the last [`KEYS_RETAIN_MS`] stay there too, since Envoys'
+//! batches reach about a second back) and against the older records through
+//! `usage_request_keys`; `rid_hash`, a 64-bit
 //! hash of `request_id`, only finds candidates, whose text decides. Rows migrated by 0004 without
 //! a hash are checked by their text (partial index `usage_records_unhashed`) until the writer
 //! has hashed them.
@@ -62,12 +66,21 @@ const TAIL_BATCH: i64 = 50_000;
 const TAIL_IDLE_AFTER: Duration = Duration::from_millis(250);
 /// Records indexed per transaction (a backlog, e.g. after an error, goes in steps).
 const TAIL_STEP_MAX: i64 = 100_000;
+/// Records indexed per transaction while ingest runs: one step between two ingest
+/// transactions, so ingest pauses for a step at a time, not for the whole [`TAIL_BATCH`].
+const TAIL_STEP: i64 = 10_000;
 /// Wait after a failed indexing before the next try.
 const TAIL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Tail records kept in memory (about 100 bytes each). Normally the tail stays under
 /// `TAIL_BATCH + GROUP_MAX_RECORDS`; past this (indexing keeps failing) ingest fails (the filter
 /// retries) rather than grow.
-const TAIL_MAX: usize = 300_000;
+const TAIL_MAX: i64 = 300_000;
+/// Indexed records whose timestamps are at most this much older than the newest stored one stay
+/// in memory too, so that a record of an Envoy's batch (which reaches about a second back, and
+/// overlaps other Envoys' batches) is checked in memory instead of in `usage_request_keys`.
+const KEYS_RETAIN_MS: i64 = 2_000;
+/// At most this many indexed records stay in memory (a burst gives up the retention).
+const KEYS_RETAIN_MAX: usize = 250_000;
 
 /// Stable 64-bit hash of a request id (FNV-1a, then a SplitMix64 finaliser to spread the bits).
 /// Stored in the database: it must never change.
@@ -153,8 +166,11 @@ struct Writer {
     /// tail; indexing reads both again in its transaction).
     newest_id: i64,
     through_id: i64,
-    /// Newest timestamp in `usage_request_keys`: newer records need no look-up there.
+    /// Every stored record with a newer timestamp than this is in `tail` (in memory): newer
+    /// records need no look-up in `usage_request_keys` (at most its newest timestamp).
     keyed_newest: i64,
+    /// Newest timestamp stored (as far as this writer knows).
+    newest_timestamp: i64,
     /// No indexing before this (after a failed one).
     tail_retry_at: Option<Instant>,
     /// [`insert_chunk_sql`], built once.
@@ -215,13 +231,19 @@ impl TailKeys {
         }
     }
 
-    /// Forgets what indexing has covered (ids up to `through_id`).
-    fn covered_through(&mut self, through_id: i64) {
-        self.entries.retain(|_, e| match e {
-            TailEntry::One(id, _) => *id > through_id,
-            TailEntry::Many(all) => {
-                all.retain(|(id, _)| *id > through_id);
-                !all.is_empty()
+    /// Forgets what indexing has covered (ids up to `through_id`) with a timestamp up to
+    /// `older_than_or_at`.
+    fn covered_through(&mut self, through_id: i64, older_than_or_at: i64) {
+        self.entries.retain(|(timestamp, _), e| {
+            if *timestamp > older_than_or_at {
+                return true;
+            }
+            match e {
+                TailEntry::One(id, _) => *id > through_id,
+                TailEntry::Many(all) => {
+                    all.retain(|(id, _)| *id > through_id);
+                    !all.is_empty()
+                }
             }
         });
         self.len = self
@@ -490,6 +512,7 @@ impl Writer {
             newest_id: 0,
             through_id: 0,
             keyed_newest: i64::MAX,
+            newest_timestamp: 0,
             tail_retry_at: None,
             insert_chunk_sql: insert_chunk_sql(),
         }
@@ -541,7 +564,7 @@ impl Writer {
                         Ok(Some(job)) => job,
                         Ok(None) => return,
                         Err(_quiet) => {
-                            self.index_tail_logged();
+                            self.index_tail_logged(TAIL_STEP_MAX);
                             continue;
                         }
                     }
@@ -577,7 +600,7 @@ impl Writer {
                 }
             }
             if self.tail_due(TAIL_BATCH) {
-                self.index_tail_logged();
+                self.index_tail_logged(TAIL_STEP);
             }
         }
     }
@@ -613,6 +636,7 @@ impl Writer {
         for row in rows {
             let ((timestamp, request_id), id): ((i64, String), i64) = row?;
             let hash = (self.hash)(&request_id);
+            self.newest_timestamp = self.newest_timestamp.max(timestamp);
             self.tail.insert(timestamp, hash, request_id, id);
         }
         self.tail_loaded = true;
@@ -630,11 +654,12 @@ impl Writer {
         self.newest_id = newest;
         self.through_id = through;
         self.keyed_newest = keyed_newest;
+        self.newest_timestamp = keyed_newest;
         Ok(())
     }
 
-    fn index_tail_logged(&mut self) {
-        match self.index_tail() {
+    fn index_tail_logged(&mut self, max: i64) {
+        match self.index_tail_step(max) {
             Ok(_) => self.tail_retry_at = None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot index the ingest tail; retrying");
@@ -643,10 +668,15 @@ impl Writer {
         }
     }
 
-    /// One transaction: the idempotency keys and resource references of the records above
-    /// `through_id` (at most [`TAIL_STEP_MAX`] of them), each inserted in key order, and the
-    /// new `through_id`. Returns how many records it covered.
+    /// [`index_tail_step`](Self::index_tail_step) of up to [`TAIL_STEP_MAX`] records.
     fn index_tail(&mut self) -> rusqlite::Result<i64> {
+        self.index_tail_step(TAIL_STEP_MAX)
+    }
+
+    /// One transaction: the idempotency keys, resource, key and workspace references of the
+    /// records above `through_id` (at most `max` of them), each inserted in key order, and the
+    /// new `through_id`. Returns how many records it covered.
+    fn index_tail_step(&mut self, max: i64) -> rusqlite::Result<i64> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let step = (|| {
             let (newest, through): (i64, i64) = self.conn.query_row(
@@ -655,7 +685,7 @@ impl Writer {
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
-            let upto = newest.min(through.saturating_add(TAIL_STEP_MAX));
+            let upto = newest.min(through.saturating_add(max));
             if upto > through {
                 // Rows without a hash (0004's, not yet backfilled) get theirs first.
                 let unhashed: Vec<(i64, String)> = self
@@ -689,6 +719,18 @@ impl Writer {
                          ORDER BY resource_id, timestamp, id",
                     )?
                     .execute(params![through, upto])?;
+                for (table, scope) in [
+                    ("usage_key_refs", "key_ref"),
+                    ("usage_workspace_refs", "workspace_ref"),
+                ] {
+                    self.conn
+                        .prepare_cached(&format!(
+                            "INSERT OR IGNORE INTO {table} ({scope}, timestamp, id) \
+                             SELECT {scope}, timestamp, id FROM usage_records \
+                             WHERE id > ?1 AND id <= ?2 ORDER BY {scope}, timestamp, id"
+                        ))?
+                        .execute(params![through, upto])?;
+                }
                 self.conn
                     .prepare_cached(
                         "INSERT INTO usage_tail_state (singleton, through_id) VALUES (1, ?1) \
@@ -708,8 +750,22 @@ impl Writer {
                 self.conn.execute_batch("COMMIT")?;
                 self.newest_id = newest;
                 self.through_id = upto;
-                self.keyed_newest = keyed_newest;
-                self.tail.covered_through(upto);
+                // Indexed records of the last KEYS_RETAIN_MS stay in memory (the older ones are
+                // found in usage_request_keys), unless they are too many. Never below the last
+                // bound: the indexed records older than that are no longer in memory.
+                let retain_from = self.keyed_newest.max(
+                    self.newest_timestamp
+                        .saturating_sub(KEYS_RETAIN_MS)
+                        .min(keyed_newest),
+                );
+                self.tail.covered_through(upto, retain_from);
+                let retained = self.tail.len.saturating_sub(self.tail_len());
+                if retained > KEYS_RETAIN_MAX {
+                    self.tail.covered_through(upto, i64::MAX);
+                    self.keyed_newest = keyed_newest;
+                } else {
+                    self.keyed_newest = retain_from;
+                }
                 Ok(upto - through)
             }
             Err(e) => {
@@ -719,21 +775,26 @@ impl Writer {
         }
     }
 
+    /// Records above `through_id` (as far as this writer knows).
+    fn tail_len(&self) -> usize {
+        usize::try_from(self.newest_id - self.through_id).unwrap_or(0)
+    }
+
     /// [`ingest_group`](Self::ingest_group) once the tail is in memory and has room: without it
     /// a duplicate could pass, so the group fails instead (the filter retries).
     fn store_group(&mut self, batches: &[&[UsageRecord]]) -> StoreResult<Vec<IngestOutcome>> {
         if !self.tail_loaded {
             self.load_tail_logged();
         }
-        if self.tail.len >= TAIL_MAX {
-            self.index_tail_logged();
+        if self.newest_id - self.through_id >= TAIL_MAX {
+            self.index_tail_logged(TAIL_STEP_MAX);
         }
         if !self.tail_loaded {
             return Err(StoreError::Backend(
                 "the ingest tail is not loaded; retry later".into(),
             ));
         }
-        if self.tail.len >= TAIL_MAX {
+        if self.newest_id - self.through_id >= TAIL_MAX {
             return Err(StoreError::Backend(
                 "the ingest tail is full (indexing fails); retry later".into(),
             ));
@@ -761,6 +822,7 @@ impl Writer {
                 }
                 for ((timestamp, request_id), (hash, id)) in fresh {
                     self.newest_id = self.newest_id.max(id);
+                    self.newest_timestamp = self.newest_timestamp.max(timestamp);
                     self.tail.insert(timestamp, hash, request_id.to_owned(), id);
                 }
                 if self.names.len() + new_names.len() > NAMES_CACHE_MAX {
@@ -1477,6 +1539,176 @@ mod tests {
         // 30 records with a resource per batch: references after 0 and after 2 (for 1 and 2);
         // 1 was read from the tail, then 3.
         assert_eq!(referenced_counts, [30, 30, 90, 90]);
+        store.close().await;
+    }
+
+    /// Indexed records of the last [`KEYS_RETAIN_MS`] stay in memory; older ones are found in
+    /// `usage_request_keys`. Either way a re-delivered record is a duplicate, and one deleted
+    /// since (retention) is stored again.
+    #[tokio::test]
+    async fn recently_indexed_keys_stay_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let old = record("key_c", "ws_c", "old", now - 40 * DAY_MS);
+        let recent = record("key_c", "ws_c", "recent", now - 500);
+        let newest = record("key_c", "ws_c", "newest", now);
+        let out = writer.ingest_group(&[&[old.clone(), recent.clone(), newest.clone()]]);
+        assert_eq!(out.unwrap()[0].accepted, 3);
+        assert_eq!(writer.index_tail().unwrap(), 3);
+        // "old" left memory (found in usage_request_keys from now on), the others stayed.
+        assert_eq!(writer.tail.len, 2);
+        assert_eq!(writer.tail_len(), 0);
+        assert!(writer.keyed_newest >= old.timestamp && writer.keyed_newest < recent.timestamp);
+        let all = [old.clone(), recent.clone(), newest.clone()];
+        let out = writer.ingest_group(&[&all]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 3));
+        // Deleted by retention: stored again, from memory's point of view too.
+        while store.purge_records(now - 30 * DAY_MS, 10).await.unwrap() > 0 {}
+        while store.purge_records(now + 1, 10).await.unwrap() > 0 {}
+        let out = writer.ingest_group(&[&all]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (3, 0));
+        let out = writer.ingest_group(&[&all]).unwrap();
+        assert_eq!((out[0].accepted, out[0].duplicates), (0, 3));
+        store.close().await;
+    }
+
+    /// The `key_id` and `workspace_id` filters read their references (0008) for the older
+    /// records and scan the tail above `through_id`: whatever the split, they answer what a
+    /// filter over every record would, in the same order, across pages.
+    #[tokio::test]
+    async fn scope_filters_are_exact_across_references_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let plans = store.plans().await.unwrap();
+        store
+            .create_workspace(NewWorkspace {
+                id: "ws_d".into(),
+                name: WorkspaceName::parse("d").unwrap(),
+                plan: PlanName::parse("enterprise", &plans).unwrap(),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        for (id, ws) in [("key_c2", "ws_c"), ("key_d", "ws_d")] {
+            let secret = ApiKeySecret::generate();
+            store
+                .create_key(NewKey {
+                    id: id.into(),
+                    workspace_id: ws.into(),
+                    alias: Alias::parse(id).unwrap(),
+                    description: None,
+                    category: Category::parse("production").unwrap(),
+                    expires_at: None,
+                    quotas: Quotas::default(),
+                    allowed: vec![],
+                    created_at: now,
+                    hash: secret.hash(),
+                    prefix: secret.display_prefix(),
+                })
+                .await
+                .unwrap();
+        }
+        let t0 = now - 100_000;
+        let keys = [("key_c", "ws_c"), ("key_c2", "ws_c"), ("key_d", "ws_d")];
+        // Timestamps interleave across batches (late records), several records share one.
+        let batch = |n: usize| -> Vec<UsageRecord> {
+            (0..42)
+                .map(|i| {
+                    let (k, w) = keys[i % 3];
+                    let t = t0 + ((i * 5 + n * 3) % 11) as i64 * 10;
+                    let mut r = record(k, w, &format!("b{n}-{i}"), t);
+                    r.response_code = if i % 4 == 0 { 500 } else { 200 };
+                    r
+                })
+                .collect()
+        };
+        let filters = || {
+            let mut all = Vec::new();
+            for key in [
+                None,
+                Some("key_c"),
+                Some("key_c2"),
+                Some("key_d"),
+                Some("key_x"),
+            ] {
+                for ws in [None, Some("ws_c"), Some("ws_d"), Some("ws_x")] {
+                    if key.is_none() && ws.is_none() {
+                        continue;
+                    }
+                    let base = RequestFilter {
+                        key_id: key.map(str::to_owned),
+                        workspace_id: ws.map(str::to_owned),
+                        limit: 4,
+                        ..RequestFilter::default()
+                    };
+                    all.push(base.clone());
+                    all.push(RequestFilter {
+                        response_code: Some(500),
+                        from_ms: Some(t0 + 20),
+                        to_ms: Some(t0 + 80),
+                        ..base
+                    });
+                }
+            }
+            all
+        };
+        let expected = |all: &[(String, i64, i64)],
+                        rows: &HashMap<i64, (String, String, u16)>,
+                        f: &RequestFilter|
+         -> Vec<(String, i64, i64)> {
+            all.iter()
+                .filter(|(_, t, id)| {
+                    let (k, w, code) = &rows[id];
+                    f.key_id.as_ref().is_none_or(|x| x == k)
+                        && f.workspace_id.as_ref().is_none_or(|x| x == w)
+                        && f.response_code.is_none_or(|c| *code == c)
+                        && f.from_ms.is_none_or(|from| *t >= from)
+                        && f.to_ms.is_none_or(|to| *t < to)
+                })
+                .cloned()
+                .collect()
+        };
+
+        let mut referenced_counts = Vec::new();
+        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, false)] {
+            writer.ingest_group(&[&batch(n)]).unwrap();
+            if write_refs {
+                assert!(writer.index_tail().unwrap() > 0);
+            }
+            referenced_counts.push((
+                count(&writer, "SELECT count(*) FROM usage_key_refs"),
+                count(&writer, "SELECT count(*) FROM usage_workspace_refs"),
+            ));
+            let unfiltered = RequestFilter {
+                limit: 1000,
+                ..RequestFilter::default()
+            };
+            let all = all_pages(&store, &unfiltered).await;
+            let rows: HashMap<i64, (String, String, u16)> = store
+                .requests(&unfiltered)
+                .await
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| (r.id, (r.key_id, r.workspace_id, r.response_code)))
+                .collect();
+            for f in filters() {
+                let got = all_pages(&store, &f).await;
+                assert_eq!(got, expected(&all, &rows, &f), "after batch {n}: {f:?}");
+            }
+        }
+        assert_eq!(
+            referenced_counts,
+            [(42, 42), (42, 42), (126, 126), (126, 126)]
+        );
+
+        // Retention deletes the references with the records.
+        while store.purge_records(now, 50).await.unwrap() > 0 {}
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_key_refs"), 0);
+        assert_eq!(
+            count(&writer, "SELECT count(*) FROM usage_workspace_refs"),
+            0
+        );
         store.close().await;
     }
 

@@ -205,17 +205,21 @@ impl SqliteStore {
 
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
         let limit = filter.limit.max(1);
-        let rows = match &filter.resource_id {
+        // The most selective reference table the filter has: resource, key, then workspace.
+        let refs = match (&filter.resource_id, &filter.key_id, &filter.workspace_id) {
+            (Some(resource_id), _, _) => Some(Refs::Resource(resource_id.as_str())),
+            (None, Some(key_id), _) => Some(Refs::Key(key_id.as_str())),
+            (None, None, Some(workspace_id)) => Some(Refs::Workspace(workspace_id.as_str())),
+            (None, None, None) => None,
+        };
+        let rows = match refs {
             None => {
                 let mut qb = select_records("FROM usage_records r WHERE 1 = 1");
                 push_filters(&mut qb, filter, "r");
                 push_page(&mut qb, "r", limit);
                 qb.build_query_as().fetch_all(&self.readers).await?
             }
-            Some(resource_id) => {
-                self.resource_rows(filter, resource_id.as_str(), limit)
-                    .await?
-            }
+            Some(refs) => self.referenced_rows(filter, refs, limit).await?,
         };
         let mut records = rows
             .into_iter()
@@ -237,39 +241,71 @@ impl SqliteStore {
         })
     }
 
-    /// The request log filtered by `resource_id`, newest first, at most `limit + 1` rows: the
-    /// records with a resource reference (usage_resource_refs, in key order) and the records
-    /// above its `through_id` (the ingest writer's bounded tail, scanned by id), read in one
-    /// snapshot and merged.
-    async fn resource_rows(
+    /// The request log through a reference table, newest first, at most `limit + 1` rows: the
+    /// records it references (in key order) and the records above its `through_id` (the ingest
+    /// writer's bounded tail, scanned by id), read in one snapshot and merged.
+    async fn referenced_rows(
         &self,
         filter: &RequestFilter,
-        resource_id: &str,
+        refs: Refs<'_>,
         limit: u32,
     ) -> StoreResult<Vec<RecordRow>> {
         let mut tx = self.readers.begin().await?;
         // CROSS JOIN: walk the references in key order (newest first) and stop at the limit.
-        let mut referenced = select_records(
-            "FROM usage_resource_refs x CROSS JOIN usage_records r ON r.id = x.id \
-             WHERE x.resource_id = ",
-        );
-        referenced.push_bind(resource_id);
+        let (table, column) = refs.table();
+        let from =
+            format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE x.{column} = ");
+        let mut referenced = select_records(&from);
+        match refs {
+            Refs::Resource(resource_id) => {
+                referenced.push_bind(resource_id);
+            }
+            Refs::Key(name) | Refs::Workspace(name) => {
+                referenced
+                    .push("(SELECT id FROM usage_names WHERE name = ")
+                    .push_bind(name)
+                    .push(")");
+            }
+        }
         push_filters(&mut referenced, filter, "x");
         push_page(&mut referenced, "x", limit);
         let referenced: Vec<RecordRow> = referenced.build_query_as().fetch_all(&mut *tx).await?;
         // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
-        // that would walk older records.
+        // that would walk older records. Key and workspace are among the filters.
         let mut tail = select_records(
             "FROM usage_records r NOT INDEXED \
-             WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0) \
-             AND r.resource_id = ",
+             WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0)",
         );
-        tail.push_bind(resource_id);
+        if let Refs::Resource(resource_id) = refs {
+            tail.push(" AND r.resource_id = ").push_bind(resource_id);
+        }
         push_filters(&mut tail, filter, "r");
         push_page(&mut tail, "r", limit);
         let tail: Vec<RecordRow> = tail.build_query_as().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(merge_newest_first(referenced, tail, limit as usize + 1))
+    }
+}
+
+/// The request log's reference tables (filled by the ingest writer up to `through_id`).
+#[derive(Clone, Copy)]
+enum Refs<'a> {
+    /// `usage_resource_refs` (0006).
+    Resource(&'a str),
+    /// `usage_key_refs` (0008), by key id.
+    Key(&'a str),
+    /// `usage_workspace_refs` (0008), by workspace id.
+    Workspace(&'a str),
+}
+
+impl Refs<'_> {
+    /// The table and its leading column.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Refs::Resource(_) => ("usage_resource_refs", "resource_id"),
+            Refs::Key(_) => ("usage_key_refs", "key_ref"),
+            Refs::Workspace(_) => ("usage_workspace_refs", "workspace_ref"),
+        }
     }
 }
 

@@ -380,15 +380,18 @@ async fn idempotency_survives_migration_0005() {
     assert_eq!(wait_until_hashed(&pool).await, 0);
     // Migrations 0006 and 0007 moved the resource index and the idempotency index into tables
     // the writer fills: every migrated row is in both (the unhashed ones once hashed).
-    let (refs, keys, through): (i64, i64, i64) = sqlx::query_as(
+    // So did 0008 with the key and workspace indexes.
+    let (refs, keys, through, key_refs, ws_refs): (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM usage_resource_refs), \
          (SELECT count(*) FROM usage_request_keys), \
-         (SELECT through_id FROM usage_tail_state)",
+         (SELECT through_id FROM usage_tail_state), \
+         (SELECT count(*) FROM usage_key_refs WHERE key_ref = 1), \
+         (SELECT count(*) FROM usage_workspace_refs WHERE workspace_ref = 2)",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((refs, keys, through), (3, 3, 3));
+    assert_eq!((refs, keys, through, key_refs, ws_refs), (3, 3, 3, 3, 3));
     pool.close().await;
     let out = store
         .ingest_usage(vec![

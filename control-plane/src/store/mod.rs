@@ -5,6 +5,9 @@
 //! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
 mod key_touches;
+pub mod postgres;
+mod postgres_ingest;
+mod postgres_usage;
 pub mod sqlite;
 mod sqlite_ingest;
 mod sqlite_lookup;
@@ -17,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::SecretHash;
 use crate::validate::{Alias, Category, Description, PlanName, WorkspaceName};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use usage::{
     ConsoleToken, EndpointCount, IngestOutcome, IngestRejection, MethodCount, NewConsoleToken,

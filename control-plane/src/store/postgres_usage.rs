@@ -1,0 +1,268 @@
+//! PostgreSQL: analytics from rollups and the request log (ingest: `postgres_ingest.rs`).
+
+use std::collections::HashMap;
+
+use sqlx::{FromRow, Postgres, QueryBuilder};
+
+use super::postgres::PostgresStore;
+use super::usage::{
+    EndpointCount, MethodCount, RequestCursor, RequestFilter, RequestPage, RequestRecord,
+    ResponseCodeCount, SeriesBucket, StatusTotals, UsageQuery, UsageReport, UsageScope,
+    UsageStatus, DAY_MS, HOUR_MS, TOP_ENDPOINTS,
+};
+use super::{StoreError, StoreResult};
+
+#[derive(FromRow)]
+struct BreakdownRow {
+    endpoint: String,
+    method: String,
+    response_code: i64,
+    status: String,
+    count: i64,
+}
+
+#[derive(FromRow)]
+struct RecordRow {
+    id: i64,
+    request_id: String,
+    ts: i64,
+    key_id: String,
+    workspace_id: String,
+    method: String,
+    endpoint: String,
+    resource_id: Option<String>,
+    response_code: i64,
+    status: String,
+    duration_ms: f64,
+    client_ip: String,
+    credits: i64,
+    admitted: bool,
+    instance: String,
+}
+
+impl TryFrom<RecordRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(r: RecordRow) -> StoreResult<Self> {
+        let status = UsageStatus::parse(&r.status).ok_or_else(|| {
+            StoreError::Backend(format!("unknown status {} in usage_records", r.status).into())
+        })?;
+        Ok(RequestRecord {
+            id: r.id,
+            request_id: r.request_id,
+            timestamp: r.ts,
+            key_id: r.key_id,
+            workspace_id: r.workspace_id,
+            method: r.method,
+            endpoint: r.endpoint,
+            resource_id: r.resource_id,
+            response_code: u16::try_from(r.response_code).unwrap_or(0),
+            status,
+            duration_ms: r.duration_ms,
+            client_ip: r.client_ip,
+            credits: u32::try_from(r.credits).unwrap_or(0),
+            admitted: r.admitted,
+            instance: r.instance,
+        })
+    }
+}
+
+fn sorted_counts<K: Ord + Clone>(map: HashMap<K, u64>) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = map.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v
+}
+
+impl PostgresStore {
+    pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
+        // One snapshot for the existence check, the series and the breakdowns.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (scope_column, scope_id) = match &query.scope {
+            UsageScope::Key(id) => ("key_id", id.as_str()),
+            UsageScope::Workspace(id) => ("workspace_id", id.as_str()),
+        };
+        let (exists_sql, missing) = match &query.scope {
+            UsageScope::Key(_) => (
+                "SELECT 1 FROM api_keys WHERE id = $1",
+                StoreError::KeyNotFound,
+            ),
+            UsageScope::Workspace(_) => (
+                "SELECT 1 FROM workspaces WHERE id = $1",
+                StoreError::WorkspaceNotFound,
+            ),
+        };
+        let exists: Option<(i32,)> = sqlx::query_as(exists_sql)
+            .bind(scope_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(missing);
+        }
+
+        // The coarsest rollup that tiles the series: days for 1d, hours for 1h, else minutes;
+        // workspace reports read the workspace rollups.
+        let workspace = matches!(query.scope, UsageScope::Workspace(_));
+        let (table, column) = match (query.interval_ms, workspace) {
+            (i, false) if i >= DAY_MS => ("usage_days", "day"),
+            (i, false) if i >= HOUR_MS => ("usage_hours", "hour"),
+            (_, false) => ("usage_minutes", "minute"),
+            (i, true) if i >= DAY_MS => ("usage_ws_days", "day"),
+            (i, true) if i >= HOUR_MS => ("usage_ws_hours", "hour"),
+            (_, true) => ("usage_ws_minutes", "minute"),
+        };
+        let range = format!("{scope_column} = $1 AND {column} >= $2 AND {column} < $3");
+        let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+            "SELECT {column} - (({column} - $2) % $4) AS bucket, status, sum(count)::int8 \
+             FROM {table} WHERE {range} GROUP BY 1, 2"
+        ))
+        .bind(scope_id)
+        .bind(query.from_ms)
+        .bind(query.to_ms)
+        .bind(query.interval_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows: Vec<BreakdownRow> = sqlx::query_as(&format!(
+            "SELECT endpoint, method, response_code, status, sum(count)::int8 AS count \
+             FROM {table} WHERE {range} GROUP BY 1, 2, 3, 4"
+        ))
+        .bind(scope_id)
+        .bind(query.from_ms)
+        .bind(query.to_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut totals = StatusTotals::default();
+        let mut by_method: HashMap<String, u64> = HashMap::new();
+        let mut by_code: HashMap<u16, u64> = HashMap::new();
+        let mut by_endpoint: HashMap<(String, String), u64> = HashMap::new();
+        let points =
+            usize::try_from((query.to_ms - query.from_ms) / query.interval_ms).unwrap_or(0);
+        let mut series: Vec<SeriesBucket> = (0..points)
+            .map(|i| SeriesBucket {
+                start_ms: query.from_ms + i as i64 * query.interval_ms,
+                ..SeriesBucket::default()
+            })
+            .collect();
+        for (bucket, status, count) in series_rows {
+            let (Some(status), Ok(n)) = (UsageStatus::parse(&status), u64::try_from(count)) else {
+                continue;
+            };
+            let i = (bucket - query.from_ms).div_euclid(query.interval_ms);
+            if let Some(b) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
+                match status {
+                    UsageStatus::Completed => b.completed += n,
+                    UsageStatus::Failed => b.failed += n,
+                    UsageStatus::RateLimited => b.rate_limited += n,
+                }
+            }
+        }
+        for r in rows {
+            let n = u64::try_from(r.count).unwrap_or(0);
+            let Some(status) = UsageStatus::parse(&r.status) else {
+                continue;
+            };
+            totals.add(status, n);
+            *by_code
+                .entry(u16::try_from(r.response_code).unwrap_or(0))
+                .or_default() += n;
+            *by_endpoint
+                .entry((r.method.clone(), r.endpoint))
+                .or_default() += n;
+            *by_method.entry(r.method).or_default() += n;
+        }
+
+        Ok(UsageReport {
+            from_ms: query.from_ms,
+            to_ms: query.to_ms,
+            interval_ms: query.interval_ms,
+            totals,
+            by_method: sorted_counts(by_method)
+                .into_iter()
+                .map(|(method, count)| MethodCount { method, count })
+                .collect(),
+            by_response_code: sorted_counts(by_code)
+                .into_iter()
+                .map(|(response_code, count)| ResponseCodeCount {
+                    response_code,
+                    count,
+                })
+                .collect(),
+            top_endpoints: sorted_counts(by_endpoint)
+                .into_iter()
+                .take(TOP_ENDPOINTS)
+                .map(|((method, endpoint), count)| EndpointCount {
+                    method,
+                    endpoint,
+                    count,
+                })
+                .collect(),
+            series,
+        })
+    }
+
+    /// One page of the request log, newest first (then by storage order), through the index of
+    /// the most selective scope the filter has (resource, key, workspace, else time).
+    pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
+        let limit = filter.limit.max(1);
+        let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+            "SELECT id, request_id, ts, key_id, workspace_id, method, endpoint, resource_id, \
+             response_code, status, duration_ms, client_ip, credits, admitted, instance \
+             FROM usage_records WHERE TRUE",
+        );
+        for (column, value) in [
+            ("workspace_id", &filter.workspace_id),
+            ("key_id", &filter.key_id),
+            ("resource_id", &filter.resource_id),
+            ("method", &filter.method),
+            ("endpoint", &filter.endpoint),
+        ] {
+            if let Some(v) = value {
+                qb.push(format!(" AND {column} = ")).push_bind(v.as_str());
+            }
+        }
+        if let Some(v) = filter.from_ms {
+            qb.push(" AND ts >= ").push_bind(v);
+        }
+        if let Some(v) = filter.to_ms {
+            qb.push(" AND ts < ").push_bind(v);
+        }
+        if let Some(v) = filter.status {
+            qb.push(" AND status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = filter.response_code {
+            qb.push(" AND response_code = ").push_bind(i64::from(v));
+        }
+        if let Some(c) = filter.cursor {
+            qb.push(" AND (ts, id) < (")
+                .push_bind(c.timestamp)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
+        }
+        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let rows: Vec<RecordRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        let mut records = rows
+            .into_iter()
+            .map(RequestRecord::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let more = records.len() > limit as usize;
+        records.truncate(limit as usize);
+        let next_cursor = if more {
+            records.last().map(|r| RequestCursor {
+                timestamp: r.timestamp,
+                id: r.id,
+            })
+        } else {
+            None
+        };
+        Ok(RequestPage {
+            records,
+            next_cursor,
+        })
+    }
+}

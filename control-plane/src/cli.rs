@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Token the Envoy filter sends. When unset, `<data-dir>/filter-token` is used.
     #[arg(long, env = "TOLLGATE_FILTER_TOKEN", hide_env_values = true)]
     pub filter_token: Option<String>,
+    /// PostgreSQL database to use (`postgres://user:password@host:5432/dbname`) instead of
+    /// SQLite in `<data-dir>/tollgate.db`. Tokens still live in the data directory.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Longest time the filter may cache a key lookup (milliseconds).
     #[arg(long, default_value_t = DEFAULT_KEY_CACHE_TTL_MS)]
     pub key_cache_ttl_ms: u64,
@@ -186,6 +190,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", args.listen)))?;
     let config = ServeConfig {
         data_dir: cli.data_dir.clone(),
+        database_url: args.database_url.clone().filter(|u| !u.is_empty()),
         admin_token: cli.token.clone().and_then(Token::new),
         filter_token: args.filter_token.clone().and_then(Token::new),
         key_cache_ttl_ms: args.key_cache_ttl_ms,

@@ -38,9 +38,11 @@ impl Default for Retention {
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Holds `tollgate.db` and, when the tokens are not configured, `admin-token` and
-    /// `filter-token`. Created (mode 0700) if missing.
+    /// Holds `tollgate.db` (unless `database_url` is set) and, when the tokens are not
+    /// configured, `admin-token` and `filter-token`. Created (mode 0700) if missing.
     pub data_dir: PathBuf,
+    /// `postgres://…`: keep everything in that PostgreSQL database instead of SQLite.
+    pub database_url: Option<String>,
     /// `None`: read `<data_dir>/admin-token`, generating it on first start.
     pub admin_token: Option<Token>,
     /// `None`: read `<data_dir>/filter-token`, generating it on first start.
@@ -54,6 +56,7 @@ impl ServeConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            database_url: None,
             admin_token: None,
             filter_token: None,
             key_cache_ttl_ms: DEFAULT_KEY_CACHE_TTL_MS,

@@ -21,7 +21,7 @@ use crate::api::{
 };
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::tokens::{self, Token, TokenKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,9 @@ pub enum ServeError {
     },
     #[error("cannot open database {path}: {source}")]
     Database { path: PathBuf, source: StoreError },
+    /// The URL is not shown: it may hold a password.
+    #[error("cannot open the PostgreSQL database: {source}")]
+    Postgres { source: StoreError },
     #[error("server error: {0}")]
     Io(#[from] io::Error),
 }
@@ -80,12 +83,23 @@ async fn build_state(config: ServeConfig) -> Result<AppState, ServeError> {
         config.filter_token.clone(),
         &config.data_dir,
     )?;
-    let path = config.database_path();
-    let store = SqliteStore::open(&path)
-        .await
-        .map_err(|source| ServeError::Database { path, source })?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(
+            PostgresStore::open(url)
+                .await
+                .map_err(|source| ServeError::Postgres { source })?,
+        ),
+        None => {
+            let path = config.database_path();
+            Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .map_err(|source| ServeError::Database { path, source })?,
+            )
+        }
+    };
     Ok(AppState {
-        store: Arc::new(store),
+        store,
         admin_token,
         filter_token,
         key_cache_ttl_ms: config.key_cache_ttl_ms,

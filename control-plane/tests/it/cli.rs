@@ -5,7 +5,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::common::{read_token, sha256, TestServer};
+use crate::common::{database_url_for, read_token, sha256, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
@@ -16,6 +16,7 @@ fn command() -> Command {
         "TOLLGATE_FILTER_TOKEN",
         "TOLLGATE_URL",
         "TOLLGATE_DATA_DIR",
+        "TOLLGATE_DATABASE_URL",
     ] {
         cmd.env_remove(var);
     }
@@ -248,7 +249,11 @@ async fn cli_falls_back_to_the_token_file() {
 /// Starts `tollgate serve` on port 0 and returns it with the stdout lines printed up to and
 /// including `Listening on http://...`.
 async fn spawn_serve(data_dir: &std::path::Path) -> (tokio::process::Child, Vec<String>, String) {
-    let mut child = command()
+    let mut cmd = command();
+    if let Some(url) = database_url_for(data_dir).await {
+        cmd.env("TOLLGATE_DATABASE_URL", url);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")

@@ -1,4 +1,7 @@
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -21,6 +24,10 @@ pub struct TestServer {
     pub filter_token: String,
     dir: Option<TempDir>,
     data_dir: PathBuf,
+    /// `postgres://…` of this server's database, when the tests run on PostgreSQL.
+    database_url: Option<String>,
+    /// The PostgreSQL database this server created (dropped with it).
+    _database: Option<Arc<TestDatabase>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -46,19 +53,28 @@ impl TestServer {
         let mut config = ServeConfig::new(dir.path());
         config.admin_token = Token::new(ADMIN);
         config.filter_token = Token::new(FILTER);
+        let database = match postgres_url() {
+            Some(admin_url) => Some(Arc::new(TestDatabase::create(&admin_url).await)),
+            None => None,
+        };
+        config.database_url = database.as_ref().map(|d| d.url.clone());
         edit(&mut config);
-        let mut server = Self::launch(config).await;
+        let mut server = Self::launch(config, database).await;
         server.dir = Some(dir);
         server
     }
 
-    /// A server on `data_dir` with tokens taken from there (generated on first start).
+    /// A server on `data_dir` with tokens taken from there (generated on first start). On
+    /// PostgreSQL, every server on the same `data_dir` uses the same database.
     pub async fn start_in(data_dir: &Path) -> Self {
-        Self::launch(ServeConfig::new(data_dir)).await
+        let mut config = ServeConfig::new(data_dir);
+        config.database_url = database_url_for(data_dir).await;
+        Self::launch(config, None).await
     }
 
-    async fn launch(config: ServeConfig) -> Self {
+    async fn launch(config: ServeConfig, database: Option<Arc<TestDatabase>>) -> Self {
         let data_dir = config.data_dir.clone();
+        let database_url = config.database_url.clone();
         let admin = config.admin_token.as_ref().map(|t| t.expose().to_owned());
         let filter = config.filter_token.as_ref().map(|t| t.expose().to_owned());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,6 +94,8 @@ impl TestServer {
             filter_token: String::new(),
             dir: None,
             data_dir: data_dir.clone(),
+            database_url,
+            _database: database,
             shutdown: Some(tx),
             task: Some(task),
         };
@@ -105,6 +123,10 @@ impl TestServer {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 
     /// Graceful shutdown; fails the test if the server returned an error.
@@ -254,6 +276,120 @@ impl TestServer {
             .as_array()
             .unwrap()
             .len()
+    }
+}
+
+/// The PostgreSQL server to run against (`TOLLGATE_TEST_DATABASE_URL`, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`); `None`: SQLite in the data directory.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TOLLGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+pub fn on_postgres() -> bool {
+    postgres_url().is_some()
+}
+
+/// The database of the servers started on `data_dir` (`start_in`, `tollgate serve
+/// --data-dir`): created on first use and kept for the rest of the test process, so a restart
+/// on the same directory finds its data. The next test run drops it (see [`TestDatabase`]).
+pub async fn database_url_for(data_dir: &Path) -> Option<String> {
+    static BY_DIR: Mutex<Option<HashMap<PathBuf, String>>> = Mutex::new(None);
+    let admin_url = postgres_url()?;
+    if let Some(url) = BY_DIR
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .get(data_dir)
+    {
+        return Some(url.clone());
+    }
+    let database = TestDatabase::create(&admin_url).await;
+    let url = database.url.clone();
+    // Never dropped in this process.
+    std::mem::forget(database);
+    BY_DIR
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(data_dir.to_owned(), url.clone());
+    Some(url)
+}
+
+/// A fresh PostgreSQL database `tollgate_test_<pid>_<random>`, dropped when this is dropped.
+/// Databases whose test process is gone (a crashed or killed run, or those kept for a data
+/// directory) are dropped by the first `create` of a later run.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        use sqlx::{Connection, Executor};
+        static SWEPT: AtomicBool = AtomicBool::new(false);
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("TOLLGATE_TEST_DATABASE_URL={admin_url}: {e}"));
+        if !SWEPT.swap(true, Ordering::SeqCst) {
+            let names: Vec<(String,)> = sqlx::query_as(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'tollgate\\_test\\_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for (name,) in names {
+                let pid = name.split('_').nth(2).unwrap_or("");
+                if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            }
+        }
+        let name = format!(
+            "tollgate_test_{}_{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        let mut url = reqwest::Url::parse(admin_url).unwrap();
+        url.set_path(&format!("/{name}"));
+        Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: the statement gets a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::{Connection, Executor};
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
     }
 }
 

@@ -15,6 +15,7 @@ mod ingest;
 mod keys;
 mod lookup_usage;
 mod migration;
+mod postgres;
 mod tokens;
 mod upstream;
 mod workspaces;

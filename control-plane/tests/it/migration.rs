@@ -1,6 +1,10 @@
 //! Migrations 0004 (narrow raw records, workspace rollups), 0005 (time-ordered idempotency
 //! index), 0006 (resource references) and 0007 (idempotency keys) keep what older versions
 //! stored.
+//!
+//! SQLite only: these tests open `SqliteStore` on files left by older SQLite migrations, so they
+//! do not use `TestServer` and run against SQLite even when `TOLLGATE_TEST_DATABASE_URL` selects
+//! PostgreSQL for the rest of the suite (the PostgreSQL schema has no older versions to migrate).
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use reqwest::Method;
 
-use crate::common::{read_token, TestServer};
+use crate::common::{on_postgres, read_token, TestServer};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -19,7 +19,8 @@ async fn generated_tokens_are_saved_privately_and_reused() {
     assert_ne!(admin[4..], filter[4..]);
     assert_eq!(mode(&dir.path().join("admin-token")), 0o600);
     assert_eq!(mode(&dir.path().join("filter-token")), 0o600);
-    assert!(dir.path().join("tollgate.db").exists());
+    // SQLite lives in the data directory; on PostgreSQL only the tokens do.
+    assert_eq!(dir.path().join("tollgate.db").exists(), !on_postgres());
 
     let ws = srv.workspace("free").await;
     let (status, _) = srv
@@ -46,7 +47,7 @@ async fn configured_tokens_write_no_files() {
     let srv = TestServer::start().await;
     srv.get("/v1/workspaces", 200).await;
     let dir = srv.data_dir().to_owned();
-    assert!(dir.join("tollgate.db").exists());
+    assert_eq!(dir.join("tollgate.db").exists(), !on_postgres());
     assert!(!dir.join("admin-token").exists());
     assert!(!dir.join("filter-token").exists());
     srv.stop().await;

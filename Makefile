@@ -159,6 +159,30 @@ test: build browser
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast
+	$(MAKE) test-postgres
+
+# The control plane's API tests on PostgreSQL (control-plane/README.md, "PostgreSQL"). Without a
+# server at TOLLGATE_TEST_DATABASE_URL: skipped, or an error when CI=true.
+TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+
+.PHONY: test-postgres
+test-postgres:
+	@url='$(TOLLGATE_TEST_DATABASE_URL)'; \
+	hostport="$${url#*://}"; hostport="$${hostport##*@}"; hostport="$${hostport%%[/?]*}"; \
+	host="$${hostport%:*}"; port="$${hostport##*:}"; \
+	[ "$$port" != "$$hostport" ] || port=5432; [ -n "$$host" ] || host=127.0.0.1; \
+	if command -v pg_isready >/dev/null; then probe=(pg_isready -q -t 3 -d "$$url"); \
+	else probe=(timeout 3 bash -c "exec 3<>/dev/tcp/$$host/$$port"); fi; \
+	if ! "$${probe[@]}" 2>/dev/null; then \
+	  if [ "$${CI:-}" = true ]; then \
+	    echo "test-postgres: no PostgreSQL at $$host:$$port (TOLLGATE_TEST_DATABASE_URL); CI=true requires one" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo "test-postgres: skipped: no PostgreSQL at $$host:$$port (set TOLLGATE_TEST_DATABASE_URL)"; \
+	  exit 0; \
+	fi; \
+	echo "==> control plane API tests on PostgreSQL at $$host:$$port"; \
+	cd $(ROOT) && TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-control-plane --test it
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark (bench/README.md): A no filter, B Tollgate, C native api_key_auth + local_ratelimit,

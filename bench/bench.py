@@ -704,7 +704,7 @@ def run_control_plane(cp, info, out, results, notes, ingest=True):
     hashes.write_text("\n".join(info["cold_hashes"]) + "\n")
     env = {"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN}
     # Answers the control plane's cache holds (many Envoys asking about the same keys), and
-    # answers it must read from the database (each request its own `since_ms`): the verdict is
+    # answers it must read from the database (each request as another instance): the verdict is
     # on the second, the cold path's.
     for name, uncached in (("lookups", False), ("lookups_uncached", True)):
         lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",

@@ -8,6 +8,7 @@ use super::{AppState, PathParam};
 use crate::clock;
 use crate::error::ApiError;
 use crate::secret::SecretHash;
+use crate::store::usage::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
 use crate::store::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
 
 /// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
@@ -39,7 +40,7 @@ struct LookupParams {
     since_ms: Option<String>,
 }
 
-fn recent_query(raw: Option<&str>) -> Result<Option<RecentQuery>, ApiError> {
+fn recent_query(raw: Option<&str>, now_ms: i64) -> Result<Option<RecentQuery>, ApiError> {
     let params: LookupParams = serde_urlencoded::from_str(raw.unwrap_or_default())
         .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
     let (Some(instance), Some(since)) = (params.instance, params.since_ms) else {
@@ -57,6 +58,14 @@ fn recent_query(raw: Option<&str>) -> Result<Option<RecentQuery>, ApiError> {
         .ok_or_else(|| {
             ApiError::BadRequest("since_ms: must be a non-negative integer".to_owned())
         })?;
+    // Counted from the per-instance buckets alone, which is exact only on their boundaries and
+    // within the time they are kept (the filter's ledger uses the same buckets).
+    if since_ms % RECENT_BUCKET_MS != 0 || since_ms < now_ms - RECENT_BUCKET_HORIZON_MS {
+        return Err(ApiError::BadRequest(format!(
+            "since_ms: must be a multiple of {RECENT_BUCKET_MS} within the last {} hours",
+            RECENT_BUCKET_HORIZON_MS / 3_600_000
+        )));
+    }
     Ok(Some(RecentQuery { instance, since_ms }))
 }
 
@@ -115,8 +124,8 @@ pub async fn lookup(
     let hash = SecretHash::parse(&hash).ok_or_else(|| {
         ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
     })?;
-    let recent = recent_query(query.as_deref())?;
     let now = clock::now_ms();
+    let recent = recent_query(query.as_deref(), now)?;
     let found = find_key(&state, &hash, now, recent.as_ref())
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;

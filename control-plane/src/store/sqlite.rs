@@ -18,7 +18,6 @@ use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
 use super::sqlite_lookup::{LookupReader, LookupRow};
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
-    RECENT_BUCKET_MS,
 };
 use super::{
     AllowRule, ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
@@ -416,12 +415,7 @@ SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        CASE WHEN ?8 IS NOT NULL AND coalesce(k.quota_total, k.quota_daily, k.quota_weekly, \
          k.quota_monthly) IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0) FROM key_instance_buckets b \
-           WHERE b.key_id = k.id AND b.instance = ?8 AND b.bucket >= ?10) + \
-         (SELECT count(*) FROM usage_records r \
-           WHERE r.key_ref = (SELECT n.id FROM usage_names n WHERE n.name = k.id) \
-             AND r.timestamp >= ?9 AND r.timestamp < ?10 \
-             AND r.instance_ref = (SELECT n.id FROM usage_names n WHERE n.name = ?8) \
-             AND r.admitted = 1) END AS recent \
+           WHERE b.key_id = k.id AND b.instance = ?8 AND b.bucket >= ?9) END AS recent \
 FROM key_secrets s \
 JOIN api_keys k ON k.id = s.key_id \
 JOIN workspaces w ON w.id = k.workspace_id \
@@ -487,14 +481,9 @@ impl SqliteStore {
         let (d0, d1) = window(DAY_MS);
         let (w0, w1) = window(7 * DAY_MS);
         let (m0, m1) = window(LONGEST_WINDOW_MS);
-        // Buckets cover [aligned, ...); a since_ms inside a bucket, or older than the buckets
-        // are kept, is counted from raw records up to the first whole bucket.
+        // `since_ms` is on a bucket boundary within the buckets' horizon (the handler checks it),
+        // so the per-instance buckets count it exactly.
         let since = recent.map_or(0, |r| r.since_ms);
-        let first_bucket = if since < now_ms - RECENT_BUCKET_HORIZON_MS {
-            i64::MAX
-        } else {
-            ceil_to(since, RECENT_BUCKET_MS)
-        };
         let row: Option<LookupRow> = self.lookup_reader.read((
             hash.as_str(),
             d0,
@@ -505,7 +494,6 @@ impl SqliteStore {
             m1,
             recent.map(|r| r.instance.as_str()),
             since,
-            first_bucket,
         ))?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(KeyLookup {

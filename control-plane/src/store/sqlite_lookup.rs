@@ -77,19 +77,8 @@ impl LookupRow {
     }
 }
 
-/// The lookup query's parameters, in `?1`…`?10` order.
-pub(super) type LookupParams<'a> = (
-    &'a str,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<&'a str>,
-    i64,
-    i64,
-);
+/// The lookup query's parameters, in `?1`…`?9` order.
+pub(super) type LookupParams<'a> = (&'a str, i64, i64, i64, i64, i64, i64, Option<&'a str>, i64);
 
 #[derive(Debug)]
 pub(super) struct LookupReader {

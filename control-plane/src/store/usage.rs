@@ -10,7 +10,7 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// Bucket width of the per-instance counts behind `recent` (the filter's ledger uses the same).
 pub const RECENT_BUCKET_MS: i64 = 10_000;
-/// How long per-instance buckets are kept; `recent` older than this is counted from raw records.
+/// How long per-instance buckets are kept; a lookup's `since_ms` must be within it.
 pub const RECENT_BUCKET_HORIZON_MS: i64 = DAY_MS;
 /// Longest quota window (`monthly` = 30 days); per-key minute counts older than this plus an
 /// hour can be dropped.

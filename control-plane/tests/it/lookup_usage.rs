@@ -117,24 +117,36 @@ async fn recent_counts_this_instance_since_s_only() {
     assert_eq!(body["usage"]["total"], 5);
     let body = lookup(&srv, &key, &format!("?instance=i_b&since_ms={since}")).await;
     assert_eq!(body["recent"]["count"], 1);
-    // Not on a 10-second boundary: counted exactly from the raw records.
-    let body = lookup(&srv, &key, &format!("?instance=i_a&since_ms={}", since + 1)).await;
+    // Counted from 10-second buckets kept for a day: any other since_ms is refused.
+    for bad in [
+        since + 1,
+        since + 15_004,
+        now - 3 * DAY - (now - 3 * DAY).rem_euclid(10_000),
+    ] {
+        let (status, body) = srv
+            .send(
+                Method::GET,
+                &format!(
+                    "/v1/filter/keys/{}?instance=i_a&since_ms={bad}",
+                    secret_hash(&key)
+                ),
+                Some(FILTER),
+                None,
+            )
+            .await;
+        assert_eq!(status, 400, "since_ms={bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with("since_ms:"),
+            "{body}"
+        );
+    }
+    let body = lookup(
+        &srv,
+        &key,
+        &format!("?instance=i_a&since_ms={}", since + 10_000),
+    )
+    .await;
     assert_eq!(body["recent"]["count"], 2);
-    let body = lookup(
-        &srv,
-        &key,
-        &format!("?instance=i_a&since_ms={}", since + 15_004),
-    )
-    .await;
-    assert_eq!(body["recent"]["count"], 1);
-    // Older than the per-instance buckets: raw records too.
-    let body = lookup(
-        &srv,
-        &key,
-        &format!("?instance=i_a&since_ms={}", now - 3 * DAY),
-    )
-    .await;
-    assert_eq!(body["recent"]["count"], 4);
     // Without both parameters there is no `recent`.
     assert!(lookup(&srv, &key, "").await.get("recent").is_none());
     assert!(lookup(&srv, &key, "?instance=i_a")

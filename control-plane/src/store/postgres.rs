@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{FromRow, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, FromRow, PgConnection, PgPool};
 
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
@@ -58,6 +58,9 @@ impl PostgresStore {
         let options = options
             .application_name("tollgate")
             .options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
+        // One connection first, so a wrong URL, host or password fails now with its own error
+        // rather than as a pool timeout.
+        options.connect().await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -6,7 +6,8 @@ Starts the control plane once, then every Envoy configuration itself, interleave
 and PASS/MISS against the targets. See bench/README.md for what each configuration is.
 
 Layout on this 2-core machine: Envoy (--concurrency 1) on core 0; the load generator (wrk,
-bench-loadgen) and the control plane on core 1 (taskset).
+bench-loadgen) and the control plane on core 1 (taskset). For the control plane's own
+measurements (lookups, ingest) no Envoy runs, and it moves alone to core 0.
 
 Python 3 standard library only. Everything it writes goes to bench/results/<stamp>/ (rendered
 Envoy configs, logs, results.json) and bench/results/latest.json.
@@ -483,6 +484,17 @@ class Envoy:
 
 
 # --- CPU accounting -------------------------------------------------------------------------------
+# Where the control plane runs now: beside wrk while Envoy has core 0, alone on core 0 for its
+# own measurements (lookups, ingest), so the load generator does not take its CPU.
+CP_CORE = [CONTROL_PLANE_CORE]
+
+
+def pin_control_plane(cp, core: str) -> None:
+    """Moves every thread of the control plane to `core`."""
+    subprocess.run(["taskset", "-a", "-p", "-c", core, str(cp.proc.pid)], capture_output=True,
+                   check=True)
+    CP_CORE[0] = core
+
 WATCH: dict[str, int] = {}  # name -> pid whose CPU time is reported for each run
 
 
@@ -518,6 +530,8 @@ def cpu_delta(a: dict, b: dict) -> dict:
             res[f"{name}_cores"] = round((j - a["procs"][name]) / hz / wall, 3)
     if res.get(f"core{ENVOY_CORE}_busy") is not None:
         ours = res.get("envoy_cores", 0.0)
+        if CP_CORE[0] == ENVOY_CORE:
+            ours += res.get("control_plane_cores", 0.0)
         res["core0_other"] = round(max(0.0, res[f"core{ENVOY_CORE}_busy"] - ours), 3)
     return res
 
@@ -700,6 +714,15 @@ def run_cold(cp, info, out, results, notes):
 
 
 def run_control_plane(cp, info, out, results, notes, ingest=True):
+    """The control plane alone on Envoy's core (no Envoy runs now), wrk on the other."""
+    pin_control_plane(cp, ENVOY_CORE)
+    try:
+        measure_control_plane(cp, info, out, results, notes, ingest)
+    finally:
+        pin_control_plane(cp, CONTROL_PLANE_CORE)
+
+
+def measure_control_plane(cp, info, out, results, notes, ingest):
     hashes = out / "hashes.txt"
     hashes.write_text("\n".join(info["cold_hashes"]) + "\n")
     env = {"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN}
@@ -770,6 +793,7 @@ def run_ingest_only(out, results, notes) -> list[str]:
         run_out = out / f"ingest-{i + 1}"
         run_out.mkdir(parents=True, exist_ok=True)
         cp = ControlPlane(run_out)
+        pin_control_plane(cp, ENVOY_CORE)
         info = {"blocked": {}, "ingest_keys": make_ingest_keys(cp, time.strftime("%H%M%S"))}
         each.append(run_ingest(cp, info, run_out, notes))
         cp.proc.stop()
@@ -942,8 +966,8 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     L.append(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux "
              f"{m['kernel']}")
     L.append(f"Envoy {m['envoy']} --concurrency 1 on core {ENVOY_CORE}; control plane on core "
-             f"{CONTROL_PLANE_CORE} beside wrk {m['wrk']} -t1 -c{CONNECTIONS}; "
-             f"direct_response upstream")
+             f"{CONTROL_PLANE_CORE} beside wrk {m['wrk']} -t1 -c{CONNECTIONS} (alone on core "
+             f"{ENVOY_CORE} for its own lookups and ingest); direct_response upstream")
     L.append("")
     L.append(f"{'config':<10}{'description':<68}{'req/s':>9}{'p50 us':>9}{'p99 us':>9}"
              f"   req/s per round")

@@ -20,7 +20,6 @@ use sqlx::{ConnectOptions, Connection, FromRow, PgConnection, PgPool};
 
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
-    RECENT_BUCKET_MS,
 };
 use super::{
     AllowRule, ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
@@ -304,10 +303,7 @@ SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        CASE WHEN $8::text IS NOT NULL AND coalesce(k.quota_total, k.quota_daily, \
          k.quota_weekly, k.quota_monthly) IS NOT NULL THEN \
          (SELECT coalesce(sum(admitted), 0)::int8 FROM key_instance_buckets b \
-           WHERE b.key_id = k.id AND b.instance = $8::text AND b.bucket >= $10) + \
-         (SELECT count(*) FROM usage_records r \
-           WHERE r.key_id = k.id AND r.ts >= $9 AND r.ts < $10 \
-             AND r.instance = $8::text AND r.admitted) END AS recent \
+           WHERE b.key_id = k.id AND b.instance = $8::text AND b.bucket >= $9) END AS recent \
 FROM key_secrets s \
 JOIN api_keys k ON k.id = s.key_id \
 JOIN workspaces w ON w.id = k.workspace_id \
@@ -540,14 +536,9 @@ impl PostgresStore {
         let (d0, d1) = window(DAY_MS);
         let (w0, w1) = window(7 * DAY_MS);
         let (m0, m1) = window(LONGEST_WINDOW_MS);
-        // Buckets cover [aligned, ...); a since_ms inside a bucket, or older than the buckets
-        // are kept, is counted from raw records up to the first whole bucket.
+        // `since_ms` is on a bucket boundary within the buckets' horizon (the handler checks it),
+        // so the per-instance buckets count it exactly.
         let since = recent.map_or(0, |r| r.since_ms);
-        let first_bucket = if since < now_ms - RECENT_BUCKET_HORIZON_MS {
-            i64::MAX
-        } else {
-            ceil_to(since, RECENT_BUCKET_MS)
-        };
         let row: Option<LookupRow> = sqlx::query_as(LOOKUP_SQL)
             .bind(hash.as_str())
             .bind(d0)
@@ -558,7 +549,6 @@ impl PostgresStore {
             .bind(m1)
             .bind(recent.map(|r| r.instance.as_str()))
             .bind(since)
-            .bind(first_bucket)
             .fetch_optional(&self.pool)
             .await?;
         let Some(r) = row else { return Ok(None) };

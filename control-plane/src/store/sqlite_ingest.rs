@@ -30,7 +30,7 @@
 //! management, retention, reads); SQLite's write lock orders the two writers, and the busy
 //! timeout makes either wait for the other.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -363,19 +363,20 @@ impl<'a> Aggregates<'a> {
     }
 }
 
-/// Everything one transaction adds to the count tables.
+/// Everything one transaction adds to the count tables, in key order: each table is written
+/// in its primary key's order, so consecutive upserts land on the same or adjacent pages.
 #[derive(Default)]
 struct CountRows<'a> {
     /// Per key: minutes, hours, days.
-    keys: [HashMap<RollupKey<'a>, RollupValue<'a>>; 3],
+    keys: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
     /// Per workspace (the key slot holds the workspace id): minutes, hours, days.
-    workspaces: [HashMap<RollupKey<'a>, RollupValue<'a>>; 3],
-    admitted_totals: HashMap<&'a str, i64>,
-    admitted_minutes: HashMap<(&'a str, i64), i64>,
-    admitted_hours: HashMap<(&'a str, i64), i64>,
-    instance_buckets: HashMap<(&'a str, &'a str, i64), i64>,
-    month_calls: HashMap<(&'a str, i64), i64>,
-    last_used: HashMap<&'a str, i64>,
+    workspaces: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
+    admitted_totals: BTreeMap<&'a str, i64>,
+    admitted_minutes: BTreeMap<(&'a str, i64), i64>,
+    admitted_hours: BTreeMap<(&'a str, i64), i64>,
+    instance_buckets: BTreeMap<(&'a str, &'a str, i64), i64>,
+    month_calls: BTreeMap<(&'a str, i64), i64>,
+    last_used: BTreeMap<&'a str, i64>,
 }
 
 const BUCKETS: [i64; 3] = [MINUTE_MS, HOUR_MS, DAY_MS];
@@ -1195,7 +1196,7 @@ fn upsert_rollups(
     scope_column: &str,
     bucket_column: &str,
     with_workspace: bool,
-    rows: &HashMap<RollupKey<'_>, RollupValue<'_>>,
+    rows: &BTreeMap<RollupKey<'_>, RollupValue<'_>>,
 ) -> rusqlite::Result<()> {
     let (ws_column, ws_value) = if with_workspace {
         (", workspace_id", ", ?10")

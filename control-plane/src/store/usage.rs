@@ -16,7 +16,7 @@ pub const RECENT_BUCKET_HORIZON_MS: i64 = DAY_MS;
 /// hour can be dropped.
 pub const LONGEST_WINDOW_MS: i64 = 30 * DAY_MS;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsageStatus {
     Completed,

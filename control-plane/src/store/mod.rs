@@ -8,6 +8,7 @@ mod key_touches;
 pub mod postgres;
 mod postgres_ingest;
 mod postgres_usage;
+mod rows;
 pub mod sqlite;
 mod sqlite_ingest;
 mod sqlite_lookup;

@@ -1,25 +1,14 @@
 //! PostgreSQL: analytics from rollups and the request log (ingest: `postgres_ingest.rs`).
 
-use std::collections::HashMap;
-
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::postgres::PostgresStore;
+use super::rows::{report_from_rows, BreakdownRow};
 use super::usage::{
-    EndpointCount, MethodCount, RequestCursor, RequestFilter, RequestPage, RequestRecord,
-    ResponseCodeCount, SeriesBucket, StatusTotals, UsageQuery, UsageReport, UsageScope,
-    UsageStatus, DAY_MS, HOUR_MS, TOP_ENDPOINTS,
+    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageScope,
+    UsageStatus, DAY_MS, HOUR_MS,
 };
 use super::{StoreError, StoreResult};
-
-#[derive(FromRow)]
-struct BreakdownRow {
-    endpoint: String,
-    method: String,
-    response_code: i64,
-    status: String,
-    count: i64,
-}
 
 #[derive(FromRow)]
 struct RecordRow {
@@ -65,12 +54,6 @@ impl TryFrom<RecordRow> for RequestRecord {
             instance: r.instance,
         })
     }
-}
-
-fn sorted_counts<K: Ord + Clone>(map: HashMap<K, u64>) -> Vec<(K, u64)> {
-    let mut v: Vec<(K, u64)> = map.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v
 }
 
 impl PostgresStore {
@@ -135,73 +118,7 @@ impl PostgresStore {
         .await?;
         tx.commit().await?;
 
-        let mut totals = StatusTotals::default();
-        let mut by_method: HashMap<String, u64> = HashMap::new();
-        let mut by_code: HashMap<u16, u64> = HashMap::new();
-        let mut by_endpoint: HashMap<(String, String), u64> = HashMap::new();
-        let points =
-            usize::try_from((query.to_ms - query.from_ms) / query.interval_ms).unwrap_or(0);
-        let mut series: Vec<SeriesBucket> = (0..points)
-            .map(|i| SeriesBucket {
-                start_ms: query.from_ms + i as i64 * query.interval_ms,
-                ..SeriesBucket::default()
-            })
-            .collect();
-        for (bucket, status, count) in series_rows {
-            let (Some(status), Ok(n)) = (UsageStatus::parse(&status), u64::try_from(count)) else {
-                continue;
-            };
-            let i = (bucket - query.from_ms).div_euclid(query.interval_ms);
-            if let Some(b) = usize::try_from(i).ok().and_then(|i| series.get_mut(i)) {
-                match status {
-                    UsageStatus::Completed => b.completed += n,
-                    UsageStatus::Failed => b.failed += n,
-                    UsageStatus::RateLimited => b.rate_limited += n,
-                }
-            }
-        }
-        for r in rows {
-            let n = u64::try_from(r.count).unwrap_or(0);
-            let Some(status) = UsageStatus::parse(&r.status) else {
-                continue;
-            };
-            totals.add(status, n);
-            *by_code
-                .entry(u16::try_from(r.response_code).unwrap_or(0))
-                .or_default() += n;
-            *by_endpoint
-                .entry((r.method.clone(), r.endpoint))
-                .or_default() += n;
-            *by_method.entry(r.method).or_default() += n;
-        }
-
-        Ok(UsageReport {
-            from_ms: query.from_ms,
-            to_ms: query.to_ms,
-            interval_ms: query.interval_ms,
-            totals,
-            by_method: sorted_counts(by_method)
-                .into_iter()
-                .map(|(method, count)| MethodCount { method, count })
-                .collect(),
-            by_response_code: sorted_counts(by_code)
-                .into_iter()
-                .map(|(response_code, count)| ResponseCodeCount {
-                    response_code,
-                    count,
-                })
-                .collect(),
-            top_endpoints: sorted_counts(by_endpoint)
-                .into_iter()
-                .take(TOP_ENDPOINTS)
-                .map(|((method, endpoint), count)| EndpointCount {
-                    method,
-                    endpoint,
-                    count,
-                })
-                .collect(),
-            series,
-        })
+        Ok(report_from_rows(query, series_rows, rows))
     }
 
     /// One page of the request log, newest first (then by storage order), through the index of

@@ -11,17 +11,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::key_touches::KeyTouches;
+use super::rows::{
+    allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
+    KeyRow, PlanRow, WorkspaceRow,
+};
 use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
 use super::sqlite_lookup::{LookupReader, LookupRow};
 use super::usage::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
 };
 use super::{
-    AllowRule, ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, Quotas, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Store,
+    ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
+    NewWorkspace, Plan, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Store,
     StoreError, StoreResult, Usage, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::clock;
@@ -257,121 +261,6 @@ fn select_keys(condition: &str) -> String {
     )
 }
 
-#[derive(FromRow)]
-struct PlanRow {
-    name: String,
-    max_keys: Option<i64>,
-    rate_limit_per_second: Option<i64>,
-    rate_limit_per_minute: Option<i64>,
-}
-
-impl From<PlanRow> for Plan {
-    fn from(r: PlanRow) -> Self {
-        Plan {
-            name: r.name,
-            max_keys: r.max_keys,
-            rate_limit_per_second: r.rate_limit_per_second,
-            rate_limit_per_minute: r.rate_limit_per_minute,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct WorkspaceRow {
-    id: String,
-    name: String,
-    plan: String,
-    created_at: i64,
-}
-
-impl From<WorkspaceRow> for Workspace {
-    fn from(r: WorkspaceRow) -> Self {
-        Workspace {
-            id: r.id,
-            name: r.name,
-            plan: r.plan,
-            created_at: r.created_at,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct KeyRow {
-    id: String,
-    workspace_id: String,
-    alias: String,
-    description: Option<String>,
-    category: String,
-    active: bool,
-    expires_at: Option<i64>,
-    quota_total: Option<i64>,
-    quota_daily: Option<i64>,
-    quota_weekly: Option<i64>,
-    quota_monthly: Option<i64>,
-    allowed: String,
-    created_at: i64,
-    last_used_at: Option<i64>,
-    hash: String,
-    prefix: String,
-    calls_this_month: i64,
-}
-
-impl TryFrom<KeyRow> for ApiKey {
-    type Error = StoreError;
-
-    fn try_from(r: KeyRow) -> StoreResult<Self> {
-        Ok(ApiKey {
-            quotas: quotas_from_columns(
-                r.quota_total,
-                r.quota_daily,
-                r.quota_weekly,
-                r.quota_monthly,
-            ),
-            allowed: allowed_from_column(&r.allowed)?,
-            id: r.id,
-            workspace_id: r.workspace_id,
-            alias: r.alias,
-            description: r.description,
-            category: r.category,
-            active: r.active,
-            expires_at: r.expires_at,
-            created_at: r.created_at,
-            last_used_at: r.last_used_at,
-            hash: r.hash,
-            prefix: r.prefix,
-            calls_this_month: u64::try_from(r.calls_this_month).unwrap_or(0),
-        })
-    }
-}
-
-fn quotas_from_columns(
-    total: Option<i64>,
-    daily: Option<i64>,
-    weekly: Option<i64>,
-    monthly: Option<i64>,
-) -> Quotas {
-    // Validation only lets positive values in, so the conversion cannot fail for stored data.
-    let q = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
-    Quotas {
-        total: q(total),
-        daily: q(daily),
-        weekly: q(weekly),
-        monthly: q(monthly),
-    }
-}
-
-fn quota_column(v: Option<u64>) -> Option<i64> {
-    v.and_then(|v| i64::try_from(v).ok())
-}
-
-fn allowed_from_column(json: &str) -> StoreResult<Vec<AllowRule>> {
-    serde_json::from_str(json).map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
-fn allowed_column(rules: &[AllowRule]) -> StoreResult<String> {
-    serde_json::to_string(rules).map_err(|e| StoreError::Backend(Box::new(e)))
-}
-
 async fn fetch_key(conn: &mut SqliteConnection, id: &str) -> StoreResult<ApiKey> {
     let row: Option<KeyRow> = sqlx::query_as(&select_keys("id = ?2"))
         .bind(clock::utc_month(clock::now_ms()))
@@ -379,10 +268,6 @@ async fn fetch_key(conn: &mut SqliteConnection, id: &str) -> StoreResult<ApiKey>
         .fetch_optional(&mut *conn)
         .await?;
     row.ok_or(StoreError::KeyNotFound)?.try_into()
-}
-
-fn count(v: Option<i64>) -> u64 {
-    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
 }
 
 /// The filter lookup in one statement, so the key, its usage windows and `recent` are one
@@ -445,25 +330,6 @@ fn map_alias_conflict(e: sqlx::Error, alias: &str) -> StoreError {
             StoreError::AliasTaken(alias.to_owned())
         }
         _ => e.into(),
-    }
-}
-
-#[derive(FromRow)]
-struct ConsoleTokenRow {
-    id: String,
-    workspace_id: String,
-    name: String,
-    created_at: i64,
-}
-
-impl From<ConsoleTokenRow> for ConsoleToken {
-    fn from(r: ConsoleTokenRow) -> Self {
-        ConsoleToken {
-            id: r.id,
-            workspace_id: r.workspace_id,
-            name: r.name,
-            created_at: r.created_at,
-        }
     }
 }
 

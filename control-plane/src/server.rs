@@ -62,7 +62,9 @@ pub async fn serve(
     let result = axum::serve(listener.tap_io(tune_connection), router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    // Stopped before the store closes: a pass still running would find its pool closed.
     retention_task.abort();
+    let _ = retention_task.await;
     store.close().await;
     tracing::info!("control plane stopped");
     Ok(result?)

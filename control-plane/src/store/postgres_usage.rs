@@ -3,10 +3,9 @@
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::postgres::PostgresStore;
-use super::rows::{report_from_rows, BreakdownRow};
+use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
 use super::usage::{
-    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageScope,
-    UsageStatus, DAY_MS, HOUR_MS,
+    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
 };
 use super::{StoreError, StoreResult};
 
@@ -63,39 +62,22 @@ impl PostgresStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let (scope_column, scope_id) = match &query.scope {
-            UsageScope::Key(id) => ("key_id", id.as_str()),
-            UsageScope::Workspace(id) => ("workspace_id", id.as_str()),
-        };
-        let (exists_sql, missing) = match &query.scope {
-            UsageScope::Key(_) => (
-                "SELECT 1 FROM api_keys WHERE id = $1",
-                StoreError::KeyNotFound,
-            ),
-            UsageScope::Workspace(_) => (
-                "SELECT 1 FROM workspaces WHERE id = $1",
-                StoreError::WorkspaceNotFound,
-            ),
-        };
-        let exists: Option<(i32,)> = sqlx::query_as(exists_sql)
-            .bind(scope_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let ReportSource {
+            scope_table,
+            missing,
+            scope_column,
+            scope_id,
+            table,
+            column,
+        } = report_source(query);
+        let exists: Option<(i32,)> =
+            sqlx::query_as(&format!("SELECT 1 FROM {scope_table} WHERE id = $1"))
+                .bind(scope_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if exists.is_none() {
             return Err(missing);
         }
-
-        // The coarsest rollup that tiles the series: days for 1d, hours for 1h, else minutes;
-        // workspace reports read the workspace rollups.
-        let workspace = matches!(query.scope, UsageScope::Workspace(_));
-        let (table, column) = match (query.interval_ms, workspace) {
-            (i, false) if i >= DAY_MS => ("usage_days", "day"),
-            (i, false) if i >= HOUR_MS => ("usage_hours", "hour"),
-            (_, false) => ("usage_minutes", "minute"),
-            (i, true) if i >= DAY_MS => ("usage_ws_days", "day"),
-            (i, true) if i >= HOUR_MS => ("usage_ws_hours", "hour"),
-            (_, true) => ("usage_ws_minutes", "minute"),
-        };
         let range = format!("{scope_column} = $1 AND {column} >= $2 AND {column} < $3");
         let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
             "SELECT {column} - (({column} - $2) % $4) AS bucket, status, sum(count)::int8 \

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 
 use super::usage::{
     EndpointCount, MethodCount, ResponseCodeCount, SeriesBucket, StatusTotals, UsageQuery,
-    UsageReport, UsageStatus, TOP_ENDPOINTS,
+    UsageReport, UsageScope, UsageStatus, DAY_MS, HOUR_MS, TOP_ENDPOINTS,
 };
 use super::{AllowRule, ApiKey, ConsoleToken, Plan, Quotas, StoreError, StoreResult, Workspace};
 
@@ -238,4 +238,45 @@ fn sorted_counts<K: Ord + Clone>(map: HashMap<K, u64>) -> Vec<(K, u64)> {
     let mut v: Vec<(K, u64)> = map.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v
+}
+
+/// Where a usage report reads: the scope's own table (to answer 404), and the coarsest rollup
+/// that tiles the series (days for 1d, hours for 1h, else minutes; workspace reports read the
+/// workspace rollups, one row per combination and bucket, not one per key).
+pub(super) struct ReportSource<'q> {
+    pub scope_table: &'static str,
+    pub missing: StoreError,
+    pub scope_column: &'static str,
+    pub scope_id: &'q str,
+    pub table: &'static str,
+    pub column: &'static str,
+}
+
+pub(super) fn report_source(query: &UsageQuery) -> ReportSource<'_> {
+    let (scope_table, missing, scope_column, scope_id) = match &query.scope {
+        UsageScope::Key(id) => ("api_keys", StoreError::KeyNotFound, "key_id", id.as_str()),
+        UsageScope::Workspace(id) => (
+            "workspaces",
+            StoreError::WorkspaceNotFound,
+            "workspace_id",
+            id.as_str(),
+        ),
+    };
+    let workspace = matches!(query.scope, UsageScope::Workspace(_));
+    let (table, column) = match (query.interval_ms, workspace) {
+        (i, false) if i >= DAY_MS => ("usage_days", "day"),
+        (i, false) if i >= HOUR_MS => ("usage_hours", "hour"),
+        (_, false) => ("usage_minutes", "minute"),
+        (i, true) if i >= DAY_MS => ("usage_ws_days", "day"),
+        (i, true) if i >= HOUR_MS => ("usage_ws_hours", "hour"),
+        (_, true) => ("usage_ws_minutes", "minute"),
+    };
+    ReportSource {
+        scope_table,
+        missing,
+        scope_column,
+        scope_id,
+        table,
+        column,
+    }
 }

@@ -2,12 +2,11 @@
 
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
-use super::rows::{report_from_rows, BreakdownRow};
+use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
 use super::sqlite::SqliteStore;
 use super::sqlite_ingest::{status_code, status_from_code};
 use super::usage::{
-    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageScope,
-    DAY_MS, HOUR_MS,
+    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport,
 };
 use super::{StoreError, StoreResult};
 
@@ -60,40 +59,22 @@ impl TryFrom<RecordRow> for RequestRecord {
 impl SqliteStore {
     pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
         let mut conn = self.readers.acquire().await?;
-        let (scope_column, scope_id) = match &query.scope {
-            UsageScope::Key(id) => ("key_id", id.as_str()),
-            UsageScope::Workspace(id) => ("workspace_id", id.as_str()),
-        };
-        let (exists_sql, missing) = match &query.scope {
-            UsageScope::Key(_) => (
-                "SELECT 1 FROM api_keys WHERE id = ?",
-                StoreError::KeyNotFound,
-            ),
-            UsageScope::Workspace(_) => (
-                "SELECT 1 FROM workspaces WHERE id = ?",
-                StoreError::WorkspaceNotFound,
-            ),
-        };
-        let exists: Option<(i64,)> = sqlx::query_as(exists_sql)
-            .bind(scope_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let ReportSource {
+            scope_table,
+            missing,
+            scope_column,
+            scope_id,
+            table,
+            column,
+        } = report_source(query);
+        let exists: Option<(i64,)> =
+            sqlx::query_as(&format!("SELECT 1 FROM {scope_table} WHERE id = ?"))
+                .bind(scope_id)
+                .fetch_optional(&mut *conn)
+                .await?;
         if exists.is_none() {
             return Err(missing);
         }
-
-        // The coarsest rollup that tiles the series: days for 1d, hours for 1h, else minutes.
-        // Workspace reports read the workspace rollups (one row per combination and bucket, not
-        // one per key).
-        let workspace = matches!(query.scope, UsageScope::Workspace(_));
-        let (table, column) = match (query.interval_ms, workspace) {
-            (i, false) if i >= DAY_MS => ("usage_days", "day"),
-            (i, false) if i >= HOUR_MS => ("usage_hours", "hour"),
-            (_, false) => ("usage_minutes", "minute"),
-            (i, true) if i >= DAY_MS => ("usage_ws_days", "day"),
-            (i, true) if i >= HOUR_MS => ("usage_ws_hours", "hour"),
-            (_, true) => ("usage_ws_minutes", "minute"),
-        };
         let range = format!("{scope_column} = ?1 AND {column} >= ?2 AND {column} < ?3");
         // Two narrow aggregates instead of one wide one: the series per bucket and status, and
         // the breakdowns over the whole range.

@@ -749,10 +749,19 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let mut deleted = 0;
         for (sql, cutoff) in [
-            ("DELETE FROM usage_minutes WHERE minute < ?", before_ms),
+            // Minutes not yet rolled into hours and days stay until they are (0009).
+            (
+                "DELETE FROM usage_minutes WHERE minute < \
+                 min(?, (SELECT through_minute FROM usage_rollup_state))",
+                before_ms,
+            ),
             ("DELETE FROM usage_hours WHERE hour < ?", before_ms),
             ("DELETE FROM usage_days WHERE day < ?", before_ms),
-            ("DELETE FROM usage_ws_minutes WHERE minute < ?", before_ms),
+            (
+                "DELETE FROM usage_ws_minutes WHERE minute < \
+                 min(?, (SELECT through_minute FROM usage_rollup_state))",
+                before_ms,
+            ),
             ("DELETE FROM usage_ws_hours WHERE hour < ?", before_ms),
             ("DELETE FROM usage_ws_days WHERE day < ?", before_ms),
             (

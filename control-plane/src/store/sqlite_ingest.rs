@@ -81,6 +81,14 @@ const TAIL_MAX: i64 = 300_000;
 const KEYS_RETAIN_MS: i64 = 2_000;
 /// At most this many indexed records stay in memory (a burst gives up the retention).
 const KEYS_RETAIN_MAX: usize = 250_000;
+/// A minute is rolled into the hour and day rollups once it ended this long ago: Envoys'
+/// batches reach a second or two back, so its records are in by then (a later one is written to
+/// the hours and days directly).
+const ROLL_LAG_MS: i64 = 60_000;
+/// Minutes rolled per transaction (a backlog, e.g. after downtime, goes in steps).
+const ROLL_STEP_MS: i64 = 10 * MINUTE_MS;
+/// Wait after a failed roll-up before the next try.
+const ROLL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Stable 64-bit hash of a request id (FNV-1a, then a SplitMix64 finaliser to spread the bits).
 /// Stored in the database: it must never change.
@@ -173,6 +181,11 @@ struct Writer {
     newest_timestamp: i64,
     /// No indexing before this (after a failed one).
     tail_retry_at: Option<Instant>,
+    /// Minutes before this are in the hour and day rollups (`usage_rollup_state`, migration
+    /// 0009); `None` until read.
+    rolled_through: Option<i64>,
+    /// No roll-up before this (after a failed one).
+    roll_retry_at: Option<Instant>,
     /// [`insert_chunk_sql`], built once.
     insert_chunk_sql: String,
 }
@@ -353,11 +366,13 @@ impl<'a> Aggregates<'a> {
         }
     }
 
-    fn into_rows(mut self) -> CountRows<'a> {
+    /// The count rows; hour and day rollups only for minutes before `rolled_through` (the
+    /// later ones are rolled from the minutes, see [`Writer::roll_up_step`]).
+    fn into_rows(mut self, rolled_through: i64) -> CountRows<'a> {
         self.end_run();
         let mut rows = CountRows::default();
         for (c, s) in &self.combinations {
-            rows.add(c, s);
+            rows.add(c, s, rolled_through);
         }
         rows
     }
@@ -385,6 +400,31 @@ const KEY_TABLES: [(&str, &str); 3] = [
     ("usage_hours", "hour"),
     ("usage_days", "day"),
 ];
+/// The roll-ups from minutes: (minutes table, rollup table, scope column, bucket column, step).
+const ROLL_UPS: [(&str, &str, &str, &str, i64); 4] = [
+    ("usage_minutes", "usage_hours", "key_id", "hour", HOUR_MS),
+    ("usage_minutes", "usage_days", "key_id", "day", DAY_MS),
+    (
+        "usage_ws_minutes",
+        "usage_ws_hours",
+        "workspace_id",
+        "hour",
+        HOUR_MS,
+    ),
+    (
+        "usage_ws_minutes",
+        "usage_ws_days",
+        "workspace_id",
+        "day",
+        DAY_MS,
+    ),
+];
+
+/// Minutes before this are due to be rolled into the hours and days at `now_ms`.
+fn roll_target(now_ms: i64) -> i64 {
+    floor_to(now_ms - ROLL_LAG_MS, MINUTE_MS)
+}
+
 const WORKSPACE_TABLES: [(&str, &str); 3] = [
     ("usage_ws_minutes", "minute"),
     ("usage_ws_hours", "hour"),
@@ -392,8 +432,14 @@ const WORKSPACE_TABLES: [(&str, &str); 3] = [
 ];
 
 impl<'a> CountRows<'a> {
-    fn add(&mut self, c: &Combination<'a>, s: &Sums) {
-        for (i, step) in BUCKETS.iter().enumerate() {
+    fn add(&mut self, c: &Combination<'a>, s: &Sums, rolled_through: i64) {
+        // Hours and days of a minute not rolled yet are left to the roll-up.
+        let rollups = if floor_to(c.bucket, MINUTE_MS) < rolled_through {
+            BUCKETS.len()
+        } else {
+            1
+        };
+        for (i, step) in BUCKETS.iter().enumerate().take(rollups) {
             let bucket = floor_to(c.bucket, *step);
             for (map, scope) in [
                 (&mut self.keys[i], c.key_id),
@@ -515,6 +561,8 @@ impl Writer {
             keyed_newest: i64::MAX,
             newest_timestamp: 0,
             tail_retry_at: None,
+            rolled_through: None,
+            roll_retry_at: None,
             insert_chunk_sql: insert_chunk_sql(),
         }
     }
@@ -555,17 +603,26 @@ impl Writer {
                         }
                         continue;
                     }
-                    let waiting = match &idle_timer {
-                        Some(rt) if self.tail_due(1) => rt.block_on(async {
-                            tokio::time::timeout(TAIL_IDLE_AFTER, jobs.recv()).await
-                        }),
+                    let now = clock::now_ms();
+                    if self.roll_due(now) {
+                        self.roll_up_logged(now);
+                        continue;
+                    }
+                    let tail_wait = self.tail_due(1).then_some(TAIL_IDLE_AFTER);
+                    let wait = tail_wait.into_iter().chain(self.roll_wait(now)).min();
+                    let waiting = match (&idle_timer, wait) {
+                        (Some(rt), Some(wait)) => {
+                            rt.block_on(async { tokio::time::timeout(wait, jobs.recv()).await })
+                        }
                         _ => Ok(jobs.blocking_recv()),
                     };
                     match waiting {
                         Ok(Some(job)) => job,
                         Ok(None) => return,
                         Err(_quiet) => {
-                            self.index_tail_logged(TAIL_STEP_MAX);
+                            if self.tail_due(1) {
+                                self.index_tail_logged(TAIL_STEP_MAX);
+                            }
                             continue;
                         }
                     }
@@ -602,6 +659,10 @@ impl Writer {
             }
             if self.tail_due(TAIL_BATCH) {
                 self.index_tail_logged(TAIL_STEP);
+            }
+            let now = clock::now_ms();
+            if self.roll_due(now) {
+                self.roll_up_logged(now);
             }
         }
     }
@@ -656,6 +717,11 @@ impl Writer {
         self.through_id = through;
         self.keyed_newest = keyed_newest;
         self.newest_timestamp = keyed_newest;
+        self.rolled_through = Some(self.conn.query_row(
+            "SELECT through_minute FROM usage_rollup_state",
+            [],
+            |row| row.get(0),
+        )?);
         Ok(())
     }
 
@@ -768,6 +834,89 @@ impl Writer {
                     self.keyed_newest = retain_from;
                 }
                 Ok(upto - through)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether minutes are due to be rolled into the hours and days: some minute before
+    /// [`roll_target`] is not rolled yet, and no failure asks to wait.
+    fn roll_due(&self, now_ms: i64) -> bool {
+        self.rolled_through.is_some_and(|through| {
+            roll_target(now_ms) > through && self.newest_timestamp >= through
+        }) && self.roll_retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// How long the writer may wait for a job before a roll-up is due, if one will be.
+    fn roll_wait(&self, now_ms: i64) -> Option<Duration> {
+        let through = self.rolled_through?;
+        if self.newest_timestamp < through {
+            return None;
+        }
+        let due_at = through + MINUTE_MS + ROLL_LAG_MS;
+        let until_due = Duration::from_millis(u64::try_from(due_at - now_ms).unwrap_or(0));
+        let until_retry = self.roll_retry_at.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        Some(until_due.max(until_retry))
+    }
+
+    fn roll_up_logged(&mut self, now_ms: i64) {
+        match self.roll_up_step(now_ms) {
+            Ok(()) => self.roll_retry_at = None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot roll minutes into hours and days; retrying");
+                self.roll_retry_at = Some(Instant::now() + ROLL_RETRY_AFTER);
+            }
+        }
+    }
+
+    /// One transaction: the minute rows of up to [`ROLL_STEP_MS`] of minutes from
+    /// `through_minute` (skipping minutes without rows) on to [`roll_target`], summed into the
+    /// hour and day rollups of keys and workspaces, and the new `through_minute`.
+    fn roll_up_step(&mut self, now_ms: i64) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let through: i64 = self.conn.query_row(
+                "SELECT through_minute FROM usage_rollup_state",
+                [],
+                |row| row.get(0),
+            )?;
+            let target = roll_target(now_ms);
+            if target <= through {
+                return Ok(through);
+            }
+            let first: Option<i64> = self.conn.query_row(
+                "SELECT min(coalesce((SELECT min(minute) FROM usage_minutes WHERE minute >= ?1),                  ?2), coalesce((SELECT min(minute) FROM usage_ws_minutes WHERE minute >= ?1), ?2))",
+                params![through, target],
+                |row| row.get(0),
+            )?;
+            let upto = target.min(first.unwrap_or(target).saturating_add(ROLL_STEP_MS));
+            for (minutes, table, scope, column, step) in ROLL_UPS {
+                let (ws_column, ws_value) = if scope == "key_id" {
+                    (", workspace_id", ", workspace_id")
+                } else {
+                    ("", "")
+                };
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO {table} ({scope}, {column}, endpoint, method, response_code,                          status, count, credits, duration_ms{ws_column})                          SELECT {scope}, minute - minute % {step}, endpoint, method,                          response_code, status, sum(count), sum(credits), sum(duration_ms)                         {ws_value} FROM {minutes} WHERE minute >= ?1 AND minute < ?2                          GROUP BY {scope}, minute - minute % {step}, endpoint, method,                          response_code, status                          ON CONFLICT ({scope}, {column}, endpoint, method, response_code, status)                          DO UPDATE SET count = count + excluded.count,                          credits = credits + excluded.credits,                          duration_ms = duration_ms + excluded.duration_ms"
+                    ))?
+                    .execute(params![through, upto])?;
+            }
+            self.conn
+                .prepare_cached("UPDATE usage_rollup_state SET through_minute = ?1")?
+                .execute([upto])?;
+            Ok::<_, rusqlite::Error>(upto)
+        })();
+        match step {
+            Ok(upto) => {
+                self.conn.execute_batch("COMMIT")?;
+                self.rolled_through = Some(upto);
+                Ok(())
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -967,7 +1116,8 @@ impl Writer {
             });
         }
 
-        let rows = aggregates.into_rows();
+        // Loaded with the tail (no ingest before): without it, roll nothing away from ingest.
+        let rows = aggregates.into_rows(self.rolled_through.unwrap_or(i64::MAX));
         let a = &rows;
         for (rows, (table, column)) in a.keys.iter().zip(KEY_TABLES) {
             upsert_rollups(conn, table, "key_id", column, true, rows)?;
@@ -1316,6 +1466,130 @@ mod tests {
         });
         writer.load_tail().unwrap();
         (store, writer, now)
+    }
+
+    /// Totals and series of `records` of `scope` in `[from, to)` by `interval`, counted one by
+    /// one: what a usage report must say.
+    fn expected_report(
+        records: &[UsageRecord],
+        from: i64,
+        to: i64,
+        interval: i64,
+    ) -> (
+        crate::store::usage::StatusTotals,
+        Vec<crate::store::usage::SeriesBucket>,
+    ) {
+        let mut totals = crate::store::usage::StatusTotals::default();
+        let mut series: Vec<crate::store::usage::SeriesBucket> = (from..to)
+            .step_by(interval as usize)
+            .map(|start_ms| crate::store::usage::SeriesBucket {
+                start_ms,
+                ..Default::default()
+            })
+            .collect();
+        for r in records
+            .iter()
+            .filter(|r| r.timestamp >= from && r.timestamp < to)
+        {
+            totals.add(r.status, 1);
+            let b = &mut series[((r.timestamp - from) / interval) as usize];
+            match r.status {
+                UsageStatus::Completed => b.completed += 1,
+                UsageStatus::Failed => b.failed += 1,
+                UsageStatus::RateLimited => b.rate_limited += 1,
+            }
+        }
+        (totals, series)
+    }
+
+    /// Key and workspace reports by minute, hour and day say what the stored records say.
+    async fn assert_reports_exact(store: &SqliteStore, stored: &[UsageRecord], hour0: i64) {
+        use crate::store::usage::{UsageQuery, UsageScope};
+        let day0 = floor_to(hour0, DAY_MS);
+        for scope in [
+            UsageScope::Key("key_c".into()),
+            UsageScope::Workspace("ws_c".into()),
+        ] {
+            for (from, to, interval) in [
+                (hour0, hour0 + 3 * HOUR_MS, MINUTE_MS),
+                (hour0, hour0 + 3 * HOUR_MS, HOUR_MS),
+                (day0, day0 + 2 * DAY_MS, DAY_MS),
+            ] {
+                let query = UsageQuery {
+                    scope: scope.clone(),
+                    from_ms: from,
+                    to_ms: to,
+                    interval_ms: interval,
+                };
+                let report = store.usage_report(&query).await.unwrap();
+                let (totals, series) = expected_report(stored, from, to, interval);
+                assert_eq!(report.totals, totals, "{scope:?} by {interval} ms");
+                assert_eq!(report.series, series, "{scope:?} by {interval} ms");
+            }
+        }
+    }
+
+    /// Hours and days are rolled from the minutes a minute after the minute ends (0009); a
+    /// report is exact before, during and after, with late records of rolled minutes, and the
+    /// roll-up skips minutes without rows instead of walking to them.
+    #[tokio::test]
+    async fn hour_and_day_reports_are_exact_across_the_roll_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
+        let hour0 = floor_to(now, HOUR_MS) - 2 * HOUR_MS;
+        let all: Vec<UsageRecord> = (0..1_000)
+            .map(|k| {
+                let mut r = record("key_c", "ws_c", &format!("r{k}"), hour0 + k * 7_300);
+                (r.response_code, r.status) = match k % 10 {
+                    0 => (500, UsageStatus::Failed),
+                    1 => (429, UsageStatus::RateLimited),
+                    _ => (200, UsageStatus::Completed),
+                };
+                if k % 4 == 0 {
+                    r.endpoint = "/v1/other".into();
+                }
+                r
+            })
+            .filter(|r| r.timestamp < now)
+            .collect();
+        let (first, late): (Vec<UsageRecord>, Vec<UsageRecord>) = all
+            .iter()
+            .cloned()
+            .partition(|r| r.request_id.len() % 2 == 0);
+        assert!(!late.is_empty());
+
+        writer.ingest_group(&[&first]).unwrap();
+        assert_eq!(count(&writer, "SELECT count(*) FROM usage_hours"), 0);
+        assert_reports_exact(&store, &first, hour0).await;
+
+        // An empty database starts at minute 1: the first step jumps to the first minute row.
+        let steps = std::iter::from_fn(|| {
+            writer.roll_up_step(now).unwrap();
+            Some(writer.rolled_through)
+        })
+        .take_while(|through| *through != Some(roll_target(now)))
+        .count();
+        assert!(steps <= 2 * 60 / 10 + 1, "{steps} steps");
+        assert!(count(&writer, "SELECT count(*) FROM usage_hours") > 0);
+        assert_eq!(
+            count(&writer, "SELECT sum(count) FROM usage_days"),
+            first
+                .iter()
+                .filter(|r| r.timestamp < roll_target(now))
+                .count() as i64
+        );
+        assert_reports_exact(&store, &first, hour0).await;
+
+        // Late records of rolled minutes go to the hours and days directly.
+        writer.ingest_group(&[&late]).unwrap();
+        assert_reports_exact(&store, &all, hour0).await;
+        writer.roll_up_step(now + HOUR_MS).unwrap();
+        assert_eq!(
+            count(&writer, "SELECT sum(count) FROM usage_ws_hours"),
+            all.len() as i64
+        );
+        assert_reports_exact(&store, &all, hour0).await;
+        store.close().await;
     }
 
     /// Every request id gets the same hash: idempotency must still be exact, from the text.

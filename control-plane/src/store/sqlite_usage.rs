@@ -75,12 +75,12 @@ impl SqliteStore {
         if exists.is_none() {
             return Err(missing);
         }
-        let range = format!("{scope_column} = ?1 AND {column} >= ?2 AND {column} < ?3");
+        let source = rollup_rows(table, column, scope_column);
         // Two narrow aggregates instead of one wide one: the series per bucket and status, and
         // the breakdowns over the whole range.
         let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
-            "SELECT {column} - (({column} - ?2) % ?4) AS bucket, status, sum(count) \
-             FROM {table} WHERE {range} GROUP BY 1, 2"
+            "SELECT bucket - ((bucket - ?2) % ?4) AS bucket, status, sum(count) \
+             FROM {source} GROUP BY 1, 2"
         ))
         .bind(scope_id)
         .bind(query.from_ms)
@@ -90,7 +90,7 @@ impl SqliteStore {
         .await?;
         let rows: Vec<BreakdownRow> = sqlx::query_as(&format!(
             "SELECT endpoint, method, response_code, status, sum(count) AS count \
-             FROM {table} WHERE {range} GROUP BY 1, 2, 3, 4"
+             FROM {source} GROUP BY 1, 2, 3, 4"
         ))
         .bind(scope_id)
         .bind(query.from_ms)
@@ -183,6 +183,36 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(merge_newest_first(referenced, tail, limit as usize + 1))
     }
+}
+
+/// A report's rollup rows of scope `?1` in `[?2, ?3)` as a subquery with columns `bucket,
+/// endpoint, method, response_code, status, count`. An hour or day table holds the minutes
+/// before `through_minute` (migration 0009); the minutes from there on are read from the
+/// minute rollup, in the same snapshot (one statement), so the sum is exact.
+fn rollup_rows(table: &str, column: &str, scope_column: &str) -> String {
+    let rows = |table: &str, column: &str, since: &str| {
+        format!(
+            "SELECT {column} AS bucket, endpoint, method, response_code, status, count \
+             FROM {table} WHERE {scope_column} = ?1 AND {column} >= {since} AND {column} < ?3"
+        )
+    };
+    if column == "minute" {
+        return format!("({})", rows(table, column, "?2"));
+    }
+    let minutes = if scope_column == "workspace_id" {
+        "usage_ws_minutes"
+    } else {
+        "usage_minutes"
+    };
+    format!(
+        "({} UNION ALL {})",
+        rows(table, column, "?2"),
+        rows(
+            minutes,
+            "minute",
+            "max(?2, (SELECT through_minute FROM usage_rollup_state))"
+        )
+    )
 }
 
 /// The request log's reference tables (filled by the ingest writer up to `through_id`).

@@ -34,7 +34,11 @@ async fn create_get_and_list_workspaces() {
         .iter()
         .map(|w| w["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [id, other["id"].as_str().unwrap()]);
+    // Oldest first; two created in the same millisecond are ordered by id.
+    let mut expected =
+        [&ws, &other].map(|w| (w["created_at"].as_str().unwrap(), w["id"].as_str().unwrap()));
+    expected.sort();
+    assert_eq!(ids, expected.map(|(_, id)| id));
 }
 
 #[tokio::test]

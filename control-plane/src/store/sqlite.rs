@@ -731,8 +731,15 @@ impl Store for SqliteStore {
 
     async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
         let done = sqlx::query(
+            // By time through the idempotency keys (0010), plus the writer's tail (by its id
+            // range) and rows migrated by 0004 that have no hash yet.
             "DELETE FROM usage_records WHERE id IN \
-             (SELECT id FROM usage_records WHERE timestamp < ? ORDER BY timestamp LIMIT ?)",
+             (SELECT id FROM usage_request_keys WHERE timestamp < ?1 \
+              UNION ALL SELECT id FROM usage_records NOT INDEXED WHERE timestamp < ?1 \
+              AND id > coalesce((SELECT through_id FROM usage_tail_state), 0) \
+              UNION ALL SELECT id FROM usage_records INDEXED BY usage_records_unhashed \
+              WHERE rid_hash IS NULL AND timestamp < ?1 \
+              LIMIT ?2)",
         )
         .bind(before_ms)
         .bind(batch)

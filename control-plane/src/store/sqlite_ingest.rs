@@ -1907,9 +1907,6 @@ mod tests {
                 Some("key_x"),
             ] {
                 for ws in [None, Some("ws_c"), Some("ws_d"), Some("ws_x")] {
-                    if key.is_none() && ws.is_none() {
-                        continue;
-                    }
                     let base = RequestFilter {
                         key_id: key.map(str::to_owned),
                         workspace_id: ws.map(str::to_owned),
@@ -1959,6 +1956,19 @@ mod tests {
                 ..RequestFilter::default()
             };
             let all = all_pages(&store, &unfiltered).await;
+            // The unscoped log (idempotency keys, tail) against every stored record.
+            let stored: Vec<(String, i64, i64)> = writer
+                .conn
+                .prepare(
+                    "SELECT request_id, timestamp, id FROM usage_records \
+                     ORDER BY timestamp DESC, id DESC",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(all, stored, "after batch {n}");
             let rows: HashMap<i64, (String, String, u16)> = store
                 .requests(&unfiltered)
                 .await

@@ -103,22 +103,15 @@ impl SqliteStore {
 
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
         let limit = filter.limit.max(1);
-        // The most selective reference table the filter has: resource, key, then workspace.
+        // The most selective reference table the filter has: resource, key, workspace, else
+        // the idempotency keys (every record, by time).
         let refs = match (&filter.resource_id, &filter.key_id, &filter.workspace_id) {
-            (Some(resource_id), _, _) => Some(Refs::Resource(resource_id.as_str())),
-            (None, Some(key_id), _) => Some(Refs::Key(key_id.as_str())),
-            (None, None, Some(workspace_id)) => Some(Refs::Workspace(workspace_id.as_str())),
-            (None, None, None) => None,
+            (Some(resource_id), _, _) => Refs::Resource(resource_id.as_str()),
+            (None, Some(key_id), _) => Refs::Key(key_id.as_str()),
+            (None, None, Some(workspace_id)) => Refs::Workspace(workspace_id.as_str()),
+            (None, None, None) => Refs::Time,
         };
-        let rows = match refs {
-            None => {
-                let mut qb = select_records("FROM usage_records r WHERE 1 = 1");
-                push_filters(&mut qb, filter, "r");
-                push_page(&mut qb, "r", limit);
-                qb.build_query_as().fetch_all(&self.readers).await?
-            }
-            Some(refs) => self.referenced_rows(filter, refs, limit).await?,
-        };
+        let rows = self.referenced_rows(filter, refs, limit).await?;
         let mut records = rows
             .into_iter()
             .map(RequestRecord::try_from)
@@ -151,23 +144,43 @@ impl SqliteStore {
         let mut tx = self.readers.begin().await?;
         // CROSS JOIN: walk the references in key order (newest first) and stop at the limit.
         let (table, column) = refs.table();
-        let from =
-            format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE x.{column} = ");
+        let from = format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE ");
         let mut referenced = select_records(&from);
         match refs {
             Refs::Resource(resource_id) => {
-                referenced.push_bind(resource_id);
+                referenced
+                    .push(format!("x.{column} = "))
+                    .push_bind(resource_id);
             }
             Refs::Key(name) | Refs::Workspace(name) => {
                 referenced
-                    .push("(SELECT id FROM usage_names WHERE name = ")
+                    .push(format!(
+                        "x.{column} = (SELECT id FROM usage_names WHERE name = "
+                    ))
                     .push_bind(name)
                     .push(")");
+            }
+            Refs::Time => {
+                referenced.push("1 = 1");
             }
         }
         push_filters(&mut referenced, filter, "x");
         push_page(&mut referenced, "x", limit);
-        let referenced: Vec<RecordRow> = referenced.build_query_as().fetch_all(&mut *tx).await?;
+        let mut referenced: Vec<RecordRow> =
+            referenced.build_query_as().fetch_all(&mut *tx).await?;
+        if let Refs::Time = refs {
+            // Rows migrated by 0004 get their idempotency key once the writer has hashed them;
+            // until then they are found by the partial index of rows without a hash.
+            let mut unhashed = select_records(
+                "FROM usage_records r INDEXED BY usage_records_unhashed \
+                 WHERE r.rid_hash IS NULL \
+                 AND r.id <= coalesce((SELECT through_id FROM usage_tail_state), 0)",
+            );
+            push_filters(&mut unhashed, filter, "r");
+            push_page(&mut unhashed, "r", limit);
+            let unhashed: Vec<RecordRow> = unhashed.build_query_as().fetch_all(&mut *tx).await?;
+            referenced = merge_newest_first(referenced, unhashed, limit as usize + 1);
+        }
         // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
         // that would walk older records. Key and workspace are among the filters.
         let mut tail = select_records(
@@ -218,6 +231,8 @@ fn rollup_rows(table: &str, column: &str, scope_column: &str) -> String {
 /// The request log's reference tables (filled by the ingest writer up to `through_id`).
 #[derive(Clone, Copy)]
 enum Refs<'a> {
+    /// `usage_request_keys` (0007), every record by time (no scope).
+    Time,
     /// `usage_resource_refs` (0006).
     Resource(&'a str),
     /// `usage_key_refs` (0008), by key id.
@@ -233,6 +248,7 @@ impl Refs<'_> {
             Refs::Resource(_) => ("usage_resource_refs", "resource_id"),
             Refs::Key(_) => ("usage_key_refs", "key_ref"),
             Refs::Workspace(_) => ("usage_workspace_refs", "workspace_ref"),
+            Refs::Time => ("usage_request_keys", "timestamp"),
         }
     }
 }
@@ -285,7 +301,11 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter
         qb.push(" AND r.response_code = ").push_bind(v);
     }
     if let Some(c) = filter.cursor {
-        qb.push(format!(" AND ({order}.timestamp, {order}.id) < ("))
+        // The first term alone bounds an index range whose key has the timestamp but not the
+        // id right after it (usage_request_keys: timestamp, rid_hash, id).
+        qb.push(format!(" AND {order}.timestamp <= "))
+            .push_bind(c.timestamp)
+            .push(format!(" AND ({order}.timestamp, {order}.id) < ("))
             .push_bind(c.timestamp)
             .push(", ")
             .push_bind(c.id)

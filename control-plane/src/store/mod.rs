@@ -10,6 +10,7 @@ mod postgres_ingest;
 mod postgres_usage;
 mod rows;
 pub mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_ingest;
 mod sqlite_lookup;
 mod sqlite_usage;

@@ -220,8 +220,7 @@ impl SqliteStore {
         let lookups: Arc<LookupCache> = Arc::default();
         let (ingest, jobs) = mpsc::channel(256);
         let ingest_conn = open_writer(path, BUSY_TIMEOUT)?;
-        spawn_writer(ingest_conn, lookups.clone(), jobs)
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        spawn_writer(path, ingest_conn, lookups.clone(), jobs)?;
         let touches = KeyTouches::start(writer.clone());
         let lookup_reader = Arc::new(LookupReader::open(path, LOOKUP_SQL)?);
         Ok(Self {

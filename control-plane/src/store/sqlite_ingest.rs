@@ -30,7 +30,9 @@
 //! management, retention, reads); SQLite's write lock orders the two writers, and the busy
 //! timeout makes either wait for the other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +41,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::LookupCache;
+use super::sqlite_checkpoint::Checkpointer;
 use super::usage::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS,
@@ -128,7 +131,8 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-/// Opens the writer's connection (the sqlx migrations have already run).
+/// Opens the writer's connection (the sqlx migrations have already run). It never checkpoints
+/// the WAL: a [`Checkpointer`] thread does, off the ingest path.
 pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -139,25 +143,30 @@ pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> StoreResult<Co
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = memory; \
          PRAGMA cache_size = -131072; PRAGMA mmap_size = 268435456; \
-         PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 134217728;",
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 134217728;",
     )
     .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
-/// Starts the writer thread; it ends when every sender is gone.
+/// Starts the writer thread and its checkpointer (its connection checkpoints nothing itself,
+/// see [`open_writer`]); both end when every sender is gone.
 pub(super) fn spawn_writer(
+    path: &Path,
     conn: Connection,
     lookups: Arc<LookupCache>,
     jobs: mpsc::Receiver<IngestJob>,
-) -> std::io::Result<()> {
+) -> StoreResult<()> {
+    let checkpointer = Checkpointer::start(path).map_err(backend)?;
     std::thread::Builder::new()
         .name("tollgate-ingest".to_owned())
         .spawn(move || {
+            let _checkpointer = checkpointer;
             Writer::new(conn, lookups).run(jobs);
         })
         .map(|_| ())
+        .map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
 struct Writer {

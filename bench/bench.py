@@ -771,7 +771,9 @@ def run_ingest(cp, info, out, notes) -> dict:
     script = os.environ.get("BENCH_INGEST_SCRIPT", "ingest.lua")
     threads = int(os.environ.get("BENCH_INGEST_THREADS", INGEST_CONNECTIONS))
     first_key, first_ws = info["ingest_keys"][0]
-    ing = wrk(cp.port, CP_RUN_S, script=script, path="/", connections=INGEST_CONNECTIONS,
+    # BENCH_INGEST_S: a longer run, e.g. to include the minute roll-ups and WAL restarts.
+    seconds = float(os.environ.get("BENCH_INGEST_S", CP_RUN_S))
+    ing = wrk(cp.port, seconds, script=script, path="/", connections=INGEST_CONNECTIONS,
               threads=threads, timeout_s="30s",
               env={"BENCH_FILTER_TOKEN": FILTER_TOKEN, "BENCH_BATCH": "500",
                    "BENCH_INGEST_KEYS": str(keys),
@@ -997,7 +999,7 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     ing = results.get("ingest", {})
     L.append(f"control plane: key lookups {lookups_uncached or 0:.0f}/s from the database, "
              f"{lookups or 0:.0f}/s from its answer cache (wrk -c{CONNECTIONS}); usage "
-             f"ingest " + (f"{ingest:.0f} records/s (batches of 500, 4 connections)"
+             f"ingest " + (f"{ingest:.0f} records/s (batches of 500, {INGEST_CONNECTIONS} connections)"
                            if ingest is not None else f"BLOCKED ({ing.get('blocked')})"))
     soak = results.get("soak")
     if soak:

@@ -88,8 +88,10 @@ const KEYS_RETAIN_MAX: usize = 250_000;
 /// batches reach a second or two back, so its records are in by then (a later one is written to
 /// the hours and days directly).
 const ROLL_LAG_MS: i64 = 60_000;
-/// Minutes rolled per transaction (a backlog, e.g. after downtime, goes in steps).
-const ROLL_STEP_MS: i64 = 10 * MINUTE_MS;
+/// Minutes rolled per transaction (a backlog, e.g. after downtime, goes in steps). One step
+/// follows every ingest transaction while the roll-up is behind, so it keeps up with a backlog
+/// delivered at up to an hour of records per transaction.
+const ROLL_STEP_MS: i64 = 60 * MINUTE_MS;
 /// Wait after a failed roll-up before the next try.
 const ROLL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -612,8 +614,9 @@ impl Writer {
                         }
                         continue;
                     }
+                    // The tail first: the request log scans it until it is indexed.
                     let now = clock::now_ms();
-                    if self.roll_due(now) {
+                    if !self.tail_due(1) && self.roll_due(now) {
                         self.roll_up_logged(now);
                         continue;
                     }

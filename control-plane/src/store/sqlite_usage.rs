@@ -182,9 +182,11 @@ impl SqliteStore {
             referenced = merge_newest_first(referenced, unhashed, limit as usize + 1);
         }
         // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
-        // that would walk older records. Key and workspace are among the filters.
+        // that would walk older records. Key and workspace are among the filters. The page's
+        // ids first, then its rows: names are read for the page only, not for every tail row
+        // the sort looks at (an unfiltered tail of 50,000 rows: ~100 ms -> a few ms).
         let mut tail = select_records(
-            "FROM usage_records r NOT INDEXED \
+            "FROM usage_records r WHERE r.id IN (SELECT r.id FROM usage_records r NOT INDEXED \
              WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0)",
         );
         if let Refs::Resource(resource_id) = refs {
@@ -192,6 +194,7 @@ impl SqliteStore {
         }
         push_filters(&mut tail, filter, "r");
         push_page(&mut tail, "r", limit);
+        tail.push(") ORDER BY r.timestamp DESC, r.id DESC");
         let tail: Vec<RecordRow> = tail.build_query_as().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(merge_newest_first(referenced, tail, limit as usize + 1))

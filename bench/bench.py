@@ -1106,7 +1106,9 @@ def main() -> None:
             lines = []
         elif ONLY == "cold":
             run_cold(cp, info, out, results, notes)
-            run_control_plane(cp, info, out, results, notes, ingest=False)
+            # BENCH_COLD_INGEST=1: ingest too, after the lookups (as make bench orders them).
+            run_control_plane(cp, info, out, results, notes,
+                              ingest=bool(os.environ.get("BENCH_COLD_INGEST")))
             lines = []
         else:
             run_rounds(cp, info, out, results, notes)

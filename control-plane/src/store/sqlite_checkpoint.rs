@@ -4,15 +4,19 @@
 //! whole WAL into the database file and syncs it before it returns: with realistic traffic about
 //! a tenth of the ingest writer's time, spent between two batches. Here the ingest writer's
 //! connection has automatic checkpoints off, and this thread copies what has been committed every
-//! [`PASSIVE_EVERY`] without taking any lock a writer needs (`PASSIVE`). A passive checkpoint
-//! cannot make the WAL start over while new frames keep coming, so once the WAL is longer than
-//! [`RESTART_FRAMES`], a `RESTART` checkpoint takes the write lock for the few frames still left
-//! and lets the next transaction write from the WAL's start again: the WAL stays bounded. Its
-//! busy timeout is short ([`RESTART_WAIT`]): a long reader makes it give up and try again later
-//! instead of holding ingest up.
+//! [`PASSIVE_EVERY`] without taking any lock a writer needs (`PASSIVE`).
+//!
+//! A checkpoint running beside the writer never catches up with it, so the WAL would never start
+//! over: once it is longer than [`RESTART_FRAMES`], the writer copies the few frames still left
+//! itself between two transactions ([`Checkpointer::finish`], passive too), which completes the
+//! checkpoint, and its next transaction writes from the WAL's start again. (A `RESTART`
+//! checkpoint here would do the same but blocks every writer while it waits for readers: with
+//! lookups reading, ingest stalled for its whole busy timeout.)
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -22,12 +26,12 @@ const PASSIVE_EVERY: Duration = Duration::from_millis(200);
 /// WAL frames (4 KiB pages) past which the WAL is made to start over (64 MiB, as
 /// `wal_autocheckpoint` for the other connections).
 const RESTART_FRAMES: i64 = 16_384;
-/// How long a restart may wait for the writer's transaction and for readers.
-const RESTART_WAIT: Duration = Duration::from_millis(100);
-
 /// Stops the checkpoint thread when dropped (the ingest writer holds it).
 pub(super) struct Checkpointer {
     _stop: mpsc::Sender<()>,
+    restart_frames: i64,
+    /// The WAL's length in frames as the thread last saw it.
+    wal_frames: Arc<AtomicI64>,
 }
 
 impl Checkpointer {
@@ -41,26 +45,49 @@ impl Checkpointer {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(RESTART_WAIT)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let path: PathBuf = path.to_owned();
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let seen = wal_frames.clone();
         std::thread::Builder::new()
             .name("tollgate-checkpoint".to_owned())
-            .spawn(move || run(&conn, &path, restart_frames, &stopped))
+            .spawn(move || run(&conn, &path, &seen, &stopped))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(Checkpointer { _stop: stop })
+        Ok(Checkpointer {
+            _stop: stop,
+            restart_frames,
+            wal_frames,
+        })
+    }
+
+    /// Called by the writer between two transactions, on its own connection: once the WAL is
+    /// long, copies what the thread has not copied yet (a passive checkpoint, which with no
+    /// other writer completes), so the next transaction starts the WAL over.
+    pub(super) fn finish(&self, writer: &Connection) -> rusqlite::Result<()> {
+        if self.wal_frames.load(Ordering::Relaxed) <= self.restart_frames {
+            return Ok(());
+        }
+        let (busy, _) = wal_checkpoint(writer, "PASSIVE")?;
+        if !busy {
+            // Until the thread sees the new length: one finish per long WAL.
+            self.wal_frames.store(0, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
-fn run(conn: &Connection, path: &Path, restart_frames: i64, stopped: &mpsc::Receiver<()>) {
+fn run(conn: &Connection, path: &Path, wal_frames: &AtomicI64, stopped: &mpsc::Receiver<()>) {
     let mut failing = false;
     loop {
         match stopped.recv_timeout(PASSIVE_EVERY) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match checkpoint(conn, restart_frames) {
-            Ok(()) => failing = false,
+        match wal_checkpoint(conn, "PASSIVE") {
+            Ok((_, frames)) => {
+                wal_frames.store(frames, Ordering::Relaxed);
+                failing = false;
+            }
             Err(e) => {
                 // Once per failure streak: the next success says nothing, the WAL just grows.
                 if !failing {
@@ -70,18 +97,6 @@ fn run(conn: &Connection, path: &Path, restart_frames: i64, stopped: &mpsc::Rece
             }
         }
     }
-}
-
-/// One passive checkpoint, and a restart if the WAL has grown past `restart_frames`.
-fn checkpoint(conn: &Connection, restart_frames: i64) -> rusqlite::Result<()> {
-    let (_, frames) = wal_checkpoint(conn, "PASSIVE")?;
-    if frames > restart_frames {
-        let (busy, _) = wal_checkpoint(conn, "RESTART")?;
-        if busy {
-            tracing::debug!("WAL restart deferred: a reader or the writer is busy");
-        }
-    }
-    Ok(())
 }
 
 /// `PRAGMA wal_checkpoint(mode)`: whether it was blocked, and the WAL's length in frames.
@@ -115,6 +130,9 @@ mod tests {
             writer
                 .execute("INSERT INTO t (id, v) VALUES (?1, ?2)", (i, &row))
                 .unwrap();
+            if let Some(c) = &checkpointer {
+                c.finish(&writer).unwrap();
+            }
             if i % 200 == 0 {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -129,7 +147,8 @@ mod tests {
     }
 
     /// The WAL starts over once past the restart length, though the writer never stops and
-    /// never checkpoints; without the checkpointer it holds every page written.
+    /// only finishes what the thread started; without the checkpointer it holds every page
+    /// written.
     #[test]
     fn wal_stays_bounded_while_a_writer_never_stops() {
         let unchecked = longest_wal(None);

@@ -164,8 +164,9 @@ pub(super) fn spawn_writer(
     std::thread::Builder::new()
         .name("tollgate-ingest".to_owned())
         .spawn(move || {
-            let _checkpointer = checkpointer;
-            Writer::new(conn, lookups).run(jobs);
+            let mut writer = Writer::new(conn, lookups);
+            writer.checkpointer = Some(checkpointer);
+            writer.run(jobs);
         })
         .map(|_| ())
         .map_err(|e| StoreError::Backend(Box::new(e)))
@@ -197,6 +198,8 @@ struct Writer {
     rolled_through: Option<i64>,
     /// No roll-up before this (after a failed one).
     roll_retry_at: Option<Instant>,
+    /// Copies the WAL into the database beside the writer (none in unit tests).
+    checkpointer: Option<Checkpointer>,
     /// [`insert_chunk_sql`], built once.
     insert_chunk_sql: String,
 }
@@ -574,6 +577,7 @@ impl Writer {
             tail_retry_at: None,
             rolled_through: None,
             roll_retry_at: None,
+            checkpointer: None,
             insert_chunk_sql: insert_chunk_sql(),
         }
     }
@@ -675,6 +679,16 @@ impl Writer {
             let now = clock::now_ms();
             if self.roll_due(now) {
                 self.roll_up_logged(now);
+            }
+            self.finish_checkpoint();
+        }
+    }
+
+    /// Completes the checkpoint thread's work when the WAL is long (see [`Checkpointer`]).
+    fn finish_checkpoint(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            if let Err(e) = checkpointer.finish(&self.conn) {
+                tracing::warn!(error = %e, "cannot complete a WAL checkpoint");
             }
         }
     }

@@ -72,6 +72,10 @@ const TAIL_STEP_MAX: i64 = 100_000;
 /// Records indexed per transaction while ingest runs: one step between two ingest
 /// transactions, so ingest pauses for a step at a time, not for the whole [`TAIL_BATCH`].
 const TAIL_STEP: i64 = 10_000;
+/// Resource references are kept by generation of `2^RESOURCE_GEN_SHIFT` record ids (migration
+/// 0011, whose delete trigger has the same shift): a step's references then dirty a few hundred
+/// pages of the newest generation instead of one page each across every resource's range.
+pub(super) const RESOURCE_GEN_SHIFT: u32 = 17;
 /// Wait after a failed indexing before the next try.
 const TAIL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Tail records kept in memory (about 100 bytes each). Normally the tail stays under
@@ -804,13 +808,27 @@ impl Writer {
                          WHERE id > ?1 AND id <= ?2 ORDER BY timestamp, rid_hash, id",
                     )?
                     .execute(params![through, upto])?;
+                // By generation (0011): the step's references go into the newest one or two.
                 self.conn
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO usage_resource_refs (resource_id, timestamp, id) \
-                         SELECT resource_id, timestamp, id FROM usage_records \
+                    .prepare_cached(&format!(
+                        "INSERT OR IGNORE INTO usage_resource_refs \
+                         (gen, resource_id, timestamp, id) \
+                         SELECT id >> {RESOURCE_GEN_SHIFT}, resource_id, timestamp, id \
+                         FROM usage_records \
                          WHERE id > ?1 AND id <= ?2 AND resource_id IS NOT NULL \
-                         ORDER BY resource_id, timestamp, id",
-                    )?
+                         ORDER BY 1, resource_id, timestamp, id"
+                    ))?
+                    .execute(params![through, upto])?;
+                self.conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO usage_resource_gens (gen, min_ts, max_ts) \
+                         SELECT id >> {RESOURCE_GEN_SHIFT}, min(timestamp), max(timestamp) \
+                         FROM usage_records \
+                         WHERE id > ?1 AND id <= ?2 AND resource_id IS NOT NULL GROUP BY 1 \
+                         ON CONFLICT (gen) DO UPDATE SET \
+                         min_ts = min(min_ts, excluded.min_ts), \
+                         max_ts = max(max_ts, excluded.max_ts)"
+                    ))?
                     .execute(params![through, upto])?;
                 for (table, scope) in [
                     ("usage_key_refs", "key_ref"),
@@ -1738,11 +1756,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, mut writer, now) = store_and_writer(&dir.path().join("t.db")).await;
         let t0 = now - 100_000;
-        // Timestamps interleave across batches (late records), several records share one.
+        // Timestamps interleave across batches (late records), several records share one; odd
+        // batches reach later than even ones.
         let batch = |n: usize| -> Vec<UsageRecord> {
             (0..40)
                 .map(|i| {
-                    let mut r = record("key_c", "ws_c", &format!("b{n}-{i}"), t0 + (i % 7) * 10);
+                    let t = t0 + (i % 7) * 10 + if n % 2 == 1 { 35 } else { 0 };
+                    let mut r = record("key_c", "ws_c", &format!("b{n}-{i}"), t);
                     r.resource_id = match i % 4 {
                         0 => None,
                         k => Some(format!("res-{k}")),
@@ -1795,7 +1815,21 @@ mod tests {
         };
 
         let mut referenced_counts = Vec::new();
-        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, false)] {
+        // Some batches start a little below a generation's end (0011), so their references
+        // span two generations, and generations overlap in time: ids jump there (with an empty
+        // tail) through `through_id`, above which the next ids are given.
+        let jumps = [(0, 1 << RESOURCE_GEN_SHIFT), (3, 3 << RESOURCE_GEN_SHIFT)];
+        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, true), (4, false)] {
+            if let Some((_, gen_start)) = jumps.iter().find(|(at, _)| *at == n) {
+                writer
+                    .conn
+                    .execute(
+                        "UPDATE usage_tail_state SET through_id = ?1",
+                        [gen_start - 15],
+                    )
+                    .unwrap();
+                writer.load_tail().unwrap();
+            }
             writer.ingest_group(&[&batch(n)]).unwrap();
             if write_refs {
                 assert!(writer.index_tail().unwrap() > 0);
@@ -1837,9 +1871,35 @@ mod tests {
                 }
             }
         }
-        // 30 records with a resource per batch: references after 0 and after 2 (for 1 and 2);
-        // 1 was read from the tail, then 3.
-        assert_eq!(referenced_counts, [30, 30, 90, 90]);
+        // 30 records with a resource per batch: references after 0, after 2 (for 1 and 2) and
+        // after 3; 1 was read from the tail, then 4.
+        assert_eq!(referenced_counts, [30, 30, 90, 120, 120]);
+        // In generations 0 and 1 (batches 0 to 2), then 2 and 3 (batch 3), with their time
+        // ranges.
+        let gens: Vec<(i64, i64, i64, i64)> = writer
+            .conn
+            .prepare(
+                "SELECT g.gen, g.min_ts - ?1, g.max_ts - ?1, \
+                 (SELECT count(*) FROM usage_resource_refs x WHERE x.gen = g.gen) \
+                 FROM usage_resource_gens g ORDER BY g.gen",
+            )
+            .unwrap()
+            .query_map([t0], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // (gen, oldest and newest timestamp after t0, references)
+        assert_eq!(
+            gens,
+            [
+                (0, 0, 60, 10),
+                (1, 0, 95, 80),
+                (2, 35, 95, 10),
+                (3, 35, 95, 20)
+            ]
+        );
         store.close().await;
     }
 
@@ -1968,7 +2028,21 @@ mod tests {
         };
 
         let mut referenced_counts = Vec::new();
-        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, false)] {
+        // Some batches start a little below a generation's end (0011), so their references
+        // span two generations, and generations overlap in time: ids jump there (with an empty
+        // tail) through `through_id`, above which the next ids are given.
+        let jumps = [(0, 1 << RESOURCE_GEN_SHIFT), (3, 3 << RESOURCE_GEN_SHIFT)];
+        for (n, write_refs) in [(0, true), (1, false), (2, true), (3, true), (4, false)] {
+            if let Some((_, gen_start)) = jumps.iter().find(|(at, _)| *at == n) {
+                writer
+                    .conn
+                    .execute(
+                        "UPDATE usage_tail_state SET through_id = ?1",
+                        [gen_start - 15],
+                    )
+                    .unwrap();
+                writer.load_tail().unwrap();
+            }
             writer.ingest_group(&[&batch(n)]).unwrap();
             if write_refs {
                 assert!(writer.index_tail().unwrap() > 0);
@@ -2044,6 +2118,11 @@ mod tests {
         assert_eq!(count(&writer, "SELECT count(*) FROM usage_records"), 0);
         assert_eq!(
             count(&writer, "SELECT count(*) FROM usage_resource_refs"),
+            0
+        );
+        // Their generation (0011) goes with them.
+        assert_eq!(
+            count(&writer, "SELECT count(*) FROM usage_resource_gens"),
             0
         );
 

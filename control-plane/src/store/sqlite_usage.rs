@@ -142,32 +142,34 @@ impl SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<RecordRow>> {
         let mut tx = self.readers.begin().await?;
-        // CROSS JOIN: walk the references in key order (newest first) and stop at the limit.
-        let (table, column) = refs.table();
-        let from = format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE ");
-        let mut referenced = select_records(&from);
-        match refs {
-            Refs::Resource(resource_id) => {
-                referenced
-                    .push(format!("x.{column} = "))
-                    .push_bind(resource_id);
+        let page = limit as usize + 1;
+        let mut referenced = match refs {
+            Refs::Resource(_) => {
+                // Generation by generation (0011), newest first; once a page is complete and
+                // its oldest row is newer than everything the next generation holds, done.
+                let mut gens = resource_gens(filter);
+                let gens: Vec<(i64, i64)> = gens.build_query_as().fetch_all(&mut *tx).await?;
+                let mut rows: Vec<RecordRow> = Vec::new();
+                for (gen, max_ts) in gens {
+                    if rows.len() >= page && rows.last().is_some_and(|r| r.timestamp > max_ts) {
+                        break;
+                    }
+                    let mut q = referenced_query(refs);
+                    q.push(" AND x.gen = ").push_bind(gen);
+                    push_filters(&mut q, filter, "x");
+                    push_page(&mut q, "x", limit);
+                    let found: Vec<RecordRow> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    rows = merge_newest_first(rows, found, page);
+                }
+                rows
             }
-            Refs::Key(name) | Refs::Workspace(name) => {
-                referenced
-                    .push(format!(
-                        "x.{column} = (SELECT id FROM usage_names WHERE name = "
-                    ))
-                    .push_bind(name)
-                    .push(")");
+            Refs::Key(_) | Refs::Workspace(_) | Refs::Time => {
+                let mut q = referenced_query(refs);
+                push_filters(&mut q, filter, "x");
+                push_page(&mut q, "x", limit);
+                q.build_query_as().fetch_all(&mut *tx).await?
             }
-            Refs::Time => {
-                referenced.push("1 = 1");
-            }
-        }
-        push_filters(&mut referenced, filter, "x");
-        push_page(&mut referenced, "x", limit);
-        let mut referenced: Vec<RecordRow> =
-            referenced.build_query_as().fetch_all(&mut *tx).await?;
+        };
         if let Refs::Time = refs {
             // Rows migrated by 0004 get their idempotency key once the writer has hashed them;
             // until then they are found by the partial index of rows without a hash.
@@ -179,7 +181,7 @@ impl SqliteStore {
             push_filters(&mut unhashed, filter, "r");
             push_page(&mut unhashed, "r", limit);
             let unhashed: Vec<RecordRow> = unhashed.build_query_as().fetch_all(&mut *tx).await?;
-            referenced = merge_newest_first(referenced, unhashed, limit as usize + 1);
+            referenced = merge_newest_first(referenced, unhashed, page);
         }
         // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
         // that would walk older records. Key and workspace are among the filters. The page's
@@ -197,8 +199,49 @@ impl SqliteStore {
         tail.push(") ORDER BY r.timestamp DESC, r.id DESC");
         let tail: Vec<RecordRow> = tail.build_query_as().fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(merge_newest_first(referenced, tail, limit as usize + 1))
+        Ok(merge_newest_first(referenced, tail, page))
     }
+}
+
+/// The records a reference table names for `refs`, up to the filters and the page. CROSS JOIN:
+/// walk the references in key order (newest first) and stop at the limit.
+fn referenced_query(refs: Refs<'_>) -> QueryBuilder<'_, Sqlite> {
+    let (table, column) = refs.table();
+    let from = format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE ");
+    let mut q = select_records(&from);
+    match refs {
+        Refs::Resource(resource_id) => {
+            q.push(format!("x.{column} = ")).push_bind(resource_id);
+        }
+        Refs::Key(name) | Refs::Workspace(name) => {
+            q.push(format!(
+                "x.{column} = (SELECT id FROM usage_names WHERE name = "
+            ))
+            .push_bind(name)
+            .push(")");
+        }
+        Refs::Time => {
+            q.push("1 = 1");
+        }
+    }
+    q
+}
+
+/// The resource reference generations (0011) that may hold records in the filter's time range
+/// (and before its cursor): `(gen, max_ts)`, newest first.
+fn resource_gens(filter: &RequestFilter) -> QueryBuilder<'_, Sqlite> {
+    let mut q = QueryBuilder::new("SELECT gen, max_ts FROM usage_resource_gens WHERE 1 = 1");
+    if let Some(v) = filter.from_ms {
+        q.push(" AND max_ts >= ").push_bind(v);
+    }
+    if let Some(v) = filter.to_ms {
+        q.push(" AND min_ts < ").push_bind(v);
+    }
+    if let Some(c) = filter.cursor {
+        q.push(" AND min_ts <= ").push_bind(c.timestamp);
+    }
+    q.push(" ORDER BY max_ts DESC, gen DESC");
+    q
 }
 
 /// A report's rollup rows of scope `?1` in `[?2, ?3)` as a subquery with columns `bucket,
@@ -258,7 +301,7 @@ impl Refs<'_> {
 
 /// The request log's columns (names resolved from usage_names) for `usage_records r`, then
 /// `from_where` (which must end inside a WHERE clause).
-fn select_records(from_where: &str) -> QueryBuilder<'_, Sqlite> {
+fn select_records<'a>(from_where: &str) -> QueryBuilder<'a, Sqlite> {
     let mut qb = QueryBuilder::new(
         "SELECT r.id, r.request_id, r.timestamp, \
          (SELECT name FROM usage_names WHERE id = r.key_ref) AS key_id, \

@@ -385,8 +385,11 @@ async fn idempotency_survives_migration_0005() {
     // Migrations 0006 and 0007 moved the resource index and the idempotency index into tables
     // the writer fills: every migrated row is in both (the unhashed ones once hashed).
     // So did 0008 with the key and workspace indexes.
+    // 0011 put the resource references into generations, with their time ranges.
     let (refs, keys, through, key_refs, ws_refs): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM usage_resource_refs), \
+        "SELECT (SELECT count(*) FROM usage_resource_refs WHERE gen = 0 AND timestamp BETWEEN \
+         (SELECT min_ts FROM usage_resource_gens WHERE gen = 0) AND \
+         (SELECT max_ts FROM usage_resource_gens WHERE gen = 0)), \
          (SELECT count(*) FROM usage_request_keys), \
          (SELECT through_id FROM usage_tail_state), \
          (SELECT count(*) FROM usage_key_refs WHERE key_ref = 1), \

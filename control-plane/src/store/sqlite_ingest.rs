@@ -12,7 +12,8 @@
 //! The tail (migrations 0006, 0007): the writer keeps two lookup tables in key order instead of
 //! indexes on `usage_records` whose keys are random within the last second or so of traffic —
 //! `usage_request_keys` `(timestamp, rid_hash, id)` for idempotency, `usage_resource_refs`
-//! `(resource_id, timestamp, id)`, `usage_key_refs` and `usage_workspace_refs` (0008)
+//! `(gen, resource_id, timestamp, id)` (by generation since 0011: [`RESOURCE_GEN_SHIFT`]),
+//! `usage_key_refs` and `usage_workspace_refs` (0008)
 //! `(scope, timestamp, id)` for the request log — and fills them for the records above
 //! `through_id` (the tail) in transactions of their own, every [`TAIL_BATCH`] records or once
 //! ingest has been quiet for [`TAIL_IDLE_AFTER`] ([`TAIL_STEP`] records between two ingest

@@ -145,21 +145,32 @@ impl SqliteStore {
         let page = limit as usize + 1;
         let mut referenced = match refs {
             Refs::Resource(_) => {
-                // Generation by generation (0011), newest first; once a page is complete and
-                // its oldest row is newer than everything the next generation holds, done.
+                // By generation (0011), newest first, in groups of 1, 2, 4... generations (a
+                // resource found in every generation fills its page from the first; a rare one
+                // takes a few queries, not one per generation). Once a page is complete and its
+                // oldest row is newer than everything the next generation holds, done.
                 let mut gens = resource_gens(filter);
                 let gens: Vec<(i64, i64)> = gens.build_query_as().fetch_all(&mut *tx).await?;
                 let mut rows: Vec<RecordRow> = Vec::new();
-                for (gen, max_ts) in gens {
+                let (mut next, mut group) = (0, 1);
+                while let Some(&(_, max_ts)) = gens.get(next) {
                     if rows.len() >= page && rows.last().is_some_and(|r| r.timestamp > max_ts) {
                         break;
                     }
+                    let these = &gens[next..gens.len().min(next + group)];
                     let mut q = referenced_query(refs);
-                    q.push(" AND x.gen = ").push_bind(gen);
+                    q.push(" AND x.gen IN (");
+                    let mut list = q.separated(", ");
+                    for (gen, _) in these {
+                        list.push_bind(*gen);
+                    }
+                    q.push(")");
                     push_filters(&mut q, filter, "x");
                     push_page(&mut q, "x", limit);
                     let found: Vec<RecordRow> = q.build_query_as().fetch_all(&mut *tx).await?;
                     rows = merge_newest_first(rows, found, page);
+                    next += these.len();
+                    group = (group * 2).min(RESOURCE_GENS_PER_QUERY);
                 }
                 rows
             }
@@ -226,6 +237,9 @@ fn referenced_query(refs: Refs<'_>) -> QueryBuilder<'_, Sqlite> {
     }
     q
 }
+
+/// At most this many generations in one request-log query (SQLite's bound parameters).
+const RESOURCE_GENS_PER_QUERY: usize = 256;
 
 /// The resource reference generations (0011) that may hold records in the filter's time range
 /// (and before its cursor): `(gen, max_ts)`, newest first.

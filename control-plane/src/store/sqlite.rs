@@ -744,15 +744,15 @@ impl Store for SqliteStore {
         .bind(batch)
         .execute(&self.writer)
         .await?;
-        // Resource reference generations (0011) whose references are all gone.
-        sqlx::query(
-            "DELETE FROM usage_resource_gens WHERE max_ts < ?1 AND NOT EXISTS \
-             (SELECT 1 FROM usage_resource_refs x WHERE x.gen = usage_resource_gens.gen)",
-        )
-        .bind(before_ms)
-        .execute(&self.writer)
-        .await?;
         if done.rows_affected() > 0 {
+            // Resource reference generations (0011) whose references are all gone now.
+            sqlx::query(
+                "DELETE FROM usage_resource_gens WHERE max_ts < ?1 AND NOT EXISTS \
+                 (SELECT 1 FROM usage_resource_refs x WHERE x.gen = usage_resource_gens.gen)",
+            )
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?;
             // `recent` older than the bucket horizon reads raw records.
             self.lookups.invalidate();
         }

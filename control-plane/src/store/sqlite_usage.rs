@@ -214,8 +214,9 @@ impl SqliteStore {
     }
 }
 
-/// The records a reference table names for `refs`, up to the filters and the page. CROSS JOIN:
-/// walk the references in key order (newest first) and stop at the limit.
+/// The records a reference table names for `refs`, before the filters and the page. CROSS JOIN:
+/// walk the references in key order (newest first) and stop at the limit (a group of resource
+/// generations is sorted instead).
 fn referenced_query(refs: Refs<'_>) -> QueryBuilder<'_, Sqlite> {
     let (table, column) = refs.table();
     let from = format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE ");

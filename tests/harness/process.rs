@@ -6,6 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Sends `signal` (`libc::SIGTERM`, ...) to process `pid`; false when it is gone.
+pub fn signal(pid: u32, signal: libc::c_int) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
 pub struct Proc {
     name: String,
     child: Child,
@@ -76,12 +85,7 @@ impl Proc {
         if self.exited().is_some() {
             return;
         }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        signal(self.pid(), libc::SIGTERM);
         if self.wait_exit(Duration::from_secs(3)).is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();

@@ -13,7 +13,7 @@ use crate::envoy::{default_plugin_config, Envoy, EnvoyOptions};
 use crate::http::{free_port, try_request, Response};
 use crate::logs::LogDir;
 use crate::paths::tollgate_binary;
-use crate::process::Proc;
+use crate::process::{signal, Proc};
 use crate::{ADMIN_TOKEN, FILTER_TOKEN};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -282,25 +282,23 @@ impl Stack {
     /// Freezes the control plane (SIGSTOP): connections are accepted by the kernel and wait, as
     /// behind a hung process. [`resume_control_plane`](Self::resume_control_plane) thaws it.
     pub fn pause_control_plane(&self) {
-        self.signal_control_plane("-STOP");
+        self.signal_control_plane(libc::SIGSTOP);
     }
 
     pub fn resume_control_plane(&self) {
-        self.signal_control_plane("-CONT");
+        self.signal_control_plane(libc::SIGCONT);
     }
 
-    fn signal_control_plane(&self, signal: &str) {
+    fn signal_control_plane(&self, sig: libc::c_int) {
         let pid = self
             .control_plane
             .as_ref()
             .map(Proc::pid)
             .expect("the control plane is not running");
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}: {status}");
+        assert!(
+            signal(pid, sig),
+            "signal {sig} to the control plane ({pid}) failed"
+        );
     }
 
     /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.

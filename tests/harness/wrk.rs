@@ -1,11 +1,13 @@
-//! `wrk` (Debian package `wrk`) for loads the test process cannot generate fast enough, driven
-//! by a Lua script. Scripts report their counts with a line `RESULT name=value name=value ...`
-//! from `done()`, which [`WrkRun::result`] parses.
+//! `wrk` (Debian package `wrk`, in the Makefile's `TEST_TOOLS`) for loads the test process cannot
+//! generate fast enough, driven by a Lua script. Scripts report their counts with a line
+//! `RESULT name=value name=value ...` from `done()`, which [`WrkRun::result`] parses.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::process::signal;
+use crate::tools::program;
 
 #[derive(Debug)]
 pub struct WrkRun {
@@ -27,21 +29,6 @@ impl WrkRun {
     }
 }
 
-/// The `wrk` binary (`$TOLLGATE_WRK`, else `wrk` on `PATH`); panics with how to install it.
-pub fn wrk_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TOLLGATE_WRK") {
-        return PathBuf::from(path);
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("wrk"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("wrk not found on PATH: install it (apt-get install wrk) or set TOLLGATE_WRK")
-    })
-}
-
 /// Runs `wrk -t threads -c connections -d max_duration -s <script> url -- args... <dir>` and
 /// waits. The script gets a directory as its last argument: a thread that has finished its share
 /// writes a file there (any name) and calls `wrk.thread:stop()`; once every thread has (wrk
@@ -61,7 +48,7 @@ pub fn run(
     let finished = dir.path().join("finished");
     std::fs::create_dir(&finished).expect("create the finished directory");
     let started = Instant::now();
-    let mut child = Command::new(wrk_binary())
+    let mut child = Command::new(program("wrk"))
         .args(["-t", &threads.to_string()])
         .args(["-c", &connections.to_string()])
         .args(["-d", &format!("{}s", max_duration.as_secs().max(1))])
@@ -82,10 +69,7 @@ pub fn run(
         }
         let done = std::fs::read_dir(&finished).map_or(0, |d| d.count());
         if done >= threads as usize {
-            let _ = Command::new("kill")
-                .arg("-INT")
-                .arg(child.id().to_string())
-                .status();
+            signal(child.id(), libc::SIGINT);
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_integration_tests::envoy::default_plugin_config;
-use tollgate_integration_tests::paths::{envoy_binary, repo_root, wasm_file};
+use tollgate_integration_tests::paths::{repo_root, wasm_file};
+use tollgate_integration_tests::tools::program;
 use tollgate_integration_tests::{Stack, FILTER_TOKEN};
 
 #[test]
@@ -50,7 +51,6 @@ fn nested_unknown_field_is_rejected_too() {
 /// shipped plugin configurations as well as Envoy's.
 #[test]
 fn shipped_envoy_configs_validate() {
-    let envoy = envoy_binary();
     let wasm = wasm_file();
     let dir = tempfile::tempdir().unwrap();
     let mut configs: Vec<_> = std::fs::read_dir(repo_root().join("envoy"))
@@ -71,7 +71,7 @@ fn shipped_envoy_configs_validate() {
         let text = text.replace("/etc/tollgate/tollgate.wasm", &wasm.display().to_string());
         let copy = dir.path().join(config.file_name().unwrap());
         std::fs::write(&copy, text).unwrap();
-        let output = Command::new(envoy)
+        let output = Command::new(program("envoy"))
             .args(["--mode", "validate", "--log-level", "warn", "-c"])
             .arg(&copy)
             .current_dir(repo_root())

@@ -1,19 +1,19 @@
 //! The HTTP context: one per request. Reads the request once, lets the worker decide, and on
 //! `on_log` turns a request with a known key into a usage record.
 
-use crate::config::ClientIpSource;
-use crate::decision::RequestFacts;
-use crate::denial::Denial;
-use crate::header_map;
-use crate::limit_headers::rate_limit_headers;
-use crate::routes;
-use crate::usage_record::{forwarded_client, push_u64, UsageRecord, UsageStatus};
 use crate::wasm_host::{describe, header_map_block, now_ns};
 use crate::worker::{client_ip_or_downstream, downstream_ip, request_facts, RequestHead, Worker};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
+use tollgate_core::config::ClientIpSource;
+use tollgate_core::decision::RequestFacts;
+use tollgate_core::denial::Denial;
+use tollgate_core::header_map;
+use tollgate_core::limit_headers::rate_limit_headers;
+use tollgate_core::routes;
+use tollgate_core::usage_record::{forwarded_client, push_u64, UsageRecord, UsageStatus};
 
 pub struct TollgateRequest {
     context_id: u32,

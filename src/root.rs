@@ -2,10 +2,6 @@
 //! the HTTP filter (one root per worker, plus one on the main thread) and, with root id
 //! `tollgate-usage` in an `envoy.bootstrap.wasm` singleton, the usage service.
 
-use crate::config::FilterConfig;
-use crate::counters::CREATE_ONLY;
-use crate::host::{Clock, SharedStore, StoreError};
-use crate::metrics::{self, PendingCounts};
 use crate::request::TollgateRequest;
 use crate::usage_service::{UsageService, USAGE_ROOT_ID};
 use crate::wasm_host::{describe, now_ns, WasmHost};
@@ -15,6 +11,10 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MetricType};
 use std::rc::Rc;
 use std::time::Duration;
+use tollgate_core::config::FilterConfig;
+use tollgate_core::counters::CREATE_ONLY;
+use tollgate_core::host::{Clock, SharedStore, StoreError};
+use tollgate_core::metrics::{self, PendingCounts};
 
 const FILTER_TICK: Duration = Duration::from_millis(250);
 const SERVICE_TICK: Duration = Duration::from_millis(100);

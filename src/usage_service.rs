@@ -3,25 +3,19 @@
 //! HTTP filters feed, buffers records (bounded, see `usage_buffer`) and POSTs them in batches
 //! to the control plane's `POST /v1/filter/usage`, retrying with backoff.
 
-use crate::config::FilterConfig;
-use crate::host::Clock;
-use crate::metrics::{Counter, PendingCounts};
-use crate::record_batch::RecordBatch;
-use crate::usage_buffer::UsageBuffer;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
-use serde::Deserialize;
+use tollgate_core::config::FilterConfig;
+use tollgate_core::host::Clock;
+use tollgate_core::ingest_answer;
+use tollgate_core::metrics::{Counter, PendingCounts};
+use tollgate_core::record_batch::RecordBatch;
+use tollgate_core::usage_buffer::UsageBuffer;
 
 pub const USAGE_QUEUE: &str = "tollgate.usage";
 pub const USAGE_ROOT_ID: &str = "tollgate-usage";
 const INGEST_PATH: &str = "/v1/filter/usage";
-
-#[derive(Deserialize)]
-struct IngestAnswer {
-    #[serde(default)]
-    rejected: Vec<serde_json::Value>,
-}
 
 pub struct UsageService {
     context_id: u32,
@@ -29,7 +23,7 @@ pub struct UsageService {
     authorization: String,
     queue_id: u32,
     buffer: UsageBuffer,
-    reported: crate::usage_buffer::UsageCounts,
+    reported: tollgate_core::usage_buffer::UsageCounts,
 }
 
 impl UsageService {
@@ -125,16 +119,12 @@ impl UsageService {
         let ctx = self.context_id;
         match status.as_str() {
             "200" | "201" | "202" => {
-                let rejected = serde_json::from_slice::<IngestAnswer>(&body)
-                    .map(|a| a.rejected)
-                    .unwrap_or_default();
+                let rejected = ingest_answer::rejected(&body);
                 if !rejected.is_empty() {
-                    let sample: Vec<String> =
-                        rejected.iter().take(3).map(|r| r.to_string()).collect();
                     log::warn!(
                         "[ctx {ctx}] control plane rejected {} usage records, e.g. {}",
                         rejected.len(),
-                        sample.join("; ")
+                        rejected[..rejected.len().min(3)].join("; ")
                     );
                 }
                 self.buffer.acknowledged(token, rejected.len() as u64);

@@ -1,9 +1,9 @@
 //! The host traits implemented with proxy-wasm host calls; every status becomes a typed error.
 
-use crate::host::{Clock, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 use std::time::UNIX_EPOCH;
+use tollgate_core::host::{Clock, SharedStore, StoreError};
 
 pub struct WasmHost;
 

@@ -6,26 +6,6 @@
 //! returns, so resuming or answering another request from here never calls back into the VM
 //! while a `RefCell` is borrowed. Borrows are still kept short and never held across host calls.
 
-use crate::allowed::path_only;
-use crate::answer::{classify, LookupAnswer};
-use crate::api_key::{parse_key, KeyHash};
-use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
-use crate::config::{FailureMode, FilterConfig};
-use crate::decision::{decide, Decision, RequestFacts};
-use crate::denial::Denial;
-use crate::fast_hash::FastMap;
-use crate::header_map;
-use crate::host::Clock;
-use crate::ip_block::{record_failure, BlockedView};
-use crate::key_source::{read_key, KeyRead};
-use crate::key_state::KeyState;
-use crate::limit_headers::rate_limit_headers;
-use crate::lookups::{Join, Lookups, Owner, Waiter};
-use crate::metrics::{Counter, PendingCounts};
-use crate::quota::{self, QuotaOutcome};
-use crate::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
-use crate::record_batch::RecordBatchWriter;
-use crate::usage_record::{ip_of, UsageRecord};
 use crate::usage_service::USAGE_QUEUE;
 use crate::wasm_host::{describe, WasmHost};
 use proxy_wasm::hostcalls;
@@ -33,6 +13,26 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use tollgate_core::allowed::path_only;
+use tollgate_core::answer::{classify, LookupAnswer};
+use tollgate_core::api_key::{parse_key, KeyHash};
+use tollgate_core::cache::{CacheEntry, CacheLookup, KeyCache, Known};
+use tollgate_core::config::{FailureMode, FilterConfig};
+use tollgate_core::decision::{decide, Decision, RequestFacts};
+use tollgate_core::denial::Denial;
+use tollgate_core::fast_hash::FastMap;
+use tollgate_core::header_map;
+use tollgate_core::host::Clock;
+use tollgate_core::ip_block::{record_failure, BlockedView};
+use tollgate_core::key_source::{read_key, KeyRead};
+use tollgate_core::key_state::KeyState;
+use tollgate_core::limit_headers::rate_limit_headers;
+use tollgate_core::lookups::{Join, Lookups, Owner, Waiter};
+use tollgate_core::metrics::{Counter, PendingCounts};
+use tollgate_core::quota::{self, QuotaOutcome};
+use tollgate_core::rate_limit::{self, PlanRates, RateOutcome, RateStatus};
+use tollgate_core::record_batch::RecordBatchWriter;
+use tollgate_core::usage_record::{ip_of, UsageRecord};
 
 pub const HEADER_KEY_ID: &str = "x-tollgate-key-id";
 pub const HEADER_WORKSPACE_ID: &str = "x-tollgate-workspace-id";

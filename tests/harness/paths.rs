@@ -28,7 +28,11 @@ pub fn wasm_file() -> &'static Path {
         );
         warn_if_stale(
             &path,
-            &[repo_root().join("src"), repo_root().join("Cargo.toml")],
+            &[
+                repo_root().join("src"),
+                repo_root().join("core"),
+                repo_root().join("Cargo.toml"),
+            ],
         );
         path
     })

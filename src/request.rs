@@ -2,23 +2,27 @@
 //! `on_log` turns a request with a known key into a usage record.
 
 use crate::wasm_host::{describe, header_map_block, now_ns};
-use crate::worker::{client_ip_or_downstream, downstream_ip, request_facts, RequestHead, Worker};
+use crate::worker::{downstream_ip, WasmWorker};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
+use tollgate_core::action::is_reserved_header;
 use tollgate_core::config::ClientIpSource;
 use tollgate_core::decision::RequestFacts;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
 use tollgate_core::routes;
-use tollgate_core::usage_record::{forwarded_client, push_u64, UsageRecord, UsageStatus};
+use tollgate_core::usage_record::{
+    filter_state_summary, forwarded_client, UsageRecord, UsageStatus,
+};
+use tollgate_core::worker::{client_ip_or_downstream, request_facts, Outcome, RequestHead};
 
 pub struct TollgateRequest {
     context_id: u32,
     /// `None` only if configuration failed, in which case Envoy should not run requests at all.
-    worker: Option<Rc<Worker>>,
+    worker: Option<Rc<WasmWorker>>,
     paused: bool,
     facts: Option<RequestFacts>,
     request_id: String,
@@ -28,7 +32,7 @@ pub struct TollgateRequest {
 }
 
 impl TollgateRequest {
-    pub fn new(context_id: u32, worker: Option<Rc<Worker>>) -> TollgateRequest {
+    pub fn new(context_id: u32, worker: Option<Rc<WasmWorker>>) -> TollgateRequest {
         TollgateRequest {
             context_id,
             worker,
@@ -59,7 +63,7 @@ impl TollgateRequest {
         Action::Pause
     }
 
-    fn record(&self, worker: &Worker, outcome: crate::worker::Outcome) {
+    fn record(&self, worker: &WasmWorker, outcome: Outcome) {
         let Some(facts) = &self.facts else { return };
         let ctx = self.context_id;
         let response_code = if self.response_code != 0 {
@@ -72,25 +76,17 @@ impl TollgateRequest {
         } else {
             now_ns()
         };
-        let endpoint = routes::classify(&worker.config.usage.routes, &facts.method, &facts.path);
-        let client_ip = client_ip_or_downstream(&facts.client_ip);
+        let core = &worker.core;
+        let endpoint = routes::classify(&core.config.usage.routes, &facts.method, &facts.path);
+        let client_ip = client_ip_or_downstream(&worker.host, &facts.client_ip);
         let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
-        // Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
-        let mut summary = String::with_capacity(128);
-        for part in [
-            "{\"key_id\":\"",
+        let summary = filter_state_summary(
             outcome.key_id(),
-            "\",\"workspace_id\":\"",
             outcome.workspace_id(),
-            "\",\"status\":\"",
-            status.as_str(),
-            "\",\"credits\":",
-        ] {
-            summary.push_str(part);
-        }
-        push_u64(&mut summary, u64::from(endpoint.credits));
-        summary.push('}');
+            status,
+            endpoint.credits,
+        );
         if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes())) {
             log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
         }
@@ -108,9 +104,9 @@ impl TollgateRequest {
             client_ip: &client_ip,
             credits: endpoint.credits,
             admitted: outcome.admitted(),
-            instance: &worker.instance,
+            instance: &core.instance,
         };
-        worker.push_record(ctx, &record);
+        core.push_record(&worker.host, ctx, &record);
     }
 }
 
@@ -148,8 +144,7 @@ impl HttpContext for TollgateRequest {
             log::error!("[ctx {}] malformed request header map", self.context_id);
             return self.refuse_unconfigured();
         };
-        // Headers named x-tollgate-* are Tollgate's to set: a client's never reach the upstream.
-        for (name, _) in headers.iter().filter(|(n, _)| n.starts_with("x-tollgate-")) {
+        for (name, _) in headers.iter().filter(|(n, _)| is_reserved_header(n)) {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log::warn!(
                     "[ctx {}] cannot remove {name}: {}",
@@ -161,7 +156,8 @@ impl HttpContext for TollgateRequest {
         self.start_ns = now_ns();
         // The client address costs a host call when it comes from Envoy (`downstream`): read it
         // here only if a blocked address must be recognised; denials and records read it later.
-        let client_ip = match worker.config.client_ip {
+        let config = &worker.core.config;
+        let client_ip = match config.client_ip {
             ClientIpSource::ForwardedFor { trusted_hops } => {
                 let xff = header_map::get(&headers, "x-forwarded-for").unwrap_or_default();
                 let xff = String::from_utf8_lossy(xff);
@@ -171,7 +167,7 @@ impl HttpContext for TollgateRequest {
             }
             ClientIpSource::Downstream => String::new(),
         };
-        let client_ip = if client_ip.is_empty() && worker.blocks_any_ip() {
+        let client_ip = if client_ip.is_empty() && worker.core.blocks_any_ip() {
             downstream_ip()
         } else {
             client_ip
@@ -181,7 +177,7 @@ impl HttpContext for TollgateRequest {
             facts: request_facts(&headers, client_ip),
             now_ms: self.start_ns / 1_000_000,
         };
-        if worker.config.usage.enabled {
+        if config.usage.enabled {
             self.request_id = header_map::text(&headers, "x-request-id");
         }
         let action = worker.on_request_headers(self.context_id, &head);
@@ -194,10 +190,11 @@ impl HttpContext for TollgateRequest {
         let Some(worker) = &self.worker else {
             return Action::Continue;
         };
-        let Some(outcome) = worker.outcome(self.context_id) else {
+        let core = &worker.core;
+        let Some(outcome) = core.outcome(self.context_id) else {
             return Action::Continue;
         };
-        if worker.config.usage.enabled {
+        if core.config.usage.enabled {
             self.first_byte_ns = now_ns();
             if let Ok(Some(code)) =
                 hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
@@ -207,7 +204,7 @@ impl HttpContext for TollgateRequest {
         }
         // Denials carry these headers already (sent with the local reply).
         if let (None, Some((plan, status))) = (outcome.denial, outcome.rate) {
-            for (name, value) in rate_limit_headers(worker.config.limits.headers, plan, status) {
+            for (name, value) in rate_limit_headers(core.config.limits.headers, plan, status) {
                 if let Err(s) =
                     hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))
                 {
@@ -226,9 +223,9 @@ impl HttpContext for TollgateRequest {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        let outcome = worker.finish(self.context_id, self.paused);
+        let outcome = worker.core.finish(self.context_id, self.paused);
         if let Some(outcome) = outcome {
-            if worker.config.usage.enabled {
+            if worker.core.config.usage.enabled {
                 self.record(&worker, outcome);
             }
         }

@@ -5,7 +5,7 @@
 use crate::request::TollgateRequest;
 use crate::usage_service::{UsageService, USAGE_ROOT_ID};
 use crate::wasm_host::{describe, now_ns, WasmHost};
-use crate::worker::Worker;
+use crate::worker::WasmWorker;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MetricType};
@@ -13,15 +13,16 @@ use std::rc::Rc;
 use std::time::Duration;
 use tollgate_core::config::FilterConfig;
 use tollgate_core::counters::CREATE_ONLY;
-use tollgate_core::host::{Clock, SharedStore, StoreError};
+use tollgate_core::host::{SharedStore, StoreError};
 use tollgate_core::metrics::{self, PendingCounts};
+use tollgate_core::worker::Worker;
 
 const FILTER_TICK: Duration = Duration::from_millis(250);
 const SERVICE_TICK: Duration = Duration::from_millis(100);
 
 enum Role {
     Unconfigured,
-    Filter(Rc<Worker>),
+    Filter(Rc<WasmWorker>),
     Usage {
         service: Box<UsageService>,
         counts: PendingCounts,
@@ -124,7 +125,8 @@ impl TollgateRoot {
                 if config.usage.enabled { "on" } else { "off" }
             );
             let instance = instance_id()?;
-            let worker = Worker::new(config, vm_id, instance, self.context_id);
+            let core = Worker::new(config, instance, self.context_id);
+            let worker = WasmWorker::new(core, vm_id, self.context_id);
             (Role::Filter(Rc::new(worker)), FILTER_TICK)
         };
         hostcalls::set_tick_period(tick)
@@ -159,10 +161,8 @@ impl RootContext for TollgateRoot {
         match &mut self.role {
             Role::Filter(worker) => {
                 let worker = worker.clone();
-                worker.rescue_orphans(self.context_id);
-                worker.flush_records(self.context_id);
-                worker.refresh_blocked(WasmHost.now_ms());
-                let mut counts = std::mem::take(&mut *worker.counts.borrow_mut());
+                worker.on_tick();
+                let mut counts = std::mem::take(&mut *worker.core.counts.borrow_mut());
                 self.flush_metrics(&mut counts);
             }
             Role::Usage {

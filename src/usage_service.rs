@@ -4,6 +4,7 @@
 //! to the control plane's `POST /v1/filter/usage`, retrying with backoff.
 
 use crate::wasm_host::{describe, WasmHost};
+use crate::worker::USAGE_QUEUE;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use tollgate_core::config::FilterConfig;
@@ -13,7 +14,6 @@ use tollgate_core::metrics::{Counter, PendingCounts};
 use tollgate_core::record_batch::RecordBatch;
 use tollgate_core::usage_buffer::UsageBuffer;
 
-pub const USAGE_QUEUE: &str = "tollgate.usage";
 pub const USAGE_ROOT_ID: &str = "tollgate-usage";
 const INGEST_PATH: &str = "/v1/filter/usage";
 

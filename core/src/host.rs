@@ -1,8 +1,12 @@
 //! The few host services the core needs, as traits, so the core runs natively in unit tests
 //! against `FakeHost`, which follows Envoy's rules (see docs/protocol.md and the CAS notes).
+//! `SharedStore` and `Clock` serve every counter; `Host` adds what a worker's request path needs
+//! (callouts, the usage queue, context switches, the peer address), and is what an adapter
+//! implements.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -25,12 +29,149 @@ pub trait Clock {
     fn now_ms(&self) -> u64;
 }
 
-/// In-memory host double with Envoy's shared-data semantics.
+/// A host call failed; the name of its status, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub &'static str);
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueError {
+    /// No usage service registered the queue (its bootstrap extension is missing): which
+    /// queue, for the log.
+    NotFound(String),
+    /// The queue exists but refused the batch.
+    Refused(&'static str),
+}
+
+/// The host of one worker's request path.
+pub trait Host: SharedStore + Clock {
+    /// Sends a callout to `cluster` for the request context `ctx` (the worker's root context
+    /// when no request asked); its answer comes back with the returned token.
+    fn dispatch(
+        &self,
+        ctx: u32,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+    /// Makes `ctx` the context the next per-request calls act on (fails when it has ended).
+    fn switch_to(&self, ctx: u32) -> Result<(), HostError>;
+    /// Hands a batch of usage records to the usage service.
+    fn enqueue_records(&self, batch: &[u8]) -> Result<(), QueueError>;
+    /// The downstream peer's IP of the current context's request; empty if unknown.
+    fn downstream_ip(&self) -> String;
+}
+
+/// A callout the fake host was asked to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCallout {
+    pub token: u32,
+    /// The context it was dispatched for.
+    pub ctx: u32,
+    pub cluster: String,
+    pub path: String,
+}
+
+/// In-memory host double with Envoy's rules: shared-data CAS semantics, unique callout tokens,
+/// context switches that fail for contexts that have ended, a queue that exists only once
+/// registered.
 #[derive(Default)]
 pub struct FakeHost {
     pub data: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    pub now_ms: std::cell::Cell<u64>,
-    pub gets: std::cell::Cell<u64>,
+    pub now_ms: Cell<u64>,
+    pub gets: Cell<u64>,
+    /// Callouts sent, in order.
+    pub callouts: RefCell<Vec<FakeCallout>>,
+    /// Dispatch fails (as for an unknown cluster) while set.
+    pub dispatch_fails: Cell<bool>,
+    /// Contexts that have ended: switching to them fails.
+    pub ended: RefCell<HashSet<u32>>,
+    /// The context per-request calls act on now.
+    pub current: Cell<u32>,
+    /// `Some` once the usage service registered its queue: the batches it received.
+    pub queue: RefCell<Option<Vec<Vec<u8>>>>,
+    /// What `downstream_ip` answers.
+    pub peer_ip: RefCell<String>,
+    /// How many times the peer address was read.
+    pub peer_reads: Cell<u64>,
+}
+
+impl FakeHost {
+    pub fn at(now_ms: u64) -> FakeHost {
+        let host = FakeHost::default();
+        host.now_ms.set(now_ms);
+        host
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.now_ms.set(self.now_ms.get() + ms);
+    }
+
+    pub fn with_queue(self) -> FakeHost {
+        *self.queue.borrow_mut() = Some(Vec::new());
+        self
+    }
+
+    /// The last callout sent.
+    pub fn last_callout(&self) -> Option<FakeCallout> {
+        self.callouts.borrow().last().cloned()
+    }
+}
+
+impl Host for FakeHost {
+    fn dispatch(
+        &self,
+        ctx: u32,
+        cluster: &str,
+        headers: Vec<(&str, &str)>,
+        _timeout: Duration,
+    ) -> Result<u32, HostError> {
+        if self.dispatch_fails.get() {
+            return Err(HostError("bad argument"));
+        }
+        let path = headers
+            .iter()
+            .find(|(name, _)| *name == ":path")
+            .map(|(_, value)| value.to_string())
+            .unwrap_or_default();
+        let mut callouts = self.callouts.borrow_mut();
+        let token = callouts.len() as u32 + 1;
+        callouts.push(FakeCallout {
+            token,
+            ctx,
+            cluster: cluster.to_string(),
+            path,
+        });
+        Ok(token)
+    }
+
+    fn switch_to(&self, ctx: u32) -> Result<(), HostError> {
+        if self.ended.borrow().contains(&ctx) {
+            return Err(HostError("not found"));
+        }
+        self.current.set(ctx);
+        Ok(())
+    }
+
+    fn enqueue_records(&self, batch: &[u8]) -> Result<(), QueueError> {
+        match self.queue.borrow_mut().as_mut() {
+            Some(batches) => {
+                batches.push(batch.to_vec());
+                Ok(())
+            }
+            None => Err(QueueError::NotFound("queue 'tollgate.usage'".into())),
+        }
+    }
+
+    fn downstream_ip(&self) -> String {
+        self.peer_reads.set(self.peer_reads.get() + 1);
+        self.peer_ip.borrow().clone()
+    }
 }
 
 impl SharedStore for FakeHost {

@@ -3,18 +3,22 @@
 use crate::config::KeySource;
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum KeyRead<'a> {
+pub enum KeyRead<'s, 'h> {
     Missing,
     /// The key header appears more than once: ambiguous, so rejected.
     Repeated,
     Present {
-        key: &'a [u8],
-        header: &'a str,
+        key: &'h [u8],
+        /// The source's header name (from the configuration).
+        header: &'s str,
     },
 }
 
 /// `headers` as Envoy gives them: lower-case names, one entry per occurrence.
-pub fn read_key<'a>(sources: &'a [KeySource], headers: &[(&'a str, &'a [u8])]) -> KeyRead<'a> {
+pub fn read_key<'s, 'h>(
+    sources: &'s [KeySource],
+    headers: &[(&'h str, &'h [u8])],
+) -> KeyRead<'s, 'h> {
     for source in sources {
         let name = source.header();
         let mut found = headers.iter().filter(|(n, _)| *n == name);

@@ -4,6 +4,7 @@
 //! data between these modules and Envoy; everything here is unit-tested natively against
 //! `host::FakeHost`, which follows Envoy's shared-data rules.
 
+pub mod action;
 pub mod allowed;
 pub mod answer;
 pub mod api_key;
@@ -22,6 +23,7 @@ pub mod key_source;
 pub mod key_state;
 pub mod lease;
 pub mod limit_headers;
+pub mod limiter;
 pub mod lookups;
 pub mod metrics;
 pub mod quota;
@@ -31,3 +33,6 @@ pub mod routes;
 pub mod upstream;
 pub mod usage_buffer;
 pub mod usage_record;
+pub mod worker;
+#[cfg(test)]
+mod worker_tests;

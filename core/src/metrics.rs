@@ -103,6 +103,17 @@ impl PendingCounts {
     }
 
     pub fn add_n(&mut self, counter: Counter, n: u64) {
+        if let Some(i) = self.index(counter) {
+            self.pending[i] += n;
+        }
+    }
+
+    /// What `counter` has gathered since the last `drain`.
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.index(counter).map_or(0, |i| self.pending[i])
+    }
+
+    fn index(&self, counter: Counter) -> Option<usize> {
         // One counter per denial code, whatever window a quota or rate denial names.
         let counter = match counter {
             Counter::Denied(d) => Counter::Denied(
@@ -113,9 +124,7 @@ impl PendingCounts {
             ),
             other => other,
         };
-        if let Some(i) = self.counters.iter().position(|c| *c == counter) {
-            self.pending[i] += n;
-        }
+        self.counters.iter().position(|c| *c == counter)
     }
 
     /// (index into `all()`, delta) for every counter that moved; resets them.

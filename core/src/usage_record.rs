@@ -95,6 +95,31 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 }
 
 /// Appends `n` in decimal.
+/// The request's summary in Envoy's filter state (`%FILTER_STATE(wasm.tollgate:PLAIN)%` for the
+/// access log). Identifiers were validated as [A-Za-z0-9_.-] when the key state was parsed.
+pub fn filter_state_summary(
+    key_id: &str,
+    workspace_id: &str,
+    status: UsageStatus,
+    credits: u32,
+) -> String {
+    let mut summary = String::with_capacity(128);
+    for part in [
+        "{\"key_id\":\"",
+        key_id,
+        "\",\"workspace_id\":\"",
+        workspace_id,
+        "\",\"status\":\"",
+        status.as_str(),
+        "\",\"credits\":",
+    ] {
+        summary.push_str(part);
+    }
+    push_u64(&mut summary, u64::from(credits));
+    summary.push('}');
+    summary
+}
+
 pub fn push_u64(out: &mut String, n: u64) {
     for &d in decimal(&mut [0; 20], n) {
         out.push(char::from(d));

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tollgate_control_plane::api::ingest::parse_batch;
 use tollgate_control_plane::clock;
-use tollgate_control_plane::secret::ApiKeySecret;
-use tollgate_control_plane::store::usage::{DAY_MS, HOUR_MS};
-use tollgate_control_plane::store::{
-    NewKey, NewWorkspace, Quotas, RecentQuery, RequestFilter, SqliteStore, Store, UsageQuery,
-    UsageRecord, UsageScope, UsageStatus,
+use tollgate_control_plane::domain::{Alias, Category, PlanName, WorkspaceName};
+use tollgate_control_plane::domain::{
+    NewKey, NewWorkspace, Quotas, RecentQuery, RequestFilter, UsageQuery, UsageRecord, UsageScope,
+    UsageStatus,
 };
-use tollgate_control_plane::validate::{Alias, Category, PlanName, WorkspaceName};
+use tollgate_control_plane::domain::{DAY_MS, HOUR_MS};
+use tollgate_control_plane::secret::ApiKeySecret;
+use tollgate_control_plane::store::{SqliteStore, Store};
 
 struct Args {
     records: u64,

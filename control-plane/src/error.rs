@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::domain::ValidationError;
 use crate::store::StoreError;
-use crate::validate::ValidationError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -7,13 +7,14 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo_upstream;
+pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod secret;
 pub mod server;
 pub mod store;
 pub mod tokens;
-pub mod validate;
+
 pub mod web;
 
 pub use config::ServeConfig;

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::Principal;
 use super::{AppState, PathParam};
 use crate::clock;
-use crate::error::ApiError;
-use crate::store::usage::{interval_name, parse_interval, DAY_MS};
-use crate::store::{
+use crate::domain::{interval_name, parse_interval, DAY_MS};
+use crate::domain::{
     EndpointCount, MethodCount, RequestCursor, RequestFilter, RequestRecord, ResponseCodeCount,
     StatusTotals, UsageQuery, UsageReport, UsageScope, UsageStatus,
 };
+use crate::error::ApiError;
 
 pub const REQUESTS_LIMIT_DEFAULT: u32 = 50;
 pub const REQUESTS_LIMIT_MAX: u32 = 500;

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::domain::{ApiKey, Workspace};
 use crate::error::ApiError;
-use crate::store::{ApiKey, StoreError, Workspace};
+use crate::store::StoreError;
 use crate::tokens::{self, Token};
 
 /// Console tokens start with this, so a mistyped one gets a message naming the right kind.

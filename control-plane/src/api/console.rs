@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use super::auth::{Principal, CONSOLE_TOKEN_PREFIX};
 use super::{AppState, JsonBody, List, PathParam};
 use crate::clock;
+use crate::domain::{ConsoleToken, NewConsoleToken};
 use crate::error::ApiError;
-use crate::store::{ConsoleToken, NewConsoleToken};
 use crate::{base62, ids};
 
 const NAME_MAX: usize = 100;

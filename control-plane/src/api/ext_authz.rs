@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use super::filter::find_key;
 use super::AppState;
 use crate::clock;
+use crate::domain::AllowRule;
 use crate::error::ApiError;
 use crate::secret::ApiKeySecret;
-use crate::store::AllowRule;
 
 pub const PATH_PREFIX: &str = "/v1/ext-authz/check";
 const KEY_HEADER: &str = "x-api-key";

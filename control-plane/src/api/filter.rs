@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
 use crate::clock;
+use crate::domain::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
+use crate::domain::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
 use crate::error::ApiError;
 use crate::secret::SecretHash;
-use crate::store::usage::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
-use crate::store::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
 
 /// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
 /// minute instead of one per request.

@@ -16,9 +16,9 @@ use serde_json::value::RawValue;
 use serde_json::Number;
 
 use super::AppState;
+use crate::domain::ValidationError;
+use crate::domain::{UsageRecord, UsageStatus};
 use crate::error::ApiError;
-use crate::store::{UsageRecord, UsageStatus};
-use crate::validate::ValidationError;
 
 pub const MAX_RECORDS: usize = 10_000;
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

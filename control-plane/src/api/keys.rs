@@ -8,11 +8,12 @@ use serde_json::Value;
 use super::auth::Principal;
 use super::{parse_json, present, AppState, JsonBody, List, PathParam};
 use crate::clock;
+use crate::domain::validate;
+use crate::domain::{Alias, Category, Description, ValidationError};
+use crate::domain::{AllowRule, ApiKey, KeyPatch, NewKey, Quotas, QuotasPatch, Rotation};
 use crate::error::ApiError;
 use crate::ids;
 use crate::secret::ApiKeySecret;
-use crate::store::{AllowRule, ApiKey, KeyPatch, NewKey, Quotas, QuotasPatch, Rotation};
-use crate::validate::{self, Alias, Category, Description, ValidationError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,9 +5,9 @@ use serde::Deserialize;
 
 use super::auth::Principal;
 use super::{AppState, JsonBody, List};
+use crate::domain::Plan;
+use crate::domain::ValidationError;
 use crate::error::ApiError;
-use crate::store::Plan;
-use crate::validate::ValidationError;
 
 /// A custom plan: `null` (or absent) limits mean unlimited.
 #[derive(Debug, Deserialize)]

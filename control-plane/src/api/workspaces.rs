@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use super::auth::Principal;
 use super::{AppState, JsonBody, List, PathParam};
 use crate::clock;
+use crate::domain::{NewWorkspace, Workspace};
+use crate::domain::{PlanName, WorkspaceName};
 use crate::error::ApiError;
 use crate::ids;
-use crate::store::{NewWorkspace, Workspace};
-use crate::validate::{PlanName, WorkspaceName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

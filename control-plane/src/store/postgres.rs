@@ -22,17 +22,18 @@ use super::rows::{
     allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
     KeyRow, PlanRow, WorkspaceRow,
 };
-use super::usage::{
+use super::{Store, StoreError, StoreResult};
+use crate::clock;
+use crate::domain::PlanName;
+use crate::domain::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
 };
-use super::{
+use crate::domain::{
     ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Store,
-    StoreError, StoreResult, Usage, UsageQuery, UsageRecord, UsageReport, Workspace,
+    NewWorkspace, Plan, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Usage,
+    UsageQuery, UsageRecord, UsageReport, Workspace,
 };
-use crate::clock;
 use crate::secret::SecretHash;
-use crate::validate::PlanName;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -4,10 +4,10 @@ use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use super::postgres::PostgresStore;
 use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
-use super::usage::{
+use super::{StoreError, StoreResult};
+use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
 };
-use super::{StoreError, StoreResult};
 
 #[derive(FromRow)]
 struct RecordRow {

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use sqlx::FromRow;
 
-use super::usage::{
+use super::{StoreError, StoreResult};
+use crate::domain::{AllowRule, ApiKey, ConsoleToken, Plan, Quotas, Workspace};
+use crate::domain::{
     EndpointCount, MethodCount, ResponseCodeCount, SeriesBucket, StatusTotals, UsageQuery,
     UsageReport, UsageScope, UsageStatus, DAY_MS, HOUR_MS, TOP_ENDPOINTS,
 };
-use super::{AllowRule, ApiKey, ConsoleToken, Plan, Quotas, StoreError, StoreResult, Workspace};
 
 #[derive(FromRow)]
 pub(super) struct PlanRow {

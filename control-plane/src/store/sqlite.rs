@@ -2,7 +2,7 @@
 //! one writer anyway, and queueing in the pool avoids `SQLITE_BUSY` on lock upgrades); a pool of
 //! readers serves lookups and listings concurrently thanks to WAL.
 
-use crate::validate::PlanName;
+use crate::domain::PlanName;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,15 +20,16 @@ use super::rows::{
 };
 use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
 use super::sqlite_lookup::{LookupReader, LookupRow};
-use super::usage::{
+use super::{Store, StoreError, StoreResult};
+use crate::clock;
+use crate::domain::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
 };
-use super::{
+use crate::domain::{
     ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Store,
-    StoreError, StoreResult, Usage, UsageQuery, UsageRecord, UsageReport, Workspace,
+    NewWorkspace, Plan, Recent, RecentQuery, RequestFilter, RequestPage, Rotation, Usage,
+    UsageQuery, UsageRecord, UsageReport, Workspace,
 };
-use crate::clock;
 use crate::secret::SecretHash;
 use tokio::sync::{mpsc, oneshot};
 

@@ -43,13 +43,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sqlite::LookupCache;
 use super::sqlite_checkpoint::Checkpointer;
-use super::usage::{
+use super::{StoreError, StoreResult};
+use crate::clock;
+use crate::domain::ValidationError;
+use crate::domain::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS,
 };
-use super::{StoreError, StoreResult};
-use crate::clock;
-use crate::validate::ValidationError;
 
 /// One `ingest_usage` call waiting for the writer.
 pub(super) struct IngestJob {
@@ -1432,9 +1432,10 @@ fn upsert_rollups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Alias, Category, PlanName, WorkspaceName};
+    use crate::domain::{NewKey, NewWorkspace, Quotas, RequestFilter};
     use crate::secret::ApiKeySecret;
-    use crate::store::{NewKey, NewWorkspace, Quotas, RequestFilter, SqliteStore, Store};
-    use crate::validate::{Alias, Category, PlanName, WorkspaceName};
+    use crate::store::{SqliteStore, Store};
 
     #[test]
     fn request_id_hash_is_stable() {
@@ -1521,13 +1522,13 @@ mod tests {
         to: i64,
         interval: i64,
     ) -> (
-        crate::store::usage::StatusTotals,
-        Vec<crate::store::usage::SeriesBucket>,
+        crate::domain::StatusTotals,
+        Vec<crate::domain::SeriesBucket>,
     ) {
-        let mut totals = crate::store::usage::StatusTotals::default();
-        let mut series: Vec<crate::store::usage::SeriesBucket> = (from..to)
+        let mut totals = crate::domain::StatusTotals::default();
+        let mut series: Vec<crate::domain::SeriesBucket> = (from..to)
             .step_by(interval as usize)
-            .map(|start_ms| crate::store::usage::SeriesBucket {
+            .map(|start_ms| crate::domain::SeriesBucket {
                 start_ms,
                 ..Default::default()
             })
@@ -1549,7 +1550,7 @@ mod tests {
 
     /// Key and workspace reports by minute, hour and day say what the stored records say.
     async fn assert_reports_exact(store: &SqliteStore, stored: &[UsageRecord], hour0: i64) {
-        use crate::store::usage::{UsageQuery, UsageScope};
+        use crate::domain::{UsageQuery, UsageScope};
         let day0 = floor_to(hour0, DAY_MS);
         for scope in [
             UsageScope::Key("key_c".into()),

@@ -5,10 +5,10 @@ use sqlx::{FromRow, QueryBuilder, Sqlite};
 use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
 use super::sqlite::SqliteStore;
 use super::sqlite_ingest::{status_code, status_from_code};
-use super::usage::{
+use super::{StoreError, StoreResult};
+use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport,
 };
-use super::{StoreError, StoreResult};
 
 #[derive(FromRow)]
 struct RecordRow {

@@ -6,9 +6,9 @@ use sha2::{Digest, Sha256};
 use super::session::Principal;
 use super::{PageError, WebState};
 use crate::clock;
-use crate::store::{
-    self, ApiKey, RequestCursor, RequestRecord, StoreError, UsageQuery, UsageScope, UsageStatus,
-};
+use crate::domain;
+use crate::domain::{ApiKey, RequestCursor, RequestRecord, UsageQuery, UsageScope, UsageStatus};
+use crate::store::StoreError;
 
 /// What a usage page covers.
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +166,7 @@ pub async fn usage(
     })
 }
 
-fn store_filter(filter: &RequestFilter) -> Result<store::RequestFilter, PageError> {
+fn store_filter(filter: &RequestFilter) -> Result<domain::RequestFilter, PageError> {
     let cursor = match &filter.cursor {
         Some(c) => Some(
             RequestCursor::parse(c)
@@ -174,7 +174,7 @@ fn store_filter(filter: &RequestFilter) -> Result<store::RequestFilter, PageErro
         ),
         None => None,
     };
-    Ok(store::RequestFilter {
+    Ok(domain::RequestFilter {
         // Always the page's workspace: a key id of another workspace matches nothing.
         workspace_id: Some(filter.workspace_id.clone()),
         key_id: filter.key_id.clone(),

@@ -19,9 +19,10 @@ use super::{
 use crate::api::keys::{CreateKey, KeyView};
 use crate::api::{self, JsonBody, PathParam};
 use crate::clock;
+use crate::domain::names::BUILTIN_CATEGORIES;
+use crate::domain::{ApiKey, KeyPatch, KeyStatus, Workspace};
 use crate::error::ApiError;
-use crate::store::{ApiKey, KeyPatch, KeyStatus, StoreError, Workspace};
-use crate::validate::BUILTIN_CATEGORIES;
+use crate::store::StoreError;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {

@@ -4,7 +4,7 @@
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::{assets, Auth, PageError, WebState};
-use crate::store::Workspace;
+use crate::domain::Workspace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {

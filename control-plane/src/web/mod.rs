@@ -32,8 +32,9 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::api::AppState;
 use crate::clock;
+use crate::domain::{ApiKey, Workspace};
 use crate::error::ApiError;
-use crate::store::{ApiKey, StoreError, Workspace};
+use crate::store::StoreError;
 use session::{Principal, Session, Sessions};
 
 #[derive(Clone)]

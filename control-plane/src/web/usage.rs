@@ -14,7 +14,7 @@ use super::data::{self, RequestFilter, RequestPage, Scope, UsageReport};
 use super::layout::{self, Nav, Shell};
 use super::{fmt, html_response, visible_key, visible_workspace, Auth, PageError, WebState};
 use crate::clock;
-use crate::store::{ApiKey, Workspace};
+use crate::domain::{ApiKey, Workspace};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;

@@ -10,10 +10,11 @@ use std::path::Path;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
-use tollgate_control_plane::store::usage::{DAY_MS, HOUR_MS, MINUTE_MS};
-use tollgate_control_plane::store::{
-    RequestFilter, SqliteStore, Store, UsageQuery, UsageRecord, UsageScope, UsageStatus,
+use tollgate_control_plane::domain::{
+    RequestFilter, UsageQuery, UsageRecord, UsageScope, UsageStatus,
 };
+use tollgate_control_plane::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
+use tollgate_control_plane::store::{SqliteStore, Store};
 
 const UP_TO_0003: [&str; 3] = ["0001_initial.sql", "0002_usage.sql", "0003_usage_days.sql"];
 
@@ -188,7 +189,7 @@ async fn records_and_rollups_survive_migration_0004() {
             false
         )
     );
-    let ids_of = |records: Vec<tollgate_control_plane::store::RequestRecord>| {
+    let ids_of = |records: Vec<tollgate_control_plane::domain::RequestRecord>| {
         records
             .into_iter()
             .map(|r| r.request_id)

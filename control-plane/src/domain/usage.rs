@@ -1,9 +1,9 @@
-//! Usage records, analytics and console tokens as the [`Store`](super::Store) sees them, plus the
+//! Usage records, analytics and console tokens as the store and the API see them, plus the
 //! arithmetic every backend shares (interval choice, bucket alignment, rolling windows, cursors).
 
 use serde::Serialize;
 
-use crate::validate::ValidationError;
+use super::names::ValidationError;
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;

@@ -1,0 +1,17 @@
+//! The control plane's domain: plans, workspaces, keys, usage records and reports, console
+//! tokens, and the names they carry. Below every other part (the store, the API, the pages, the
+//! CLI depend on it; it depends on none of them), so its files import each other directly and
+//! never through this module.
+
+pub mod key;
+pub mod names;
+pub mod plan;
+pub mod usage;
+pub mod validate;
+pub mod workspace;
+
+pub use key::*;
+pub use names::{Alias, Category, Description, PlanName, ValidationError, WorkspaceName};
+pub use plan::Plan;
+pub use usage::*;
+pub use workspace::*;

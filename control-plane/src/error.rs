@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::app::AppError;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
 
@@ -48,6 +49,16 @@ impl ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Invalid(e) => e.into(),
+            AppError::AdminOnly => Self::Forbidden(AppError::AdminOnly.to_string()),
+            AppError::Store(e) => e.into(),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the Envoy filter calls (contract in `docs/protocol.md`), a CLI and a demo upstream.
 
 pub mod api;
+pub mod app;
 pub mod base62;
 pub mod cli;
 pub mod clock;

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
 use super::{AppState, PathParam};
+use crate::app::Principal;
 use crate::clock;
 use crate::domain::{interval_name, parse_interval, DAY_MS};
 use crate::domain::{
@@ -117,7 +117,7 @@ pub async fn key_usage(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UsageView>, ApiError> {
     let query = usage_query(UsageScope::Key(id.clone()), raw.as_deref())?;
-    principal.key(&state, &id).await?;
+    principal.key(&*state.store, &id).await?;
     Ok(Json(state.store.usage_report(&query).await?.into()))
 }
 

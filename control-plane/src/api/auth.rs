@@ -1,5 +1,5 @@
-//! Who is calling the admin API, decided once per request by [`authenticate`], and the one place
-//! that decides what that caller may see ([`Principal`]'s methods). A console token sees only its
+//! Who is calling the admin API, decided once per request by [`authenticate`]; what that caller
+//! may see is decided by [`Principal`] (`app/principal.rs`). A console token sees only its
 //! workspace: anything else answers 404, as if it did not exist; admin-only actions answer 403.
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -10,76 +10,12 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::domain::{ApiKey, Workspace};
+use crate::app::Principal;
 use crate::error::ApiError;
-use crate::store::StoreError;
 use crate::tokens::{self, Token};
 
 /// Console tokens start with this, so a mistyped one gets a message naming the right kind.
 pub const CONSOLE_TOKEN_PREFIX: &str = "tgc_";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    Admin,
-    Console {
-        workspace_id: String,
-        token_id: String,
-    },
-}
-
-impl Principal {
-    /// 403 for console tokens.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self {
-            Self::Admin => Ok(()),
-            Self::Console { .. } => Err(ApiError::Forbidden(
-                "this route needs the admin token".to_owned(),
-            )),
-        }
-    }
-
-    pub fn can_see(&self, workspace_id: &str) -> bool {
-        match self {
-            Self::Admin => true,
-            Self::Console {
-                workspace_id: own, ..
-            } => own == workspace_id,
-        }
-    }
-
-    /// The workspace a console token is limited to; `None` for the admin.
-    pub fn scope(&self) -> Option<&str> {
-        match self {
-            Self::Admin => None,
-            Self::Console { workspace_id, .. } => Some(workspace_id),
-        }
-    }
-
-    /// `Ok` when the caller may see `workspace_id` (which may still not exist), else the same 404
-    /// a missing workspace gets.
-    pub fn check_workspace(&self, workspace_id: &str) -> Result<(), ApiError> {
-        if self.can_see(workspace_id) {
-            Ok(())
-        } else {
-            Err(StoreError::WorkspaceNotFound.into())
-        }
-    }
-
-    pub async fn workspace(&self, state: &AppState, id: &str) -> Result<Workspace, ApiError> {
-        self.check_workspace(id)?;
-        Ok(state.store.workspace(id).await?)
-    }
-
-    /// The key, if it exists and the caller may see it (404 otherwise).
-    pub async fn key(&self, state: &AppState, id: &str) -> Result<ApiKey, ApiError> {
-        let key = state.store.key(id).await?;
-        if self.can_see(&key.workspace_id) {
-            Ok(key)
-        } else {
-            Err(StoreError::KeyNotFound.into())
-        }
-    }
-}
 
 /// Handlers take the principal [`authenticate`] stored in the request.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {

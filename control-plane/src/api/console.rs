@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::auth::{Principal, CONSOLE_TOKEN_PREFIX};
+use super::auth::CONSOLE_TOKEN_PREFIX;
 use super::{AppState, JsonBody, List, PathParam};
+use crate::app::Principal;
 use crate::clock;
 use crate::domain::{ConsoleToken, NewConsoleToken};
 use crate::error::ApiError;

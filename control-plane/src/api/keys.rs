@@ -3,99 +3,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use super::auth::Principal;
-use super::{parse_json, present, AppState, JsonBody, List, PathParam};
+use super::{parse_json, AppState, JsonBody, List, PathParam};
+use crate::app::keys::KeyWithSecret;
+use crate::app::keys::{self as key_cases, allowed, present, AllowInput, CreateKey, QuotasInput};
+use crate::app::Principal;
 use crate::clock;
 use crate::domain::validate;
-use crate::domain::{Alias, Category, Description, ValidationError};
-use crate::domain::{AllowRule, ApiKey, KeyPatch, NewKey, Quotas, QuotasPatch, Rotation};
+use crate::domain::{
+    Alias, AllowRule, ApiKey, Category, Description, KeyPatch, Quotas, QuotasPatch,
+};
 use crate::error::ApiError;
-use crate::ids;
-use crate::secret::ApiKeySecret;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    alias: String,
-    description: Option<String>,
-    category: Option<String>,
-    expires_at: Option<String>,
-    quotas: Option<QuotasInput>,
-    allowed: Option<Vec<AllowInput>>,
-}
-
-/// Quota values stay raw JSON so that `0`, `-1` or `"10"` get a message naming the field.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotasInput {
-    #[serde(default, deserialize_with = "present")]
-    total: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    daily: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    weekly: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    monthly: Option<Value>,
-}
-
-impl QuotasInput {
-    fn fields(&self) -> [(&'static str, &Option<Value>); 4] {
-        [
-            ("quotas.total", &self.total),
-            ("quotas.daily", &self.daily),
-            ("quotas.weekly", &self.weekly),
-            ("quotas.monthly", &self.monthly),
-        ]
-    }
-
-    /// Absent and `null` windows have no cap.
-    fn to_quotas(&self) -> Result<Quotas, ValidationError> {
-        let [total, daily, weekly, monthly] = self.fields().map(|(field, value)| match value {
-            Some(v) => validate::quota(field, v),
-            None => Ok(None),
-        });
-        Ok(Quotas {
-            total: total?,
-            daily: daily?,
-            weekly: weekly?,
-            monthly: monthly?,
-        })
-    }
-
-    /// Merge-patch: absent windows are kept, `null` removes the cap.
-    fn to_patch(&self) -> Result<QuotasPatch, ValidationError> {
-        let [total, daily, weekly, monthly] = self.fields().map(|(field, value)| {
-            value
-                .as_ref()
-                .map(|v| validate::quota(field, v))
-                .transpose()
-        });
-        Ok(QuotasPatch {
-            total: total?,
-            daily: daily?,
-            weekly: weekly?,
-            monthly: monthly?,
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowInput {
-    #[serde(default = "any_method")]
-    method: String,
-    path: String,
-}
-
-fn any_method() -> String {
-    "*".to_owned()
-}
-
-fn allowed(input: &[AllowInput]) -> Result<Vec<AllowRule>, ValidationError> {
-    validate::allowed(input.iter().map(|r| (r.method.as_str(), r.path.as_str())))
-}
 
 /// `Option<Option<_>>`: absent = unchanged, `null` = cleared (where clearing makes sense).
 #[derive(Debug, Deserialize)]
@@ -206,9 +124,11 @@ impl KeyView {
         }
     }
 
-    fn with_secret(mut self, secret: &ApiKeySecret) -> Self {
-        self.secret = Some(secret.expose().to_owned());
-        self
+    /// Right after creation or rotation: the only answer that carries the secret.
+    fn with_secret(created: KeyWithSecret) -> Self {
+        let mut view = Self::new(created.key, created.now_ms);
+        view.secret = Some(created.secret.expose().to_owned());
+        view
     }
 }
 
@@ -218,40 +138,8 @@ pub async fn create(
     PathParam(workspace_id): PathParam,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
-    principal.check_workspace(&workspace_id)?;
-    let alias = Alias::parse(&body.alias)?;
-    let description = Description::parse(body.description.as_deref())?;
-    let category = Category::parse(body.category.as_deref().unwrap_or("production"))?;
-    let expires_at = body
-        .expires_at
-        .as_deref()
-        .map(|s| validate::timestamp("expires_at", s))
-        .transpose()?;
-    let quotas = body.quotas.unwrap_or_default().to_quotas()?;
-    let allowed = allowed(body.allowed.as_deref().unwrap_or_default())?;
-
-    let secret = ApiKeySecret::generate();
-    let now = clock::now_ms();
-    let key = state
-        .store
-        .create_key(NewKey {
-            id: ids::key_id(),
-            workspace_id,
-            alias,
-            description,
-            category,
-            expires_at,
-            quotas,
-            allowed,
-            created_at: now,
-            hash: secret.hash(),
-            prefix: secret.display_prefix(),
-        })
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(KeyView::new(key, now).with_secret(&secret)),
-    ))
+    let created = key_cases::create(&*state.store, &principal, &workspace_id, body).await?;
+    Ok((StatusCode::CREATED, Json(KeyView::with_secret(created))))
 }
 
 pub async fn list(
@@ -272,7 +160,7 @@ pub async fn get(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = principal.key(&state, &id).await?;
+    let key = principal.key(&*state.store, &id).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
 }
 
@@ -282,7 +170,7 @@ pub async fn update(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchKey>,
 ) -> Result<Json<KeyView>, ApiError> {
-    principal.key(&state, &id).await?;
+    principal.key(&*state.store, &id).await?;
     let patch = body.into_patch()?;
     let key = state.store.update_key(&id, patch).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
@@ -295,28 +183,15 @@ pub async fn rotate(
     PathParam(id): PathParam,
     body: Bytes,
 ) -> Result<Json<KeyView>, ApiError> {
-    principal.key(&state, &id).await?;
+    // A key the caller cannot see is not found, whatever the body says.
+    principal.key(&*state.store, &id).await?;
     let body: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()
     } else {
         parse_json(&body)?
     };
-    let grace = validate::grace_seconds(body.grace_seconds)?;
-    let secret = ApiKeySecret::generate();
-    let now = clock::now_ms();
-    let key = state
-        .store
-        .rotate_key(
-            &id,
-            Rotation {
-                new_hash: secret.hash(),
-                new_prefix: secret.display_prefix(),
-                now_ms: now,
-                old_valid_until: (grace > 0).then(|| now + grace * 1000),
-            },
-        )
-        .await?;
-    Ok(Json(KeyView::new(key, now).with_secret(&secret)))
+    let rotated = key_cases::rotate(&*state.store, &principal, &id, body.grace_seconds).await?;
+    Ok(Json(KeyView::with_secret(rotated)))
 }
 
 pub async fn delete(
@@ -324,7 +199,7 @@ pub async fn delete(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    principal.key(&state, &id).await?;
+    principal.key(&*state.store, &id).await?;
     state.store.delete_key(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,26 +10,16 @@ pub mod keys;
 pub mod plans;
 pub mod workspaces;
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::store::Store;
-use crate::tokens::Token;
 
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub admin_token: Token,
-    pub filter_token: Token,
-    pub key_cache_ttl_ms: u64,
-}
+pub use crate::app::AppState;
 
 /// Every list answer is an object so pagination can be added without breaking clients.
 #[derive(Debug, Serialize)]
@@ -93,13 +83,4 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(value)
-}
-
-/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
-pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }

@@ -3,8 +3,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::auth::Principal;
 use super::{AppState, JsonBody, List};
+use crate::app::Principal;
 use crate::domain::Plan;
 use crate::domain::ValidationError;
 use crate::error::ApiError;

@@ -3,8 +3,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Principal;
 use super::{AppState, JsonBody, List, PathParam};
+use crate::app::Principal;
 use crate::clock;
 use crate::domain::{NewWorkspace, Workspace};
 use crate::domain::{PlanName, WorkspaceName};
@@ -105,5 +105,5 @@ pub async fn get(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    Ok(Json(principal.workspace(&state, &id).await?.into()))
+    Ok(Json(principal.workspace(&*state.store, &id).await?.into()))
 }

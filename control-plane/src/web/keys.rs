@@ -1,27 +1,28 @@
 //! API Keys page: list, generate (secret shown once), rotate (with grace), activate/deactivate,
-//! delete. Creation and rotation go through the API handlers themselves, so validation and its
-//! messages are exactly the API's.
+//! delete. Creation and rotation are the application layer's use cases (`app/keys.rs`), the
+//! API's own, so validation and its messages are exactly the API's; an error names its field as
+//! data, which puts its message beside that input.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Json;
 use maud::{html, Markup};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::layout::{self, field, Nav, Shell};
 use super::{
     data, fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth,
     PageError, WebState,
 };
-use crate::api::keys::{CreateKey, KeyView};
-use crate::api::{self, JsonBody, PathParam};
+use crate::app::keys::{self as key_cases, AllowInput, CreateKey, QuotasInput};
+use crate::app::AppError;
 use crate::clock;
 use crate::domain::names::BUILTIN_CATEGORIES;
+use crate::domain::validate::GRACE_SECONDS_MAX;
+use crate::domain::ValidationError;
 use crate::domain::{ApiKey, KeyPatch, KeyStatus, Workspace};
-use crate::error::ApiError;
 use crate::store::StoreError;
 
 #[derive(Debug, Default, Deserialize)]
@@ -220,49 +221,49 @@ impl KeyForm {
         }
     }
 
-    /// The `POST /v1/workspaces/{ws}/keys` body this form stands for.
-    fn to_api_json(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("alias".into(), json!(self.alias));
-        if !self.description.trim().is_empty() {
-            body.insert("description".into(), json!(self.description));
-        }
-        body.insert("category".into(), json!(self.category_value()));
-        if !self.expires_at.trim().is_empty() {
-            let tz = fmt::tz_minutes(&self.tz);
-            body.insert(
-                "expires_at".into(),
-                json!(fmt::local_to_rfc3339(&self.expires_at, tz)),
-            );
-        }
-        let mut quotas = Map::new();
-        for (name, text) in [
-            ("total", &self.quota_total),
-            ("daily", &self.quota_daily),
-            ("weekly", &self.quota_weekly),
-            ("monthly", &self.quota_monthly),
-        ] {
-            if let Some(v) = quota_value(text) {
-                quotas.insert(name.into(), v);
-            }
-        }
-        if !quotas.is_empty() {
-            body.insert("quotas".into(), Value::Object(quotas));
-        }
-        let rules: Vec<Value> = self
+    /// The key this form asks for, as the API's `POST /v1/workspaces/{ws}/keys` body would.
+    fn to_input(&self) -> CreateKey {
+        let description = self.description.trim();
+        let expires_at = self.expires_at.trim();
+        let quotas = QuotasInput {
+            total: quota_value(&self.quota_total),
+            daily: quota_value(&self.quota_daily),
+            weekly: quota_value(&self.quota_weekly),
+            monthly: quota_value(&self.quota_monthly),
+        };
+        let any_quota = [
+            &quotas.total,
+            &quotas.daily,
+            &quotas.weekly,
+            &quotas.monthly,
+        ]
+        .iter()
+        .any(|q| q.is_some());
+        let rules: Vec<AllowInput> = self
             .allowed
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .map(|line| match line.split_once(char::is_whitespace) {
-                Some((method, path)) => json!({"method": method, "path": path.trim()}),
-                None => json!({ "path": line }),
+                Some((method, path)) => AllowInput {
+                    method: method.to_owned(),
+                    path: path.trim().to_owned(),
+                },
+                None => AllowInput {
+                    method: "*".to_owned(),
+                    path: line.to_owned(),
+                },
             })
             .collect();
-        if !rules.is_empty() {
-            body.insert("allowed".into(), Value::Array(rules));
+        CreateKey {
+            alias: self.alias.clone(),
+            description: (!description.is_empty()).then(|| self.description.clone()),
+            category: Some(self.category_value().to_owned()),
+            expires_at: (!expires_at.is_empty())
+                .then(|| fmt::local_to_rfc3339(&self.expires_at, fmt::tz_minutes(&self.tz))),
+            quotas: any_quota.then_some(quotas),
+            allowed: (!rules.is_empty()).then_some(rules),
         }
-        Value::Object(body)
     }
 }
 
@@ -281,52 +282,54 @@ impl FormErrors {
             .map(|(_, m)| m.as_str())
     }
 
-    /// Places an API message (`field: message`) beside its input.
-    fn from_api_message(message: &str) -> Self {
-        let (field, rest) = message.split_once(": ").unwrap_or(("", message));
-        let input = match field {
-            "alias" => Some("alias"),
-            "description" => Some("description"),
-            "category" => Some("category"),
-            "expires_at" => Some("expires_at"),
-            "quotas.total" => Some("quota_total"),
-            "quotas.daily" => Some("quota_daily"),
-            "quotas.weekly" => Some("quota_weekly"),
-            "quotas.monthly" => Some("quota_monthly"),
-            f if f == "allowed" || f.starts_with("allowed[") => Some("allowed"),
-            _ => None,
+    /// Places the error beside the input it names; others are for the whole form.
+    fn from_error(error: &AppError) -> Self {
+        let general = |message: String| Self {
+            fields: Vec::new(),
+            general: Some(message),
         };
-        match input {
-            Some("allowed") if field != "allowed" => {
-                // `allowed[2].path: ...` → line 3.
-                let line = field
+        let AppError::Invalid(ValidationError { field, message }) = error else {
+            return match error.field() {
+                Some("alias") => Self {
+                    fields: vec![("alias", error.to_string())],
+                    general: None,
+                },
+                _ => general(error.to_string()),
+            };
+        };
+        let input = match field.as_str() {
+            "alias" => "alias",
+            "description" => "description",
+            "category" => "category",
+            "expires_at" => "expires_at",
+            "quotas.total" => "quota_total",
+            "quotas.daily" => "quota_daily",
+            "quotas.weekly" => "quota_weekly",
+            "quotas.monthly" => "quota_monthly",
+            "allowed" => "allowed",
+            f if f.starts_with("allowed[") => {
+                // `allowed[2].path` → line 3.
+                let line = f
                     .trim_start_matches("allowed[")
                     .split(']')
                     .next()
                     .and_then(|n| n.parse::<usize>().ok())
                     .map_or(0, |n| n + 1);
-                let what = if field.ends_with(".method") {
+                let what = if f.ends_with(".method") {
                     "method"
                 } else {
                     "path"
                 };
-                Self {
-                    fields: vec![("allowed", format!("line {line}: {what} {rest}"))],
+                return Self {
+                    fields: vec![("allowed", format!("line {line}: {what} {message}"))],
                     general: None,
-                }
+                };
             }
-            Some(input) => Self {
-                fields: vec![(input, rest.to_owned())],
-                general: None,
-            },
-            None if message.starts_with("alias '") => Self {
-                fields: vec![("alias", message.to_owned())],
-                general: None,
-            },
-            None => Self {
-                fields: Vec::new(),
-                general: Some(message.to_owned()),
-            },
+            _ => return general(error.to_string()),
+        };
+        Self {
+            fields: vec![(input, message.clone())],
+            general: None,
         }
     }
 }
@@ -453,29 +456,22 @@ pub async fn create(
     let ws = visible_workspace(&state, &auth, &ws).await?;
     let form: KeyForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let body = form.to_api_json().to_string();
-    let result = match api::parse_json::<CreateKey>(body.as_bytes()) {
-        Ok(input) => api::keys::create(
-            State(state.app.clone()),
-            auth.api_principal(),
-            PathParam(ws.id.clone()),
-            JsonBody(input),
-        )
-        .await
-        .map(|(_, Json(view))| view),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(view) => {
-            let (id, secret) = id_and_secret(&view)?;
+    let store = &*state.app.store;
+    match key_cases::create(store, auth.principal(), &ws.id, form.to_input()).await {
+        Ok(created) => {
+            let id = created.key.id;
+            let secret = created.secret.expose().to_owned();
             let reveal =
                 state
                     .sessions
                     .put_reveal(&auth.session, &id, secret, None, clock::now_ms());
             Ok(see_other(&format!("/ui/keys/{id}/secret?r={reveal}")))
         }
-        Err(ApiError::BadRequest(message)) | Err(ApiError::Conflict(message)) => {
-            let errors = FormErrors::from_api_message(&message);
+        Err(
+            error @ (AppError::Invalid(_)
+            | AppError::Store(StoreError::AliasTaken(_) | StoreError::PlanKeyLimit { .. })),
+        ) => {
+            let errors = FormErrors::from_error(&error);
             render_form(
                 &state,
                 &auth,
@@ -487,15 +483,6 @@ pub async fn create(
             .await
         }
         Err(other) => Err(other.into()),
-    }
-}
-
-fn id_and_secret(view: &KeyView) -> Result<(String, String), PageError> {
-    let value = serde_json::to_value(view).map_err(|e| PageError::Internal(Box::new(e)))?;
-    let get = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
-    match (get("id"), get("secret")) {
-        (Some(id), Some(secret)) => Ok((id, secret)),
-        _ => Err(PageError::Internal("key view without id or secret".into())),
     }
 }
 
@@ -638,38 +625,38 @@ pub async fn rotate(
     let key = visible_key(&state, &auth, &id).await?;
     let form: RotateForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let grace = form.grace_seconds.trim();
-    let grace_json = match grace.parse::<i64>() {
-        Ok(n) => json!({ "grace_seconds": n }),
-        Err(_) => json!({ "grace_seconds": grace }),
+    // The form offers a choice of periods; anything else posted is refused like an API value
+    // out of range.
+    let grace = form.grace_seconds.trim().parse::<i64>().map_err(|_| {
+        AppError::from(ValidationError::new(
+            "grace_seconds",
+            format!("must be between 0 and {GRACE_SECONDS_MAX}"),
+        ))
+    });
+    let store = &*state.app.store;
+    let result = match grace {
+        Ok(seconds) => key_cases::rotate(store, auth.principal(), &key.id, seconds)
+            .await
+            .map(|rotated| (rotated, seconds)),
+        Err(e) => Err(e),
     };
-    let result = api::keys::rotate(
-        State(state.app.clone()),
-        auth.api_principal(),
-        PathParam(key.id.clone()),
-        Bytes::from(grace_json.to_string()),
-    )
-    .await;
     match result {
-        Ok(Json(view)) => {
-            let (id, secret) = id_and_secret(&view)?;
-            let now = clock::now_ms();
-            let seconds = grace.parse::<i64>().unwrap_or(0);
+        Ok((rotated, seconds)) => {
+            let now = rotated.now_ms;
             let until = (seconds > 0).then(|| now + seconds * 1000);
+            let id = rotated.key.id;
+            let secret = rotated.secret.expose().to_owned();
             let reveal = state
                 .sessions
                 .put_reveal(&auth.session, &id, secret, Some(until), now);
             Ok(see_other(&format!("/ui/keys/{id}/secret?r={reveal}")))
         }
-        Err(ApiError::BadRequest(message)) => {
-            let rest = message
-                .split_once(": ")
-                .map_or(message.as_str(), |(_, r)| r);
+        Err(AppError::Invalid(e)) => {
             render_rotate(
                 &state,
                 &auth,
                 &key,
-                Some(rest),
+                Some(&e.message),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await

@@ -30,10 +30,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
-use crate::api::AppState;
+use crate::app::{AppError, AppState};
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
-use crate::error::ApiError;
 use crate::store::StoreError;
 use session::{Principal, Session, Sessions};
 
@@ -155,12 +154,12 @@ impl From<StoreError> for PageError {
     }
 }
 
-impl From<ApiError> for PageError {
-    fn from(e: ApiError) -> Self {
+impl From<AppError> for PageError {
+    fn from(e: AppError) -> Self {
         match e {
-            ApiError::NotFound(_) => Self::NotFound,
-            ApiError::Internal(source) => Self::Internal(source),
-            other => Self::BadRequest(other.to_string()),
+            AppError::Store(e) => e.into(),
+            AppError::AdminOnly => Self::Forbidden("this page needs the admin token"),
+            AppError::Invalid(e) => Self::BadRequest(e.to_string()),
         }
     }
 }
@@ -223,20 +222,6 @@ pub struct Auth {
 impl Auth {
     pub fn principal(&self) -> &Principal {
         &self.session.principal
-    }
-
-    /// The same principal as the API sees it, for calling API handlers directly.
-    pub fn api_principal(&self) -> crate::api::auth::Principal {
-        match self.principal() {
-            Principal::Admin => crate::api::auth::Principal::Admin,
-            Principal::Console {
-                workspace_id,
-                token_id,
-            } => crate::api::auth::Principal::Console {
-                workspace_id: workspace_id.clone(),
-                token_id: token_id.clone(),
-            },
-        }
     }
 
     /// A 403 unless `submitted` is this session's CSRF token.

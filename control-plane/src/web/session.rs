@@ -24,34 +24,8 @@ pub const SESSION_TTL_MS: i64 = 8 * 3600 * 1000;
 const SIGNIN_TTL_S: i64 = 3600;
 const REVEAL_TTL_MS: i64 = 10 * 60 * 1000;
 
-/// Who a session acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// The admin token: every workspace.
-    Admin,
-    /// A workspace console token: that workspace only. `token_id` is checked against the store on
-    /// every request, so deleting the console token ends its sessions.
-    Console {
-        workspace_id: String,
-        token_id: String,
-    },
-}
-
-impl Principal {
-    /// Whether this principal may see `workspace_id`.
-    pub fn can_see(&self, workspace_id: &str) -> bool {
-        match self {
-            Self::Admin => true,
-            Self::Console {
-                workspace_id: own, ..
-            } => own == workspace_id,
-        }
-    }
-
-    pub fn is_admin(&self) -> bool {
-        matches!(self, Self::Admin)
-    }
-}
+/// Who a session acts for (the admin token or a console token, as for the API).
+pub use crate::app::Principal;
 
 #[derive(Debug, Clone)]
 pub struct Session {

@@ -1,0 +1,187 @@
+//! Key use cases the API and the dashboard share: create a key, rotate its secret. The input is
+//! raw (a quota is any JSON value, a timestamp any text), so that every bad value is refused here,
+//! once, with the field it came from; both adapters show the same messages.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use super::{AppError, Principal};
+use crate::clock;
+use crate::domain::validate;
+use crate::domain::{
+    Alias, AllowRule, ApiKey, Category, Description, NewKey, Quotas, QuotasPatch, Rotation,
+    ValidationError,
+};
+use crate::ids;
+use crate::secret::ApiKeySecret;
+use crate::store::Store;
+
+/// `POST /v1/workspaces/{ws}/keys`, or the dashboard's form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub alias: String,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub expires_at: Option<String>,
+    pub quotas: Option<QuotasInput>,
+    pub allowed: Option<Vec<AllowInput>>,
+}
+
+/// Quota values stay raw JSON so that `0`, `-1` or `"10"` get a message naming the field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasInput {
+    #[serde(default, deserialize_with = "present")]
+    pub total: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub daily: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub weekly: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    pub monthly: Option<Value>,
+}
+
+impl QuotasInput {
+    fn fields(&self) -> [(&'static str, &Option<Value>); 4] {
+        [
+            ("quotas.total", &self.total),
+            ("quotas.daily", &self.daily),
+            ("quotas.weekly", &self.weekly),
+            ("quotas.monthly", &self.monthly),
+        ]
+    }
+
+    /// Absent and `null` windows have no cap.
+    pub fn to_quotas(&self) -> Result<Quotas, ValidationError> {
+        let [total, daily, weekly, monthly] = self.fields().map(|(field, value)| match value {
+            Some(v) => validate::quota(field, v),
+            None => Ok(None),
+        });
+        Ok(Quotas {
+            total: total?,
+            daily: daily?,
+            weekly: weekly?,
+            monthly: monthly?,
+        })
+    }
+
+    /// Merge-patch: absent windows are kept, `null` removes the cap.
+    pub fn to_patch(&self) -> Result<QuotasPatch, ValidationError> {
+        let [total, daily, weekly, monthly] = self.fields().map(|(field, value)| {
+            value
+                .as_ref()
+                .map(|v| validate::quota(field, v))
+                .transpose()
+        });
+        Ok(QuotasPatch {
+            total: total?,
+            daily: daily?,
+            weekly: weekly?,
+            monthly: monthly?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowInput {
+    #[serde(default = "any_method")]
+    pub method: String,
+    pub path: String,
+}
+
+fn any_method() -> String {
+    "*".to_owned()
+}
+
+pub fn allowed(input: &[AllowInput]) -> Result<Vec<AllowRule>, ValidationError> {
+    validate::allowed(input.iter().map(|r| (r.method.as_str(), r.path.as_str())))
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A key with its new secret: the only moment the secret exists outside the client.
+pub struct KeyWithSecret {
+    pub key: ApiKey,
+    pub secret: ApiKeySecret,
+    pub now_ms: i64,
+}
+
+pub async fn create(
+    store: &dyn Store,
+    principal: &Principal,
+    workspace_id: &str,
+    input: CreateKey,
+) -> Result<KeyWithSecret, AppError> {
+    principal.check_workspace(workspace_id)?;
+    let alias = Alias::parse(&input.alias)?;
+    let description = Description::parse(input.description.as_deref())?;
+    let category = Category::parse(input.category.as_deref().unwrap_or("production"))?;
+    let expires_at = input
+        .expires_at
+        .as_deref()
+        .map(|s| validate::timestamp("expires_at", s))
+        .transpose()?;
+    let quotas = input.quotas.unwrap_or_default().to_quotas()?;
+    let allowed = allowed(input.allowed.as_deref().unwrap_or_default())?;
+
+    let secret = ApiKeySecret::generate();
+    let now_ms = clock::now_ms();
+    let key = store
+        .create_key(NewKey {
+            id: ids::key_id(),
+            workspace_id: workspace_id.to_owned(),
+            alias,
+            description,
+            category,
+            expires_at,
+            quotas,
+            allowed,
+            created_at: now_ms,
+            hash: secret.hash(),
+            prefix: secret.display_prefix(),
+        })
+        .await?;
+    Ok(KeyWithSecret {
+        key,
+        secret,
+        now_ms,
+    })
+}
+
+/// A new secret for the key; the previous ones keep working for `grace_seconds` (0: none).
+pub async fn rotate(
+    store: &dyn Store,
+    principal: &Principal,
+    key_id: &str,
+    grace_seconds: i64,
+) -> Result<KeyWithSecret, AppError> {
+    principal.key(store, key_id).await?;
+    let grace = validate::grace_seconds(grace_seconds)?;
+    let secret = ApiKeySecret::generate();
+    let now_ms = clock::now_ms();
+    let key = store
+        .rotate_key(
+            key_id,
+            Rotation {
+                new_hash: secret.hash(),
+                new_prefix: secret.display_prefix(),
+                now_ms,
+                old_valid_until: (grace > 0).then(|| now_ms + grace * 1000),
+            },
+        )
+        .await?;
+    Ok(KeyWithSecret {
+        key,
+        secret,
+        now_ms,
+    })
+}

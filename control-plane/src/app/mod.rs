@@ -1,0 +1,27 @@
+//! The application layer: what a caller may do, once, for the JSON API, the dashboard's pages
+//! and the CLI alike. Use cases take the store and the [`Principal`] and answer domain values or
+//! an [`AppError`] that keeps the offending field as data, so no adapter parses a message.
+//!
+//! Today it holds the principal and its access rules and the key use cases that the API and the
+//! pages share (create, rotate); the other handlers still reach the store themselves.
+
+pub mod error;
+pub mod keys;
+pub mod principal;
+
+pub use error::AppError;
+pub use principal::Principal;
+
+use std::sync::Arc;
+
+use crate::store::Store;
+use crate::tokens::Token;
+
+/// What every request of the API and the pages works with: the store and the tokens.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub admin_token: Token,
+    pub filter_token: Token,
+    pub key_cache_ttl_ms: u64,
+}

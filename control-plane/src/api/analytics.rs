@@ -8,6 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
+use crate::app::requests_csv::{self as export, CSV_HEADER};
 use crate::app::Principal;
 use crate::clock;
 use crate::domain::{interval_name, parse_interval, DAY_MS};
@@ -19,7 +20,6 @@ use crate::error::ApiError;
 
 pub const REQUESTS_LIMIT_DEFAULT: u32 = 50;
 pub const REQUESTS_LIMIT_MAX: u32 = 500;
-pub const CSV_MAX_ROWS: u32 = 100_000;
 
 fn bad(param: &str, message: &str) -> ApiError {
     ApiError::BadRequest(format!("{param}: {message}"))
@@ -183,8 +183,9 @@ fn request_filter(
                 .ok_or_else(|| bad("response_code", "must be an integer from 0 to 999"))
         })
         .transpose()?;
+    // An export pages through the log itself (`app::requests_csv`).
     let limit = if csv {
-        CSV_MAX_ROWS
+        REQUESTS_LIMIT_MAX
     } else {
         given(p.limit)
             .map(|l| {
@@ -294,64 +295,16 @@ pub async fn requests(
     }))
 }
 
-pub const CSV_HEADER: &str = "request_id,timestamp,key_id,workspace_id,method,endpoint,\
-resource_id,response_code,status,duration_ms,client_ip,credits\n";
-
-/// RFC 4180 quoting, plus a leading `'` for values a spreadsheet would run as a formula.
-fn csv_field(out: &mut String, value: &str) {
-    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = formula || value.contains([',', '"', '\n', '\r']);
-    if quote {
-        out.push('"');
-        if formula {
-            out.push('\'');
-        }
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
-pub fn csv(records: &[RequestRecord]) -> String {
-    let mut out = String::with_capacity(CSV_HEADER.len() + records.len() * 160);
-    out.push_str(CSV_HEADER);
-    for r in records {
-        let fields = [
-            r.request_id.clone(),
-            clock::format_rfc3339_millis(r.timestamp),
-            r.key_id.clone(),
-            r.workspace_id.clone(),
-            r.method.clone(),
-            r.endpoint.clone(),
-            r.resource_id.clone().unwrap_or_default(),
-            r.response_code.to_string(),
-            r.status.as_str().to_owned(),
-            r.duration_ms.to_string(),
-            r.client_ip.clone(),
-            r.credits.to_string(),
-        ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            csv_field(&mut out, f);
-        }
-        out.push('\n');
-    }
-    out
-}
-
 pub async fn requests_csv(
     State(state): State<AppState>,
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let records = match request_filter(&principal, raw.as_deref(), true)? {
-        Some(filter) => state.store.requests(&filter).await?.records,
-        None => Vec::new(),
+    let body = match request_filter(&principal, raw.as_deref(), true)? {
+        Some(filter) => export::requests_csv(&*state.store, filter).await?,
+        None => CSV_HEADER.to_owned(),
     };
-    let mut response = csv(&records).into_response();
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -362,20 +315,4 @@ pub async fn requests_csv(
         HeaderValue::from_static("attachment; filename=\"requests.csv\""),
     );
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_and_defuses_formulas() {
-        let mut out = String::new();
-        csv_field(&mut out, "plain");
-        out.push('|');
-        csv_field(&mut out, "a,b\"c");
-        out.push('|');
-        csv_field(&mut out, "=cmd()");
-        assert_eq!(out, "plain|\"a,b\"\"c\"|\"'=cmd()\"");
-    }
 }

@@ -2,12 +2,14 @@
 //! and the CLI alike. Use cases take the store and the [`Principal`] and answer domain values or
 //! an [`AppError`] that keeps the offending field as data, so no adapter parses a message.
 //!
-//! Today it holds the principal and its access rules and the key use cases that the API and the
-//! pages share (create, rotate); the other handlers still reach the store themselves.
+//! Today it holds the principal and its access rules, the key use cases that the API and the
+//! pages share (create, rotate) and the request log's CSV export; the other handlers still reach
+//! the store themselves.
 
 pub mod error;
 pub mod keys;
 pub mod principal;
+pub mod requests_csv;
 
 pub use error::AppError;
 pub use principal::Principal;

@@ -13,6 +13,7 @@ pub mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_ingest;
 mod sqlite_lookup;
+mod sqlite_lookup_cache;
 mod sqlite_usage;
 
 use async_trait::async_trait;

@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite::LookupCache;
 use super::sqlite_checkpoint::Checkpointer;
+use super::sqlite_lookup_cache::LookupCache;
 use super::{StoreError, StoreResult};
 use crate::clock;
 use crate::domain::ValidationError;

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::session::Principal;
 use super::{PageError, WebState};
-use crate::clock;
+use crate::app;
 use crate::domain;
 use crate::domain::{ApiKey, RequestCursor, RequestRecord, UsageQuery, UsageScope, UsageStatus};
 use crate::store::StoreError;
@@ -215,72 +215,7 @@ pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<Reques
     })
 }
 
-/// Rows a CSV export holds at most (as `GET /v1/requests.csv`).
-pub const CSV_MAX_ROWS: usize = 100_000;
-
-/// The CSV export of the filtered log, columns as the request log's JSON fields.
+/// The CSV export of the filtered log, as `GET /v1/requests.csv` writes it.
 pub async fn requests_csv(state: &WebState, filter: &RequestFilter) -> Result<String, PageError> {
-    let mut out = String::from(
-        "request_id,timestamp,key_id,workspace_id,method,endpoint,resource_id,response_code,status,duration_ms,client_ip,credits\n",
-    );
-    let mut query = store_filter(filter)?;
-    query.limit = 500;
-    query.cursor = None;
-    let mut rows = 0;
-    loop {
-        let page = state.app.store.requests(&query).await?;
-        for r in &page.records {
-            if rows == CSV_MAX_ROWS {
-                return Ok(out);
-            }
-            rows += 1;
-            let fields = [
-                csv_field(&r.request_id),
-                clock::format_rfc3339(r.timestamp),
-                csv_field(&r.key_id),
-                csv_field(&r.workspace_id),
-                csv_field(&r.method),
-                csv_field(&r.endpoint),
-                csv_field(r.resource_id.as_deref().unwrap_or("")),
-                r.response_code.to_string(),
-                r.status.as_str().to_owned(),
-                r.duration_ms.to_string(),
-                csv_field(&r.client_ip),
-                r.credits.to_string(),
-            ];
-            out.push_str(&fields.join(","));
-            out.push('\n');
-        }
-        match page.next_cursor {
-            Some(c) if !page.records.is_empty() => query.cursor = Some(c),
-            _ => return Ok(out),
-        }
-    }
-}
-
-/// RFC 4180 quoting, and a leading `'` for cells a spreadsheet would run as a formula.
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quoting() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-    }
+    Ok(app::requests_csv::requests_csv(&*state.app.store, store_filter(filter)?).await?)
 }

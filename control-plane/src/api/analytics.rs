@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
 use crate::app::requests_csv::{self as export, CSV_HEADER};
-use crate::app::Principal;
+use crate::app::{analytics, Principal};
 use crate::clock;
 use crate::domain::{interval_name, parse_interval, DAY_MS};
 use crate::domain::{
@@ -116,9 +116,9 @@ pub async fn key_usage(
     PathParam(id): PathParam,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UsageView>, ApiError> {
-    let query = usage_query(UsageScope::Key(id.clone()), raw.as_deref())?;
-    principal.key(&*state.store, &id).await?;
-    Ok(Json(state.store.usage_report(&query).await?.into()))
+    let query = usage_query(UsageScope::Key(id), raw.as_deref())?;
+    let report = analytics::usage_report(&*state.store, &principal, &query).await?;
+    Ok(Json(report.into()))
 }
 
 pub async fn workspace_usage(
@@ -129,7 +129,8 @@ pub async fn workspace_usage(
 ) -> Result<Json<UsageView>, ApiError> {
     principal.check_workspace(&id)?;
     let query = usage_query(UsageScope::Workspace(id), raw.as_deref())?;
-    Ok(Json(state.store.usage_report(&query).await?.into()))
+    let report = analytics::usage_report(&*state.store, &principal, &query).await?;
+    Ok(Json(report.into()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,7 +289,7 @@ pub async fn requests(
             next_cursor: None,
         }));
     };
-    let page = state.store.requests(&filter).await?;
+    let page = analytics::requests(&*state.store, &filter).await?;
     Ok(Json(RequestsView {
         data: page.records.into_iter().map(RequestView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),

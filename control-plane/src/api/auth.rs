@@ -7,15 +7,12 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 use super::AppState;
+use crate::app::console_tokens::{self, CONSOLE_TOKEN_PREFIX};
 use crate::app::Principal;
 use crate::error::ApiError;
 use crate::tokens::{self, Token};
-
-/// Console tokens start with this, so a mistyped one gets a message naming the right kind.
-pub const CONSOLE_TOKEN_PREFIX: &str = "tgc_";
 
 /// Handlers take the principal [`authenticate`] stored in the request.
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
@@ -47,12 +44,8 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
         return Ok(Principal::Admin);
     }
     if token.starts_with(CONSOLE_TOKEN_PREFIX) {
-        let hash = hex::encode(Sha256::digest(token.as_bytes()));
-        return match state.store.console_token_by_hash(&hash).await? {
-            Some(t) => Ok(Principal::Console {
-                workspace_id: t.workspace_id,
-                token_id: t.id,
-            }),
+        return match console_tokens::principal_of(&*state.store, token).await? {
+            Some(p) => Ok(p),
             None => Err(ApiError::Unauthorized("invalid console token")),
         };
     }

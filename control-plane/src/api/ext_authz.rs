@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::filter::find_key;
 use super::AppState;
+use crate::app::edge::find_key;
 use crate::clock;
 use crate::domain::AllowRule;
 use crate::error::ApiError;
@@ -158,7 +158,7 @@ pub async fn check(
         },
     };
     let now = clock::now_ms();
-    let Some(key) = find_key(&state, &secret.hash(), now, None).await? else {
+    let Some(key) = find_key(&*state.store, &secret.hash(), now, None).await? else {
         return Ok(Denial::InvalidKey.into_response());
     };
     if !key.active {

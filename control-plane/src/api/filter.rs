@@ -5,15 +5,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
+use crate::app::edge::find_key;
 use crate::clock;
 use crate::domain::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
 use crate::domain::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
 use crate::error::ApiError;
 use crate::secret::SecretHash;
-
-/// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
-/// minute instead of one per request.
-pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 #[derive(Debug, Serialize)]
 pub struct LookupView {
@@ -126,37 +123,10 @@ pub async fn lookup(
     })?;
     let now = clock::now_ms();
     let recent = recent_query(query.as_deref(), now)?;
-    let found = find_key(&state, &hash, now, recent.as_ref())
+    let found = find_key(&*state.store, &hash, now, recent.as_ref())
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
     Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))
-}
-
-/// The key a hash authenticates, marked as used: a request was made with it at the edge.
-pub async fn find_key(
-    state: &AppState,
-    hash: &SecretHash,
-    now: i64,
-    recent: Option<&RecentQuery>,
-) -> Result<Option<KeyLookup>, ApiError> {
-    let Some(found) = state.store.lookup_key(hash, now, recent).await? else {
-        return Ok(None);
-    };
-    let stale = found
-        .last_used_at
-        .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS);
-    if stale {
-        // At most once a minute per key; written in the background, but before any later delete
-        // of the key decides, so a key is never deletable once a lookup has answered for it.
-        if let Err(e) = state
-            .store
-            .touch_key(&found.key_id, now, LAST_USED_RESOLUTION_MS)
-            .await
-        {
-            tracing::warn!(key_id = %found.key_id, error = %e, "cannot record key use");
-        }
-    }
-    Ok(Some(found))
 }
 
 #[cfg(test)]

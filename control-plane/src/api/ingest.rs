@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Number;
 
 use super::AppState;
+use crate::app::edge;
 use crate::domain::ValidationError;
 use crate::domain::{UsageRecord, UsageStatus};
 use crate::error::ApiError;
@@ -264,7 +265,7 @@ pub async fn ingest(
     })?;
     let (good, mut rejected) = parse_batch(&body)?;
     let (indexes, records): (Vec<usize>, Vec<UsageRecord>) = good.into_iter().unzip();
-    let outcome = state.store.ingest_usage(records).await?;
+    let outcome = edge::ingest(&*state.store, records).await?;
     for r in outcome.rejected {
         if let Some(&index) = indexes.get(r.position) {
             rejected.push(Rejected {

@@ -5,73 +5,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_json, AppState, JsonBody, List, PathParam};
-use crate::app::keys::KeyWithSecret;
-use crate::app::keys::{self as key_cases, allowed, present, AllowInput, CreateKey, QuotasInput};
+use crate::app::keys::{self as key_cases, CreateKey, KeyWithSecret, PatchKey};
 use crate::app::Principal;
 use crate::clock;
-use crate::domain::validate;
-use crate::domain::{
-    Alias, AllowRule, ApiKey, Category, Description, KeyPatch, Quotas, QuotasPatch,
-};
+use crate::domain::{AllowRule, ApiKey, Quotas};
 use crate::error::ApiError;
-
-/// `Option<Option<_>>`: absent = unchanged, `null` = cleared (where clearing makes sense).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchKey {
-    #[serde(default, deserialize_with = "present")]
-    alias: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    category: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    active: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "present")]
-    expires_at: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    quotas: Option<Option<QuotasInput>>,
-    #[serde(default, deserialize_with = "present")]
-    allowed: Option<Option<Vec<AllowInput>>>,
-}
-
-fn not_null<T>(field: &str, value: Option<Option<T>>, hint: &str) -> Result<Option<T>, ApiError> {
-    match value {
-        Some(None) => Err(ApiError::BadRequest(format!(
-            "{field}: must not be null{hint}"
-        ))),
-        Some(Some(v)) => Ok(Some(v)),
-        None => Ok(None),
-    }
-}
-
-impl PatchKey {
-    fn into_patch(self) -> Result<KeyPatch, ApiError> {
-        let alias = not_null("alias", self.alias, "")?;
-        let category = not_null("category", self.category, "")?;
-        let active = not_null("active", self.active, "")?;
-        let allowed_rules = not_null("allowed", self.allowed, " (use [] to allow every endpoint)")?;
-        Ok(KeyPatch {
-            alias: alias.as_deref().map(Alias::parse).transpose()?,
-            description: self
-                .description
-                .map(|d| Description::parse(d.as_deref()))
-                .transpose()?,
-            category: category.as_deref().map(Category::parse).transpose()?,
-            active,
-            expires_at: self
-                .expires_at
-                .map(|e| e.map(|s| validate::timestamp("expires_at", &s)).transpose())
-                .transpose()?,
-            quotas: match self.quotas {
-                None => QuotasPatch::default(),
-                Some(None) => QuotasPatch::clear_all(),
-                Some(Some(q)) => q.to_patch()?,
-            },
-            allowed: allowed_rules.as_deref().map(allowed).transpose()?,
-        })
-    }
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,8 +85,7 @@ pub async fn list(
     principal: Principal,
     PathParam(workspace_id): PathParam,
 ) -> Result<Json<List<KeyView>>, ApiError> {
-    principal.check_workspace(&workspace_id)?;
-    let keys = state.store.keys(&workspace_id).await?;
+    let keys = key_cases::list(&*state.store, &principal, &workspace_id).await?;
     let now = clock::now_ms();
     Ok(Json(List {
         data: keys.into_iter().map(|k| KeyView::new(k, now)).collect(),
@@ -170,9 +107,7 @@ pub async fn update(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchKey>,
 ) -> Result<Json<KeyView>, ApiError> {
-    principal.key(&*state.store, &id).await?;
-    let patch = body.into_patch()?;
-    let key = state.store.update_key(&id, patch).await?;
+    let key = key_cases::update(&*state.store, &principal, &id, body).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
 }
 
@@ -199,7 +134,6 @@ pub async fn delete(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    principal.key(&*state.store, &id).await?;
-    state.store.delete_key(&id).await?;
+    key_cases::delete(&*state.store, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,12 +4,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, JsonBody, List, PathParam};
-use crate::app::Principal;
+use crate::app::{workspaces, Principal};
 use crate::clock;
-use crate::domain::{NewWorkspace, Workspace};
-use crate::domain::{PlanName, WorkspaceName};
+use crate::domain::Workspace;
 use crate::error::ApiError;
-use crate::ids;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,19 +46,7 @@ pub async fn create(
     principal: Principal,
     JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
-    principal.require_admin()?;
-    let name = WorkspaceName::parse(&body.name)?;
-    let plans = state.store.plans().await?;
-    let plan = PlanName::parse(&body.plan, &plans)?;
-    let workspace = state
-        .store
-        .create_workspace(NewWorkspace {
-            id: ids::workspace_id(),
-            name,
-            plan,
-            created_at: clock::now_ms(),
-        })
-        .await?;
+    let workspace = workspaces::create(&*state.store, &principal, &body.name, &body.plan).await?;
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
@@ -77,12 +63,8 @@ pub async fn update(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<UpdateWorkspace>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    principal.require_admin()?;
-    let plans = state.store.plans().await?;
-    let plan = PlanName::parse(&body.plan, &plans)?;
-    Ok(Json(
-        state.store.set_workspace_plan(&id, &plan).await?.into(),
-    ))
+    let workspace = workspaces::set_plan(&*state.store, &principal, &id, &body.plan).await?;
+    Ok(Json(workspace.into()))
 }
 
 /// A console token lists its own workspace only.
@@ -90,13 +72,9 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<List<WorkspaceView>>, ApiError> {
-    let workspaces = state.store.workspaces().await?;
+    let workspaces = workspaces::list(&*state.store, &principal).await?;
     Ok(Json(List {
-        data: workspaces
-            .into_iter()
-            .filter(|ws| principal.can_see(&ws.id))
-            .map(WorkspaceView::from)
-            .collect(),
+        data: workspaces.into_iter().map(WorkspaceView::from).collect(),
     }))
 }
 

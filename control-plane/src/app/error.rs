@@ -17,7 +17,48 @@ pub enum AppError {
     Store(#[from] StoreError),
 }
 
+/// How an adapter should answer an error, without knowing where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad value; the error names its field.
+    Invalid,
+    Forbidden,
+    /// Missing, or not the caller's to see.
+    NotFound,
+    /// Refused because of what exists (a taken alias, a plan's key limit, a key with history).
+    Conflict,
+    /// The store failed.
+    Internal,
+}
+
 impl AppError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::AdminOnly => ErrorKind::Forbidden,
+            Self::Store(
+                StoreError::WorkspaceNotFound
+                | StoreError::KeyNotFound
+                | StoreError::ConsoleTokenNotFound,
+            ) => ErrorKind::NotFound,
+            Self::Store(
+                StoreError::PlanKeyLimit { .. }
+                | StoreError::AliasTaken(_)
+                | StoreError::KeyHasHistory
+                | StoreError::PlanExists(_),
+            ) => ErrorKind::Conflict,
+            Self::Store(StoreError::Backend(_)) => ErrorKind::Internal,
+        }
+    }
+
+    /// The cause of an internal error, for the log.
+    pub fn into_source(self) -> Option<Box<dyn std::error::Error + Send + Sync>> {
+        match self {
+            Self::Store(StoreError::Backend(source)) => Some(source),
+            _ => None,
+        }
+    }
+
     /// The input the error is about, when it is about one.
     pub fn field(&self) -> Option<&str> {
         match self {

@@ -1,4 +1,4 @@
-//! Key use cases the API and the dashboard share: create a key, rotate its secret. The input is
+//! Key use cases the API and the dashboard share: create, list, patch, rotate, delete. The input is
 //! raw (a quota is any JSON value, a timestamp any text), so that every bad value is refused here,
 //! once, with the field it came from; both adapters show the same messages.
 
@@ -9,8 +9,8 @@ use super::{AppError, Principal};
 use crate::clock;
 use crate::domain::validate;
 use crate::domain::{
-    Alias, AllowRule, ApiKey, Category, Description, NewKey, Quotas, QuotasPatch, Rotation,
-    ValidationError,
+    Alias, AllowRule, ApiKey, Category, Description, KeyPatch, NewKey, Quotas, QuotasPatch,
+    Rotation, ValidationError,
 };
 use crate::ids;
 use crate::secret::ApiKeySecret;
@@ -108,6 +108,69 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// `Option<Option<_>>`: absent = unchanged, `null` = cleared (where clearing makes sense).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    #[serde(default, deserialize_with = "present")]
+    pub alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub category: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub active: Option<Option<bool>>,
+    #[serde(default, deserialize_with = "present")]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub quotas: Option<Option<QuotasInput>>,
+    #[serde(default, deserialize_with = "present")]
+    pub allowed: Option<Option<Vec<AllowInput>>>,
+}
+
+fn not_null<T>(
+    field: &str,
+    value: Option<Option<T>>,
+    hint: &str,
+) -> Result<Option<T>, ValidationError> {
+    match value {
+        Some(None) => Err(ValidationError::new(
+            field,
+            format!("must not be null{hint}"),
+        )),
+        Some(Some(v)) => Ok(Some(v)),
+        None => Ok(None),
+    }
+}
+
+impl PatchKey {
+    fn into_patch(self) -> Result<KeyPatch, ValidationError> {
+        let alias = not_null("alias", self.alias, "")?;
+        let category = not_null("category", self.category, "")?;
+        let active = not_null("active", self.active, "")?;
+        let allowed_rules = not_null("allowed", self.allowed, " (use [] to allow every endpoint)")?;
+        Ok(KeyPatch {
+            alias: alias.as_deref().map(Alias::parse).transpose()?,
+            description: self
+                .description
+                .map(|d| Description::parse(d.as_deref()))
+                .transpose()?,
+            category: category.as_deref().map(Category::parse).transpose()?,
+            active,
+            expires_at: self
+                .expires_at
+                .map(|e| e.map(|s| validate::timestamp("expires_at", &s)).transpose())
+                .transpose()?,
+            quotas: match self.quotas {
+                None => QuotasPatch::default(),
+                Some(None) => QuotasPatch::clear_all(),
+                Some(Some(q)) => q.to_patch()?,
+            },
+            allowed: allowed_rules.as_deref().map(allowed).transpose()?,
+        })
+    }
+}
+
 /// A key with its new secret: the only moment the secret exists outside the client.
 pub struct KeyWithSecret {
     pub key: ApiKey,
@@ -184,4 +247,37 @@ pub async fn rotate(
         secret,
         now_ms,
     })
+}
+
+/// The keys of a workspace the caller may see.
+pub async fn list(
+    store: &dyn Store,
+    principal: &Principal,
+    workspace_id: &str,
+) -> Result<Vec<ApiKey>, AppError> {
+    principal.check_workspace(workspace_id)?;
+    Ok(store.keys(workspace_id).await?)
+}
+
+/// Applies a merge-patch (`PATCH /v1/keys/{id}`, or a page's button) to a key the caller may
+/// see; a key it may not see is not found, whatever the patch says.
+pub async fn update(
+    store: &dyn Store,
+    principal: &Principal,
+    key_id: &str,
+    input: PatchKey,
+) -> Result<ApiKey, AppError> {
+    principal.key(store, key_id).await?;
+    let patch = input.into_patch()?;
+    Ok(store.update_key(key_id, patch).await?)
+}
+
+/// Deletes a key never seen at the edge (a conflict otherwise: deactivate it instead).
+pub async fn delete(
+    store: &dyn Store,
+    principal: &Principal,
+    key_id: &str,
+) -> Result<(), AppError> {
+    principal.key(store, key_id).await?;
+    Ok(store.delete_key(key_id).await?)
 }

@@ -6,12 +6,16 @@
 //! pages share (create, rotate) and the request log's CSV export; the other handlers still reach
 //! the store themselves.
 
+pub mod analytics;
+pub mod console_tokens;
+pub mod edge;
 pub mod error;
 pub mod keys;
 pub mod principal;
 pub mod requests_csv;
+pub mod workspaces;
 
-pub use error::AppError;
+pub use error::{AppError, ErrorKind};
 pub use principal::Principal;
 
 use std::sync::Arc;

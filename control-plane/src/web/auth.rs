@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav, Shell};
 use super::session::{self, Principal, SESSION_COOKIE, SIGNIN_COOKIE};
 use super::{data, fmt, html_response, parse_form, see_other, Auth, PageError, WebState};
+use crate::app;
 use crate::clock;
 
 /// `/ui`: a console session goes to its workspace; an admin to the first workspace (or the
@@ -20,7 +21,7 @@ pub async fn home(State(state): State<WebState>, auth: Auth) -> Result<Response,
             Ok(see_other(&format!("/ui/w/{workspace_id}/keys")))
         }
         Principal::Admin => {
-            let workspaces = state.app.store.workspaces().await?;
+            let workspaces = app::workspaces::list(&*state.app.store, auth.principal()).await?;
             Ok(match workspaces.first() {
                 Some(ws) => see_other(&format!("/ui/w/{}/keys", ws.id)),
                 None => see_other("/ui/workspaces"),
@@ -190,7 +191,7 @@ pub async fn workspaces(State(state): State<WebState>, auth: Auth) -> Result<Res
     let shell = Shell::load(&state, &auth, None).await?;
     let mut rows = Vec::with_capacity(shell.workspaces.len());
     for ws in &shell.workspaces {
-        let keys = state.app.store.keys(&ws.id).await?;
+        let keys = app::keys::list(&*state.app.store, auth.principal(), &ws.id).await?;
         rows.push((ws, keys.len()));
     }
     let content = html! {

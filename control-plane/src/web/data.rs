@@ -1,14 +1,11 @@
 //! The analytics and console-token reads the pages need, in the shapes of
-//! `docs/analytics-api.md`, in one place over the [`Store`](crate::store::Store) trait.
-
-use sha2::{Digest, Sha256};
+//! `docs/analytics-api.md`, in one place over the application layer.
 
 use super::session::Principal;
 use super::{PageError, WebState};
 use crate::app;
 use crate::domain;
 use crate::domain::{ApiKey, RequestCursor, RequestRecord, UsageQuery, UsageScope, UsageStatus};
-use crate::store::StoreError;
 
 /// What a usage page covers.
 #[derive(Debug, Clone, Copy)]
@@ -83,19 +80,7 @@ pub struct RequestPage {
 
 /// The principal a console token signs in as, `None` for an unknown token.
 pub async fn console_signin(state: &WebState, token: &str) -> Result<Option<Principal>, PageError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    Ok(state
-        .app
-        .store
-        .console_token_by_hash(&hash)
-        .await?
-        .map(|t| Principal::Console {
-            workspace_id: t.workspace_id,
-            token_id: t.id,
-        }))
+    Ok(app::console_tokens::principal_of(&*state.app.store, token).await?)
 }
 
 /// Whether the console token behind a session still exists (and still names its workspace).
@@ -104,11 +89,7 @@ pub async fn console_token_valid(
     workspace_id: &str,
     token_id: &str,
 ) -> Result<bool, PageError> {
-    match state.app.store.console_token(token_id).await {
-        Ok(token) => Ok(token.workspace_id == workspace_id),
-        Err(StoreError::ConsoleTokenNotFound) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    Ok(app::console_tokens::still_valid(&*state.app.store, workspace_id, token_id).await?)
 }
 
 /// Calls of each key this calendar month (UTC), in the order of `keys`.
@@ -119,6 +100,7 @@ pub async fn calls_this_month(_state: &WebState, keys: &[ApiKey]) -> Result<Vec<
 /// The report of `[from_ms, to_ms)` from the rollups, with an interval chosen by the store.
 pub async fn usage(
     state: &WebState,
+    principal: &Principal,
     scope: Scope<'_>,
     from_ms: i64,
     to_ms: i64,
@@ -129,7 +111,7 @@ pub async fn usage(
     };
     let query = UsageQuery::new(scope, from_ms, to_ms, None)
         .map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let r = state.app.store.usage_report(&query).await?;
+    let r = app::analytics::usage_report(&*state.app.store, principal, &query).await?;
     Ok(UsageReport {
         interval_ms: r.interval_ms,
         totals: Totals {
@@ -208,7 +190,7 @@ fn row(r: RequestRecord) -> RequestRow {
 
 /// One page of the request log, newest first.
 pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<RequestPage, PageError> {
-    let page = state.app.store.requests(&store_filter(filter)?).await?;
+    let page = app::analytics::requests(&*state.app.store, &store_filter(filter)?).await?;
     Ok(RequestPage {
         rows: page.records.into_iter().map(row).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),

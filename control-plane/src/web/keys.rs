@@ -16,14 +16,13 @@ use super::{
     data, fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth,
     PageError, WebState,
 };
-use crate::app::keys::{self as key_cases, AllowInput, CreateKey, QuotasInput};
-use crate::app::AppError;
+use crate::app::keys::{self as key_cases, AllowInput, CreateKey, PatchKey, QuotasInput};
+use crate::app::{AppError, ErrorKind};
 use crate::clock;
 use crate::domain::names::BUILTIN_CATEGORIES;
 use crate::domain::validate::GRACE_SECONDS_MAX;
 use crate::domain::ValidationError;
-use crate::domain::{ApiKey, KeyPatch, KeyStatus, Workspace};
-use crate::store::StoreError;
+use crate::domain::{ApiKey, KeyStatus, Workspace};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -40,7 +39,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, PageError> {
     let ws = visible_workspace(&state, &auth, &ws).await?;
-    let keys = state.app.store.keys(&ws.id).await?;
+    let keys = key_cases::list(&*state.app.store, auth.principal(), &ws.id).await?;
     let calls = data::calls_this_month(&state, &keys).await?;
     let shell = Shell::load(&state, &auth, Some(&ws)).await?;
     let now = clock::now_ms();
@@ -467,10 +466,7 @@ pub async fn create(
                     .put_reveal(&auth.session, &id, secret, None, clock::now_ms());
             Ok(see_other(&format!("/ui/keys/{id}/secret?r={reveal}")))
         }
-        Err(
-            error @ (AppError::Invalid(_)
-            | AppError::Store(StoreError::AliasTaken(_) | StoreError::PlanKeyLimit { .. })),
-        ) => {
+        Err(error) if matches!(error.kind(), ErrorKind::Invalid | ErrorKind::Conflict) => {
             let errors = FormErrors::from_error(&error);
             render_form(
                 &state,
@@ -500,7 +496,7 @@ pub async fn reveal(
     Query(q): Query<RevealQuery>,
 ) -> Result<Response, PageError> {
     let key = visible_key(&state, &auth, &id).await?;
-    let ws = state.app.store.workspace(&key.workspace_id).await?;
+    let ws = visible_workspace(&state, &auth, &key.workspace_id).await?;
     let now = clock::now_ms();
     let reveal = state
         .sessions
@@ -583,7 +579,7 @@ async fn render_rotate(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let ws = state.app.store.workspace(&key.workspace_id).await?;
+    let ws = visible_workspace(state, auth, &key.workspace_id).await?;
     let shell = Shell::load(state, auth, Some(&ws)).await?;
     let content = html! {
         a.back-link href={"/ui/w/" (ws.id) "/keys"} { (layout::icon_back()) "Back to API Keys" }
@@ -681,11 +677,11 @@ async fn set_active(
     let key = visible_key(&state, &auth, &id).await?;
     let form: CsrfForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let patch = KeyPatch {
-        active: Some(active),
-        ..KeyPatch::default()
+    let patch = PatchKey {
+        active: Some(Some(active)),
+        ..PatchKey::default()
     };
-    state.app.store.update_key(&key.id, patch).await?;
+    key_cases::update(&*state.app.store, auth.principal(), &key.id, patch).await?;
     let done = if active { "activated" } else { "deactivated" };
     Ok(see_other(&format!(
         "/ui/w/{}/keys{}",
@@ -721,9 +717,10 @@ pub async fn delete(
     let key = visible_key(&state, &auth, &id).await?;
     let form: CsrfForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let done = match state.app.store.delete_key(&key.id).await {
+    let done = match key_cases::delete(&*state.app.store, auth.principal(), &key.id).await {
         Ok(()) => "deleted",
-        Err(StoreError::KeyHasHistory) => "has_history",
+        // The one conflict of a delete: the key was seen at the edge.
+        Err(e) if e.kind() == ErrorKind::Conflict => "has_history",
         Err(e) => return Err(e.into()),
     };
     Ok(see_other(&format!(

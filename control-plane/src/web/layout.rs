@@ -4,6 +4,7 @@
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::{assets, Auth, PageError, WebState};
+use crate::app;
 use crate::domain::Workspace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,7 @@ impl<'a> Shell<'a> {
         workspace: Option<&'a Workspace>,
     ) -> Result<Shell<'a>, PageError> {
         let workspaces = if auth.principal().is_admin() {
-            state.app.store.workspaces().await?
+            app::workspaces::list(&*state.app.store, auth.principal()).await?
         } else {
             Vec::new()
         };

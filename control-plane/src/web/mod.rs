@@ -1,13 +1,11 @@
-//! The web dashboard under `/ui`: server-rendered pages (maud) over the [`Store`] trait, with
-//! assets compiled into the binary. No CDN, no inline script or style: one CSS and one JS file.
+//! The web dashboard under `/ui`: server-rendered pages (maud) over the application layer
+//! (`app/`), with assets compiled into the binary. No CDN, no inline script or style: one CSS and one JS file.
 //!
 //! Security: signed `HttpOnly`/`SameSite=Strict` session cookie ([`session`]); a CSRF token in
 //! every form, checked on every POST; POSTs whose `Origin`/`Sec-Fetch-Site` say cross-site are
 //! refused before any handler runs; the Content-Security-Policy and other security headers are
 //! built once and added by [`security_headers`]; pages are `Cache-Control: no-store`. A console
 //! session sees one workspace: everything else answers 404, as in the API.
-//!
-//! [`Store`]: crate::store::Store
 
 mod assets;
 mod auth;
@@ -30,10 +28,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
-use crate::app::{AppError, AppState};
+use crate::app::{AppError, AppState, ErrorKind};
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
-use crate::store::StoreError;
 use session::{Principal, Session, Sessions};
 
 #[derive(Clone)]
@@ -142,24 +139,16 @@ pub enum PageError {
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<StoreError> for PageError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::WorkspaceNotFound
-            | StoreError::KeyNotFound
-            | StoreError::ConsoleTokenNotFound => Self::NotFound,
-            StoreError::Backend(source) => Self::Internal(source),
-            other => Self::BadRequest(other.to_string()),
-        }
-    }
-}
-
 impl From<AppError> for PageError {
     fn from(e: AppError) -> Self {
-        match e {
-            AppError::Store(e) => e.into(),
-            AppError::AdminOnly => Self::Forbidden("this page needs the admin token"),
-            AppError::Invalid(e) => Self::BadRequest(e.to_string()),
+        match e.kind() {
+            ErrorKind::NotFound => Self::NotFound,
+            ErrorKind::Forbidden => Self::Forbidden("this page needs the admin token"),
+            ErrorKind::Internal => match e.into_source() {
+                Some(source) => Self::Internal(source),
+                None => Self::Internal("internal error".into()),
+            },
+            ErrorKind::Invalid | ErrorKind::Conflict => Self::BadRequest(e.to_string()),
         }
     }
 }
@@ -267,19 +256,12 @@ pub async fn visible_workspace(
     auth: &Auth,
     id: &str,
 ) -> Result<Workspace, PageError> {
-    if !auth.principal().can_see(id) {
-        return Err(PageError::NotFound);
-    }
-    Ok(state.app.store.workspace(id).await?)
+    Ok(auth.principal().workspace(&*state.app.store, id).await?)
 }
 
 /// The key if this session may see its workspace (404 otherwise).
 pub async fn visible_key(state: &WebState, auth: &Auth, id: &str) -> Result<ApiKey, PageError> {
-    let key = state.app.store.key(id).await?;
-    if !auth.principal().can_see(&key.workspace_id) {
-        return Err(PageError::NotFound);
-    }
-    Ok(key)
+    Ok(auth.principal().key(&*state.app.store, id).await?)
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.

@@ -13,6 +13,7 @@ use super::charts::{self, Slice};
 use super::data::{self, RequestFilter, RequestPage, Scope, UsageReport};
 use super::layout::{self, Nav, Shell};
 use super::{fmt, html_response, visible_key, visible_workspace, Auth, PageError, WebState};
+use crate::app::keys as key_cases;
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
 
@@ -204,12 +205,18 @@ pub async fn key_usage(
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, PageError> {
     let key = visible_key(&state, &auth, &id).await?;
-    let ws = state.app.store.workspace(&key.workspace_id).await?;
+    let ws = visible_workspace(&state, &auth, &key.workspace_id).await?;
     let period = period(&q, clock::now_ms());
     let (filter, filter_error) = log_filter(&q, &ws.id, Some(&key.id), &period);
     // The report, the log page and the shell are independent reads: run them together.
     let (report, log, shell) = tokio::try_join!(
-        data::usage(&state, Scope::Key(&key.id), period.from_ms, period.to_ms),
+        data::usage(
+            &state,
+            auth.principal(),
+            Scope::Key(&key.id),
+            period.from_ms,
+            period.to_ms
+        ),
         log_page(&state, &filter, filter_error.is_some()),
         Shell::load(&state, &auth, Some(&ws)),
     )?;
@@ -245,12 +252,13 @@ pub async fn overview(
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, PageError> {
     let ws = visible_workspace(&state, &auth, &ws).await?;
-    let keys = state.app.store.keys(&ws.id).await?;
+    let keys = key_cases::list(&*state.app.store, auth.principal(), &ws.id).await?;
     let period = period(&q, clock::now_ms());
     let (filter, filter_error) = log_filter(&q, &ws.id, None, &period);
     let (report, log, shell) = tokio::try_join!(
         data::usage(
             &state,
+            auth.principal(),
             Scope::Workspace(&ws.id),
             period.from_ms,
             period.to_ms

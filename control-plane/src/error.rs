@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::app::AppError;
+use crate::app::{AppError, ErrorKind};
 use crate::domain::ValidationError;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,25 +53,15 @@ impl From<ValidationError> for ApiError {
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        match e {
-            AppError::Invalid(e) => e.into(),
-            AppError::AdminOnly => Self::Forbidden(AppError::AdminOnly.to_string()),
-            AppError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::WorkspaceNotFound
-            | StoreError::KeyNotFound
-            | StoreError::ConsoleTokenNotFound => Self::NotFound(e.to_string()),
-            StoreError::PlanKeyLimit { .. }
-            | StoreError::AliasTaken(_)
-            | StoreError::KeyHasHistory
-            | StoreError::PlanExists(_) => Self::Conflict(e.to_string()),
-            StoreError::Backend(source) => Self::Internal(source),
+        match e.kind() {
+            ErrorKind::Invalid => Self::BadRequest(e.to_string()),
+            ErrorKind::Forbidden => Self::Forbidden(e.to_string()),
+            ErrorKind::NotFound => Self::NotFound(e.to_string()),
+            ErrorKind::Conflict => Self::Conflict(e.to_string()),
+            ErrorKind::Internal => match e.into_source() {
+                Some(source) => Self::Internal(source),
+                None => Self::Internal("internal error".into()),
+            },
         }
     }
 }

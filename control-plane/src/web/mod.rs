@@ -12,6 +12,8 @@ mod auth;
 mod charts;
 mod data;
 mod fmt;
+mod key_form;
+mod key_secret;
 mod keys;
 mod layout;
 pub mod session;
@@ -53,15 +55,15 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/ui/signout", post(auth::signout))
         .route("/ui/workspaces", get(auth::workspaces))
         .route("/ui/switch", get(auth::switch))
-        .route("/ui/w/{ws}/keys", get(keys::list).post(keys::create))
-        .route("/ui/w/{ws}/keys/new", get(keys::new_form))
+        .route("/ui/w/{ws}/keys", get(keys::list).post(key_form::create))
+        .route("/ui/w/{ws}/keys/new", get(key_form::new_form))
         .route("/ui/w/{ws}/overview", get(usage::overview))
         .route("/ui/w/{ws}/requests.csv", get(usage::csv))
         .route("/ui/keys/{id}/usage", get(usage::key_usage))
-        .route("/ui/keys/{id}/secret", get(keys::reveal))
+        .route("/ui/keys/{id}/secret", get(key_secret::reveal))
         .route(
             "/ui/keys/{id}/rotate",
-            get(keys::rotate_form).post(keys::rotate),
+            get(key_secret::rotate_form).post(key_secret::rotate),
         )
         .route("/ui/keys/{id}/activate", post(keys::activate))
         .route("/ui/keys/{id}/deactivate", post(keys::deactivate))

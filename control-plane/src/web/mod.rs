@@ -16,6 +16,7 @@ mod key_form;
 mod key_secret;
 mod keys;
 mod layout;
+mod request_log;
 pub mod session;
 mod usage;
 

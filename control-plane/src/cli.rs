@@ -7,13 +7,19 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::config::{
     Retention, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN,
     DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_RETENTION_DAYS,
     DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL,
+};
+use crate::domain::wire::{
+    AllowInput, CreateKey, CreateWorkspace, KeyView, List, PatchKey, QuotasInput, RotateKey,
+    WorkspaceView,
 };
 use crate::server::shutdown_signal;
 use crate::tokens::{self, Token, TokenKind};
@@ -219,29 +225,25 @@ pub async fn workspaces(cli: &Cli, command: &WorkspacesCommand) -> Result<(), Cl
     let client = Client::new(cli)?;
     match command {
         WorkspacesCommand::Create { name, plan } => {
+            let body = CreateWorkspace {
+                name: name.clone(),
+                plan: plan.clone(),
+            };
             let ws = client
-                .call(
-                    Method::POST,
-                    "/v1/workspaces",
-                    Some(json!({ "name": name, "plan": plan })),
-                )
+                .call(Method::POST, "/v1/workspaces", Some(json(&body)?))
                 .await?;
-            output(cli, &ws, || workspace_details(&ws));
+            output(cli, &ws, |ws: WorkspaceView| workspace_details(&ws))?;
         }
         WorkspacesCommand::List => {
             let list = client.call(Method::GET, "/v1/workspaces", None).await?;
-            output(cli, &list, || {
-                let rows = items(&list)
-                    .iter()
-                    .map(|ws| {
-                        ["id", "name", "plan", "created_at"]
-                            .iter()
-                            .map(|f| text(&ws[f]))
-                            .collect()
-                    })
+            output(cli, &list, |list: List<WorkspaceView>| {
+                let rows = list
+                    .data
+                    .into_iter()
+                    .map(|ws| vec![ws.id, ws.name, ws.plan, ws.created_at])
                     .collect::<Vec<_>>();
                 table::render(&["ID", "NAME", "PLAN", "CREATED"], &rows)
-            });
+            })?;
         }
         WorkspacesCommand::Show { id } => {
             let ws = client
@@ -251,7 +253,7 @@ pub async fn workspaces(cli: &Cli, command: &WorkspacesCommand) -> Result<(), Cl
                     None,
                 )
                 .await?;
-            output(cli, &ws, || workspace_details(&ws));
+            output(cli, &ws, |ws: WorkspaceView| workspace_details(&ws))?;
         }
     }
     Ok(())
@@ -263,29 +265,27 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
         KeysCommand::Create(args) => {
             let path = format!("/v1/workspaces/{}/keys", segment(&args.workspace));
             let key = client
-                .call(Method::POST, &path, Some(create_body(args)?))
+                .call(Method::POST, &path, Some(json(&create_body(args)?)?))
                 .await?;
-            output_with_secret(cli, &key);
+            output_with_secret(cli, &key)?;
         }
         KeysCommand::List { workspace } => {
             let path = format!("/v1/workspaces/{}/keys", segment(workspace));
             let list = client.call(Method::GET, &path, None).await?;
-            output(cli, &list, || {
-                let rows = items(&list)
-                    .iter()
+            output(cli, &list, |list: List<KeyView>| {
+                let rows = list
+                    .data
+                    .into_iter()
                     .map(|k| {
-                        [
-                            "id",
-                            "alias",
-                            "category",
-                            "status",
-                            "prefix",
-                            "expires_at",
-                            "last_used_at",
+                        vec![
+                            k.id,
+                            k.alias,
+                            k.category,
+                            k.status,
+                            k.prefix,
+                            or_dash(k.expires_at),
+                            or_dash(k.last_used_at),
                         ]
-                        .iter()
-                        .map(|f| text(&k[f]))
-                        .collect()
                     })
                     .collect::<Vec<_>>();
                 table::render(
@@ -300,29 +300,31 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
                     ],
                     &rows,
                 )
-            });
+            })?;
         }
         KeysCommand::Show { id } => {
             let key = client.call(Method::GET, &key_path(id, ""), None).await?;
-            output(cli, &key, || key_details(&key));
+            output(cli, &key, |key: KeyView| key_details(&key))?;
         }
         KeysCommand::Deactivate { id } | KeysCommand::Activate { id } => {
             let active = matches!(command, KeysCommand::Activate { .. });
+            let body = PatchKey {
+                active: Some(Some(active)),
+                ..PatchKey::default()
+            };
             let key = client
-                .call(
-                    Method::PATCH,
-                    &key_path(id, ""),
-                    Some(json!({ "active": active })),
-                )
+                .call(Method::PATCH, &key_path(id, ""), Some(json(&body)?))
                 .await?;
-            output(cli, &key, || key_details(&key));
+            output(cli, &key, |key: KeyView| key_details(&key))?;
         }
         KeysCommand::Rotate { id, grace_seconds } => {
-            let body = json!({ "grace_seconds": grace_seconds.unwrap_or(0) });
+            let body = RotateKey {
+                grace_seconds: i64::try_from(grace_seconds.unwrap_or(0)).unwrap_or(i64::MAX),
+            };
             let key = client
-                .call(Method::POST, &key_path(id, "/rotate"), Some(body))
+                .call(Method::POST, &key_path(id, "/rotate"), Some(json(&body)?))
                 .await?;
-            output_with_secret(cli, &key);
+            output_with_secret(cli, &key)?;
             if !cli.json && grace_seconds.is_some_and(|g| g > 0) {
                 println!(
                     "The previous secret keeps working for {} more seconds.",
@@ -340,44 +342,49 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn create_body(args: &CreateKeyArgs) -> Result<Value, CliError> {
-    let mut body = Map::new();
-    body.insert("alias".into(), json!(args.alias));
-    if let Some(d) = &args.description {
-        body.insert("description".into(), json!(d));
-    }
-    if let Some(c) = &args.category {
-        body.insert("category".into(), json!(c));
-    }
-    if let Some(e) = &args.expires_at {
-        body.insert("expires_at".into(), json!(e));
-    }
-    let quotas = json!({
-        "total": args.quota_total,
-        "daily": args.quota_daily,
-        "weekly": args.quota_weekly,
-        "monthly": args.quota_monthly,
-    });
-    body.insert("quotas".into(), quotas);
+fn create_body(args: &CreateKeyArgs) -> Result<CreateKey, CliError> {
+    let quotas = QuotasInput {
+        total: Some(json!(args.quota_total)),
+        daily: Some(json!(args.quota_daily)),
+        weekly: Some(json!(args.quota_weekly)),
+        monthly: Some(json!(args.quota_monthly)),
+    };
     let allowed = args
         .allow
         .iter()
         .map(|rule| parse_allow(rule))
         .collect::<Result<Vec<_>, _>>()?;
-    body.insert("allowed".into(), Value::Array(allowed));
-    Ok(Value::Object(body))
+    Ok(CreateKey {
+        alias: args.alias.clone(),
+        description: args.description.clone(),
+        category: args.category.clone(),
+        expires_at: args.expires_at.clone(),
+        quotas: Some(quotas),
+        allowed: Some(allowed),
+    })
 }
 
 /// `"GET /v1/**"` or `"/v1/**"` (any method). The server validates method and path.
-fn parse_allow(rule: &str) -> Result<Value, CliError> {
+fn parse_allow(rule: &str) -> Result<AllowInput, CliError> {
     let parts: Vec<&str> = rule.split_whitespace().collect();
-    match parts.as_slice() {
-        [path] => Ok(json!({ "method": "*", "path": path })),
-        [method, path] => Ok(json!({ "method": method, "path": path })),
-        _ => Err(CliError::new(format!(
-            "--allow {rule:?}: expected \"METHOD PATH\" or \"PATH\""
-        ))),
-    }
+    let (method, path) = match parts.as_slice() {
+        [path] => ("*", *path),
+        [method, path] => (*method, *path),
+        _ => {
+            return Err(CliError::new(format!(
+                "--allow {rule:?}: expected \"METHOD PATH\" or \"PATH\""
+            )))
+        }
+    };
+    Ok(AllowInput {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+/// A request body as JSON.
+fn json(body: &impl Serialize) -> Result<Value, CliError> {
+    serde_json::to_value(body).map_err(|e| CliError::new(format!("cannot encode the request: {e}")))
 }
 
 struct Client {
@@ -474,73 +481,82 @@ fn key_path(id: &str, suffix: &str) -> String {
     format!("/v1/keys/{}{suffix}", segment(id))
 }
 
-fn output(cli: &Cli, value: &Value, human: impl FnOnce() -> String) {
+/// The API's answer: its JSON as it came with `--json`, else `human` of it read as `T` (the
+/// type the API wrote it from).
+fn output<T: DeserializeOwned>(
+    cli: &Cli,
+    value: &Value,
+    human: impl FnOnce(T) -> String,
+) -> Result<(), CliError> {
     if cli.json {
         println!("{}", pretty(value));
     } else {
-        print!("{}", human());
+        print!("{}", human(read(value)?));
     }
+    Ok(())
 }
 
-fn output_with_secret(cli: &Cli, key: &Value) {
+fn output_with_secret(cli: &Cli, value: &Value) -> Result<(), CliError> {
     if cli.json {
-        println!("{}", pretty(key));
+        println!("{}", pretty(value));
         eprintln!("warning: the secret in this output will not be shown again; store it now");
-        return;
+        return Ok(());
     }
-    print!("{}", key_details(key));
+    let key: KeyView = read(value)?;
+    let secret = or_dash(key.secret.clone());
+    print!("{}", key_details(&key));
     println!();
-    println!("Secret: {}", text(&key["secret"]));
+    println!("Secret: {secret}");
     println!("Store this secret now: it will not be shown again.");
+    Ok(())
+}
+
+fn read<T: DeserializeOwned>(value: &Value) -> Result<T, CliError> {
+    T::deserialize(value).map_err(|e| CliError::new(format!("unexpected answer from the API: {e}")))
 }
 
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-fn items(list: &Value) -> &[Value] {
-    list["data"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+/// An optional value as a table cell: `-` when absent.
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
 }
 
-/// A JSON value as a table cell: strings bare, `null` as `-`.
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn workspace_details(ws: &Value) -> String {
+fn workspace_details(ws: &WorkspaceView) -> String {
     table::details(&[
-        ("id", text(&ws["id"])),
-        ("name", text(&ws["name"])),
-        ("plan", text(&ws["plan"])),
-        ("created_at", text(&ws["created_at"])),
+        ("id", ws.id.clone()),
+        ("name", ws.name.clone()),
+        ("plan", ws.plan.clone()),
+        ("created_at", ws.created_at.clone()),
     ])
 }
 
-fn key_details(key: &Value) -> String {
-    let quotas = ["total", "daily", "weekly", "monthly"]
+fn key_details(key: &KeyView) -> String {
+    let q = &key.quotas;
+    let quotas = [
+        ("total", q.total),
+        ("daily", q.daily),
+        ("weekly", q.weekly),
+        ("monthly", q.monthly),
+    ]
+    .iter()
+    .filter_map(|(w, cap)| cap.map(|c| format!("{w} {c}")))
+    .collect::<Vec<_>>();
+    let allowed = key
+        .allowed
         .iter()
-        .filter(|w| !key["quotas"][**w].is_null())
-        .map(|w| format!("{w} {}", text(&key["quotas"][*w])))
-        .collect::<Vec<_>>();
-    let allowed = items_of(&key["allowed"])
-        .iter()
-        .map(|r| format!("{} {}", text(&r["method"]), text(&r["path"])))
+        .map(|r| format!("{} {}", r.method, r.path))
         .collect::<Vec<_>>();
     table::details(&[
-        ("id", text(&key["id"])),
-        ("workspace", text(&key["workspace_id"])),
-        ("alias", text(&key["alias"])),
-        ("description", text(&key["description"])),
-        ("category", text(&key["category"])),
-        ("status", text(&key["status"])),
-        ("expires_at", text(&key["expires_at"])),
+        ("id", key.id.clone()),
+        ("workspace", key.workspace_id.clone()),
+        ("alias", key.alias.clone()),
+        ("description", or_dash(key.description.clone())),
+        ("category", key.category.clone()),
+        ("status", key.status.clone()),
+        ("expires_at", or_dash(key.expires_at.clone())),
         (
             "quotas",
             if quotas.is_empty() {
@@ -557,14 +573,10 @@ fn key_details(key: &Value) -> String {
                 allowed.join(", ")
             },
         ),
-        ("prefix", text(&key["prefix"])),
-        ("created_at", text(&key["created_at"])),
-        ("last_used_at", text(&key["last_used_at"])),
+        ("prefix", key.prefix.clone()),
+        ("created_at", key.created_at.clone()),
+        ("last_used_at", or_dash(key.last_used_at.clone())),
     ])
-}
-
-fn items_of(v: &Value) -> &[Value] {
-    v.as_array().map(Vec::as_slice).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -574,11 +586,11 @@ mod tests {
     #[test]
     fn allow_rules_parse() {
         assert_eq!(
-            parse_allow("GET /v1/**").unwrap(),
+            json(&parse_allow("GET /v1/**").unwrap()).unwrap(),
             json!({"method": "GET", "path": "/v1/**"})
         );
         assert_eq!(
-            parse_allow("/x").unwrap(),
+            json(&parse_allow("/x").unwrap()).unwrap(),
             json!({"method": "*", "path": "/x"})
         );
         assert!(parse_allow("GET /a /b").is_err());

@@ -2,73 +2,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::{parse_json, AppState, JsonBody, List, PathParam};
 use crate::app::keys::{self as key_cases, CreateKey, KeyWithSecret, PatchKey};
 use crate::app::Principal;
 use crate::clock;
-use crate::domain::{AllowRule, ApiKey, Quotas};
+use crate::domain::wire::{KeyView, RotateKey};
 use crate::error::ApiError;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RotateKey {
-    #[serde(default)]
-    grace_seconds: i64,
-}
-
-/// A key as the API shows it: never the secret, except right after creation or rotation.
-#[derive(Debug, Serialize)]
-pub struct KeyView {
-    id: String,
-    workspace_id: String,
-    alias: String,
-    description: Option<String>,
-    category: String,
-    active: bool,
-    status: &'static str,
-    expires_at: Option<String>,
-    quotas: Quotas,
-    allowed: Vec<AllowRule>,
-    created_at: String,
-    last_used_at: Option<String>,
-    calls_this_month: u64,
-    prefix: String,
-    hash: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-impl KeyView {
-    fn new(key: ApiKey, now_ms: i64) -> Self {
-        Self {
-            status: key.status(now_ms).as_str(),
-            expires_at: key.expires_at.map(clock::format_rfc3339),
-            created_at: clock::format_rfc3339(key.created_at),
-            last_used_at: key.last_used_at.map(clock::format_rfc3339),
-            calls_this_month: key.calls_this_month,
-            id: key.id,
-            workspace_id: key.workspace_id,
-            alias: key.alias,
-            description: key.description,
-            category: key.category,
-            active: key.active,
-            quotas: key.quotas,
-            allowed: key.allowed,
-            prefix: key.prefix,
-            hash: key.hash,
-            secret: None,
-        }
-    }
-
-    /// Right after creation or rotation: the only answer that carries the secret.
-    fn with_secret(created: KeyWithSecret) -> Self {
-        let mut view = Self::new(created.key, created.now_ms);
-        view.secret = Some(created.secret.expose().to_owned());
-        view
-    }
-}
 
 pub async fn create(
     State(state): State<AppState>,
@@ -77,7 +17,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     let created = key_cases::create(&*state.store, &principal, &workspace_id, body).await?;
-    Ok((StatusCode::CREATED, Json(KeyView::with_secret(created))))
+    Ok((StatusCode::CREATED, Json(key_view_with_secret(created))))
 }
 
 pub async fn list(
@@ -126,7 +66,7 @@ pub async fn rotate(
         parse_json(&body)?
     };
     let rotated = key_cases::rotate(&*state.store, &principal, &id, body.grace_seconds).await?;
-    Ok(Json(KeyView::with_secret(rotated)))
+    Ok(Json(key_view_with_secret(rotated)))
 }
 
 pub async fn delete(
@@ -136,4 +76,8 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     key_cases::delete(&*state.store, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn key_view_with_secret(created: KeyWithSecret) -> KeyView {
+    KeyView::with_secret(created.key, created.secret.expose(), created.now_ms)
 }

@@ -15,17 +15,12 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::error::ApiError;
 
 pub use crate::app::AppState;
 
-/// Every list answer is an object so pagination can be added without breaking clients.
-#[derive(Debug, Serialize)]
-pub struct List<T> {
-    pub data: Vec<T>,
-}
+pub use crate::domain::wire::List;
 
 /// A JSON request body whose every failure (syntax, wrong type, unknown or missing field) is a
 /// 400 `{"error": "..."}` naming the field, instead of axum's plain-text 415/422 rejections.

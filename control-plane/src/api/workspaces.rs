@@ -1,45 +1,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{AppState, JsonBody, List, PathParam};
 use crate::app::{workspaces, Principal};
-use crate::clock;
-use crate::domain::Workspace;
+use crate::domain::wire::{CreateWorkspace, WorkspaceView};
 use crate::error::ApiError;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWorkspace {
-    name: String,
-    /// Defaults to `free`, the plan a new customer starts on.
-    #[serde(default = "default_plan")]
-    plan: String,
-}
-
-fn default_plan() -> String {
-    "free".to_owned()
-}
-
-#[derive(Debug, Serialize)]
-pub struct WorkspaceView {
-    id: String,
-    name: String,
-    plan: String,
-    created_at: String,
-}
-
-impl From<Workspace> for WorkspaceView {
-    fn from(ws: Workspace) -> Self {
-        Self {
-            id: ws.id,
-            name: ws.name,
-            plan: ws.plan,
-            created_at: clock::format_rfc3339(ws.created_at),
-        }
-    }
-}
 
 pub async fn create(
     State(state): State<AppState>,

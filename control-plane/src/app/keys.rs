@@ -2,12 +2,12 @@
 //! raw (a quota is any JSON value, a timestamp any text), so that every bad value is refused here,
 //! once, with the field it came from; both adapters show the same messages.
 
-use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::{AppError, Principal};
 use crate::clock;
 use crate::domain::validate;
+pub use crate::domain::wire::{AllowInput, CreateKey, PatchKey, QuotasInput};
 use crate::domain::{
     Alias, AllowRule, ApiKey, Category, Description, KeyPatch, NewKey, Quotas, QuotasPatch,
     Rotation, ValidationError,
@@ -15,32 +15,6 @@ use crate::domain::{
 use crate::ids;
 use crate::secret::ApiKeySecret;
 use crate::store::Store;
-
-/// `POST /v1/workspaces/{ws}/keys`, or the dashboard's form.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    pub alias: String,
-    pub description: Option<String>,
-    pub category: Option<String>,
-    pub expires_at: Option<String>,
-    pub quotas: Option<QuotasInput>,
-    pub allowed: Option<Vec<AllowInput>>,
-}
-
-/// Quota values stay raw JSON so that `0`, `-1` or `"10"` get a message naming the field.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotasInput {
-    #[serde(default, deserialize_with = "present")]
-    pub total: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    pub daily: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    pub weekly: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    pub monthly: Option<Value>,
-}
 
 impl QuotasInput {
     fn fields(&self) -> [(&'static str, &Option<Value>); 4] {
@@ -83,49 +57,8 @@ impl QuotasInput {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowInput {
-    #[serde(default = "any_method")]
-    pub method: String,
-    pub path: String,
-}
-
-fn any_method() -> String {
-    "*".to_owned()
-}
-
 pub fn allowed(input: &[AllowInput]) -> Result<Vec<AllowRule>, ValidationError> {
     validate::allowed(input.iter().map(|r| (r.method.as_str(), r.path.as_str())))
-}
-
-/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
-pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
-}
-
-/// `Option<Option<_>>`: absent = unchanged, `null` = cleared (where clearing makes sense).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchKey {
-    #[serde(default, deserialize_with = "present")]
-    pub alias: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub category: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub active: Option<Option<bool>>,
-    #[serde(default, deserialize_with = "present")]
-    pub expires_at: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    pub quotas: Option<Option<QuotasInput>>,
-    #[serde(default, deserialize_with = "present")]
-    pub allowed: Option<Option<Vec<AllowInput>>>,
 }
 
 fn not_null<T>(

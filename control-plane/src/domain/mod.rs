@@ -8,6 +8,7 @@ pub mod names;
 pub mod plan;
 pub mod usage;
 pub mod validate;
+pub mod wire;
 pub mod workspace;
 
 pub use key::*;

@@ -1,0 +1,223 @@
+//! The REST API's JSON for workspaces and keys, both ways: the handlers read the requests and
+//! write the answers in these shapes, and the CLI writes the requests and reads the answers in
+//! the same ones, so the two cannot drift apart.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use super::key::{AllowRule, ApiKey, Quotas};
+use super::workspace::Workspace;
+use crate::clock;
+
+/// Every list answer is an object so pagination can be added without breaking clients.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+    /// Defaults to `free`, the plan a new customer starts on.
+    #[serde(default = "default_plan")]
+    pub plan: String,
+}
+
+fn default_plan() -> String {
+    "free".to_owned()
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    pub plan: String,
+    pub created_at: String,
+}
+
+impl From<Workspace> for WorkspaceView {
+    fn from(ws: Workspace) -> Self {
+        Self {
+            id: ws.id,
+            name: ws.name,
+            plan: ws.plan,
+            created_at: clock::format_rfc3339(ws.created_at),
+        }
+    }
+}
+
+/// `POST /v1/workspaces/{ws}/keys`, or the dashboard's form.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub alias: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<QuotasInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<AllowInput>>,
+}
+
+/// Quota values stay raw JSON so that `0`, `-1` or `"10"` get a message naming the field.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasInput {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub daily: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub weekly: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub monthly: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowInput {
+    #[serde(default = "any_method")]
+    pub method: String,
+    pub path: String,
+}
+
+fn any_method() -> String {
+    "*".to_owned()
+}
+
+/// `Option<Option<_>>`: absent = unchanged, `null` = cleared (where clearing makes sense).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub alias: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub category: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active: Option<Option<bool>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub quotas: Option<Option<QuotasInput>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allowed: Option<Option<Vec<AllowInput>>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    #[serde(default)]
+    pub grace_seconds: i64,
+}
+
+/// A key as the API shows it: never the secret, except right after creation or rotation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    pub workspace_id: String,
+    pub alias: String,
+    pub description: Option<String>,
+    pub category: String,
+    pub active: bool,
+    pub status: String,
+    pub expires_at: Option<String>,
+    pub quotas: Quotas,
+    pub allowed: Vec<AllowRule>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub calls_this_month: u64,
+    pub prefix: String,
+    pub hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl KeyView {
+    pub fn new(key: ApiKey, now_ms: i64) -> Self {
+        Self {
+            status: key.status(now_ms).as_str().to_owned(),
+            expires_at: key.expires_at.map(clock::format_rfc3339),
+            created_at: clock::format_rfc3339(key.created_at),
+            last_used_at: key.last_used_at.map(clock::format_rfc3339),
+            calls_this_month: key.calls_this_month,
+            id: key.id,
+            workspace_id: key.workspace_id,
+            alias: key.alias,
+            description: key.description,
+            category: key.category,
+            active: key.active,
+            quotas: key.quotas,
+            allowed: key.allowed,
+            prefix: key.prefix,
+            hash: key.hash,
+            secret: None,
+        }
+    }
+
+    /// Right after creation or rotation: the only answer that carries the secret.
+    pub fn with_secret(key: ApiKey, secret: &str, now_ms: i64) -> Self {
+        let mut view = Self::new(key, now_ms);
+        view.secret = Some(secret.to_owned());
+        view
+    }
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}

@@ -51,8 +51,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let retention = config.retention;
-    let state = build_state(config).await?;
-    let store = state.store.clone();
+    let (state, store) = build_state(config).await?;
     let retention_task = tokio::spawn(run_retention(store.clone(), retention));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening");
@@ -70,7 +69,8 @@ pub async fn serve(
     Ok(result?)
 }
 
-async fn build_state(config: ServeConfig) -> Result<AppState, ServeError> {
+/// The application's state, and the store behind it (for retention and shutdown).
+async fn build_state(config: ServeConfig) -> Result<(AppState, Arc<dyn Store>), ServeError> {
     create_data_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -100,12 +100,13 @@ async fn build_state(config: ServeConfig) -> Result<AppState, ServeError> {
             )
         }
     };
-    Ok(AppState {
-        store,
+    let state = AppState::new(
+        store.clone(),
         admin_token,
         filter_token,
-        key_cache_ttl_ms: config.key_cache_ttl_ms,
-    })
+        config.key_cache_ttl_ms,
+    );
+    Ok((state, store))
 }
 
 fn create_data_dir(path: &Path) -> io::Result<()> {

@@ -117,7 +117,7 @@ pub async fn key_usage(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UsageView>, ApiError> {
     let query = usage_query(UsageScope::Key(id), raw.as_deref())?;
-    let report = analytics::usage_report(&*state.store, &principal, &query).await?;
+    let report = analytics::usage_report(&state, &principal, &query).await?;
     Ok(Json(report.into()))
 }
 
@@ -129,7 +129,7 @@ pub async fn workspace_usage(
 ) -> Result<Json<UsageView>, ApiError> {
     principal.check_workspace(&id)?;
     let query = usage_query(UsageScope::Workspace(id), raw.as_deref())?;
-    let report = analytics::usage_report(&*state.store, &principal, &query).await?;
+    let report = analytics::usage_report(&state, &principal, &query).await?;
     Ok(Json(report.into()))
 }
 
@@ -289,7 +289,7 @@ pub async fn requests(
             next_cursor: None,
         }));
     };
-    let page = analytics::requests(&*state.store, &filter).await?;
+    let page = analytics::requests(&state, &filter).await?;
     Ok(Json(RequestsView {
         data: page.records.into_iter().map(RequestView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -302,7 +302,7 @@ pub async fn requests_csv(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let body = match request_filter(&principal, raw.as_deref(), true)? {
-        Some(filter) => export::requests_csv(&*state.store, filter).await?,
+        Some(filter) => export::requests_csv(&state, filter).await?,
         None => CSV_HEADER.to_owned(),
     };
     let mut response = body.into_response();

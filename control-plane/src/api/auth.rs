@@ -44,7 +44,7 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
         return Ok(Principal::Admin);
     }
     if token.starts_with(CONSOLE_TOKEN_PREFIX) {
-        return match console_tokens::principal_of(&*state.store, token).await? {
+        return match console_tokens::principal_of(state, token).await? {
             Some(p) => Ok(p),
             None => Err(ApiError::Unauthorized("invalid console token")),
         };

@@ -48,7 +48,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateConsoleToken>,
 ) -> Result<(StatusCode, Json<ConsoleTokenView>), ApiError> {
     let (created, token) =
-        console_tokens::create(&*state.store, &principal, &workspace_id, &body.name).await?;
+        console_tokens::create(&state, &principal, &workspace_id, &body.name).await?;
     let mut view = ConsoleTokenView::from(created);
     view.token = Some(token);
     Ok((StatusCode::CREATED, Json(view)))
@@ -59,7 +59,7 @@ pub async fn list(
     principal: Principal,
     PathParam(workspace_id): PathParam,
 ) -> Result<Json<List<ConsoleTokenView>>, ApiError> {
-    let tokens = console_tokens::list(&*state.store, &principal, &workspace_id).await?;
+    let tokens = console_tokens::list(&state, &principal, &workspace_id).await?;
     Ok(Json(List {
         data: tokens.into_iter().map(ConsoleTokenView::from).collect(),
     }))
@@ -71,7 +71,7 @@ pub async fn delete(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    console_tokens::delete(&*state.store, &principal, &id).await?;
+    console_tokens::delete(&state, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -123,7 +123,7 @@ pub async fn lookup(
     })?;
     let now = clock::now_ms();
     let recent = recent_query(query.as_deref(), now)?;
-    let found = find_key(&*state.store, &hash, now, recent.as_ref())
+    let found = find_key(&state, &hash, now, recent.as_ref())
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
     Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))

@@ -16,7 +16,7 @@ pub async fn create(
     PathParam(workspace_id): PathParam,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
-    let created = key_cases::create(&*state.store, &principal, &workspace_id, body).await?;
+    let created = key_cases::create(&state, &principal, &workspace_id, body).await?;
     Ok((StatusCode::CREATED, Json(key_view_with_secret(created))))
 }
 
@@ -25,7 +25,7 @@ pub async fn list(
     principal: Principal,
     PathParam(workspace_id): PathParam,
 ) -> Result<Json<List<KeyView>>, ApiError> {
-    let keys = key_cases::list(&*state.store, &principal, &workspace_id).await?;
+    let keys = key_cases::list(&state, &principal, &workspace_id).await?;
     let now = clock::now_ms();
     Ok(Json(List {
         data: keys.into_iter().map(|k| KeyView::new(k, now)).collect(),
@@ -37,7 +37,7 @@ pub async fn get(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = principal.key(&*state.store, &id).await?;
+    let key = principal.key(&state, &id).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
 }
 
@@ -47,7 +47,7 @@ pub async fn update(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<PatchKey>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let key = key_cases::update(&*state.store, &principal, &id, body).await?;
+    let key = key_cases::update(&state, &principal, &id, body).await?;
     Ok(Json(KeyView::new(key, clock::now_ms())))
 }
 
@@ -59,13 +59,13 @@ pub async fn rotate(
     body: Bytes,
 ) -> Result<Json<KeyView>, ApiError> {
     // A key the caller cannot see is not found, whatever the body says.
-    principal.key(&*state.store, &id).await?;
+    principal.key(&state, &id).await?;
     let body: RotateKey = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKey::default()
     } else {
         parse_json(&body)?
     };
-    let rotated = key_cases::rotate(&*state.store, &principal, &id, body.grace_seconds).await?;
+    let rotated = key_cases::rotate(&state, &principal, &id, body.grace_seconds).await?;
     Ok(Json(key_view_with_secret(rotated)))
 }
 
@@ -74,7 +74,7 @@ pub async fn delete(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    key_cases::delete(&*state.store, &principal, &id).await?;
+    key_cases::delete(&state, &principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

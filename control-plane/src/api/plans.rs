@@ -30,12 +30,12 @@ pub async fn create(
         rate_limit_per_second: body.rate_limit_per_second,
         rate_limit_per_minute: body.rate_limit_per_minute,
     };
-    let plan = workspaces::create_plan(&*state.store, &principal, input).await?;
+    let plan = workspaces::create_plan(&state, &principal, input).await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<List<Plan>>, ApiError> {
     Ok(Json(List {
-        data: workspaces::plans(&*state.store).await?,
+        data: workspaces::plans(&state).await?,
     }))
 }

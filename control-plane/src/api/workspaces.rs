@@ -13,7 +13,7 @@ pub async fn create(
     principal: Principal,
     JsonBody(body): JsonBody<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<WorkspaceView>), ApiError> {
-    let workspace = workspaces::create(&*state.store, &principal, &body.name, &body.plan).await?;
+    let workspace = workspaces::create(&state, &principal, &body.name, &body.plan).await?;
     Ok((StatusCode::CREATED, Json(workspace.into())))
 }
 
@@ -30,7 +30,7 @@ pub async fn update(
     PathParam(id): PathParam,
     JsonBody(body): JsonBody<UpdateWorkspace>,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    let workspace = workspaces::set_plan(&*state.store, &principal, &id, &body.plan).await?;
+    let workspace = workspaces::set_plan(&state, &principal, &id, &body.plan).await?;
     Ok(Json(workspace.into()))
 }
 
@@ -39,7 +39,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<List<WorkspaceView>>, ApiError> {
-    let workspaces = workspaces::list(&*state.store, &principal).await?;
+    let workspaces = workspaces::list(&state, &principal).await?;
     Ok(Json(List {
         data: workspaces.into_iter().map(WorkspaceView::from).collect(),
     }))
@@ -50,5 +50,5 @@ pub async fn get(
     principal: Principal,
     PathParam(id): PathParam,
 ) -> Result<Json<WorkspaceView>, ApiError> {
-    Ok(Json(principal.workspace(&*state.store, &id).await?.into()))
+    Ok(Json(principal.workspace(&state, &id).await?.into()))
 }

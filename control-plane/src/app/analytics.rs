@@ -2,25 +2,24 @@
 //! one the caller may see; a request-log filter arrives already limited to the caller's
 //! workspace by its adapter (which knows whether another one was asked for).
 
-use super::{AppError, Principal};
+use super::{AppError, AppState, Principal};
 use crate::domain::{RequestFilter, RequestPage, UsageQuery, UsageReport, UsageScope};
-use crate::store::Store;
 
 pub async fn usage_report(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     query: &UsageQuery,
 ) -> Result<UsageReport, AppError> {
     match &query.scope {
         UsageScope::Key(id) => {
-            principal.key(store, id).await?;
+            principal.key(app, id).await?;
         }
         UsageScope::Workspace(id) => principal.check_workspace(id)?,
     }
-    Ok(store.usage_report(query).await?)
+    Ok(app.store().usage_report(query).await?)
 }
 
 /// One page of the request log, newest first.
-pub async fn requests(store: &dyn Store, filter: &RequestFilter) -> Result<RequestPage, AppError> {
-    Ok(store.requests(filter).await?)
+pub async fn requests(app: &AppState, filter: &RequestFilter) -> Result<RequestPage, AppError> {
+    Ok(app.store().requests(filter).await?)
 }

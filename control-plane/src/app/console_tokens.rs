@@ -3,9 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{AppError, Principal};
+use super::{AppError, AppState, Principal};
 use crate::domain::{ConsoleToken, NewConsoleToken, ValidationError};
-use crate::store::Store;
 use crate::{base62, clock, ids};
 
 /// Console tokens start with this, so a mistyped one gets a message naming the right kind.
@@ -35,7 +34,7 @@ fn hash(token: &str) -> String {
 
 /// A new token for `workspace_id`, with its secret text (returned this once).
 pub async fn create(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     workspace_id: &str,
     name: &str,
@@ -43,7 +42,8 @@ pub async fn create(
     principal.require_admin()?;
     let name = token_name(name)?;
     let token = format!("{CONSOLE_TOKEN_PREFIX}{}", base62::random(32));
-    let created = store
+    let created = app
+        .store()
         .create_console_token(NewConsoleToken {
             id: ids::console_token_id(),
             workspace_id: workspace_id.to_owned(),
@@ -56,29 +56,30 @@ pub async fn create(
 }
 
 pub async fn list(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     workspace_id: &str,
 ) -> Result<Vec<ConsoleToken>, AppError> {
     principal.check_workspace(workspace_id)?;
-    Ok(store.console_tokens(workspace_id).await?)
+    Ok(app.store().console_tokens(workspace_id).await?)
 }
 
 /// A console token may delete the tokens of its own workspace (itself included).
-pub async fn delete(store: &dyn Store, principal: &Principal, id: &str) -> Result<(), AppError> {
-    let token = store.console_token(id).await?;
+pub async fn delete(app: &AppState, principal: &Principal, id: &str) -> Result<(), AppError> {
+    let token = app.store().console_token(id).await?;
     if !principal.can_see(&token.workspace_id) {
         return Err(crate::store::StoreError::ConsoleTokenNotFound.into());
     }
-    Ok(store.delete_console_token(id).await?)
+    Ok(app.store().delete_console_token(id).await?)
 }
 
 /// The principal a console token authenticates, `None` for an unknown token.
-pub async fn principal_of(store: &dyn Store, token: &str) -> Result<Option<Principal>, AppError> {
+pub async fn principal_of(app: &AppState, token: &str) -> Result<Option<Principal>, AppError> {
     if token.is_empty() {
         return Ok(None);
     }
-    Ok(store
+    Ok(app
+        .store()
         .console_token_by_hash(&hash(token))
         .await?
         .map(|t| Principal::Console {
@@ -90,11 +91,11 @@ pub async fn principal_of(store: &dyn Store, token: &str) -> Result<Option<Princ
 /// Whether the console token behind a session still exists (and still names its workspace):
 /// deleting a token ends the sessions it opened.
 pub async fn still_valid(
-    store: &dyn Store,
+    app: &AppState,
     workspace_id: &str,
     token_id: &str,
 ) -> Result<bool, AppError> {
-    match store.console_token(token_id).await {
+    match app.store().console_token(token_id).await {
         Ok(token) => Ok(token.workspace_id == workspace_id),
         Err(crate::store::StoreError::ConsoleTokenNotFound) => Ok(false),
         Err(e) => Err(e.into()),

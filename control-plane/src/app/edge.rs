@@ -1,10 +1,9 @@
 //! What the edge asks of the control plane: the key a secret hash authenticates (the filter's
 //! lookup, ext_authz), and the storage of its usage records.
 
-use super::AppError;
+use super::{AppError, AppState};
 use crate::domain::{IngestOutcome, KeyLookup, RecentQuery, UsageRecord};
 use crate::secret::SecretHash;
-use crate::store::Store;
 
 /// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
 /// minute instead of one per request.
@@ -12,12 +11,12 @@ pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 /// The key a hash authenticates, marked as used: a request was made with it at the edge.
 pub async fn find_key(
-    store: &dyn Store,
+    app: &AppState,
     hash: &SecretHash,
     now: i64,
     recent: Option<&RecentQuery>,
 ) -> Result<Option<KeyLookup>, AppError> {
-    let Some(found) = store.lookup_key(hash, now, recent).await? else {
+    let Some(found) = app.store().lookup_key(hash, now, recent).await? else {
         return Ok(None);
     };
     let stale = found
@@ -26,7 +25,8 @@ pub async fn find_key(
     if stale {
         // At most once a minute per key; written in the background, but before any later delete
         // of the key decides, so a key is never deletable once a lookup has answered for it.
-        if let Err(e) = store
+        if let Err(e) = app
+            .store()
             .touch_key(&found.key_id, now, LAST_USED_RESOLUTION_MS)
             .await
         {
@@ -37,9 +37,6 @@ pub async fn find_key(
 }
 
 /// Stores a batch of validated records (exactly once each, see `Store::ingest_usage`).
-pub async fn ingest(
-    store: &dyn Store,
-    records: Vec<UsageRecord>,
-) -> Result<IngestOutcome, AppError> {
-    Ok(store.ingest_usage(records).await?)
+pub async fn ingest(app: &AppState, records: Vec<UsageRecord>) -> Result<IngestOutcome, AppError> {
+    Ok(app.store().ingest_usage(records).await?)
 }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{AppError, Principal};
+use super::{AppError, AppState, Principal};
 use crate::clock;
 use crate::domain::validate;
 pub use crate::domain::wire::{AllowInput, CreateKey, PatchKey, QuotasInput};
@@ -14,7 +14,6 @@ use crate::domain::{
 };
 use crate::ids;
 use crate::secret::ApiKeySecret;
-use crate::store::Store;
 
 impl QuotasInput {
     fn fields(&self) -> [(&'static str, &Option<Value>); 4] {
@@ -112,7 +111,7 @@ pub struct KeyWithSecret {
 }
 
 pub async fn create(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     workspace_id: &str,
     input: CreateKey,
@@ -131,7 +130,8 @@ pub async fn create(
 
     let secret = ApiKeySecret::generate();
     let now_ms = clock::now_ms();
-    let key = store
+    let key = app
+        .store()
         .create_key(NewKey {
             id: ids::key_id(),
             workspace_id: workspace_id.to_owned(),
@@ -155,16 +155,17 @@ pub async fn create(
 
 /// A new secret for the key; the previous ones keep working for `grace_seconds` (0: none).
 pub async fn rotate(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     key_id: &str,
     grace_seconds: i64,
 ) -> Result<KeyWithSecret, AppError> {
-    principal.key(store, key_id).await?;
+    principal.key(app, key_id).await?;
     let grace = validate::grace_seconds(grace_seconds)?;
     let secret = ApiKeySecret::generate();
     let now_ms = clock::now_ms();
-    let key = store
+    let key = app
+        .store()
         .rotate_key(
             key_id,
             Rotation {
@@ -184,33 +185,29 @@ pub async fn rotate(
 
 /// The keys of a workspace the caller may see.
 pub async fn list(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     workspace_id: &str,
 ) -> Result<Vec<ApiKey>, AppError> {
     principal.check_workspace(workspace_id)?;
-    Ok(store.keys(workspace_id).await?)
+    Ok(app.store().keys(workspace_id).await?)
 }
 
 /// Applies a merge-patch (`PATCH /v1/keys/{id}`, or a page's button) to a key the caller may
 /// see; a key it may not see is not found, whatever the patch says.
 pub async fn update(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     key_id: &str,
     input: PatchKey,
 ) -> Result<ApiKey, AppError> {
-    principal.key(store, key_id).await?;
+    principal.key(app, key_id).await?;
     let patch = input.into_patch()?;
-    Ok(store.update_key(key_id, patch).await?)
+    Ok(app.store().update_key(key_id, patch).await?)
 }
 
 /// Deletes a key never seen at the edge (a conflict otherwise: deactivate it instead).
-pub async fn delete(
-    store: &dyn Store,
-    principal: &Principal,
-    key_id: &str,
-) -> Result<(), AppError> {
-    principal.key(store, key_id).await?;
-    Ok(store.delete_key(key_id).await?)
+pub async fn delete(app: &AppState, principal: &Principal, key_id: &str) -> Result<(), AppError> {
+    principal.key(app, key_id).await?;
+    Ok(app.store().delete_key(key_id).await?)
 }

@@ -23,11 +23,32 @@ use std::sync::Arc;
 use crate::store::Store;
 use crate::tokens::Token;
 
-/// What every request of the API and the pages works with: the store and the tokens.
+/// What every request of the API and the pages works with: the store and the tokens. The store
+/// is the application layer's own: handlers and pages reach data only through its use cases.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    store: Arc<dyn Store>,
     pub admin_token: Token,
     pub filter_token: Token,
     pub key_cache_ttl_ms: u64,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        admin_token: Token,
+        filter_token: Token,
+        key_cache_ttl_ms: u64,
+    ) -> AppState {
+        AppState {
+            store,
+            admin_token,
+            filter_token,
+            key_cache_ttl_ms,
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
 }

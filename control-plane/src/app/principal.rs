@@ -3,9 +3,9 @@
 //! as if it did not exist; admin-only actions are refused.
 
 use crate::domain::{ApiKey, Workspace};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
-use super::AppError;
+use super::{AppError, AppState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -59,14 +59,14 @@ impl Principal {
         }
     }
 
-    pub async fn workspace(&self, store: &dyn Store, id: &str) -> Result<Workspace, AppError> {
+    pub async fn workspace(&self, app: &AppState, id: &str) -> Result<Workspace, AppError> {
         self.check_workspace(id)?;
-        Ok(store.workspace(id).await?)
+        Ok(app.store().workspace(id).await?)
     }
 
     /// The key, if it exists and the caller may see it (not found otherwise).
-    pub async fn key(&self, store: &dyn Store, id: &str) -> Result<ApiKey, AppError> {
-        let key = store.key(id).await?;
+    pub async fn key(&self, app: &AppState, id: &str) -> Result<ApiKey, AppError> {
+        let key = app.store().key(id).await?;
         if self.can_see(&key.workspace_id) {
             Ok(key)
         } else {

@@ -2,10 +2,9 @@
 //! request log's JSON fields as columns, newest first, at most [`CSV_MAX_ROWS`] rows, read from
 //! the store a page at a time.
 
-use super::AppError;
+use super::{AppError, AppState};
 use crate::clock;
 use crate::domain::{RequestFilter, RequestRecord};
-use crate::store::Store;
 
 /// Rows an export holds at most.
 pub const CSV_MAX_ROWS: usize = 100_000;
@@ -16,16 +15,13 @@ pub const CSV_HEADER: &str = "request_id,timestamp,key_id,workspace_id,method,en
 resource_id,response_code,status,duration_ms,client_ip,credits\n";
 
 /// Every row `filter` matches (its `limit` and `cursor` are the export's own), up to the bound.
-pub async fn requests_csv(
-    store: &dyn Store,
-    mut filter: RequestFilter,
-) -> Result<String, AppError> {
+pub async fn requests_csv(app: &AppState, mut filter: RequestFilter) -> Result<String, AppError> {
     let mut out = String::from(CSV_HEADER);
     filter.limit = PAGE_ROWS;
     filter.cursor = None;
     let mut rows = 0;
     loop {
-        let page = store.requests(&filter).await?;
+        let page = app.store().requests(&filter).await?;
         for record in &page.records {
             if rows == CSV_MAX_ROWS {
                 return Ok(out);

@@ -1,28 +1,28 @@
 //! Workspaces and the plans they are on. Creating a workspace, moving it to another plan and
 //! creating a plan are the admin's; a console token sees its own workspace only.
 
-use super::{AppError, Principal};
+use super::{AppError, AppState, Principal};
 use crate::domain::{NewWorkspace, Plan, PlanName, ValidationError, Workspace, WorkspaceName};
-use crate::store::Store;
 use crate::{clock, ids};
 
 /// The workspaces the caller may see.
-pub async fn list(store: &dyn Store, principal: &Principal) -> Result<Vec<Workspace>, AppError> {
-    let mut workspaces = store.workspaces().await?;
+pub async fn list(app: &AppState, principal: &Principal) -> Result<Vec<Workspace>, AppError> {
+    let mut workspaces = app.store().workspaces().await?;
     workspaces.retain(|ws| principal.can_see(&ws.id));
     Ok(workspaces)
 }
 
 pub async fn create(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     name: &str,
     plan: &str,
 ) -> Result<Workspace, AppError> {
     principal.require_admin()?;
     let name = WorkspaceName::parse(name)?;
-    let plan = PlanName::parse(plan, &store.plans().await?)?;
-    Ok(store
+    let plan = PlanName::parse(plan, &app.store().plans().await?)?;
+    Ok(app
+        .store()
         .create_workspace(NewWorkspace {
             id: ids::workspace_id(),
             name,
@@ -34,18 +34,18 @@ pub async fn create(
 
 /// Moves a workspace to another plan; its keys' lookups see the new limits.
 pub async fn set_plan(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     id: &str,
     plan: &str,
 ) -> Result<Workspace, AppError> {
     principal.require_admin()?;
-    let plan = PlanName::parse(plan, &store.plans().await?)?;
-    Ok(store.set_workspace_plan(id, &plan).await?)
+    let plan = PlanName::parse(plan, &app.store().plans().await?)?;
+    Ok(app.store().set_workspace_plan(id, &plan).await?)
 }
 
-pub async fn plans(store: &dyn Store) -> Result<Vec<Plan>, AppError> {
-    Ok(store.plans().await?)
+pub async fn plans(app: &AppState) -> Result<Vec<Plan>, AppError> {
+    Ok(app.store().plans().await?)
 }
 
 /// A custom plan: `None` limits are unlimited.
@@ -67,7 +67,7 @@ fn limit(field: &str, value: Option<i64>) -> Result<Option<i64>, ValidationError
 }
 
 pub async fn create_plan(
-    store: &dyn Store,
+    app: &AppState,
     principal: &Principal,
     input: NewPlan<'_>,
 ) -> Result<Plan, AppError> {
@@ -87,5 +87,5 @@ pub async fn create_plan(
         rate_limit_per_second: limit("rate_limit_per_second", input.rate_limit_per_second)?,
         rate_limit_per_minute: limit("rate_limit_per_minute", input.rate_limit_per_minute)?,
     };
-    Ok(store.create_plan(plan).await?)
+    Ok(app.store().create_plan(plan).await?)
 }

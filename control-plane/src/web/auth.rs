@@ -21,7 +21,7 @@ pub async fn home(State(state): State<WebState>, auth: Auth) -> Result<Response,
             Ok(see_other(&format!("/ui/w/{workspace_id}/keys")))
         }
         Principal::Admin => {
-            let workspaces = app::workspaces::list(&*state.app.store, auth.principal()).await?;
+            let workspaces = app::workspaces::list(&state.app, auth.principal()).await?;
             Ok(match workspaces.first() {
                 Some(ws) => see_other(&format!("/ui/w/{}/keys", ws.id)),
                 None => see_other("/ui/workspaces"),
@@ -191,7 +191,7 @@ pub async fn workspaces(State(state): State<WebState>, auth: Auth) -> Result<Res
     let shell = Shell::load(&state, &auth, None).await?;
     let mut rows = Vec::with_capacity(shell.workspaces.len());
     for ws in &shell.workspaces {
-        let keys = app::keys::list(&*state.app.store, auth.principal(), &ws.id).await?;
+        let keys = app::keys::list(&state.app, auth.principal(), &ws.id).await?;
         rows.push((ws, keys.len()));
     }
     let content = html! {

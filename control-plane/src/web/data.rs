@@ -80,7 +80,7 @@ pub struct RequestPage {
 
 /// The principal a console token signs in as, `None` for an unknown token.
 pub async fn console_signin(state: &WebState, token: &str) -> Result<Option<Principal>, PageError> {
-    Ok(app::console_tokens::principal_of(&*state.app.store, token).await?)
+    Ok(app::console_tokens::principal_of(&state.app, token).await?)
 }
 
 /// Whether the console token behind a session still exists (and still names its workspace).
@@ -89,7 +89,7 @@ pub async fn console_token_valid(
     workspace_id: &str,
     token_id: &str,
 ) -> Result<bool, PageError> {
-    Ok(app::console_tokens::still_valid(&*state.app.store, workspace_id, token_id).await?)
+    Ok(app::console_tokens::still_valid(&state.app, workspace_id, token_id).await?)
 }
 
 /// Calls of each key this calendar month (UTC), in the order of `keys`.
@@ -111,7 +111,7 @@ pub async fn usage(
     };
     let query = UsageQuery::new(scope, from_ms, to_ms, None)
         .map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let r = app::analytics::usage_report(&*state.app.store, principal, &query).await?;
+    let r = app::analytics::usage_report(&state.app, principal, &query).await?;
     Ok(UsageReport {
         interval_ms: r.interval_ms,
         totals: Totals {
@@ -190,7 +190,7 @@ fn row(r: RequestRecord) -> RequestRow {
 
 /// One page of the request log, newest first.
 pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<RequestPage, PageError> {
-    let page = app::analytics::requests(&*state.app.store, &store_filter(filter)?).await?;
+    let page = app::analytics::requests(&state.app, &store_filter(filter)?).await?;
     Ok(RequestPage {
         rows: page.records.into_iter().map(row).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -199,5 +199,5 @@ pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<Reques
 
 /// The CSV export of the filtered log, as `GET /v1/requests.csv` writes it.
 pub async fn requests_csv(state: &WebState, filter: &RequestFilter) -> Result<String, PageError> {
-    Ok(app::requests_csv::requests_csv(&*state.app.store, store_filter(filter)?).await?)
+    Ok(app::requests_csv::requests_csv(&state.app, store_filter(filter)?).await?)
 }

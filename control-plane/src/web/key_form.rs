@@ -297,8 +297,8 @@ pub async fn create(
     let ws = visible_workspace(&state, &auth, &ws).await?;
     let form: KeyForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let store = &*state.app.store;
-    match key_cases::create(store, auth.principal(), &ws.id, form.to_input()).await {
+    let app = &state.app;
+    match key_cases::create(app, auth.principal(), &ws.id, form.to_input()).await {
         Ok(created) => {
             let id = created.key.id;
             let secret = created.secret.expose().to_owned();

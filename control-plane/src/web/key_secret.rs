@@ -167,9 +167,9 @@ pub async fn rotate(
             format!("must be between 0 and {GRACE_SECONDS_MAX}"),
         ))
     });
-    let store = &*state.app.store;
+    let app = &state.app;
     let result = match grace {
-        Ok(seconds) => key_cases::rotate(store, auth.principal(), &key.id, seconds)
+        Ok(seconds) => key_cases::rotate(app, auth.principal(), &key.id, seconds)
             .await
             .map(|rotated| (rotated, seconds)),
         Err(e) => Err(e),

@@ -33,7 +33,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, PageError> {
     let ws = visible_workspace(&state, &auth, &ws).await?;
-    let keys = key_cases::list(&*state.app.store, auth.principal(), &ws.id).await?;
+    let keys = key_cases::list(&state.app, auth.principal(), &ws.id).await?;
     let calls = data::calls_this_month(&state, &keys).await?;
     let shell = Shell::load(&state, &auth, Some(&ws)).await?;
     let now = clock::now_ms();
@@ -193,7 +193,7 @@ async fn set_active(
         active: Some(Some(active)),
         ..PatchKey::default()
     };
-    key_cases::update(&*state.app.store, auth.principal(), &key.id, patch).await?;
+    key_cases::update(&state.app, auth.principal(), &key.id, patch).await?;
     let done = if active { "activated" } else { "deactivated" };
     Ok(see_other(&format!(
         "/ui/w/{}/keys{}",
@@ -229,7 +229,7 @@ pub async fn delete(
     let key = visible_key(&state, &auth, &id).await?;
     let form: CsrfForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let done = match key_cases::delete(&*state.app.store, auth.principal(), &key.id).await {
+    let done = match key_cases::delete(&state.app, auth.principal(), &key.id).await {
         Ok(()) => "deleted",
         // The one conflict of a delete: the key was seen at the edge.
         Err(e) if e.kind() == ErrorKind::Conflict => "has_history",

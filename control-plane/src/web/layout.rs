@@ -29,7 +29,7 @@ impl<'a> Shell<'a> {
         workspace: Option<&'a Workspace>,
     ) -> Result<Shell<'a>, PageError> {
         let workspaces = if auth.principal().is_admin() {
-            app::workspaces::list(&*state.app.store, auth.principal()).await?
+            app::workspaces::list(&state.app, auth.principal()).await?
         } else {
             Vec::new()
         };

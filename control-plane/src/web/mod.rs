@@ -259,12 +259,12 @@ pub async fn visible_workspace(
     auth: &Auth,
     id: &str,
 ) -> Result<Workspace, PageError> {
-    Ok(auth.principal().workspace(&*state.app.store, id).await?)
+    Ok(auth.principal().workspace(&state.app, id).await?)
 }
 
 /// The key if this session may see its workspace (404 otherwise).
 pub async fn visible_key(state: &WebState, auth: &Auth, id: &str) -> Result<ApiKey, PageError> {
-    Ok(auth.principal().key(&*state.app.store, id).await?)
+    Ok(auth.principal().key(&state.app, id).await?)
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.

@@ -231,7 +231,7 @@ pub async fn overview(
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, PageError> {
     let ws = visible_workspace(&state, &auth, &ws).await?;
-    let keys = key_cases::list(&*state.app.store, auth.principal(), &ws.id).await?;
+    let keys = key_cases::list(&state.app, auth.principal(), &ws.id).await?;
     let period = period(&q, clock::now_ms());
     let (filter, filter_error) = log_filter(&q, &ws.id, None, &period);
     let (report, log, shell) = tokio::try_join!(

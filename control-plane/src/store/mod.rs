@@ -6,15 +6,8 @@
 
 mod key_touches;
 pub mod postgres;
-mod postgres_ingest;
-mod postgres_usage;
 mod rows;
 pub mod sqlite;
-mod sqlite_checkpoint;
-mod sqlite_ingest;
-mod sqlite_lookup;
-mod sqlite_lookup_cache;
-mod sqlite_usage;
 
 use async_trait::async_trait;
 

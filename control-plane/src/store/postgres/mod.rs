@@ -14,15 +14,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod ingest;
+mod usage;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, FromRow, PgConnection, PgPool};
 
-use super::rows::{
-    allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
-    KeyRow, PlanRow, WorkspaceRow,
-};
-use super::{Store, StoreError, StoreResult};
 use crate::clock;
 use crate::domain::PlanName;
 use crate::domain::{
@@ -34,6 +32,11 @@ use crate::domain::{
     UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
+use crate::store::rows::{
+    allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
+    KeyRow, PlanRow, WorkspaceRow,
+};
+use crate::store::{Store, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -27,7 +27,7 @@
 //! a hash are checked by their text (partial index `usage_records_unhashed`) until the writer
 //! has hashed them.
 //!
-//! The database is used by the sqlx pools of [`SqliteStore`](super::SqliteStore) too (key
+//! The database is used by the sqlx pools of [`SqliteStore`](crate::store::SqliteStore) too (key
 //! management, retention, reads); SQLite's write lock orders the two writers, and the busy
 //! timeout makes either wait for the other.
 
@@ -41,15 +41,15 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sqlite_checkpoint::Checkpointer;
-use super::sqlite_lookup_cache::LookupCache;
-use super::{StoreError, StoreResult};
 use crate::clock;
 use crate::domain::ValidationError;
 use crate::domain::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS,
 };
+use crate::store::sqlite::checkpoint::Checkpointer;
+use crate::store::sqlite::lookup_cache::LookupCache;
+use crate::store::{StoreError, StoreResult};
 
 mod backfill;
 mod codecs;

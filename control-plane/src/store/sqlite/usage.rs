@@ -2,13 +2,13 @@
 
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
-use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
-use super::sqlite::SqliteStore;
-use super::sqlite_ingest::{status_code, status_from_code};
-use super::{StoreError, StoreResult};
 use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport,
 };
+use crate::store::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
+use crate::store::sqlite::ingest::{status_code, status_from_code};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{StoreError, StoreResult};
 
 #[derive(FromRow)]
 struct RecordRow {

@@ -7,19 +7,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod checkpoint;
+mod ingest;
+mod lookup;
+mod lookup_cache;
+mod usage;
+
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 
-use super::key_touches::KeyTouches;
-use super::rows::{
-    allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
-    KeyRow, PlanRow, WorkspaceRow,
-};
-use super::sqlite_ingest::{open_writer, spawn_writer, IngestJob};
-use super::sqlite_lookup::{LookupReader, LookupRow};
-use super::sqlite_lookup_cache::LookupCache;
-use super::{Store, StoreError, StoreResult};
 use crate::clock;
 use crate::domain::{
     ceil_to, window_start, DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS,
@@ -30,6 +27,15 @@ use crate::domain::{
     UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
+use crate::store::key_touches::KeyTouches;
+use crate::store::rows::{
+    allowed_column, allowed_from_column, count, quota_column, quotas_from_columns, ConsoleTokenRow,
+    KeyRow, PlanRow, WorkspaceRow,
+};
+use crate::store::sqlite::ingest::{open_writer, spawn_writer, IngestJob};
+use crate::store::sqlite::lookup::{LookupReader, LookupRow};
+use crate::store::sqlite::lookup_cache::LookupCache;
+use crate::store::{Store, StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -50,9 +56,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pub(super) writer: SqlitePool,
-    pub(super) readers: SqlitePool,
-    pub(super) lookups: Arc<LookupCache>,
+    writer: SqlitePool,
+    readers: SqlitePool,
+    lookups: Arc<LookupCache>,
     /// Usage batches for the ingest writer task (group commit).
     ingest: mpsc::Sender<IngestJob>,
     /// `last_used_at` writes of lookups, made in the background.

@@ -2,12 +2,12 @@
 
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
-use super::postgres::PostgresStore;
-use super::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
-use super::{StoreError, StoreResult};
 use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
 };
+use crate::store::postgres::PostgresStore;
+use crate::store::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
+use crate::store::{StoreError, StoreResult};
 
 #[derive(FromRow)]
 struct RecordRow {

@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::PgConnection;
 
-use super::postgres::PostgresStore;
-use super::StoreResult;
 use crate::clock;
 use crate::domain::ValidationError;
 use crate::domain::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS,
 };
+use crate::store::postgres::PostgresStore;
+use crate::store::StoreResult;
 
 /// Records per INSERT statement.
 const INSERT_CHUNK: usize = 1_000;

@@ -1,6 +1,7 @@
 //! The request path of `worker.rs`, branch by branch, against `FakeHost`: requests arrive as
 //! their headers, callouts are answered as Envoy would answer them (to the context that is
-//! current, with the token the dispatch returned), ticks come from the root context.
+//! current, with the token the dispatch returned), ticks come from the root context. One suite,
+//! one test per branch of the one request path, over one fixture (`Filter`), hence its length.
 
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};

@@ -4,6 +4,7 @@
 //! saying what to add, instead of on the next fresh machine.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::paths::repo_root;
 
@@ -68,7 +69,8 @@ pub fn listed(list: &str) -> Vec<Tool> {
 /// path its make target recorded, else the first match on `PATH`. Panics with what to do when
 /// the program is not listed or not installed.
 pub fn program(program: &str) -> PathBuf {
-    let tools = listed(TEST_TOOLS);
+    static TOOLS: OnceLock<Vec<Tool>> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| listed(TEST_TOOLS));
     let Some(tool) = tools.iter().find(|t| t.program == program) else {
         panic!(
             "the tests start `{program}`, which the Makefile's {TEST_TOOLS} does not list, so \

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::layout::{self, Nav, Shell};
 use super::session::{self, Principal, SESSION_COOKIE, SIGNIN_COOKIE};
-use super::{data, fmt, html_response, parse_form, see_other, Auth, PageError, WebState};
+use super::{fmt, html_response, parse_form, see_other, Auth, PageError, WebState};
 use crate::app;
 use crate::clock;
 
@@ -137,7 +137,7 @@ pub async fn signin(
     let principal = if state.app.admin_token.matches(token) {
         Some(Principal::Admin)
     } else {
-        data::console_signin(&state, token).await?
+        app::console_tokens::principal_of(&state.app, token).await?
     };
     let Some(principal) = principal else {
         tracing::info!("dashboard sign-in refused");
@@ -246,13 +246,4 @@ pub async fn switch(
     }
     let ws = super::visible_workspace(&state, &auth, &q.ws).await?;
     Ok(see_other(&format!("/ui/w/{}/keys", ws.id)))
-}
-
-/// Console sessions stay valid only while their token exists.
-pub async fn console_token_valid(
-    state: &WebState,
-    workspace_id: &str,
-    token_id: &str,
-) -> Result<bool, PageError> {
-    data::console_token_valid(state, workspace_id, token_id).await
 }

@@ -78,20 +78,6 @@ pub struct RequestPage {
     pub next_cursor: Option<String>,
 }
 
-/// The principal a console token signs in as, `None` for an unknown token.
-pub async fn console_signin(state: &WebState, token: &str) -> Result<Option<Principal>, PageError> {
-    Ok(app::console_tokens::principal_of(&state.app, token).await?)
-}
-
-/// Whether the console token behind a session still exists (and still names its workspace).
-pub async fn console_token_valid(
-    state: &WebState,
-    workspace_id: &str,
-    token_id: &str,
-) -> Result<bool, PageError> {
-    Ok(app::console_tokens::still_valid(&state.app, workspace_id, token_id).await?)
-}
-
 /// Calls of each key this calendar month (UTC), in the order of `keys`.
 pub async fn calls_this_month(_state: &WebState, keys: &[ApiKey]) -> Result<Vec<u64>, PageError> {
     Ok(keys.iter().map(|k| k.calls_this_month).collect())

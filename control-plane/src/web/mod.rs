@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
-use crate::app::{AppError, AppState, ErrorKind};
+use crate::app::{self, AppError, AppState, ErrorKind};
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
 use session::{Principal, Session, Sessions};
@@ -245,7 +245,8 @@ impl FromRequestParts<WebState> for Auth {
             token_id,
         } = &session.principal
         {
-            if !auth::console_token_valid(state, workspace_id, token_id).await? {
+            // Console sessions stay valid only while their token exists.
+            if !app::console_tokens::still_valid(&state.app, workspace_id, token_id).await? {
                 return Err(sign_in());
             }
         }

@@ -1,5 +1,6 @@
 //! The SQLite ingest writer against real databases: exact reports across the roll-up, hash
 //! collisions, duplicates, the request log's references and the tail, restarts, the backfill.
+//! One suite over one writer (its fixtures and scans are shared), hence its length.
 
 use super::rollup::roll_target;
 use super::*;

@@ -4,9 +4,9 @@
 //! The trait is shaped around what the API needs rather than around tables: usage ingest takes a
 //! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
-mod key_touches;
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

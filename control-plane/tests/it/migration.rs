@@ -8,55 +8,43 @@
 
 use std::path::Path;
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::SqlitePool;
+use rusqlite::{params, Connection};
 use tollgate_control_plane::domain::{
     RequestFilter, UsageQuery, UsageRecord, UsageScope, UsageStatus,
 };
 use tollgate_control_plane::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
+use tollgate_control_plane::store::sqlite::migrate::migrate;
 use tollgate_control_plane::store::{SqliteStore, Store};
 
 const UP_TO_0003: [&str; 3] = ["0001_initial.sql", "0002_usage.sql", "0003_usage_days.sql"];
 
 /// A database at the last of `names` (migrations), as an older control plane left it.
-async fn old_database(path: &Path, migrations: &Path, names: &[&str]) -> SqlitePool {
+async fn old_database(path: &Path, migrations: &Path, names: &[&str]) -> Connection {
     std::fs::create_dir_all(migrations).unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     for name in names {
         std::fs::copy(src.join(name), migrations.join(name)).unwrap();
     }
-    let pool = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
-    sqlx::migrate::Migrator::new(migrations)
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
-    pool
+    let migrator = sqlx::migrate::Migrator::new(migrations).await.unwrap();
+    let mut conn = Connection::open(path).unwrap();
+    migrate(&mut conn, &migrator).unwrap();
+    conn
 }
 
 #[tokio::test]
 async fn records_and_rollups_survive_migration_0004() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.db");
-    let pool = old_database(&path, &dir.path().join("migrations"), &UP_TO_0003).await;
+    let conn = old_database(&path, &dir.path().join("migrations"), &UP_TO_0003).await;
     let day = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS;
     let t0 = day + 3 * HOUR_MS + 5 * MINUTE_MS;
-    sqlx::query(
+    conn.execute_batch(
         "INSERT INTO workspaces (id, name, plan, created_at) VALUES ('ws_m', 'm', 'pro', 0); \
          INSERT INTO api_keys (id, workspace_id, alias, category, active, created_at, hash, \
              prefix, last_used_at) \
          VALUES ('key_m1', 'ws_m', 'a', 'qa', 1, 0, 'h1', 'p1', 1), \
                 ('key_m2', 'ws_m', 'b', 'qa', 1, 0, 'h2', 'p2', 1)",
     )
-    .execute(&pool)
-    .await
     .unwrap();
     // Raw records and the rollups an old ingest wrote for them.
     let rows = [
@@ -102,47 +90,42 @@ async fn records_and_rollups_survive_migration_0004() {
         ),
     ];
     for (rid, t, key, method, endpoint, resource, code, status) in rows {
-        sqlx::query(
+        conn.execute(
             "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, \
              endpoint, resource_id, response_code, status, duration_ms, client_ip, credits, \
              admitted, instance) VALUES (?, ?, ?, 'ws_m', ?, ?, ?, ?, ?, 1.5, '10.0.0.1', 2, \
              ?, 'i_old')",
+            params![
+                rid,
+                t,
+                key,
+                method,
+                endpoint,
+                resource,
+                code,
+                status,
+                status != "rate_limited"
+            ],
         )
-        .bind(rid)
-        .bind(t)
-        .bind(key)
-        .bind(method)
-        .bind(endpoint)
-        .bind(resource)
-        .bind(code)
-        .bind(status)
-        .bind(status != "rate_limited")
-        .execute(&pool)
-        .await
         .unwrap();
         for (table, column, step) in [
             ("usage_minutes", "minute", MINUTE_MS),
             ("usage_hours", "hour", HOUR_MS),
             ("usage_days", "day", DAY_MS),
         ] {
-            sqlx::query(&format!(
-                "INSERT INTO {table} (key_id, {column}, endpoint, method, response_code, status, \
-                 workspace_id, count, credits, duration_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'ws_m', 1, 2, 1.5) \
-                 ON CONFLICT DO UPDATE SET count = count + 1"
-            ))
-            .bind(key)
-            .bind(t - t.rem_euclid(step))
-            .bind(endpoint)
-            .bind(method)
-            .bind(code)
-            .bind(status)
-            .execute(&pool)
-            .await
+            conn.execute(
+                &format!(
+                    "INSERT INTO {table} (key_id, {column}, endpoint, method, response_code, \
+                     status, workspace_id, count, credits, duration_ms) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'ws_m', 1, 2, 1.5) \
+                     ON CONFLICT DO UPDATE SET count = count + 1"
+                ),
+                params![key, t - t.rem_euclid(step), endpoint, method, code, status],
+            )
             .unwrap();
         }
     }
-    pool.close().await;
+    drop(conn);
 
     let store = SqliteStore::open(&path).await.unwrap();
 
@@ -299,11 +282,7 @@ async fn records_and_rollups_survive_migration_0004() {
 
     // The writer gives every migrated row its request id hash (no collision here), between
     // ingest transactions.
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
-        .await
-        .unwrap();
-    assert_eq!(wait_until_hashed(&pool).await, 0);
-    pool.close().await;
+    assert_eq!(wait_until_hashed(&path).await, 0);
     store.close().await;
 }
 
@@ -318,17 +297,15 @@ async fn idempotency_survives_migration_0005() {
         .into_iter()
         .chain(["0004_narrow_usage.sql"])
         .collect();
-    let pool = old_database(&path, &dir.path().join("migrations"), &names).await;
+    let conn = old_database(&path, &dir.path().join("migrations"), &names).await;
     let t0 = 1_800_000_000_000 - 1_800_000_000_000 % DAY_MS + 3 * HOUR_MS;
-    sqlx::query(
+    conn.execute_batch(
         "INSERT INTO workspaces (id, name, plan, created_at) VALUES ('ws_m', 'm', 'pro', 0); \
          INSERT INTO api_keys (id, workspace_id, alias, category, active, created_at, hash, \
              prefix) VALUES ('key_m', 'ws_m', 'a', 'qa', 1, 0, 'h1', 'p1'); \
          INSERT INTO usage_names (id, name) VALUES (1, 'key_m'), (2, 'ws_m'), (3, 'GET'), \
              (4, '/v1/a'), (5, 'i_old')",
     )
-    .execute(&pool)
-    .await
     .unwrap();
     // As 0004 left them: rows copied from 0003 have no hash yet; one row has its hash
     // (`request_id_hash`, pinned by a unit test of the writer).
@@ -339,21 +316,16 @@ async fn idempotency_survives_migration_0005() {
         (3, hashed, Some(-1_249_828_607_231_379_034_i64)),
     ];
     for (i, rid, hash) in rows {
-        sqlx::query(
+        conn.execute(
             "INSERT INTO usage_records (id, rid_hash, request_id, timestamp, key_ref, \
              workspace_ref, method_ref, endpoint_ref, resource_id, response_code, status, \
              duration_ms, client_ip, credits, admitted, instance_ref) \
              VALUES (?, ?, ?, ?, 1, 2, 3, 4, 'r-1', 200, 1, 1.5, '10.0.0.1', 1, 1, 5)",
+            params![i, hash, rid, t0 + i],
         )
-        .bind(i)
-        .bind(hash)
-        .bind(rid)
-        .bind(t0 + i)
-        .execute(&pool)
-        .await
         .unwrap();
     }
-    pool.close().await;
+    drop(conn);
 
     let store = SqliteStore::open(&path).await.unwrap();
     let record = |rid: &str, timestamp: i64| UsageRecord {
@@ -379,28 +351,27 @@ async fn idempotency_survives_migration_0005() {
     assert_eq!((out.accepted, out.duplicates), (0, 2), "{out:?}");
 
     // Once the writer has hashed every migrated row, through the new index.
-    let pool = SqlitePool::connect_with(SqliteConnectOptions::new().filename(&path))
-        .await
-        .unwrap();
-    assert_eq!(wait_until_hashed(&pool).await, 0);
+    assert_eq!(wait_until_hashed(&path).await, 0);
     // Migrations 0006 and 0007 moved the resource index and the idempotency index into tables
     // the writer fills: every migrated row is in both (the unhashed ones once hashed).
     // So did 0008 with the key and workspace indexes.
     // 0011 put the resource references into generations, with their time ranges.
-    let (refs, keys, through, key_refs, ws_refs): (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM usage_resource_refs WHERE gen = 0 AND timestamp BETWEEN \
+    let conn = Connection::open(&path).unwrap();
+    let (refs, keys, through, key_refs, ws_refs): (i64, i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM usage_resource_refs WHERE gen = 0 AND timestamp BETWEEN \
          (SELECT min_ts FROM usage_resource_gens WHERE gen = 0) AND \
          (SELECT max_ts FROM usage_resource_gens WHERE gen = 0)), \
          (SELECT count(*) FROM usage_request_keys), \
          (SELECT through_id FROM usage_tail_state), \
          (SELECT count(*) FROM usage_key_refs WHERE key_ref = 1), \
          (SELECT count(*) FROM usage_workspace_refs WHERE workspace_ref = 2)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .unwrap();
     assert_eq!((refs, keys, through, key_refs, ws_refs), (3, 3, 3, 3, 3));
-    pool.close().await;
+    drop(conn);
     let out = store
         .ingest_usage(vec![
             record("old-1", t0 + 1),
@@ -439,12 +410,16 @@ async fn idempotency_survives_migration_0005() {
 }
 
 /// Rows still without a request id hash once the writer's backfill has had up to 5 s.
-async fn wait_until_hashed(pool: &SqlitePool) -> i64 {
+async fn wait_until_hashed(path: &Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
     let mut unhashed = -1;
     for _ in 0..100 {
-        (unhashed,) = sqlx::query_as("SELECT count(*) FROM usage_records WHERE rid_hash IS NULL")
-            .fetch_one(pool)
-            .await
+        unhashed = conn
+            .query_row(
+                "SELECT count(*) FROM usage_records WHERE rid_hash IS NULL",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         if unhashed == 0 {
             break;
@@ -452,4 +427,54 @@ async fn wait_until_hashed(pool: &SqlitePool) -> i64 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     unhashed
+}
+
+/// A database made and migrated by an earlier Tollgate, whose migrations ran through sqlx's
+/// runner (`tests/fixtures/sqlx-made-0011.sql`, dumped from it), opens: no migration runs
+/// again, and its workspace, key and records are there.
+#[tokio::test]
+async fn a_database_migrated_by_sqlx_opens_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.db");
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sqlx-made-0011.sql");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(&std::fs::read_to_string(dump).unwrap())
+        .unwrap();
+    let installed = |conn: &Connection| -> Vec<(i64, String)> {
+        let mut stmt = conn
+            .prepare("SELECT version, installed_on FROM _sqlx_migrations ORDER BY version")
+            .unwrap();
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let before = installed(&conn);
+    assert_eq!(before.len(), 11);
+    drop(conn);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let workspaces = store.workspaces().await.unwrap();
+    assert_eq!(workspaces.len(), 1);
+    assert_eq!(workspaces[0].name, "Fixture");
+    let keys = store.keys(&workspaces[0].id).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].alias, "fixture-key");
+    assert_eq!(keys[0].quotas.daily, Some(1000));
+    let page = store
+        .requests(&RequestFilter {
+            limit: 10,
+            ..RequestFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.records.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["fx-1", "fx-2", "fx-3"]);
+    store.close().await;
+
+    let conn = Connection::open(&path).unwrap();
+    let after = installed(&conn);
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "an applied migration ran again"
+    );
 }

@@ -235,18 +235,18 @@ async fn insert_records<'a>(
     }
     // WITH ORDINALITY keeps the batch order, so ids (the cursor's tie-breaker) follow it.
     let inserted: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO usage_records (request_id, ts, key_id, workspace_id, method, endpoint, \
+        "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, endpoint, \
          resource_id, response_code, status, duration_ms, client_ip, credits, admitted, instance) \
-         SELECT request_id, ts, key_id, workspace_id, method, endpoint, resource_id, \
+         SELECT request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
                 response_code, status, duration_ms, client_ip, credits, admitted, instance \
          FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::int8[], $9::text[], $10::float8[], $11::text[], \
                      $12::int8[], $13::bool[], $14::text[]) WITH ORDINALITY \
-              AS t(request_id, ts, key_id, workspace_id, method, endpoint, resource_id, \
+              AS t(request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
                    response_code, status, duration_ms, client_ip, credits, admitted, instance, n) \
          ORDER BY n \
-         ON CONFLICT (request_id, ts) DO NOTHING \
-         RETURNING request_id, ts",
+         ON CONFLICT (request_id, timestamp) DO NOTHING \
+         RETURNING request_id, timestamp",
     )
     .bind(&request_ids)
     .bind(&timestamps)

@@ -6,14 +6,14 @@ use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
 };
 use crate::store::postgres::PostgresStore;
-use crate::store::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
+use crate::store::sql::report::{self, ReportSource};
 use crate::store::{StoreError, StoreResult};
 
 #[derive(FromRow)]
 struct RecordRow {
     id: i64,
     request_id: String,
-    ts: i64,
+    timestamp: i64,
     key_id: String,
     workspace_id: String,
     method: String,
@@ -38,7 +38,7 @@ impl TryFrom<RecordRow> for RequestRecord {
         Ok(RequestRecord {
             id: r.id,
             request_id: r.request_id,
-            timestamp: r.ts,
+            timestamp: r.timestamp,
             key_id: r.key_id,
             workspace_id: r.workspace_id,
             method: r.method,
@@ -57,50 +57,7 @@ impl TryFrom<RecordRow> for RequestRecord {
 
 impl PostgresStore {
     pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
-        // One snapshot for the existence check, the series and the breakdowns.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let ReportSource {
-            scope_table,
-            missing,
-            scope_column,
-            scope_id,
-            table,
-            column,
-        } = report_source(query);
-        let exists: Option<(i32,)> =
-            sqlx::query_as(&format!("SELECT 1 FROM {scope_table} WHERE id = $1"))
-                .bind(scope_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(missing);
-        }
-        let range = format!("{scope_column} = $1 AND {column} >= $2 AND {column} < $3");
-        let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
-            "SELECT {column} - (({column} - $2) % $4) AS bucket, status, sum(count)::int8 \
-             FROM {table} WHERE {range} GROUP BY 1, 2"
-        ))
-        .bind(scope_id)
-        .bind(query.from_ms)
-        .bind(query.to_ms)
-        .bind(query.interval_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        let rows: Vec<BreakdownRow> = sqlx::query_as(&format!(
-            "SELECT endpoint, method, response_code, status, sum(count)::int8 AS count \
-             FROM {table} WHERE {range} GROUP BY 1, 2, 3, 4"
-        ))
-        .bind(scope_id)
-        .bind(query.from_ms)
-        .bind(query.to_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-
-        Ok(report_from_rows(query, series_rows, rows))
+        report::usage_report(self, query, rollup_rows).await
     }
 
     /// One page of the request log, newest first (then by storage order), through the index of
@@ -108,7 +65,7 @@ impl PostgresStore {
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
         let limit = filter.limit.max(1);
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-            "SELECT id, request_id, ts, key_id, workspace_id, method, endpoint, resource_id, \
+            "SELECT id, request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
              response_code, status, duration_ms, client_ip, credits, admitted, instance \
              FROM usage_records WHERE TRUE",
         );
@@ -124,10 +81,10 @@ impl PostgresStore {
             }
         }
         if let Some(v) = filter.from_ms {
-            qb.push(" AND ts >= ").push_bind(v);
+            qb.push(" AND timestamp >= ").push_bind(v);
         }
         if let Some(v) = filter.to_ms {
-            qb.push(" AND ts < ").push_bind(v);
+            qb.push(" AND timestamp < ").push_bind(v);
         }
         if let Some(v) = filter.status {
             qb.push(" AND status = ").push_bind(v.as_str());
@@ -136,13 +93,13 @@ impl PostgresStore {
             qb.push(" AND response_code = ").push_bind(i64::from(v));
         }
         if let Some(c) = filter.cursor {
-            qb.push(" AND (ts, id) < (")
+            qb.push(" AND (timestamp, id) < (")
                 .push_bind(c.timestamp)
                 .push(", ")
                 .push_bind(c.id)
                 .push(")");
         }
-        qb.push(" ORDER BY ts DESC, id DESC LIMIT ")
+        qb.push(" ORDER BY timestamp DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<RecordRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         let mut records = rows
@@ -164,4 +121,18 @@ impl PostgresStore {
             next_cursor,
         })
     }
+}
+
+/// A report's rollup rows (see [`report::RollupRows`]): the table the report reads, as it is.
+fn rollup_rows(source: &ReportSource<'_>) -> String {
+    let ReportSource {
+        scope_column,
+        table,
+        column,
+        ..
+    } = source;
+    format!(
+        "(SELECT {column} AS bucket, endpoint, method, response_code, status, count \
+         FROM {table} WHERE {scope_column} = $1 AND {column} >= $2 AND {column} < $3)"
+    )
 }

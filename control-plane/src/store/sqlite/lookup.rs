@@ -16,79 +16,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags};
 
-use crate::store::{StoreError, StoreResult};
+use super::statement::{self, sqlite_error};
+use crate::store::sql::{Row, Value};
+use crate::store::StoreResult;
 
 /// Idle connections kept for the next lookups.
 const MAX_IDLE: usize = 16;
 /// A reader waits this long at most (only while SQLite recovers a WAL, in practice).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// One row of the lookup query (`LOOKUP_SQL` in `sqlite.rs`).
-#[derive(Debug)]
-pub(super) struct LookupRow {
-    pub key_id: String,
-    pub workspace_id: String,
-    pub active: bool,
-    pub expires_at: Option<i64>,
-    pub secret_valid_until: Option<i64>,
-    pub allowed: String,
-    pub quota_total: Option<i64>,
-    pub quota_daily: Option<i64>,
-    pub quota_weekly: Option<i64>,
-    pub quota_monthly: Option<i64>,
-    pub last_used_at: Option<i64>,
-    pub usage_total: Option<i64>,
-    pub usage_daily: Option<i64>,
-    pub usage_weekly: Option<i64>,
-    pub usage_monthly: Option<i64>,
-    pub recent: Option<i64>,
-    pub plan_name: String,
-    pub max_keys: Option<i64>,
-    pub rate_limit_per_second: Option<i64>,
-    pub rate_limit_per_minute: Option<i64>,
-}
-
-impl LookupRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            key_id: r.get("key_id")?,
-            workspace_id: r.get("workspace_id")?,
-            active: r.get("active")?,
-            expires_at: r.get("expires_at")?,
-            secret_valid_until: r.get("secret_valid_until")?,
-            allowed: r.get("allowed")?,
-            quota_total: r.get("quota_total")?,
-            quota_daily: r.get("quota_daily")?,
-            quota_weekly: r.get("quota_weekly")?,
-            quota_monthly: r.get("quota_monthly")?,
-            last_used_at: r.get("last_used_at")?,
-            usage_total: r.get("usage_total")?,
-            usage_daily: r.get("usage_daily")?,
-            usage_weekly: r.get("usage_weekly")?,
-            usage_monthly: r.get("usage_monthly")?,
-            recent: r.get("recent")?,
-            plan_name: r.get("plan_name")?,
-            max_keys: r.get("max_keys")?,
-            rate_limit_per_second: r.get("rate_limit_per_second")?,
-            rate_limit_per_minute: r.get("rate_limit_per_minute")?,
-        })
-    }
-}
-
-/// The lookup query's parameters, in `?1`…`?9` order.
-pub(super) type LookupParams<'a> = (&'a str, i64, i64, i64, i64, i64, i64, Option<&'a str>, i64);
-
 #[derive(Debug)]
 pub(super) struct LookupReader {
     path: PathBuf,
     sql: &'static str,
     idle: Mutex<Vec<Connection>>,
-}
-
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(Box::new(e))
 }
 
 impl LookupReader {
@@ -100,7 +43,7 @@ impl LookupReader {
             idle: Mutex::new(Vec::new()),
         };
         let conn = reader.connect()?;
-        conn.prepare_cached(sql).map_err(backend)?;
+        conn.prepare_cached(sql).map_err(sqlite_error)?;
         reader.put_back(conn);
         Ok(reader)
     }
@@ -110,10 +53,10 @@ impl LookupReader {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(backend)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        .map_err(sqlite_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
         conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456;")
-            .map_err(backend)?;
+            .map_err(sqlite_error)?;
         conn.set_prepared_statement_cache_capacity(4);
         Ok(conn)
     }
@@ -126,18 +69,15 @@ impl LookupReader {
         }
     }
 
-    /// Runs the lookup query for one hash.
-    pub fn read(&self, params: LookupParams<'_>) -> StoreResult<Option<LookupRow>> {
+    /// Runs the lookup query for one hash (`lookup_args`).
+    pub fn read(&self, args: Vec<Value>) -> StoreResult<Option<Row>> {
         let taken = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let conn = match taken {
             Some(conn) => conn,
             None => self.connect()?,
         };
-        let row = conn
-            .prepare_cached(self.sql)
-            .and_then(|mut stmt| stmt.query_row(params, LookupRow::from_row).optional())
-            .map_err(backend);
+        let rows = statement::rows(&conn, self.sql, args);
         self.put_back(conn);
-        row
+        Ok(rows?.into_iter().next())
     }
 }

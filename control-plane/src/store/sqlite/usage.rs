@@ -1,16 +1,18 @@
-//! SQLite: analytics from rollups and the request log (ingest: `sqlite_ingest.rs`).
+//! SQLite: analytics from rollups and the request log (ingest: `ingest/`). Each runs on one
+//! reader connection in one read transaction (one snapshot), on a blocking thread.
 
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use rusqlite::Connection;
 
 use crate::domain::{
     RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport,
 };
-use crate::store::rows::{report_from_rows, report_source, BreakdownRow, ReportSource};
+use crate::store::sql::report::{self, ReportSource};
+use crate::store::sql::{QueryBuilder, Row};
 use crate::store::sqlite::ingest::{status_code, status_from_code};
+use crate::store::sqlite::statement::{self, sqlite_error};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{StoreError, StoreResult};
 
-#[derive(FromRow)]
 struct RecordRow {
     id: i64,
     request_id: String,
@@ -27,6 +29,49 @@ struct RecordRow {
     credits: i64,
     admitted: bool,
     instance: String,
+}
+
+impl RecordRow {
+    fn from_row(r: &Row) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            request_id: r.get("request_id")?,
+            timestamp: r.get("timestamp")?,
+            key_id: r.get("key_id")?,
+            workspace_id: r.get("workspace_id")?,
+            method: r.get("method")?,
+            endpoint: r.get("endpoint")?,
+            resource_id: r.get("resource_id")?,
+            response_code: r.get("response_code")?,
+            status: r.get("status")?,
+            duration_ms: r.get("duration_ms")?,
+            client_ip: r.get("client_ip")?,
+            credits: r.get("credits")?,
+            admitted: r.get("admitted")?,
+            instance: r.get("instance")?,
+        })
+    }
+}
+
+/// `work` on a reader connection inside one read transaction.
+fn in_snapshot<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("BEGIN").map_err(sqlite_error)?;
+    let result = work(conn);
+    // A read transaction ends at once whichever way it went.
+    conn.execute_batch("COMMIT").map_err(sqlite_error)?;
+    result
+}
+
+/// The rows of a built query.
+fn fetch(conn: &Connection, q: QueryBuilder) -> StoreResult<Vec<RecordRow>> {
+    let (sql, values) = q.build();
+    statement::rows(conn, &sql, values)?
+        .iter()
+        .map(RecordRow::from_row)
+        .collect()
 }
 
 impl TryFrom<RecordRow> for RequestRecord {
@@ -58,166 +103,129 @@ impl TryFrom<RecordRow> for RequestRecord {
 
 impl SqliteStore {
     pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
-        let mut conn = self.readers.acquire().await?;
-        let ReportSource {
-            scope_table,
-            missing,
-            scope_column,
-            scope_id,
-            table,
-            column,
-        } = report_source(query);
-        let exists: Option<(i64,)> =
-            sqlx::query_as(&format!("SELECT 1 FROM {scope_table} WHERE id = ?"))
-                .bind(scope_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if exists.is_none() {
-            return Err(missing);
-        }
-        let source = rollup_rows(table, column, scope_column);
-        // Two narrow aggregates instead of one wide one: the series per bucket and status, and
-        // the breakdowns over the whole range.
-        let series_rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
-            "SELECT bucket - ((bucket - ?2) % ?4) AS bucket, status, sum(count) \
-             FROM {source} GROUP BY 1, 2"
-        ))
-        .bind(scope_id)
-        .bind(query.from_ms)
-        .bind(query.to_ms)
-        .bind(query.interval_ms)
-        .fetch_all(&mut *conn)
-        .await?;
-        let rows: Vec<BreakdownRow> = sqlx::query_as(&format!(
-            "SELECT endpoint, method, response_code, status, sum(count) AS count \
-             FROM {source} GROUP BY 1, 2, 3, 4"
-        ))
-        .bind(scope_id)
-        .bind(query.from_ms)
-        .bind(query.to_ms)
-        .fetch_all(&mut *conn)
-        .await?;
-
-        Ok(report_from_rows(query, series_rows, rows))
+        report::usage_report(&*self.db, query, rollup_rows).await
     }
 
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
-        let limit = filter.limit.max(1);
-        // The most selective reference table the filter has: resource, key, workspace, else
-        // the idempotency keys (every record, by time).
-        let refs = match (&filter.resource_id, &filter.key_id, &filter.workspace_id) {
-            (Some(resource_id), _, _) => Refs::Resource(resource_id.as_str()),
-            (None, Some(key_id), _) => Refs::Key(key_id.as_str()),
-            (None, None, Some(workspace_id)) => Refs::Workspace(workspace_id.as_str()),
-            (None, None, None) => Refs::Time,
-        };
-        let rows = self.referenced_rows(filter, refs, limit).await?;
-        let mut records = rows
-            .into_iter()
-            .map(RequestRecord::try_from)
-            .collect::<StoreResult<Vec<_>>>()?;
-        let more = records.len() > limit as usize;
-        records.truncate(limit as usize);
-        let next_cursor = if more {
-            records.last().map(|r| RequestCursor {
-                timestamp: r.timestamp,
-                id: r.id,
-            })
-        } else {
-            None
-        };
-        Ok(RequestPage {
-            records,
-            next_cursor,
-        })
+        let filter = filter.clone();
+        let mut reader = self.db.readers.lease().await?;
+        reader
+            .run(move |conn| in_snapshot(conn, |conn| request_page(conn, &filter)))
+            .await
     }
+}
 
-    /// The request log through a reference table, newest first, at most `limit + 1` rows: the
-    /// records it references (in key order) and the records above its `through_id` (the ingest
-    /// writer's bounded tail, scanned by id), read in one snapshot and merged.
-    async fn referenced_rows(
-        &self,
-        filter: &RequestFilter,
-        refs: Refs<'_>,
-        limit: u32,
-    ) -> StoreResult<Vec<RecordRow>> {
-        let mut tx = self.readers.begin().await?;
-        let page = limit as usize + 1;
-        let mut referenced = match refs {
-            Refs::Resource(_) => {
-                // By generation (0011), newest first, in groups of 1, 2, 4... generations (a
-                // resource found in every generation fills its page from the first; a rare one
-                // takes a few queries, not one per generation). Once a page is complete and its
-                // oldest row is newer than everything the next generation holds, done.
-                let mut gens = resource_gens(filter);
-                let gens: Vec<(i64, i64)> = gens.build_query_as().fetch_all(&mut *tx).await?;
-                let mut rows: Vec<RecordRow> = Vec::new();
-                let (mut next, mut group) = (0, 1);
-                while let Some(&(_, max_ts)) = gens.get(next) {
-                    if rows.len() >= page && rows.last().is_some_and(|r| r.timestamp > max_ts) {
-                        break;
-                    }
-                    let these = &gens[next..gens.len().min(next + group)];
-                    let mut q = referenced_query(refs);
-                    q.push(" AND x.gen IN (");
-                    let mut list = q.separated(", ");
-                    for (gen, _) in these {
-                        list.push_bind(*gen);
-                    }
-                    q.push(")");
-                    push_filters(&mut q, filter, "x");
-                    push_page(&mut q, "x", limit);
-                    let found: Vec<RecordRow> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    rows = merge_newest_first(rows, found, page);
-                    next += these.len();
-                    group = (group * 2).min(RESOURCE_GENS_PER_QUERY);
+fn request_page(conn: &Connection, filter: &RequestFilter) -> StoreResult<RequestPage> {
+    let limit = filter.limit.max(1);
+    // The most selective reference table the filter has: resource, key, workspace, else
+    // the idempotency keys (every record, by time).
+    let refs = match (&filter.resource_id, &filter.key_id, &filter.workspace_id) {
+        (Some(resource_id), _, _) => Refs::Resource(resource_id.as_str()),
+        (None, Some(key_id), _) => Refs::Key(key_id.as_str()),
+        (None, None, Some(workspace_id)) => Refs::Workspace(workspace_id.as_str()),
+        (None, None, None) => Refs::Time,
+    };
+    let rows = referenced_rows(conn, filter, refs, limit)?;
+    let mut records = rows
+        .into_iter()
+        .map(RequestRecord::try_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let next_cursor = if more {
+        records.last().map(|r| RequestCursor {
+            timestamp: r.timestamp,
+            id: r.id,
+        })
+    } else {
+        None
+    };
+    Ok(RequestPage {
+        records,
+        next_cursor,
+    })
+}
+
+/// The request log through a reference table, newest first, at most `limit + 1` rows: the
+/// records it references (in key order) and the records above its `through_id` (the ingest
+/// writer's bounded tail, scanned by id), read in the caller's snapshot and merged.
+fn referenced_rows(
+    conn: &Connection,
+    filter: &RequestFilter,
+    refs: Refs<'_>,
+    limit: u32,
+) -> StoreResult<Vec<RecordRow>> {
+    let page = limit as usize + 1;
+    let mut referenced = match refs {
+        Refs::Resource(_) => {
+            // By generation (0011), newest first, in groups of 1, 2, 4... generations (a
+            // resource found in every generation fills its page from the first; a rare one
+            // takes a few queries, not one per generation). Once a page is complete and its
+            // oldest row is newer than everything the next generation holds, done.
+            let (sql, values) = resource_gens(filter).build();
+            let gens = statement::rows(conn, &sql, values)?
+                .iter()
+                .map(|r| Ok((r.get("gen")?, r.get("max_ts")?)))
+                .collect::<StoreResult<Vec<(i64, i64)>>>()?;
+            let mut rows: Vec<RecordRow> = Vec::new();
+            let (mut next, mut group) = (0, 1);
+            while let Some(&(_, max_ts)) = gens.get(next) {
+                if rows.len() >= page && rows.last().is_some_and(|r| r.timestamp > max_ts) {
+                    break;
                 }
-                rows
-            }
-            Refs::Key(_) | Refs::Workspace(_) | Refs::Time => {
+                let these = &gens[next..gens.len().min(next + group)];
                 let mut q = referenced_query(refs);
+                q.push(" AND x.gen IN (")
+                    .push_list(these.iter().map(|&(gen, _)| gen))
+                    .push(")");
                 push_filters(&mut q, filter, "x");
                 push_page(&mut q, "x", limit);
-                q.build_query_as().fetch_all(&mut *tx).await?
+                rows = merge_newest_first(rows, fetch(conn, q)?, page);
+                next += these.len();
+                group = (group * 2).min(RESOURCE_GENS_PER_QUERY);
             }
-        };
-        if let Refs::Time = refs {
-            // Rows migrated by 0004 get their idempotency key once the writer has hashed them;
-            // until then they are found by the partial index of rows without a hash.
-            let mut unhashed = select_records(
-                "FROM usage_records r INDEXED BY usage_records_unhashed \
-                 WHERE r.rid_hash IS NULL \
-                 AND r.id <= coalesce((SELECT through_id FROM usage_tail_state), 0)",
-            );
-            push_filters(&mut unhashed, filter, "r");
-            push_page(&mut unhashed, "r", limit);
-            let unhashed: Vec<RecordRow> = unhashed.build_query_as().fetch_all(&mut *tx).await?;
-            referenced = merge_newest_first(referenced, unhashed, page);
+            rows
         }
-        // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
-        // that would walk older records. Key and workspace are among the filters. The page's
-        // ids first, then its rows: names are read for the page only, not for every tail row
-        // the sort looks at (an unfiltered tail of 50,000 rows: ~100 ms -> a few ms).
-        let mut tail = select_records(
-            "FROM usage_records r WHERE r.id IN (SELECT r.id FROM usage_records r NOT INDEXED \
-             WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0)",
+        Refs::Key(_) | Refs::Workspace(_) | Refs::Time => {
+            let mut q = referenced_query(refs);
+            push_filters(&mut q, filter, "x");
+            push_page(&mut q, "x", limit);
+            fetch(conn, q)?
+        }
+    };
+    if let Refs::Time = refs {
+        // Rows migrated by 0004 get their idempotency key once the writer has hashed them;
+        // until then they are found by the partial index of rows without a hash.
+        let mut unhashed = select_records(
+            "FROM usage_records r INDEXED BY usage_records_unhashed \
+             WHERE r.rid_hash IS NULL \
+             AND r.id <= coalesce((SELECT through_id FROM usage_tail_state), 0)",
         );
-        if let Refs::Resource(resource_id) = refs {
-            tail.push(" AND r.resource_id = ").push_bind(resource_id);
-        }
-        push_filters(&mut tail, filter, "r");
-        push_page(&mut tail, "r", limit);
-        tail.push(") ORDER BY r.timestamp DESC, r.id DESC");
-        let tail: Vec<RecordRow> = tail.build_query_as().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(merge_newest_first(referenced, tail, page))
+        push_filters(&mut unhashed, filter, "r");
+        push_page(&mut unhashed, "r", limit);
+        referenced = merge_newest_first(referenced, fetch(conn, unhashed)?, page);
     }
+    // NOT INDEXED: the tail is found by its id range (the rowid), never through an index
+    // that would walk older records. Key and workspace are among the filters. The page's
+    // ids first, then its rows: names are read for the page only, not for every tail row
+    // the sort looks at (an unfiltered tail of 50,000 rows: ~100 ms -> a few ms).
+    let mut tail = select_records(
+        "FROM usage_records r WHERE r.id IN (SELECT r.id FROM usage_records r NOT INDEXED \
+         WHERE r.id > coalesce((SELECT through_id FROM usage_tail_state), 0)",
+    );
+    if let Refs::Resource(resource_id) = refs {
+        tail.push(" AND r.resource_id = ").push_bind(resource_id);
+    }
+    push_filters(&mut tail, filter, "r");
+    push_page(&mut tail, "r", limit);
+    tail.push(") ORDER BY r.timestamp DESC, r.id DESC");
+    Ok(merge_newest_first(referenced, fetch(conn, tail)?, page))
 }
 
 /// The records a reference table names for `refs`, before the filters and the page. CROSS JOIN:
 /// walk the references in key order (newest first) and stop at the limit (a group of resource
 /// generations is sorted instead).
-fn referenced_query(refs: Refs<'_>) -> QueryBuilder<'_, Sqlite> {
+fn referenced_query(refs: Refs<'_>) -> QueryBuilder {
     let (table, column) = refs.table();
     let from = format!("FROM {table} x CROSS JOIN usage_records r ON r.id = x.id WHERE ");
     let mut q = select_records(&from);
@@ -244,7 +252,7 @@ const RESOURCE_GENS_PER_QUERY: usize = 256;
 
 /// The resource reference generations (0011) that may hold records in the filter's time range
 /// (and before its cursor): `(gen, max_ts)`, newest first.
-fn resource_gens(filter: &RequestFilter) -> QueryBuilder<'_, Sqlite> {
+fn resource_gens(filter: &RequestFilter) -> QueryBuilder {
     let mut q = QueryBuilder::new("SELECT gen, max_ts FROM usage_resource_gens WHERE 1 = 1");
     if let Some(v) = filter.from_ms {
         q.push(" AND max_ts >= ").push_bind(v);
@@ -259,19 +267,19 @@ fn resource_gens(filter: &RequestFilter) -> QueryBuilder<'_, Sqlite> {
     q
 }
 
-/// A report's rollup rows of scope `?1` in `[?2, ?3)` as a subquery with columns `bucket,
-/// endpoint, method, response_code, status, count`. An hour or day table holds the minutes
-/// before `through_minute` (migration 0009); the minutes from there on are read from the
-/// minute rollup, in the same snapshot (one statement), so the sum is exact.
-fn rollup_rows(table: &str, column: &str, scope_column: &str) -> String {
+/// A report's rollup rows (see [`report::RollupRows`]). An hour or day table holds the minutes before
+/// `through_minute` (migration 0009); the minutes from there on are read from the minute
+/// rollup, in the same statement, so the sum is exact.
+fn rollup_rows(source: &ReportSource<'_>) -> String {
+    let scope_column = source.scope_column;
     let rows = |table: &str, column: &str, since: &str| {
         format!(
             "SELECT {column} AS bucket, endpoint, method, response_code, status, count \
-             FROM {table} WHERE {scope_column} = ?1 AND {column} >= {since} AND {column} < ?3"
+             FROM {table} WHERE {scope_column} = $1 AND {column} >= {since} AND {column} < $3"
         )
     };
-    if column == "minute" {
-        return format!("({})", rows(table, column, "?2"));
+    if source.column == "minute" {
+        return format!("({})", rows(source.table, source.column, "$2"));
     }
     let minutes = if scope_column == "workspace_id" {
         "usage_ws_minutes"
@@ -280,11 +288,11 @@ fn rollup_rows(table: &str, column: &str, scope_column: &str) -> String {
     };
     format!(
         "({} UNION ALL {})",
-        rows(table, column, "?2"),
+        rows(source.table, source.column, "$2"),
         rows(
             minutes,
             "minute",
-            "max(?2, (SELECT through_minute FROM usage_rollup_state))"
+            "max($2, (SELECT through_minute FROM usage_rollup_state))"
         )
     )
 }
@@ -316,7 +324,7 @@ impl Refs<'_> {
 
 /// The request log's columns (names resolved from usage_names) for `usage_records r`, then
 /// `from_where` (which must end inside a WHERE clause).
-fn select_records<'a>(from_where: &str) -> QueryBuilder<'a, Sqlite> {
+fn select_records(from_where: &str) -> QueryBuilder {
     let mut qb = QueryBuilder::new(
         "SELECT r.id, r.request_id, r.timestamp, \
          (SELECT name FROM usage_names WHERE id = r.key_ref) AS key_id, \
@@ -333,10 +341,10 @@ fn select_records<'a>(from_where: &str) -> QueryBuilder<'a, Sqlite> {
 /// Every filter but `resource_id` (the callers apply it), on `usage_records r`; time and
 /// cursor on `order`'s `timestamp` and `id` (`r`, or the references `x`, so their key serves
 /// the range).
-fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter, order: &str) {
+fn push_filters(qb: &mut QueryBuilder, filter: &RequestFilter, order: &str) {
     // Names are stored as references into usage_names: filters compare references (a name
     // never stored matches nothing), the page reads the names of its rows only.
-    let by_name = |qb: &mut QueryBuilder<'a, Sqlite>, column: &str, name: &'a Option<String>| {
+    let by_name = |qb: &mut QueryBuilder, column: &str, name: &Option<String>| {
         if let Some(v) = name {
             qb.push(format!(
                 " AND r.{column} = (SELECT id FROM usage_names WHERE name = "
@@ -375,7 +383,7 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, filter: &'a RequestFilter
 }
 
 /// Newest first (then by storage order), one row more than the page to know if more follow.
-fn push_page(qb: &mut QueryBuilder<'_, Sqlite>, order: &str, limit: u32) {
+fn push_page(qb: &mut QueryBuilder, order: &str, limit: u32) {
     qb.push(format!(
         " ORDER BY {order}.timestamp DESC, {order}.id DESC LIMIT "
     ))

@@ -27,9 +27,9 @@
 //! a hash are checked by their text (partial index `usage_records_unhashed`) until the writer
 //! has hashed them.
 //!
-//! The database is used by the sqlx pools of [`SqliteStore`](crate::store::SqliteStore) too (key
-//! management, retention, reads); SQLite's write lock orders the two writers, and the busy
-//! timeout makes either wait for the other.
+//! The database is used by the other connections of [`SqliteStore`](crate::store::SqliteStore)
+//! too (key management, retention, reads); SQLite's write lock orders the writers, and the busy
+//! timeout makes each wait for the others.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +49,7 @@ use crate::domain::{
 };
 use crate::store::sqlite::checkpoint::Checkpointer;
 use crate::store::sqlite::lookup_cache::LookupCache;
+pub(super) use crate::store::sqlite::migrate::RESOURCE_GEN_SHIFT;
 use crate::store::{StoreError, StoreResult};
 
 mod backfill;
@@ -91,10 +92,6 @@ const TAIL_STEP_MAX: i64 = 100_000;
 /// Records indexed per transaction while ingest runs: one step between two ingest
 /// transactions, so ingest pauses for a step at a time, not for the whole [`TAIL_BATCH`].
 const TAIL_STEP: i64 = 10_000;
-/// Resource references are kept by generation of `2^RESOURCE_GEN_SHIFT` record ids (migration
-/// 0011, whose delete trigger has the same shift): a step's references then dirty a few hundred
-/// pages of the newest generation instead of one page each across every resource's range.
-pub(super) const RESOURCE_GEN_SHIFT: u32 = 17;
 /// Wait after a failed indexing before the next try.
 const TAIL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Tail records kept in memory (about 100 bytes each). Normally the tail stays under
@@ -122,7 +119,7 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-/// Opens the writer's connection (the sqlx migrations have already run). It never checkpoints
+/// Opens the writer's connection (the migrations have already run). It never checkpoints
 /// the WAL: a [`Checkpointer`] thread does, off the ingest path.
 pub(super) fn open_writer(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(

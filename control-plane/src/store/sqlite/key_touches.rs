@@ -18,10 +18,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::sync::Notify;
 
-use super::StoreResult;
+use super::pool::SqliteDb;
+use crate::store::sql::{self, args, keys::TOUCH_SQL};
+use crate::store::StoreResult;
 
 #[derive(Debug, Default)]
 pub(super) struct KeyTouches {
@@ -38,21 +39,21 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 const WRITE_EVERY: Duration = Duration::from_millis(250);
 
 impl KeyTouches {
-    /// Starts the background writer; it ends once the pool is closed ([`Self::stop`]).
-    pub fn start(pool: SqlitePool) -> Arc<KeyTouches> {
+    /// Starts the background writer; it ends once the writer pool is closed ([`Self::stop`]).
+    pub fn start(db: Arc<SqliteDb>) -> Arc<KeyTouches> {
         let touches = Arc::new(KeyTouches::default());
         let task = touches.clone();
         tokio::spawn(async move {
             loop {
                 task.wake.notified().await;
-                if pool.is_closed() {
+                if db.writer.is_closed() {
                     return;
                 }
                 tokio::time::sleep(WRITE_EVERY).await;
-                if pool.is_closed() {
+                if db.writer.is_closed() {
                     return;
                 }
-                if let Err(e) = task.flush(&pool).await {
+                if let Err(e) = task.flush(&db).await {
                     tracing::warn!(error = %e, "cannot record key use; retrying");
                     tokio::time::sleep(RETRY_AFTER).await;
                     task.wake.notify_one();
@@ -63,7 +64,7 @@ impl KeyTouches {
     }
 
     /// Notes that a lookup answered for `key_id` at `now_ms`; written soon after.
-    pub fn request(&self, key_id: &str, now_ms: i64, resolution_ms: i64) {
+    pub(super) fn request(&self, key_id: &str, now_ms: i64, resolution_ms: i64) {
         if let Ok(mut pending) = self.pending.lock() {
             let entry = pending
                 .entry(key_id.to_owned())
@@ -74,12 +75,12 @@ impl KeyTouches {
     }
 
     /// Lets the background writer see that its pool was closed.
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.wake.notify_one();
     }
 
     /// Writes every touch requested so far (and waits for a write already under way).
-    pub async fn flush(&self, pool: &SqlitePool) -> StoreResult<()> {
+    pub(super) async fn flush(&self, db: &SqliteDb) -> StoreResult<()> {
         let _writing = self.writing.lock().await;
         let batch = match self.pending.lock() {
             Ok(mut pending) => std::mem::take(&mut *pending),
@@ -88,7 +89,7 @@ impl KeyTouches {
         if batch.is_empty() {
             return Ok(());
         }
-        match write(pool, &batch).await {
+        match write(db, &batch).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Put them back (newer touches may have arrived meanwhile).
@@ -104,19 +105,12 @@ impl KeyTouches {
     }
 }
 
-async fn write(pool: &SqlitePool, batch: &HashMap<String, (i64, i64)>) -> StoreResult<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    for (key_id, (now_ms, resolution_ms)) in batch {
-        sqlx::query(
-            "UPDATE api_keys SET last_used_at = ?1 \
-             WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at <= ?1 - ?3)",
-        )
-        .bind(now_ms)
-        .bind(key_id)
-        .bind(resolution_ms)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+async fn write(db: &SqliteDb, batch: &HashMap<String, (i64, i64)>) -> StoreResult<()> {
+    sql::in_write!(db, |tx| {
+        for (key_id, (now_ms, resolution_ms)) in batch {
+            tx.execute(TOUCH_SQL, args![*now_ms, key_id, *resolution_ms])
+                .await?;
+        }
+        Ok(())
+    })
 }

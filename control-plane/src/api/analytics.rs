@@ -8,7 +8,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
-use crate::app::requests_csv::{self as export, CSV_HEADER};
+use crate::app::requests_csv as export;
 use crate::app::{analytics, Principal};
 use crate::clock;
 use crate::domain::{interval_name, parse_interval, DAY_MS};
@@ -148,13 +148,8 @@ struct RequestParams {
     cursor: Option<String>,
 }
 
-/// The filter of a request-log query, restricted to the caller's workspace. `None` when the
-/// caller asked for another workspace than its own (nothing can match).
-fn request_filter(
-    principal: &Principal,
-    raw: Option<&str>,
-    csv: bool,
-) -> Result<Option<RequestFilter>, ApiError> {
+/// The filter of a request-log query (`app::analytics` limits it to the caller's workspace).
+fn request_filter(raw: Option<&str>, csv: bool) -> Result<RequestFilter, ApiError> {
     let p: RequestParams = query(raw)?;
     let status = given(p.status)
         .map(|s| {
@@ -215,15 +210,8 @@ fn request_filter(
             return Err(bad("from", "must be before to"));
         }
     }
-    let mut workspace_id = given(p.workspace_id);
-    if let Some(own) = principal.scope() {
-        match &workspace_id {
-            Some(asked) if asked != own => return Ok(None),
-            _ => workspace_id = Some(own.to_owned()),
-        }
-    }
-    Ok(Some(RequestFilter {
-        workspace_id,
+    Ok(RequestFilter {
+        workspace_id: given(p.workspace_id),
         key_id: given(p.key_id),
         resource_id: given(p.resource_id),
         from_ms,
@@ -234,7 +222,7 @@ fn request_filter(
         response_code,
         limit,
         cursor,
-    }))
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -283,13 +271,8 @@ pub async fn requests(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RequestsView>, ApiError> {
-    let Some(filter) = request_filter(&principal, raw.as_deref(), false)? else {
-        return Ok(Json(RequestsView {
-            data: Vec::new(),
-            next_cursor: None,
-        }));
-    };
-    let page = analytics::requests(&state, &filter).await?;
+    let filter = request_filter(raw.as_deref(), false)?;
+    let page = analytics::requests(&state, &principal, filter).await?;
     Ok(Json(RequestsView {
         data: page.records.into_iter().map(RequestView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -301,10 +284,8 @@ pub async fn requests_csv(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let body = match request_filter(&principal, raw.as_deref(), true)? {
-        Some(filter) => export::requests_csv(&state, filter).await?,
-        None => CSV_HEADER.to_owned(),
-    };
+    let filter = request_filter(raw.as_deref(), true)?;
+    let body = export::requests_csv(&state, &principal, filter).await?;
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -2,7 +2,8 @@
 //! request log's JSON fields as columns, newest first, at most [`CSV_MAX_ROWS`] rows, read from
 //! the store a page at a time.
 
-use super::{AppError, AppState};
+use super::analytics::scoped;
+use super::{AppError, AppState, Principal};
 use crate::clock;
 use crate::domain::{RequestFilter, RequestRecord};
 
@@ -14,9 +15,17 @@ const PAGE_ROWS: u32 = 500;
 pub const CSV_HEADER: &str = "request_id,timestamp,key_id,workspace_id,method,endpoint,\
 resource_id,response_code,status,duration_ms,client_ip,credits\n";
 
-/// Every row `filter` matches (its `limit` and `cursor` are the export's own), up to the bound.
-pub async fn requests_csv(app: &AppState, mut filter: RequestFilter) -> Result<String, AppError> {
+/// Every row `filter` matches that `principal` may see (its `limit` and `cursor` are the
+/// export's own), up to the bound.
+pub async fn requests_csv(
+    app: &AppState,
+    principal: &Principal,
+    filter: RequestFilter,
+) -> Result<String, AppError> {
     let mut out = String::from(CSV_HEADER);
+    let Some(mut filter) = scoped(principal, filter) else {
+        return Ok(out);
+    };
     filter.limit = PAGE_ROWS;
     filter.cursor = None;
     let mut rows = 0;

@@ -175,8 +175,12 @@ fn row(r: RequestRecord) -> RequestRow {
 }
 
 /// One page of the request log, newest first.
-pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<RequestPage, PageError> {
-    let page = app::analytics::requests(&state.app, &store_filter(filter)?).await?;
+pub async fn requests(
+    state: &WebState,
+    principal: &Principal,
+    filter: &RequestFilter,
+) -> Result<RequestPage, PageError> {
+    let page = app::analytics::requests(&state.app, principal, store_filter(filter)?).await?;
     Ok(RequestPage {
         rows: page.records.into_iter().map(row).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -184,6 +188,11 @@ pub async fn requests(state: &WebState, filter: &RequestFilter) -> Result<Reques
 }
 
 /// The CSV export of the filtered log, as `GET /v1/requests.csv` writes it.
-pub async fn requests_csv(state: &WebState, filter: &RequestFilter) -> Result<String, PageError> {
-    Ok(app::requests_csv::requests_csv(&state.app, store_filter(filter)?).await?)
+pub async fn requests_csv(
+    state: &WebState,
+    principal: &Principal,
+    filter: &RequestFilter,
+) -> Result<String, PageError> {
+    let filter = store_filter(filter)?;
+    Ok(app::requests_csv::requests_csv(&state.app, principal, filter).await?)
 }

@@ -13,6 +13,7 @@ use super::charts::{self, Slice};
 use super::data::{self, RequestFilter, RequestPage, Scope, UsageReport};
 use super::layout::{self, Nav, Shell};
 use super::request_log::{request_log, STATUSES};
+use super::session::Principal;
 use super::{fmt, html_response, visible_key, visible_workspace, Auth, PageError, WebState};
 use crate::app::keys as key_cases;
 use crate::clock;
@@ -196,7 +197,7 @@ pub async fn key_usage(
             period.from_ms,
             period.to_ms
         ),
-        log_page(&state, &filter, filter_error.is_some()),
+        log_page(&state, auth.principal(), &filter, filter_error.is_some()),
         Shell::load(&state, &auth, Some(&ws)),
     )?;
     let base = format!("/ui/keys/{}/usage", key.id);
@@ -242,7 +243,7 @@ pub async fn overview(
             period.from_ms,
             period.to_ms
         ),
-        log_page(&state, &filter, filter_error.is_some()),
+        log_page(&state, auth.principal(), &filter, filter_error.is_some()),
         Shell::load(&state, &auth, Some(&ws)),
     )?;
     let base = format!("/ui/w/{}/overview", ws.id);
@@ -266,13 +267,14 @@ pub async fn overview(
 /// The log page, or an empty one when a filter value was rejected (its message is shown).
 async fn log_page(
     state: &WebState,
+    principal: &Principal,
     filter: &RequestFilter,
     rejected: bool,
 ) -> Result<RequestPage, PageError> {
     if rejected {
         Ok(RequestPage::default())
     } else {
-        data::requests(state, filter).await
+        data::requests(state, principal, filter).await
     }
 }
 
@@ -384,7 +386,7 @@ pub async fn csv(
     if let Some(e) = error {
         return Err(PageError::BadRequest(e));
     }
-    let body = data::requests_csv(&state, &filter).await?;
+    let body = data::requests_csv(&state, auth.principal(), &filter).await?;
     let disposition = format!("attachment; filename=\"tollgate-requests-{}.csv\"", ws.id);
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();

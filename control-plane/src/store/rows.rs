@@ -1,8 +1,9 @@
 //! How both backends store the columns that are not plain values: quotas (NULL = none),
 //! allowed endpoints (a JSON array) and counts.
 
+use super::sql::Row;
 use super::{StoreError, StoreResult};
-use crate::domain::{AllowRule, Quotas};
+use crate::domain::{AllowRule, Quotas, RequestCursor, RequestPage, RequestRecord};
 
 pub(super) fn quotas_from_columns(
     total: Option<i64>,
@@ -34,4 +35,33 @@ pub(super) fn allowed_column(rules: &[AllowRule]) -> StoreResult<String> {
 
 pub(super) fn count(v: Option<i64>) -> u64 {
     v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+/// A key's quotas from its `quota_*` columns in `r`.
+pub(super) fn quotas_from_row(r: &Row) -> StoreResult<Quotas> {
+    Ok(quotas_from_columns(
+        r.get("quota_total")?,
+        r.get("quota_daily")?,
+        r.get("quota_weekly")?,
+        r.get("quota_monthly")?,
+    ))
+}
+
+/// A request-log page from up to `limit + 1` records newest first: the extra one only says
+/// that more follow.
+pub(super) fn page_of(mut records: Vec<RequestRecord>, limit: u32) -> RequestPage {
+    let more = records.len() > limit as usize;
+    records.truncate(limit as usize);
+    let next_cursor = if more {
+        records.last().map(|r| RequestCursor {
+            timestamp: r.timestamp,
+            id: r.id,
+        })
+    } else {
+        None
+    };
+    RequestPage {
+        records,
+        next_cursor,
+    }
 }

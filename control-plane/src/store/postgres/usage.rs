@@ -3,9 +3,10 @@
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use crate::domain::{
-    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
+    RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
 };
 use crate::store::postgres::PostgresStore;
+use crate::store::rows::page_of;
 use crate::store::sql::report::{self, ReportSource};
 use crate::store::{StoreError, StoreResult};
 
@@ -102,24 +103,11 @@ impl PostgresStore {
         qb.push(" ORDER BY timestamp DESC, id DESC LIMIT ")
             .push_bind(i64::from(limit) + 1);
         let rows: Vec<RecordRow> = qb.build_query_as().fetch_all(&self.pool).await?;
-        let mut records = rows
+        let records = rows
             .into_iter()
             .map(RequestRecord::try_from)
             .collect::<StoreResult<Vec<_>>>()?;
-        let more = records.len() > limit as usize;
-        records.truncate(limit as usize);
-        let next_cursor = if more {
-            records.last().map(|r| RequestCursor {
-                timestamp: r.timestamp,
-                id: r.id,
-            })
-        } else {
-            None
-        };
-        Ok(RequestPage {
-            records,
-            next_cursor,
-        })
+        Ok(page_of(records, limit))
     }
 }
 

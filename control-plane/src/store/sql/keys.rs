@@ -3,7 +3,7 @@
 
 use crate::clock;
 use crate::domain::{ApiKey, KeyPatch, NewKey, Rotation};
-use crate::store::rows::{allowed_column, allowed_from_column, quota_column, quotas_from_columns};
+use crate::store::rows::{allowed_column, allowed_from_column, quota_column, quotas_from_row};
 use crate::store::sql::catalog::require_workspace;
 use crate::store::sql::{args, in_read, in_write, unique_violation, Database, Row, Sql, Unique};
 use crate::store::{StoreError, StoreResult};
@@ -23,12 +23,7 @@ fn select_keys(condition: &str) -> String {
 
 fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
     Ok(ApiKey {
-        quotas: quotas_from_columns(
-            r.get("quota_total")?,
-            r.get("quota_daily")?,
-            r.get("quota_weekly")?,
-            r.get("quota_monthly")?,
-        ),
+        quotas: quotas_from_row(r)?,
         allowed: allowed_from_column(&r.get::<String>("allowed")?)?,
         id: r.get("id")?,
         workspace_id: r.get("workspace_id")?,

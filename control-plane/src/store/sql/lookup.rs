@@ -6,7 +6,7 @@ use crate::domain::{
     LONGEST_WINDOW_MS,
 };
 use crate::secret::SecretHash;
-use crate::store::rows::{allowed_from_column, count, quotas_from_columns};
+use crate::store::rows::{allowed_from_column, count, quotas_from_row};
 use crate::store::sql::{args, Row, Value};
 use crate::store::StoreResult;
 
@@ -81,12 +81,7 @@ pub(crate) fn lookup_args(
 /// The lookup answer from [`LOOKUP_SQL`]'s row.
 pub(crate) fn lookup_from_row(r: &Row, recent: Option<&RecentQuery>) -> StoreResult<KeyLookup> {
     Ok(KeyLookup {
-        quotas: quotas_from_columns(
-            r.get("quota_total")?,
-            r.get("quota_daily")?,
-            r.get("quota_weekly")?,
-            r.get("quota_monthly")?,
-        ),
+        quotas: quotas_from_row(r)?,
         allowed: allowed_from_column(&r.get::<String>("allowed")?)?,
         key_id: r.get("key_id")?,
         workspace_id: r.get("workspace_id")?,

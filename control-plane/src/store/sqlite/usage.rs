@@ -3,9 +3,8 @@
 
 use rusqlite::Connection;
 
-use crate::domain::{
-    RequestCursor, RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport,
-};
+use crate::domain::{RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport};
+use crate::store::rows::page_of;
 use crate::store::sql::report::{self, ReportSource};
 use crate::store::sql::{QueryBuilder, Row};
 use crate::store::sqlite::ingest::{status_code, status_from_code};
@@ -126,24 +125,11 @@ fn request_page(conn: &Connection, filter: &RequestFilter) -> StoreResult<Reques
         (None, None, None) => Refs::Time,
     };
     let rows = referenced_rows(conn, filter, refs, limit)?;
-    let mut records = rows
+    let records = rows
         .into_iter()
         .map(RequestRecord::try_from)
         .collect::<StoreResult<Vec<_>>>()?;
-    let more = records.len() > limit as usize;
-    records.truncate(limit as usize);
-    let next_cursor = if more {
-        records.last().map(|r| RequestCursor {
-            timestamp: r.timestamp,
-            id: r.id,
-        })
-    } else {
-        None
-    };
-    Ok(RequestPage {
-        records,
-        next_cursor,
-    })
+    Ok(page_of(records, limit))
 }
 
 /// The request log through a reference table, newest first, at most `limit + 1` rows: the

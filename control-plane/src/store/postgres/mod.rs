@@ -30,7 +30,6 @@ use crate::domain::{
     NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
     UsageReport, Workspace,
 };
-use crate::domain::{DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS};
 use crate::secret::SecretHash;
 use crate::store::postgres::transaction::{bind, pg_row};
 use crate::store::sql::{self, args, keys::TOUCH_SQL, lookup};
@@ -233,36 +232,7 @@ impl Store for PostgresStore {
     }
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        let mut tx = self.pool.begin().await?;
-        let mut deleted = 0;
-        for (sql, cutoff) in [
-            ("DELETE FROM usage_minutes WHERE minute < $1", before_ms),
-            ("DELETE FROM usage_hours WHERE hour < $1", before_ms),
-            ("DELETE FROM usage_days WHERE day < $1", before_ms),
-            ("DELETE FROM usage_ws_minutes WHERE minute < $1", before_ms),
-            ("DELETE FROM usage_ws_hours WHERE hour < $1", before_ms),
-            ("DELETE FROM usage_ws_days WHERE day < $1", before_ms),
-            (
-                "DELETE FROM key_admitted_minutes WHERE minute < $1",
-                now_ms - LONGEST_WINDOW_MS - DAY_MS,
-            ),
-            (
-                "DELETE FROM key_admitted_hours WHERE hour < $1",
-                now_ms - LONGEST_WINDOW_MS - DAY_MS,
-            ),
-            (
-                "DELETE FROM key_instance_buckets WHERE bucket < $1",
-                now_ms - RECENT_BUCKET_HORIZON_MS - HOUR_MS,
-            ),
-        ] {
-            deleted += sqlx::query(sql)
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        sql::retention::purge_rollups(self, before_ms, now_ms, "$1").await
     }
 
     async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken> {

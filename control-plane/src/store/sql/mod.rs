@@ -15,6 +15,7 @@ pub(crate) mod keys;
 pub(crate) mod lookup;
 mod query;
 pub(crate) mod report;
+pub(crate) mod retention;
 mod value;
 
 use async_trait::async_trait;

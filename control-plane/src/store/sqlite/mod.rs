@@ -34,7 +34,6 @@ use crate::domain::{
     NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
     UsageReport, Workspace,
 };
-use crate::domain::{DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS};
 use crate::secret::SecretHash;
 use crate::store::sql::{self, args, lookup::LOOKUP_SQL};
 use crate::store::sqlite::ingest::{open_writer, spawn_writer, IngestJob};
@@ -252,53 +251,11 @@ impl Store for SqliteStore {
     }
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        let deleted = self
-            .db
-            .writer
-            .lease()
-            .await?
-            .run(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(statement::sqlite_error)?;
-                let mut deleted = 0;
-                for (sql, cutoff) in [
-                    // Minutes not yet rolled into hours and days stay until they are (0009).
-                    (
-                        "DELETE FROM usage_minutes WHERE minute < \
-                         min($1, (SELECT through_minute FROM usage_rollup_state))",
-                        before_ms,
-                    ),
-                    ("DELETE FROM usage_hours WHERE hour < $1", before_ms),
-                    ("DELETE FROM usage_days WHERE day < $1", before_ms),
-                    (
-                        "DELETE FROM usage_ws_minutes WHERE minute < \
-                         min($1, (SELECT through_minute FROM usage_rollup_state))",
-                        before_ms,
-                    ),
-                    ("DELETE FROM usage_ws_hours WHERE hour < $1", before_ms),
-                    ("DELETE FROM usage_ws_days WHERE day < $1", before_ms),
-                    (
-                        "DELETE FROM key_admitted_minutes WHERE minute < $1",
-                        now_ms - LONGEST_WINDOW_MS - DAY_MS,
-                    ),
-                    (
-                        "DELETE FROM key_admitted_hours WHERE hour < $1",
-                        now_ms - LONGEST_WINDOW_MS - DAY_MS,
-                    ),
-                    (
-                        "DELETE FROM key_instance_buckets WHERE bucket < $1",
-                        now_ms - RECENT_BUCKET_HORIZON_MS - HOUR_MS,
-                    ),
-                ] {
-                    deleted += statement::execute(&tx, sql, args![cutoff])?;
-                }
-                tx.commit().map_err(statement::sqlite_error)?;
-                Ok(deleted)
-            })
-            .await?;
-        self.lookups.invalidate();
-        Ok(deleted)
+        // Minutes not yet rolled into hours and days stay until they are (0009).
+        let minutes_before = "min($1, (SELECT through_minute FROM usage_rollup_state))";
+        let deleted =
+            sql::retention::purge_rollups(&*self.db, before_ms, now_ms, minutes_before).await;
+        self.changed(deleted)
     }
 
     async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken> {

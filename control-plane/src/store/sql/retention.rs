@@ -1,0 +1,61 @@
+//! Retention of the rollups and the per-key counts: what is older than its horizon goes.
+
+use crate::domain::{DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS};
+use crate::store::sql::{args, in_write, Database};
+use crate::store::StoreResult;
+
+/// Deletes the rollups before `before_ms` and the counts no lookup reads any more, in one
+/// transaction; how many rows went. `minutes_before` bounds the minute rollups in terms of `$1`
+/// (SQLite keeps the minutes not yet rolled into hours and days: migration 0009).
+pub(crate) async fn purge_rollups<D: Database>(
+    db: &D,
+    before_ms: i64,
+    now_ms: i64,
+    minutes_before: &str,
+) -> StoreResult<u64> {
+    let statements = [
+        (
+            format!("DELETE FROM usage_minutes WHERE minute < {minutes_before}"),
+            before_ms,
+        ),
+        (
+            "DELETE FROM usage_hours WHERE hour < $1".to_owned(),
+            before_ms,
+        ),
+        (
+            "DELETE FROM usage_days WHERE day < $1".to_owned(),
+            before_ms,
+        ),
+        (
+            format!("DELETE FROM usage_ws_minutes WHERE minute < {minutes_before}"),
+            before_ms,
+        ),
+        (
+            "DELETE FROM usage_ws_hours WHERE hour < $1".to_owned(),
+            before_ms,
+        ),
+        (
+            "DELETE FROM usage_ws_days WHERE day < $1".to_owned(),
+            before_ms,
+        ),
+        (
+            "DELETE FROM key_admitted_minutes WHERE minute < $1".to_owned(),
+            now_ms - LONGEST_WINDOW_MS - DAY_MS,
+        ),
+        (
+            "DELETE FROM key_admitted_hours WHERE hour < $1".to_owned(),
+            now_ms - LONGEST_WINDOW_MS - DAY_MS,
+        ),
+        (
+            "DELETE FROM key_instance_buckets WHERE bucket < $1".to_owned(),
+            now_ms - RECENT_BUCKET_HORIZON_MS - HOUR_MS,
+        ),
+    ];
+    in_write!(db, |tx| {
+        let mut deleted = 0;
+        for (sql, cutoff) in &statements {
+            deleted += tx.execute(sql, args![*cutoff]).await?;
+        }
+        Ok(deleted)
+    })
+}

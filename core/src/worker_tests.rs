@@ -1,7 +1,8 @@
 //! The request path of `worker.rs`, branch by branch, against `FakeHost`: requests arrive as
 //! their headers, callouts are answered as Envoy would answer them (to the context that is
-//! current, with the token the dispatch returned), ticks come from the root context. One suite,
-//! one test per branch of the one request path, over one fixture (`Filter`), hence its length.
+//! current, with the token the dispatch returned), ticks come from the root context. Over 600
+//! lines because it is one suite: one test per branch of the one request path, over one fixture
+//! (`Filter`) that a split would copy.
 
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};

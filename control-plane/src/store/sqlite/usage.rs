@@ -1,5 +1,6 @@
-//! SQLite: analytics from rollups and the request log (ingest: `ingest/`). Each runs on one
-//! reader connection in one read transaction (one snapshot), on a blocking thread.
+//! SQLite: the request log (ingest: `ingest/`), read on one reader connection in one read
+//! transaction (one snapshot), on a blocking thread; and the rollup rows a usage report reads
+//! (the report itself is shared: `store/sql/report.rs`).
 
 use rusqlite::Connection;
 

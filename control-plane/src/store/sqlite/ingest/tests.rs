@@ -1,6 +1,7 @@
 //! The SQLite ingest writer against real databases: exact reports across the roll-up, hash
 //! collisions, duplicates, the request log's references and the tail, restarts, the backfill.
-//! One suite over one writer (its fixtures and scans are shared), hence its length.
+//! Over 600 lines because it is one suite over one writer: its fixtures and scans are shared,
+//! and splitting it would copy them.
 
 use super::rollup::roll_target;
 use super::*;

@@ -97,6 +97,14 @@ CONFIGS = {
 ORDER = ["A", "B", "C", "D", "N", "B-nousage"]
 # Configurations measured in the rounds that are B with one feature off: (kind, variant).
 ROUND_VARIANTS = {"B-nousage": ("B", {"usage": False})}
+# BENCH_BASELINE_WASM=path: B is measured a second time in every round with that build of the
+# filter (another commit's target/tollgate.wasm), right after B, and the report gives
+# B/B-baseline: a before/after of one change, side by side in one run.
+BASELINE_WASM = os.environ.get("BENCH_BASELINE_WASM", "")
+if BASELINE_WASM:
+    CONFIGS["B-baseline"] = f"B with the baseline build {Path(BASELINE_WASM).name}"
+    ORDER.insert(ORDER.index("B") + 1, "B-baseline")
+    ROUND_VARIANTS["B-baseline"] = ("B", {"wasm": str(Path(BASELINE_WASM).resolve())})
 
 TARGETS = {
     "B/A": (">=", 0.80),
@@ -411,11 +419,11 @@ def render(kind: str, cp: ControlPlane, info: dict, admin_port: int, listen_port
     out = base.replace("{{HTTP_FILTERS}}", filters.rstrip("\n"))
     out = out.replace("{{BOOTSTRAP_EXTENSIONS}}", bootstrap.rstrip("\n"))
     out = out.replace("{{EXT_AUTHZ_HEADERS_TO_ADD}}", ext_headers.rstrip("\n"))
-    pc = plugin_config(cp, **{k: v for k, v in variant.items() if k != "secret"})
+    pc = plugin_config(cp, **{k: v for k, v in variant.items() if k not in ("secret", "wasm")})
     subs = {
         "ADMIN_PORT": str(admin_port), "LISTEN_PORT": str(listen_port),
         "CONTROL_PLANE_PORT": str(cp.port),
-        "TOLLGATE_WASM": str(ROOT / "target/tollgate.wasm"),
+        "TOLLGATE_WASM": variant.get("wasm", str(ROOT / "target/tollgate.wasm")),
         "EMPTY_WASM": str(ROOT / "target/bench-empty-filter.wasm"),
         "PLUGIN_CONFIG": json.dumps(pc),
         "API_KEY": info["secret"], "KEY_ID": info["key_id"],
@@ -953,6 +961,8 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
         "B/B-nousage": ratio(summ["B"]["rps"], summ["B-nousage"]["rps"]),
         "p99 B/A": ratio(fsum["B"]["p99_us"], fsum["A"]["p99_us"]),
     }
+    if BASELINE_WASM:
+        ratios["B/B-baseline"] = ratio(summ["B"]["rps"], summ["B-baseline"]["rps"])
     cold = results.get("cold", {})
     d1 = results.get("d_one_connection", {})
     cold_p50 = cold.get("latency_us", {}).get("p50")
@@ -1033,6 +1043,10 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     L.append(p99_line)
     L.append(line("ratio cold/D p50", "cold/D p50", ratios["cold/D p50"], invalid=not d_ok))
     L.append(line("ratio B/B-nousage throughput", "B/B-nousage", ratios["B/B-nousage"]))
+    if BASELINE_WASM:
+        b = ratios["B/B-baseline"]
+        L.append(f"ratio B/B-baseline throughput {'n/a' if b is None else f'{b:.3f}'}   "
+                 f"(this build against {BASELINE_WASM}, same rounds)")
     L.append(line("control plane lookups/s", "lookups/s", lookups_uncached, "{:.0f}"))
     L.append(line("control plane ingest records/s", "ingest records/s", ingest, "{:.0f}"))
     L.append("")

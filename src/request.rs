@@ -203,8 +203,8 @@ impl HttpContext for TollgateRequest {
             }
         }
         // Denials carry these headers already (sent with the local reply).
-        if let (None, Some((plan, status))) = (outcome.denial, outcome.rate) {
-            for (name, value) in rate_limit_headers(core.config.limits.headers, plan, status) {
+        if let (None, Some(view)) = (outcome.denial, outcome.rate) {
+            for (name, value) in rate_limit_headers(core.config.limits.headers, &view) {
                 if let Err(s) =
                     hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(&value))
                 {

@@ -189,6 +189,10 @@ fn carry_out(ctx: u32, action: Action, waited: bool) -> WasmAction {
                         name,
                         hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None),
                     ),
+                    HeaderChange::Set(name, value) => (
+                        name,
+                        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)),
+                    ),
                 };
                 if let Err(status) = result {
                     log::error!(

@@ -70,6 +70,10 @@ mod tests {
             plan: Default::default(),
             cache_ttl_ms: None,
             recent: None,
+            rate_limits: Default::default(),
+            credits: None,
+            external_id: None,
+            meta: Default::default(),
         };
         edit(&mut wire);
         KeyState::from_wire(wire).unwrap()

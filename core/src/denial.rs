@@ -1,5 +1,6 @@
 //! Every way the filter can refuse a request, with its exact status and JSON body.
 
+use crate::key_state::CreditPeriod;
 use crate::quota::QuotaWindow;
 use crate::rate_limit::RateWindow;
 
@@ -12,7 +13,11 @@ pub enum Denial {
     ExpiredKey,
     EndpointNotAllowed,
     QuotaExceeded(QuotaWindow),
+    CreditsExhausted(CreditPeriod),
+    /// The plan's limit, shared by every key of the workspace.
     RateLimited(RateWindow),
+    /// The key's own limit.
+    KeyRateLimited(RateWindow),
     VerificationUnavailable,
 }
 
@@ -24,8 +29,8 @@ impl Denial {
                 401
             }
             Denial::IpBlocked | Denial::EndpointNotAllowed => 403,
-            Denial::QuotaExceeded(_) => quota_status,
-            Denial::RateLimited(_) => 429,
+            Denial::QuotaExceeded(_) | Denial::CreditsExhausted(_) => quota_status,
+            Denial::RateLimited(_) | Denial::KeyRateLimited(_) => 429,
             Denial::VerificationUnavailable => 503,
         }
     }
@@ -48,6 +53,21 @@ impl Denial {
             Denial::RateLimited(RateWindow::Minute) => {
                 "You have exceeded the per-minute rate limit on your subscription"
             }
+            Denial::RateLimited(RateWindow::Hour) => {
+                "You have exceeded the per-hour rate limit on your subscription"
+            }
+            Denial::KeyRateLimited(RateWindow::Second) => {
+                "You have exceeded the per-second rate limit of this API key"
+            }
+            Denial::KeyRateLimited(RateWindow::Minute) => {
+                "You have exceeded the per-minute rate limit of this API key"
+            }
+            Denial::KeyRateLimited(RateWindow::Hour) => {
+                "You have exceeded the per-hour rate limit of this API key"
+            }
+            Denial::CreditsExhausted(CreditPeriod::Day) => "Rate limit exceeded: credits daily",
+            Denial::CreditsExhausted(CreditPeriod::Month) => "Rate limit exceeded: credits monthly",
+            Denial::CreditsExhausted(CreditPeriod::Total) => "Rate limit exceeded: credits total",
             Denial::VerificationUnavailable => "Key verification unavailable",
         }
     }
@@ -62,13 +82,15 @@ impl Denial {
             Denial::ExpiredKey => "expired_key",
             Denial::EndpointNotAllowed => "endpoint_not_allowed",
             Denial::QuotaExceeded(_) => "quota_exceeded",
+            Denial::CreditsExhausted(_) => "credits_exhausted",
             Denial::RateLimited(_) => "rate_limited",
+            Denial::KeyRateLimited(_) => "key_rate_limited",
             Denial::VerificationUnavailable => "verification_unavailable",
         }
     }
 
     /// One of each code (for metric names).
-    pub const ALL: [Denial; 9] = [
+    pub const ALL: [Denial; 11] = [
         Denial::IpBlocked,
         Denial::MissingKey,
         Denial::InvalidKey,
@@ -76,7 +98,9 @@ impl Denial {
         Denial::ExpiredKey,
         Denial::EndpointNotAllowed,
         Denial::QuotaExceeded(QuotaWindow::Total),
+        Denial::CreditsExhausted(CreditPeriod::Month),
         Denial::RateLimited(RateWindow::Second),
+        Denial::KeyRateLimited(RateWindow::Second),
         Denial::VerificationUnavailable,
     ];
 
@@ -108,7 +132,12 @@ impl Denial {
 
     /// Usage analytics count these as `rate_limited` whatever the status code.
     pub fn is_quota(self) -> bool {
-        matches!(self, Denial::QuotaExceeded(_))
+        matches!(self, Denial::QuotaExceeded(_) | Denial::CreditsExhausted(_))
+    }
+
+    /// Answered with `retry-after` (the window's reset).
+    pub fn is_rate_limit(self) -> bool {
+        matches!(self, Denial::RateLimited(_) | Denial::KeyRateLimited(_))
     }
 }
 
@@ -139,5 +168,18 @@ mod tests {
             "You have exceeded the per-second rate limit on your subscription"
         );
         assert!(Denial::MissingKey.extra_headers()[0].0 == "www-authenticate");
+        let key_limited = Denial::KeyRateLimited(RateWindow::Second);
+        assert_eq!(
+            key_limited.body(),
+            r#"{"error":"You have exceeded the per-second rate limit of this API key","code":"key_rate_limited"}"#
+        );
+        assert_eq!(key_limited.status(401), 429);
+        let credits = Denial::CreditsExhausted(CreditPeriod::Month);
+        assert_eq!(
+            credits.body(),
+            r#"{"error":"Rate limit exceeded: credits monthly","code":"credits_exhausted"}"#
+        );
+        assert_eq!((credits.status(401), credits.status(429)), (401, 429));
+        assert!(credits.is_quota() && !key_limited.is_quota());
     }
 }

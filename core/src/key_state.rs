@@ -2,7 +2,9 @@
 //! the filter trusts it.
 
 use crate::allowed::EndpointPattern;
+use crate::rate_limit::Rates;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Windows {
@@ -21,11 +23,46 @@ pub struct PlanLimits {
 }
 
 /// How many admitted records of this key from this Envoy instance the control plane has stored
-/// since `since_ms` (docs/protocol.md).
+/// since `since_ms`, and their credits since the credit split point (docs/protocol.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recent {
     pub since_ms: u64,
     pub count: u64,
+    #[serde(default)]
+    pub credits: u64,
+}
+
+/// The calendar period (UTC) of a credit budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditPeriod {
+    Day,
+    Month,
+    Total,
+}
+
+impl CreditPeriod {
+    /// As the denial names it ("credits monthly").
+    pub fn adjective(self) -> &'static str {
+        match self {
+            CreditPeriod::Day => "daily",
+            CreditPeriod::Month => "monthly",
+            CreditPeriod::Total => "total",
+        }
+    }
+}
+
+/// A key's credit budget and what the control plane has counted of its current period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditBudget {
+    pub limit: u64,
+    pub period: CreditPeriod,
+    #[serde(default)]
+    pub used: u64,
+    #[serde(default)]
+    pub period_start_ms: u64,
+    #[serde(default)]
+    pub resets_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +94,16 @@ pub struct KeyStateWire {
     pub cache_ttl_ms: Option<u64>,
     #[serde(default)]
     pub recent: Option<Recent>,
+    /// The key's own rate limits, on top of the plan's.
+    #[serde(default)]
+    pub rate_limits: Rates,
+    #[serde(default)]
+    pub credits: Option<CreditBudget>,
+    /// The API owner's id for whom the key is (forwarded to the upstream).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
 }
 
 /// A key's state, ready for decisions.
@@ -75,6 +122,14 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+/// A value the filter may put in a request header: no control characters (CR, LF, NUL...).
+fn header_safe(value: &str) -> bool {
+    value.len() <= 1024
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 impl KeyState {
     pub fn from_wire(wire: KeyStateWire) -> Result<KeyState, String> {
         if !valid_id(&wire.key_id) {
@@ -88,6 +143,16 @@ impl KeyState {
                 "workspace_id '{}' is not a valid identifier",
                 wire.workspace_id
             ));
+        }
+        if let Some(id) = &wire.external_id {
+            if id.is_empty() || id.len() > 128 || !header_safe(id) {
+                return Err("external_id is not a valid header value".into());
+            }
+        }
+        for (name, value) in &wire.meta {
+            if !header_safe(value) {
+                return Err(format!("meta.{name} is not a valid header value"));
+            }
         }
         let allowed = wire
             .allowed
@@ -136,6 +201,34 @@ mod tests {
         assert_eq!(state.wire.cache_ttl_ms, Some(5000));
         assert!(state.allows("GET", "/v1/things/1"));
         assert!(!state.allows("POST", "/v1/things/1"));
+        assert_eq!(state.wire.rate_limits, Rates::default(), "absent: none");
+        assert_eq!(state.wire.credits, None);
+    }
+
+    #[test]
+    fn parses_the_owner_and_the_key_limits() {
+        let body = SAMPLE.replace(
+            r#""cache_ttl_ms""#,
+            r#""rate_limits": {"per_second": 10, "per_minute": null, "per_hour": 5000},
+               "credits": {"limit": 100000, "period": "month", "used": 4200,
+                           "period_start_ms": 1793491200000, "resets_at_ms": 1796083200000},
+               "external_id": "cus_4f2a", "meta": {"tier": "gold", "region": "eu"},
+               "cache_ttl_ms""#,
+        );
+        let state = KeyState::parse(body.as_bytes()).unwrap();
+        let wire = &state.wire;
+        assert_eq!(
+            (wire.rate_limits.per_second, wire.rate_limits.per_hour),
+            (Some(10), Some(5000))
+        );
+        let credits = wire.credits.unwrap();
+        assert_eq!(
+            (credits.limit, credits.period, credits.used),
+            (100_000, CreditPeriod::Month, 4200)
+        );
+        assert_eq!(credits.resets_at_ms, Some(1_796_083_200_000));
+        assert_eq!(wire.external_id.as_deref(), Some("cus_4f2a"));
+        assert_eq!(wire.meta["tier"], "gold");
     }
 
     #[test]
@@ -146,6 +239,20 @@ mod tests {
         assert!(KeyState::parse(injected.as_bytes())
             .unwrap_err()
             .contains("key_id"));
+        let injected_owner = SAMPLE.replace(
+            r#""cache_ttl_ms""#,
+            r#""external_id": "cus\r\nx-admin: 1", "cache_ttl_ms""#,
+        );
+        assert!(KeyState::parse(injected_owner.as_bytes())
+            .unwrap_err()
+            .contains("external_id"));
+        let injected_meta = SAMPLE.replace(
+            r#""cache_ttl_ms""#,
+            r#""meta": {"tier": "gold\n"}, "cache_ttl_ms""#,
+        );
+        assert!(KeyState::parse(injected_meta.as_bytes())
+            .unwrap_err()
+            .contains("meta.tier"));
         let bad_pattern = SAMPLE.replace("/v1/things/*", "v1");
         assert!(KeyState::parse(bad_pattern.as_bytes())
             .unwrap_err()

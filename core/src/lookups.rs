@@ -6,6 +6,7 @@
 //! that Envoy does not cancel it, see `Worker::dispatch`). Such a lookup becomes orphaned; the
 //! worker's root context dispatches it again on its next tick if anyone still waits.
 
+use crate::action::Hide;
 use crate::api_key::KeyHash;
 use crate::decision::RequestFacts;
 use std::collections::HashMap;
@@ -14,8 +15,8 @@ use std::collections::HashMap;
 pub struct Waiter {
     pub context_id: u32,
     pub request: RequestFacts,
-    /// Header the key came from, removed before the request goes upstream when `hide_key`.
-    pub key_header: String,
+    /// Where the key was, hidden before the request goes upstream (`hide_key`).
+    pub hide: Option<Hide<'static>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +175,7 @@ mod tests {
                 path: "/".into(),
                 client_ip: String::new(),
             },
-            key_header: "x-api-key".into(),
+            hide: None,
         }
     }
 

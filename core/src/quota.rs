@@ -1,23 +1,17 @@
 //! Per-key quotas on rolling windows. The control plane is the source of truth (counts from
 //! ingested records); the filter adds what this Envoy admitted that the control plane may not
-//! have seen yet, counted exactly in shared data (see docs/protocol.md, "Quota counts per Envoy
-//! instance"):
+//! have seen yet, counted exactly in the calls ledger (`ledger.rs`; docs/protocol.md, "Quota
+//! counts per Envoy instance"):
 //!
 //! `effective = usage[window] - recent.count + admitted here since recent.since_ms`
-//!
-//! The local ledger is one record per key slot: the key's tag, the newest bucket index and
-//! `BUCKETS` ten-second buckets (≈ 10.7 minutes). Records delivered later than that after a
-//! long control-plane outage are not double-checked: stated in the README.
 
 use crate::api_key::KeyHash;
-use crate::counters::{update, CounterError, Update};
+use crate::counters::CounterError;
 use crate::host::SharedStore;
 use crate::key_state::KeyState;
-use crate::lease::{chunk, LeaseBook};
+use crate::lease::chunk;
+use crate::ledger::{self, Ledger, LedgerLeases, BUCKET_MS};
 
-pub const BUCKET_MS: u64 = 10_000;
-pub const BUCKETS: usize = 64;
-const WORDS: usize = 2 + BUCKETS;
 /// How far before a lookup the filter asks the control plane to split counts.
 pub const RECENT_WINDOW_MS: u64 = 120_000;
 
@@ -56,43 +50,6 @@ pub fn recent_since(now_ms: u64) -> u64 {
     since - since % BUCKET_MS
 }
 
-fn ledger_key(hash: KeyHash, slots: usize) -> String {
-    format!("tollgate.quota.{}", hash.slot(slots))
-}
-
-fn tag(hash: KeyHash) -> u64 {
-    u64::from_le_bytes([
-        hash.0[8], hash.0[9], hash.0[10], hash.0[11], hash.0[12], hash.0[13], hash.0[14],
-        hash.0[15],
-    ]) | 1
-}
-
-/// The ledger's buckets moved forward to `bucket` (older buckets cleared).
-fn advanced(record: Option<&[u64]>, owner: u64, bucket: u64) -> Vec<u64> {
-    let mut fresh = vec![0; WORDS];
-    fresh[0] = owner;
-    fresh[1] = bucket;
-    let Some(r) = record.filter(|r| r[0] == owner && r[1] <= bucket) else {
-        return fresh;
-    };
-    let newest = r[1];
-    for b in newest.saturating_sub(BUCKETS as u64 - 1)..=newest {
-        if b + BUCKETS as u64 > bucket {
-            let i = 2 + (b % BUCKETS as u64) as usize;
-            fresh[i] = r[i];
-        }
-    }
-    fresh
-}
-
-fn admitted_since(record: &[u64], since_ms: u64) -> u64 {
-    let newest = record[1];
-    let first = (since_ms / BUCKET_MS).max(newest.saturating_sub(BUCKETS as u64 - 1));
-    (first..=newest)
-        .map(|b| record[2 + (b % BUCKETS as u64) as usize])
-        .sum()
-}
-
 /// The windows to check, longest first (a total cap is reported before a daily one).
 fn limits(state: &KeyState) -> Vec<(QuotaWindow, u64, u64)> {
     let q = &state.wire.quotas;
@@ -108,26 +65,11 @@ fn limits(state: &KeyState) -> Vec<(QuotaWindow, u64, u64)> {
     .collect()
 }
 
-/// Units of a key's quota this worker holds: granted in the ledger bucket `bucket`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QuotaLease {
-    bucket: u64,
-    left: u64,
-}
-
-pub type QuotaLeases = LeaseBook<KeyHash, QuotaLease>;
-
-pub fn new_leases() -> QuotaLeases {
-    LeaseBook::new(8_192)
-}
-
-enum Grant {
-    Exceeded(QuotaWindow),
-    Granted(u64),
-}
+pub use crate::ledger::new_leases;
+pub type QuotaLeases = LedgerLeases;
 
 /// Admits one request of the key if every quota has room, spending a leased unit or taking a
-/// new chunk from the shared ledger. `fetched_ms` is when the state was answered (the split
+/// new chunk from the calls ledger. `fetched_ms` is when the state was answered (the split
 /// point for an answer without `recent`).
 pub fn admit(
     store: &dyn SharedStore,
@@ -138,62 +80,51 @@ pub fn admit(
     now_ms: u64,
     leases: &mut QuotaLeases,
 ) -> QuotaOutcome {
-    let windows = limits(state);
-    if windows.is_empty() {
+    if state.wire.quotas == Default::default() {
         return QuotaOutcome::Unlimited;
     }
     let (since_ms, already_seen) = match &state.wire.recent {
         Some(recent) => (recent.since_ms, recent.count),
         None => (fetched_ms, 0),
     };
-    // A lease granted before the split point is no longer counted by `admitted_since`: drop it.
-    if let Some(lease) = leases.get_mut(&hash) {
-        if lease.left > 0 && lease.bucket >= since_ms / BUCKET_MS {
-            lease.left -= 1;
-            return QuotaOutcome::Admitted;
-        }
+    if leases.get_mut(&hash).is_some_and(|l| l.spend(1, since_ms)) {
+        return QuotaOutcome::Admitted;
     }
-    let owner = tag(hash);
-    let bucket = now_ms / BUCKET_MS;
-    let result = update(store, &ledger_key(hash, slots), WORDS, |record| {
-        let mut ledger = advanced(record, owner, bucket);
-        let local = admitted_since(&ledger, since_ms);
-        let mut grant = u64::MAX;
-        for (window, quota, used) in &windows {
-            let effective = used.saturating_sub(already_seen) + local;
-            let available = quota.saturating_sub(effective);
-            if available == 0 {
-                return Update::Keep(Grant::Exceeded(*window));
+    let windows = limits(state);
+    let result = ledger::take(
+        store,
+        Ledger::Calls,
+        slots,
+        hash,
+        since_ms,
+        now_ms,
+        1,
+        leases,
+        |local| {
+            let mut grant = u64::MAX;
+            for (window, quota, used) in &windows {
+                let effective = used.saturating_sub(already_seen) + local;
+                let available = quota.saturating_sub(effective);
+                if available == 0 {
+                    return Err(*window);
+                }
+                grant = grant.min(chunk(*quota, available));
             }
-            grant = grant.min(chunk(*quota, available));
-        }
-        ledger[2 + (bucket % BUCKETS as u64) as usize] += grant;
-        Update::Write(ledger, Grant::Granted(grant))
-    });
+            Ok(grant)
+        },
+    );
     match result {
-        Ok(Grant::Exceeded(window)) => {
-            leases.remove(&hash);
-            QuotaOutcome::Exceeded(window)
-        }
-        Ok(Grant::Granted(units)) => {
-            leases.insert(
-                hash,
-                QuotaLease {
-                    bucket,
-                    left: units - 1,
-                },
-            );
-            QuotaOutcome::Admitted
-        }
+        Ok(Ok(())) => QuotaOutcome::Admitted,
+        Ok(Err(window)) => QuotaOutcome::Exceeded(window),
         Err(CounterError::Contended) | Err(CounterError::Host(_)) => QuotaOutcome::Untracked,
     }
 }
 
-/// Gives back one request admitted by `admit` (it was refused by a plan limit after all):
+/// Gives back one request admitted by `admit` (it was refused by a later limit after all):
 /// the unit returns to this worker's lease, no host call.
 pub fn refund(hash: KeyHash, leases: &mut QuotaLeases) {
     if let Some(lease) = leases.get_mut(&hash) {
-        lease.left += 1;
+        lease.refund(1);
     }
 }
 
@@ -216,6 +147,10 @@ mod tests {
             plan: Default::default(),
             cache_ttl_ms: None,
             recent,
+            rate_limits: Default::default(),
+            credits: None,
+            external_id: None,
+            meta: Default::default(),
         })
         .unwrap()
     }
@@ -267,6 +202,7 @@ mod tests {
             Some(Recent {
                 since_ms: since,
                 count: 4,
+                credits: 0,
             }),
         );
         // effective = 6 - 4 + 6 = 8: two more fit.
@@ -318,6 +254,7 @@ mod tests {
             Some(Recent {
                 since_ms: recent_since(t),
                 count: 0,
+                credits: 0,
             }),
         );
         assert_eq!(
@@ -332,6 +269,7 @@ mod tests {
             Some(Recent {
                 since_ms: recent_since(later),
                 count: 0,
+                credits: 0,
             }),
         );
         assert_eq!(
@@ -369,17 +307,8 @@ mod tests {
     }
 
     #[test]
-    fn old_buckets_roll_off_the_ledger() {
-        let host = FakeHost::default();
+    fn a_refunded_unit_needs_no_shared_write() {
         let s = state(daily(100), daily(0), None);
-        for i in 0..5 {
-            admit(&host, 16, H, &s, 0, i * 1000, &mut new_leases());
-        }
-        let record =
-            crate::counters::decode(&host.data.borrow()[&ledger_key(H, 16)].0, WORDS).unwrap();
-        assert_eq!(admitted_since(&record, 0), 5);
-        let moved = advanced(Some(&record), tag(H), BUCKETS as u64 + 5);
-        assert_eq!(admitted_since(&moved, 0), 0);
         let refunded_host = FakeHost::default();
         // A refunded unit goes back to the lease: the next request needs no shared write.
         let mut l = new_leases();

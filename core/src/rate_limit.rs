@@ -1,30 +1,36 @@
-//! Plan rate limits: per-second and per-minute fixed windows shared by every key of a
-//! workspace, counted in shared data so all workers of one Envoy see one count.
+//! Rate limits on fixed windows of a second, a minute and an hour, counted in shared data so
+//! all workers of one Envoy see one count. Two tables use this one mechanism: the plan's limits,
+//! shared by every key of a workspace (`Scope::Plan`, owner = the workspace), and a key's own
+//! limits (`Scope::Key`, owner = the key). A request must pass both.
 //!
-//! Memory: `slots` records of 5 words, reused forever (a workspace takes over a slot whose
-//! windows have passed); no shared-data key is ever created per window. A workspace finds its
-//! record within `PROBES` slots; if all are held by other active workspaces, its request is not
-//! rate limited (counted in a metric) rather than refused.
+//! Memory: each table is `slots` records of 7 words, reused forever (an owner takes over a slot
+//! whose windows have passed); no shared-data key is ever created per window or per owner. An
+//! owner finds its record within `PROBES` slots; if all are held by other active owners, its
+//! request is not rate limited by that table (counted in a metric) rather than refused.
 
 use crate::counters::{fnv1a, update, CounterError, Update};
 use crate::host::SharedStore;
 use crate::lease::{chunk, LeaseBook};
 
 const PROBES: usize = 4;
-/// owner, second, count in that second, minute, count in that minute.
-const WORDS: usize = 5;
+/// owner, then (window index, count in it) for the second, the minute and the hour.
+const WORDS: usize = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateWindow {
     Second,
     Minute,
+    Hour,
 }
 
 impl RateWindow {
+    pub const ALL: [RateWindow; 3] = [RateWindow::Second, RateWindow::Minute, RateWindow::Hour];
+
     pub fn name(self) -> &'static str {
         match self {
             RateWindow::Second => "per-second",
             RateWindow::Minute => "per-minute",
+            RateWindow::Hour => "per-hour",
         }
     }
 
@@ -32,23 +38,76 @@ impl RateWindow {
         match self {
             RateWindow::Second => 1,
             RateWindow::Minute => 60,
+            RateWindow::Hour => 3600,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            RateWindow::Second => 0,
+            RateWindow::Minute => 1,
+            RateWindow::Hour => 2,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PlanRates {
-    pub per_second: Option<u64>,
-    pub per_minute: Option<u64>,
+/// Whose limit: the workspace's plan, or the key's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Plan,
+    Key,
 }
 
-impl PlanRates {
-    /// This Envoy's share when `instances` Envoys enforce the same plan.
-    pub fn share(self, instances: u64) -> PlanRates {
+impl Scope {
+    /// The policy name in the rate-limit headers: the plan's windows keep their plain names.
+    pub fn policy(self, window: RateWindow) -> &'static str {
+        match (self, window) {
+            (Scope::Plan, w) => w.name(),
+            (Scope::Key, RateWindow::Second) => "key-per-second",
+            (Scope::Key, RateWindow::Minute) => "key-per-minute",
+            (Scope::Key, RateWindow::Hour) => "key-per-hour",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Scope::Plan => "tollgate.rate.",
+            Scope::Key => "tollgate.keyrate.",
+        }
+    }
+}
+
+/// Limits per window; `None` = no limit in that window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Rates {
+    #[serde(default)]
+    pub per_second: Option<u64>,
+    #[serde(default)]
+    pub per_minute: Option<u64>,
+    #[serde(default)]
+    pub per_hour: Option<u64>,
+}
+
+impl Rates {
+    pub fn get(self, window: RateWindow) -> Option<u64> {
+        match window {
+            RateWindow::Second => self.per_second,
+            RateWindow::Minute => self.per_minute,
+            RateWindow::Hour => self.per_hour,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.per_second.is_none() && self.per_minute.is_none() && self.per_hour.is_none()
+    }
+
+    /// This Envoy's share when `instances` Envoys enforce the same limits.
+    pub fn share(self, instances: u64) -> Rates {
         let part = |limit: Option<u64>| limit.map(|l| l.div_ceil(instances.max(1)));
-        PlanRates {
+        Rates {
             per_second: part(self.per_second),
             per_minute: part(self.per_minute),
+            per_hour: part(self.per_hour),
         }
     }
 }
@@ -56,6 +115,7 @@ impl PlanRates {
 /// The most constraining window after this request, for response headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateStatus {
+    pub scope: Scope,
     pub window: RateWindow,
     pub limit: u64,
     pub remaining: u64,
@@ -63,12 +123,32 @@ pub struct RateStatus {
     pub reset_s: u64,
 }
 
+impl RateStatus {
+    /// The tighter of two statuses (fewer requests left; the plan's on a tie).
+    pub fn tighter(a: Option<RateStatus>, b: Option<RateStatus>) -> Option<RateStatus> {
+        match (a, b) {
+            (Some(a), Some(b)) if b.remaining < a.remaining => Some(b),
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        }
+    }
+}
+
+/// The rate limits a request met (this Envoy's share of each) and where it left the tightest
+/// one, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateView {
+    pub plan: Rates,
+    pub key: Rates,
+    pub status: RateStatus,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateOutcome {
     Unlimited,
     Admitted(RateStatus),
     Limited(RateStatus),
-    /// No slot free for this workspace (or the host failed): not limited, but counted.
+    /// No slot free for this owner (or the host failed): not limited, but counted.
     Untracked,
 }
 
@@ -77,99 +157,110 @@ fn reset_s(window: RateWindow, now_ms: u64) -> u64 {
     (period - now_ms % period).div_ceil(1000)
 }
 
-/// Units this worker holds for a workspace's current windows.
+fn window_index(window: RateWindow, now_ms: u64) -> u64 {
+    now_ms / (window.seconds() * 1000)
+}
+
+/// Units this worker holds in one window: granted for window `index`, `left` unspent, and the
+/// shared count right after the grant (for the `remaining` estimate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct WindowLease {
+    index: u64,
+    left: u64,
+    shared: u64,
+}
+
+/// Units this worker holds for an owner's current windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLease {
-    second: u64,
-    second_left: u64,
-    /// The shared count right after the grant (for the `remaining` estimate).
-    second_shared: u64,
-    minute: u64,
-    minute_left: u64,
-    minute_shared: u64,
+    windows: [WindowLease; 3],
 }
 
 pub type RateLeases = LeaseBook<u64, RateLease>;
 
-pub fn new_leases() -> RateLeases {
-    LeaseBook::new(4_096)
+/// A table's leases: one per owner, at most `max` owners per worker.
+pub fn new_leases(max: usize) -> RateLeases {
+    LeaseBook::new(max)
 }
 
-fn owner_of(workspace: &str) -> u64 {
+/// The owner of a plan's record: its workspace.
+pub fn workspace_owner(workspace: &str) -> u64 {
     fnv1a(workspace.as_bytes()) | 1
 }
 
-fn slot_keys(owner: u64, slots: usize) -> impl Iterator<Item = String> {
+fn slot_keys(scope: Scope, owner: u64, slots: usize) -> impl Iterator<Item = String> {
     let slots = slots.max(1);
     let first = (owner % slots as u64) as usize;
-    (0..PROBES.min(slots)).map(move |probe| format!("tollgate.rate.{}", (first + probe) % slots))
+    let table = scope.table();
+    (0..PROBES.min(slots)).map(move |probe| format!("{table}{}", (first + probe) % slots))
+}
+
+/// Another owner's record still counts requests in a current window: the slot is taken. An
+/// owner holds its slot for the minute it was last counted in and the next (its hour only if it
+/// counts hours).
+fn held_by_other(record: &[u64], owner: u64, now_ms: u64) -> bool {
+    let minute = window_index(RateWindow::Minute, now_ms);
+    let hour = window_index(RateWindow::Hour, now_ms);
+    record[0] != owner && (record[3] + 1 >= minute || (record[6] > 0 && record[5] == hour))
 }
 
 enum Refill {
-    /// This slot belongs to another active workspace.
+    /// This slot belongs to another active owner.
     Taken,
     Limited(RateWindow),
     Granted(RateLease),
 }
 
-/// Admits one request of `workspace` if both windows have room, spending a leased unit and
+/// Admits one request of `owner` if every limited window has room, spending a leased unit and
 /// taking a new chunk from shared data when the lease is used up or its window has passed.
 pub fn admit(
     store: &dyn SharedStore,
+    scope: Scope,
     slots: usize,
-    workspace: &str,
-    rates: PlanRates,
+    owner: u64,
+    rates: Rates,
     now_ms: u64,
     leases: &mut RateLeases,
 ) -> RateOutcome {
-    if rates.per_second.is_none() && rates.per_minute.is_none() {
+    if rates.is_empty() {
         return RateOutcome::Unlimited;
     }
-    let owner = owner_of(workspace);
-    let second = now_ms / 1000;
-    let minute = now_ms / 60_000;
     let mut lease = leases.get_mut(&owner).copied().unwrap_or_default();
-    let need_second =
-        rates.per_second.is_some() && (lease.second != second || lease.second_left == 0);
-    let need_minute =
-        rates.per_minute.is_some() && (lease.minute != minute || lease.minute_left == 0);
-    if need_second || need_minute {
+    let needs = RateWindow::ALL.map(|w| {
+        let held = lease.windows[w.index()];
+        rates.get(w).is_some() && (held.index != window_index(w, now_ms) || held.left == 0)
+    });
+    if needs.contains(&true) {
         let mut refill = None;
-        for key in slot_keys(owner, slots) {
+        for key in slot_keys(scope, owner, slots) {
             let result = update(store, &key, WORDS, |record| {
-                let (mut count_s, mut count_m) = (0, 0);
                 if let Some(r) = record {
-                    if r[0] != owner && r[3] + 1 >= minute {
+                    if held_by_other(r, owner, now_ms) {
                         return Update::Keep(Refill::Taken);
                     }
-                    if r[0] == owner {
-                        count_s = if r[1] == second { r[2] } else { 0 };
-                        count_m = if r[3] == minute { r[4] } else { 0 };
-                    }
                 }
+                let mine = record.filter(|r| r[0] == owner);
+                let mut written = vec![owner; WORDS];
                 let mut granted = lease;
-                if need_second {
-                    let limit = rates.per_second.unwrap_or(0);
-                    let grant = chunk(limit, limit.saturating_sub(count_s));
-                    if grant == 0 {
-                        return Update::Keep(Refill::Limited(RateWindow::Second));
+                for w in RateWindow::ALL {
+                    let (at, index) = (1 + 2 * w.index(), window_index(w, now_ms));
+                    let mut count = mine.filter(|r| r[at] == index).map_or(0, |r| r[at + 1]);
+                    if needs[w.index()] {
+                        let limit = rates.get(w).unwrap_or(0);
+                        let grant = chunk(limit, limit.saturating_sub(count));
+                        if grant == 0 {
+                            return Update::Keep(Refill::Limited(w));
+                        }
+                        count += grant;
+                        granted.windows[w.index()] = WindowLease {
+                            index,
+                            left: grant,
+                            shared: count,
+                        };
                     }
-                    count_s += grant;
-                    (granted.second, granted.second_left, granted.second_shared) =
-                        (second, grant, count_s);
+                    (written[at], written[at + 1]) = (index, count);
                 }
-                if need_minute {
-                    let limit = rates.per_minute.unwrap_or(0);
-                    let grant = chunk(limit, limit.saturating_sub(count_m));
-                    if grant == 0 {
-                        return Update::Keep(Refill::Limited(RateWindow::Minute));
-                    }
-                    count_m += grant;
-                    (granted.minute, granted.minute_left, granted.minute_shared) =
-                        (minute, grant, count_m);
-                }
-                let record = vec![owner, second, count_s, minute, count_m];
-                Update::Write(record, Refill::Granted(granted))
+                Update::Write(written, Refill::Granted(granted))
             });
             match result {
                 Ok(Refill::Taken) => continue,
@@ -180,12 +271,8 @@ pub fn admit(
                 // Contention this heavy means the limit is being hammered: refuse, never
                 // overshoot.
                 Err(CounterError::Contended) => {
-                    let window = if need_second {
-                        RateWindow::Second
-                    } else {
-                        RateWindow::Minute
-                    };
-                    refill = Some(Refill::Limited(window));
+                    let first = RateWindow::ALL.into_iter().find(|w| needs[w.index()]);
+                    refill = Some(Refill::Limited(first.unwrap_or(RateWindow::Second)));
                     break;
                 }
                 Err(CounterError::Host(_)) => return RateOutcome::Untracked,
@@ -194,13 +281,10 @@ pub fn admit(
         match refill {
             None | Some(Refill::Taken) => return RateOutcome::Untracked,
             Some(Refill::Limited(window)) => {
-                let limit = match window {
-                    RateWindow::Second => rates.per_second,
-                    RateWindow::Minute => rates.per_minute,
-                };
                 return RateOutcome::Limited(RateStatus {
+                    scope,
                     window,
-                    limit: limit.unwrap_or(0),
+                    limit: rates.get(window).unwrap_or(0),
                     remaining: 0,
                     reset_s: reset_s(window, now_ms),
                 });
@@ -209,22 +293,16 @@ pub fn admit(
         }
     }
     let mut status: Option<RateStatus> = None;
-    if let Some(limit) = rates.per_second {
-        lease.second_left -= 1;
-        status = Some(RateStatus {
-            window: RateWindow::Second,
-            limit,
-            remaining: limit.saturating_sub(lease.second_shared) + lease.second_left,
-            reset_s: reset_s(RateWindow::Second, now_ms),
-        });
-    }
-    if let Some(limit) = rates.per_minute {
-        lease.minute_left -= 1;
+    for w in RateWindow::ALL {
+        let Some(limit) = rates.get(w) else { continue };
+        let held = &mut lease.windows[w.index()];
+        held.left -= 1;
         let view = RateStatus {
-            window: RateWindow::Minute,
+            scope,
+            window: w,
             limit,
-            remaining: limit.saturating_sub(lease.minute_shared) + lease.minute_left,
-            reset_s: reset_s(RateWindow::Minute, now_ms),
+            remaining: limit.saturating_sub(held.shared) + held.left,
+            reset_s: reset_s(w, now_ms),
         };
         if status.is_none_or(|s| view.remaining < s.remaining) {
             status = Some(view);
@@ -239,13 +317,13 @@ pub fn admit(
 
 /// Gives back one request admitted by `admit` (it was refused for another reason): the unit
 /// returns to this worker's lease, no host call.
-pub fn refund(workspace: &str, now_ms: u64, leases: &mut RateLeases) {
-    if let Some(lease) = leases.get_mut(&owner_of(workspace)) {
-        if lease.second == now_ms / 1000 {
-            lease.second_left += 1;
-        }
-        if lease.minute == now_ms / 60_000 {
-            lease.minute_left += 1;
+pub fn refund(owner: u64, now_ms: u64, leases: &mut RateLeases) {
+    if let Some(lease) = leases.get_mut(&owner) {
+        for w in RateWindow::ALL {
+            let held = &mut lease.windows[w.index()];
+            if held.index == window_index(w, now_ms) && held.shared > 0 {
+                held.left += 1;
+            }
         }
     }
 }
@@ -255,10 +333,28 @@ mod tests {
     use super::*;
     use crate::host::FakeHost;
 
-    const RATES: PlanRates = PlanRates {
+    const RATES: Rates = Rates {
         per_second: Some(5),
         per_minute: Some(12),
+        per_hour: None,
     };
+
+    /// A plan's admission for `workspace`, as the limiter makes it.
+    fn admit_ws(
+        host: &FakeHost,
+        slots: usize,
+        workspace: &str,
+        rates: Rates,
+        now_ms: u64,
+        leases: &mut RateLeases,
+    ) -> RateOutcome {
+        let owner = workspace_owner(workspace);
+        admit(host, Scope::Plan, slots, owner, rates, now_ms, leases)
+    }
+
+    fn new_leases() -> RateLeases {
+        super::new_leases(4_096)
+    }
 
     fn admitted(outcome: RateOutcome) -> bool {
         matches!(outcome, RateOutcome::Admitted(_))
@@ -270,17 +366,24 @@ mod tests {
         let mut l = new_leases();
         let t = 1_000_000;
         let results: Vec<bool> = (0..8)
-            .map(|i| admitted(admit(&host, 64, "ws", RATES, t + i, &mut l)))
+            .map(|i| admitted(admit_ws(&host, 64, "ws", RATES, t + i, &mut l)))
             .collect();
         assert_eq!(results, [true, true, true, true, true, false, false, false]);
-        match admit(&host, 64, "ws", RATES, t + 10, &mut l) {
+        match admit_ws(&host, 64, "ws", RATES, t + 10, &mut l) {
             RateOutcome::Limited(s) => {
                 assert_eq!(s.window, RateWindow::Second);
                 assert_eq!(s.reset_s, 1);
             }
             other => panic!("{other:?}"),
         }
-        assert!(admitted(admit(&host, 64, "ws", RATES, t + 1_000, &mut l)));
+        assert!(admitted(admit_ws(
+            &host,
+            64,
+            "ws",
+            RATES,
+            t + 1_000,
+            &mut l
+        )));
     }
 
     #[test]
@@ -291,20 +394,27 @@ mod tests {
         let mut n = 0;
         for s in 0..10 {
             for _ in 0..5 {
-                if admitted(admit(&host, 64, "ws", RATES, t + s * 1000, &mut l)) {
+                if admitted(admit_ws(&host, 64, "ws", RATES, t + s * 1000, &mut l)) {
                     n += 1;
                 }
             }
         }
         assert_eq!(n, 12);
-        match admit(&host, 64, "ws", RATES, t + 30_000, &mut l) {
+        match admit_ws(&host, 64, "ws", RATES, t + 30_000, &mut l) {
             RateOutcome::Limited(s) => {
                 assert_eq!(s.window, RateWindow::Minute);
                 assert_eq!(s.reset_s, 30);
             }
             other => panic!("{other:?}"),
         }
-        assert!(admitted(admit(&host, 64, "ws", RATES, t + 60_000, &mut l)));
+        assert!(admitted(admit_ws(
+            &host,
+            64,
+            "ws",
+            RATES,
+            t + 60_000,
+            &mut l
+        )));
     }
 
     #[test]
@@ -312,15 +422,15 @@ mod tests {
         let host = FakeHost::default();
         let mut l = new_leases();
         for i in 0..5 {
-            assert!(admitted(admit(&host, 1, "a", RATES, 1_000 + i, &mut l)));
+            assert!(admitted(admit_ws(&host, 1, "a", RATES, 1_000 + i, &mut l)));
         }
         // One slot, held by an active workspace: another one is not tracked.
         assert_eq!(
-            admit(&host, 1, "b", RATES, 1_010, &mut l),
+            admit_ws(&host, 1, "b", RATES, 1_010, &mut l),
             RateOutcome::Untracked
         );
         // Two minutes later the slot is free again.
-        assert!(admitted(admit(&host, 1, "b", RATES, 200_000, &mut l)));
+        assert!(admitted(admit_ws(&host, 1, "b", RATES, 200_000, &mut l)));
         assert_eq!(
             host.data.borrow().len(),
             1,
@@ -332,39 +442,42 @@ mod tests {
     fn remaining_reports_the_tightest_window() {
         let host = FakeHost::default();
         let mut l = new_leases();
-        match admit(&host, 8, "ws", RATES, 5_000, &mut l) {
+        match admit_ws(&host, 8, "ws", RATES, 5_000, &mut l) {
             RateOutcome::Admitted(s) => {
                 assert_eq!((s.window, s.remaining, s.limit), (RateWindow::Second, 4, 5))
             }
             other => panic!("{other:?}"),
         }
-        let loose = PlanRates {
+        let loose = Rates {
             per_second: Some(100),
             per_minute: Some(3),
+            per_hour: None,
         };
-        match admit(&host, 8, "other", loose, 5_000, &mut l) {
+        match admit_ws(&host, 8, "other", loose, 5_000, &mut l) {
             RateOutcome::Admitted(s) => {
                 assert_eq!((s.window, s.remaining), (RateWindow::Minute, 2))
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            admit(&host, 8, "x", PlanRates::default(), 0, &mut l),
+            admit_ws(&host, 8, "x", Rates::default(), 0, &mut l),
             RateOutcome::Unlimited
         );
     }
 
     #[test]
     fn instances_share_the_plan() {
-        let plan = PlanRates {
+        let plan = Rates {
             per_second: Some(100),
             per_minute: Some(1000),
+            per_hour: Some(10_000),
         };
         assert_eq!(
             plan.share(3),
-            PlanRates {
+            Rates {
                 per_second: Some(34),
-                per_minute: Some(334)
+                per_minute: Some(334),
+                per_hour: Some(3_334),
             }
         );
         assert_eq!(plan.share(1), plan);
@@ -375,26 +488,26 @@ mod tests {
         let host = FakeHost::default();
         let mut l = new_leases();
         for i in 0..5 {
-            admit(&host, 8, "ws", RATES, 1_000 + i, &mut l);
+            admit_ws(&host, 8, "ws", RATES, 1_000 + i, &mut l);
         }
-        assert!(!admitted(admit(&host, 8, "ws", RATES, 1_005, &mut l)));
-        refund("ws", 1_006, &mut l);
-        assert!(admitted(admit(&host, 8, "ws", RATES, 1_007, &mut l)));
+        assert!(!admitted(admit_ws(&host, 8, "ws", RATES, 1_005, &mut l)));
+        refund(workspace_owner("ws"), 1_006, &mut l);
+        assert!(admitted(admit_ws(&host, 8, "ws", RATES, 1_007, &mut l)));
     }
 
     #[test]
     fn two_workers_never_exceed_the_limit_and_lose_little() {
         let host = FakeHost::default();
         let (mut a, mut b) = (new_leases(), new_leases());
-        let rates = PlanRates {
+        let rates = Rates {
             per_second: Some(10_000),
-            per_minute: None,
+            ..Rates::default()
         };
         let t = 7_000;
         let mut admitted_count = 0;
         for i in 0..30_000u64 {
             let leases = if i % 3 == 0 { &mut a } else { &mut b };
-            if admitted(admit(&host, 8, "ws", rates, t + i % 1000, leases)) {
+            if admitted(admit_ws(&host, 8, "ws", rates, t + i % 1000, leases)) {
                 admitted_count += 1;
             }
         }
@@ -406,12 +519,13 @@ mod tests {
     fn large_limits_take_few_shared_writes() {
         let host = FakeHost::default();
         let mut l = new_leases();
-        let rates = PlanRates {
+        let rates = Rates {
             per_second: Some(1_000_000),
             per_minute: Some(60_000_000),
+            per_hour: None,
         };
         for i in 0..10_000 {
-            assert!(admitted(admit(
+            assert!(admitted(admit_ws(
                 &host,
                 8,
                 "ws",
@@ -421,5 +535,115 @@ mod tests {
             )));
         }
         assert!(host.gets.get() < 10, "{} shared reads", host.gets.get());
+    }
+    #[test]
+    fn per_hour_limit_spans_minutes_and_holds_its_slot_for_the_hour() {
+        let host = FakeHost::default();
+        let mut l = new_leases();
+        let hourly = Rates {
+            per_hour: Some(3),
+            ..Rates::default()
+        };
+        let key = 0xabcd_u64 | 1;
+        let t = 3_600_000 * 50;
+        let at = |m: u64| t + m * 60_000;
+        for m in 0..3 {
+            assert!(admitted(admit(
+                &host,
+                Scope::Key,
+                1,
+                key,
+                hourly,
+                at(m),
+                &mut l
+            )));
+        }
+        match admit(&host, Scope::Key, 1, key, hourly, at(30), &mut l) {
+            RateOutcome::Limited(s) => {
+                assert_eq!(
+                    (s.scope, s.window, s.limit),
+                    (Scope::Key, RateWindow::Hour, 3)
+                );
+                assert_eq!(s.reset_s, 30 * 60);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Ten minutes after the key's last request, another key cannot take its one slot (the
+        // hour's count would be lost), but it can once the hour has passed.
+        let other = 0x1234_u64 | 1;
+        assert_eq!(
+            admit(&host, Scope::Key, 1, other, hourly, at(40), &mut l),
+            RateOutcome::Untracked
+        );
+        assert!(admitted(admit(
+            &host,
+            Scope::Key,
+            1,
+            other,
+            hourly,
+            at(61),
+            &mut l
+        )));
+        // Now the other key holds the slot for its hour.
+        assert_eq!(
+            admit(&host, Scope::Key, 1, key, hourly, at(63), &mut l),
+            RateOutcome::Untracked
+        );
+    }
+
+    #[test]
+    fn plan_and_key_tables_count_apart() {
+        let host = FakeHost::default();
+        let (mut plan, mut key) = (new_leases(), new_leases());
+        let one = Rates {
+            per_second: Some(1),
+            ..Rates::default()
+        };
+        let owner = 7;
+        assert!(admitted(admit(
+            &host,
+            Scope::Plan,
+            8,
+            owner,
+            one,
+            1_000,
+            &mut plan
+        )));
+        assert!(admitted(admit(
+            &host,
+            Scope::Key,
+            8,
+            owner,
+            one,
+            1_000,
+            &mut key
+        )));
+        assert!(!admitted(admit(
+            &host,
+            Scope::Key,
+            8,
+            owner,
+            one,
+            1_001,
+            &mut key
+        )));
+        assert_eq!(host.data.borrow().len(), 2, "one record in each table");
+    }
+
+    #[test]
+    fn the_tighter_status_is_the_one_with_fewer_left() {
+        let status = |scope, remaining| RateStatus {
+            scope,
+            window: RateWindow::Second,
+            limit: 10,
+            remaining,
+            reset_s: 1,
+        };
+        let plan = Some(status(Scope::Plan, 4));
+        let key = Some(status(Scope::Key, 2));
+        assert_eq!(RateStatus::tighter(plan, key), key);
+        assert_eq!(RateStatus::tighter(key, plan), key);
+        assert_eq!(RateStatus::tighter(plan, Some(status(Scope::Key, 4))), plan);
+        assert_eq!(RateStatus::tighter(None, key), key);
     }
 }

@@ -8,25 +8,25 @@
 //! returns, so resuming or answering another request from here never calls back into the core
 //! while a `RefCell` is borrowed. Borrows are still kept short and never held across host calls.
 
-use crate::action::{Action, LocalReply, Pass};
+use crate::action::{Action, Hide, LocalReply, Pass};
 use crate::allowed::path_only;
 use crate::answer::{classify, LookupAnswer};
 use crate::api_key::{parse_key, KeyHash};
 use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
-use crate::config::{FailureMode, FilterConfig};
+use crate::config::{FailureMode, FilterConfig, KeySource};
 use crate::decision::{decide, Decision, RequestFacts};
 use crate::denial::Denial;
 use crate::fast_hash::FastMap;
 use crate::header_map;
 use crate::host::{Host, QueueError};
 use crate::ip_block::{record_failure, BlockedView};
-use crate::key_source::{read_key, KeyRead};
+use crate::key_source::{read_key, without_param, KeyRead};
 use crate::key_state::KeyState;
 use crate::limiter::Limiter;
 use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::quota;
-use crate::rate_limit::{PlanRates, RateStatus};
+use crate::rate_limit::RateView;
 use crate::record_batch::RecordBatchWriter;
 use crate::usage_record::UsageRecord;
 use std::borrow::Cow;
@@ -50,8 +50,8 @@ pub struct Outcome {
     /// The key's state the decision used (identity, for records and headers).
     pub state: Rc<KeyState>,
     pub denial: Option<Denial>,
-    /// Plan limits and where this request left them, for response headers.
-    pub rate: Option<(PlanRates, RateStatus)>,
+    /// Rate limits and where this request left the tightest, for response headers.
+    pub rate: Option<RateView>,
 }
 
 impl Outcome {
@@ -149,12 +149,13 @@ impl Worker {
         if self.blocks_any_ip() && self.blocked.borrow().is_blocked(&facts.client_ip, now) {
             return self.deny(host, ctx, Denial::IpBlocked, facts);
         }
-        let (key, key_header) = match read_key(&self.config.key_sources, head.headers) {
+        let (key, source) = match read_key(&self.config.key_sources, head.headers) {
             KeyRead::Missing => return self.deny(host, ctx, Denial::MissingKey, facts),
             KeyRead::Repeated => return self.deny(host, ctx, Denial::InvalidKey, facts),
-            KeyRead::Present { key, header } => (key, header),
+            KeyRead::Present { key, source } => (key, source),
         };
-        let hash = match parse_key(key) {
+        let hide = self.hide(source, head.headers);
+        let hash = match parse_key(&key) {
             Ok(hash) => hash,
             Err(_) => return self.deny(host, ctx, Denial::InvalidKey, facts),
         };
@@ -162,18 +163,18 @@ impl Worker {
         match cached {
             CacheLookup::Fresh(entry) => {
                 self.count(Counter::CacheHit);
-                self.apply_known(host, ctx, &entry, now, facts, Cow::Borrowed(key_header))
+                self.apply_known(host, ctx, &entry, now, facts, hide)
             }
             CacheLookup::Stale(entry) if entry.retry_after_ms > now => {
                 // The control plane failed a moment ago: last known state, no new callout.
-                self.apply_known(host, ctx, &entry, now, facts, Cow::Borrowed(key_header))
+                self.apply_known(host, ctx, &entry, now, facts, hide)
             }
             _ => {
                 self.count(Counter::CacheMiss);
                 let waiter = Waiter {
                     context_id: ctx,
                     request: facts.clone(),
-                    key_header: key_header.to_string(),
+                    hide: hide.clone().map(Hide::into_owned),
                 };
                 let join = self.lookups.borrow_mut().join(hash, waiter);
                 match join {
@@ -191,7 +192,7 @@ impl Worker {
                             "[ctx {ctx}] too many key lookups in flight; key {}",
                             hash.short()
                         );
-                        self.apply_unavailable(host, ctx, hash, now, facts, key_header.into())
+                        self.apply_unavailable(host, ctx, hash, now, facts, hide)
                     }
                 }
             }
@@ -306,7 +307,7 @@ impl Worker {
             let Waiter {
                 context_id: id,
                 request: facts,
-                key_header,
+                hide,
             } = waiter;
             if id != ctx {
                 if let Err(e) = host.switch_to(id) {
@@ -314,11 +315,10 @@ impl Worker {
                     continue;
                 }
             }
-            let header = Cow::Owned(key_header);
             let action = match &verdict {
-                Verdict::Known(entry) => self.apply_known(host, id, entry, now, &facts, header),
+                Verdict::Known(entry) => self.apply_known(host, id, entry, now, &facts, hide),
                 Verdict::Unavailable(hash) => {
-                    self.apply_unavailable(host, id, *hash, now, &facts, header)
+                    self.apply_unavailable(host, id, *hash, now, &facts, hide)
                 }
             };
             resume(id, action);
@@ -335,7 +335,7 @@ impl Worker {
         entry: &CacheEntry,
         now: u64,
         facts: &RequestFacts,
-        key_header: Cow<'a, str>,
+        hide: Option<Hide<'a>>,
     ) -> Action<'a> {
         let state = match &entry.known {
             Known::Valid(state) => state,
@@ -344,10 +344,10 @@ impl Worker {
         let mut decision = decide(state, now, facts);
         let mut rate = None;
         if let Decision::Pass(_) = decision {
-            let checked = self
-                .limiter
-                .borrow_mut()
-                .check(host, &self.config, entry, state, now);
+            let checked =
+                self.limiter
+                    .borrow_mut()
+                    .check(host, &self.config, entry, state, facts, now);
             if checked.untracked > 0 {
                 self.counts
                     .borrow_mut()
@@ -370,7 +370,7 @@ impl Worker {
         self.outcomes.borrow_mut().insert(ctx, outcome);
         match denial {
             Some(denial) => self.deny(host, ctx, denial, facts),
-            None => self.pass(Some(state.clone()), key_header),
+            None => self.pass(Some(state.clone()), hide),
         }
     }
 
@@ -382,29 +382,44 @@ impl Worker {
         hash: KeyHash,
         now: u64,
         facts: &RequestFacts,
-        key_header: Cow<'a, str>,
+        hide: Option<Hide<'a>>,
     ) -> Action<'a> {
         let cached = self.cache.borrow_mut().lookup(host, hash, now);
         match cached {
             CacheLookup::Fresh(entry) | CacheLookup::Stale(entry) => {
-                self.apply_known(host, ctx, &entry, now, facts, key_header)
+                self.apply_known(host, ctx, &entry, now, facts, hide)
             }
             CacheLookup::Miss => match self.config.failure_mode {
                 FailureMode::Closed => self.deny(host, ctx, Denial::VerificationUnavailable, facts),
-                FailureMode::Open => self.pass(None, key_header),
+                FailureMode::Open => self.pass(None, hide),
             },
         }
     }
 
-    fn pass<'a>(&self, identity: Option<Rc<KeyState>>, key_header: Cow<'a, str>) -> Action<'a> {
+    fn pass<'a>(&'a self, identity: Option<Rc<KeyState>>, hide: Option<Hide<'a>>) -> Action<'a> {
         self.count(match identity {
             Some(_) => Counter::Allowed,
             None => Counter::AllowedUnverified,
         });
-        let hide = self.config.hide_key && !key_header.is_empty();
         Action::Pass(Pass {
             identity,
-            hide_header: hide.then_some(key_header),
+            hide,
+            forward_meta: &self.config.forward_meta,
+        })
+    }
+
+    /// How to hide the key from the upstream, when `hide_key` is on: its header, or `:path`
+    /// without its query parameter.
+    fn hide<'a>(&self, source: &'a KeySource, headers: &[(&str, &[u8])]) -> Option<Hide<'a>> {
+        if !self.config.hide_key {
+            return None;
+        }
+        Some(match source {
+            KeySource::Header(name) | KeySource::Bearer(name) => Hide::Header(Cow::Borrowed(name)),
+            KeySource::Query(param) => {
+                let path = header_map::get(headers, ":path").unwrap_or_default();
+                Hide::Path(without_param(&String::from_utf8_lossy(path), param))
+            }
         })
     }
 

@@ -12,6 +12,7 @@ pub(super) fn compile_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError
         quota_status,
         headers: raw.headers.unwrap_or(LimitHeaders::All),
         rate_slots: table_size("limits.rate_slots", raw.rate_slots, 4096)?,
+        key_rate_slots: table_size("limits.key_rate_slots", raw.key_rate_slots, 16_384)?,
         instances: match raw.instances.unwrap_or(1) {
             n @ 1..=1000 => n,
             _ => {
@@ -142,6 +143,15 @@ pub(super) fn compile_source(index: usize, source: RawKeySource) -> Result<KeySo
     let (name, make): (String, fn(String) -> KeySource) = match source {
         RawKeySource::Header(name) => (name, KeySource::Header),
         RawKeySource::Bearer(name) => (name, KeySource::Bearer),
+        RawKeySource::Query(name) => {
+            if !query_name(&name) {
+                return Err(field_error(
+                    &field,
+                    format!("'{name}' is not a query parameter name ([A-Za-z0-9_-], 1 to 64)"),
+                ));
+            }
+            return Ok(KeySource::Query(name));
+        }
     };
     let valid = !name.is_empty()
         && !name.starts_with(':')
@@ -155,6 +165,42 @@ pub(super) fn compile_source(index: usize, source: RawKeySource) -> Result<KeySo
         ));
     }
     Ok(make(name))
+}
+
+/// A query parameter's name: letters, digits, `_` and `-`, 1 to 64 of them.
+fn query_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `forward_meta`: the `meta` names forwarded to the upstream, each with its header.
+pub(super) fn compile_forward_meta(
+    names: Vec<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    if names.len() > 16 {
+        return Err(field_error("forward_meta", "lists at most 16 names"));
+    }
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let valid = (1..=32).contains(&name.len())
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if valid {
+                let header = format!("x-tollgate-meta-{name}");
+                Ok((name, header))
+            } else {
+                Err(field_error(
+                    &format!("forward_meta[{i}]"),
+                    format!("'{name}' is not a meta name ([a-z0-9_-], 1 to 32)"),
+                ))
+            }
+        })
+        .collect()
 }
 
 pub(super) fn duration_field(

@@ -19,14 +19,8 @@ pub enum KeySource {
     Header(String),
     /// `<header>: Bearer <key>`.
     Bearer(String),
-}
-
-impl KeySource {
-    pub fn header(&self) -> &str {
-        match self {
-            KeySource::Header(name) | KeySource::Bearer(name) => name,
-        }
-    }
+    /// A parameter of the query string (`?api_key=...`).
+    Query(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -71,6 +65,8 @@ pub struct LimitsConfig {
     pub headers: LimitHeaders,
     /// Shared-data slots for workspace rate counters.
     pub rate_slots: usize,
+    /// Shared-data slots for the counters of keys with their own rate limits.
+    pub key_rate_slots: usize,
     /// Envoy instances sharing the plan limits: each enforces `ceil(limit / instances)`
     /// (plan-limit counters live in one Envoy's shared data).
     pub instances: u64,
@@ -98,6 +94,8 @@ pub struct FilterConfig {
     /// `None` when IP blocking is disabled.
     pub ip_blocking: Option<IpPolicy>,
     pub client_ip: ClientIpSource,
+    /// `meta` entries forwarded to the upstream: (name, `x-tollgate-meta-<name>`).
+    pub forward_meta: Vec<(String, String)>,
 }
 
 mod compile;
@@ -229,6 +227,10 @@ impl FilterConfig {
             None => RawClientIp::default(),
             Some(value) => section("client_ip", value)?,
         })?;
+        let forward_meta = compile_forward_meta(match raw.forward_meta {
+            None => Vec::new(),
+            Some(value) => section("forward_meta", value)?,
+        })?;
 
         Ok(FilterConfig {
             control_plane,
@@ -241,6 +243,7 @@ impl FilterConfig {
             limits,
             ip_blocking,
             client_ip,
+            forward_meta,
         })
     }
 }

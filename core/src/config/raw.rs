@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) limits: Option<Value>,
     pub(super) ip_blocking: Option<Value>,
     pub(super) client_ip: Option<Value>,
+    pub(super) forward_meta: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -23,6 +24,7 @@ pub(super) struct RawLimits {
     pub(super) quota_status: Option<u32>,
     pub(super) headers: Option<LimitHeaders>,
     pub(super) rate_slots: Option<u64>,
+    pub(super) key_rate_slots: Option<u64>,
     pub(super) instances: Option<u64>,
 }
 
@@ -78,6 +80,7 @@ pub(super) struct RawControlPlane {
 pub(super) enum RawKeySource {
     Header(String),
     Bearer(String),
+    Query(String),
 }
 
 #[derive(Deserialize, Default)]

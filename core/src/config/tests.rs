@@ -40,6 +40,11 @@ fn minimal_config_gets_documented_defaults() {
         (20, 60_000, 300_000)
     );
     assert_eq!(config.client_ip, ClientIpSource::Downstream);
+    assert_eq!(config.limits.key_rate_slots, 16_384);
+    assert!(
+        config.forward_meta.is_empty(),
+        "no meta leaves unless listed"
+    );
 }
 
 #[test]
@@ -143,6 +148,22 @@ fn every_error_names_its_field() {
             r#"{"control_plane":{"cluster":"cp","token":"t"},"usage":{"flush":"1s"}}"#,
             "usage:",
         ),
+        (
+            r#"{"control_plane":{"cluster":"cp","token":"t"},"key_sources":[{"query":"api key"}]}"#,
+            "key_sources[0]:",
+        ),
+        (
+            r#"{"control_plane":{"cluster":"cp","token":"t"},"forward_meta":["Tier"]}"#,
+            "forward_meta[0]:",
+        ),
+        (
+            r#"{"control_plane":{"cluster":"cp","token":"t"},"forward_meta":"tier"}"#,
+            "forward_meta:",
+        ),
+        (
+            r#"{"control_plane":{"cluster":"cp","token":"t"},"limits":{"key_rate_slots":0}}"#,
+            "limits.key_rate_slots:",
+        ),
     ];
     for (json, field) in cases {
         let err = parse(json).expect_err(json);
@@ -165,9 +186,25 @@ fn custom_sources_and_modes_are_kept_in_order() {
         config.key_sources[0],
         KeySource::Bearer("authorization".into())
     );
-    assert_eq!(config.key_sources[1].header(), "x-key");
+    assert_eq!(config.key_sources[1], KeySource::Header("x-key".into()));
     assert_eq!(config.cache.negative_ttl, Duration::from_secs(60));
     assert_eq!(config.cache.max_invalid_keys, 4);
     assert_eq!(config.failure_mode, FailureMode::Open);
     assert!(!config.hide_key);
+    let config = parse(
+        r#"{"control_plane":{"cluster":"cp","token":"t"},
+            "key_sources":[{"query":"api_key"}],"forward_meta":["tier","region-1"]}"#,
+    )
+    .unwrap();
+    assert_eq!(config.key_sources, [KeySource::Query("api_key".into())]);
+    assert_eq!(
+        config.forward_meta,
+        [
+            ("tier".to_string(), "x-tollgate-meta-tier".to_string()),
+            (
+                "region-1".to_string(),
+                "x-tollgate-meta-region-1".to_string()
+            ),
+        ]
+    );
 }

@@ -2,7 +2,8 @@
 //! their headers, callouts are answered as Envoy would answer them (to the context that is
 //! current, with the token the dispatch returned), ticks come from the root context. Over 600
 //! lines because it is one suite: one test per branch of the one request path, over one fixture
-//! (`Filter`) that a split would copy.
+//! (`Filter`) that a split would copy. The limits a key carries itself (its rate limits, credit
+//! budget) and what it tells the upstream are in `key_limits.rs`, over the same fixture.
 
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};
@@ -14,6 +15,8 @@ use crate::quota::QuotaWindow;
 use crate::rate_limit::RateWindow;
 use crate::usage_record::{UsageRecord, UsageStatus};
 use crate::worker::{request_facts, RequestHead, Worker, RECORD_BATCH};
+
+mod key_limits;
 
 const ROOT: u32 = 1;
 const T0: u64 = 1_795_000_000_000;
@@ -127,8 +130,21 @@ impl Filter {
 
     /// A request with these headers on context `ctx` (current while it runs).
     fn request_with(&mut self, ctx: u32, headers: &[(&str, &str)], ip: &str) -> Seen {
+        self.request_to(ctx, "GET", "/v1/things/1", headers, ip)
+    }
+
+    /// A request for `method` and `path` with these headers on context `ctx`.
+    fn request_to(
+        &mut self,
+        ctx: u32,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        ip: &str,
+    ) -> Seen {
         self.host.current.set(ctx);
-        let mut all: Vec<(&str, &[u8])> = vec![(":method", b"GET"), (":path", b"/v1/things/1")];
+        let mut all: Vec<(&str, &[u8])> =
+            vec![(":method", method.as_bytes()), (":path", path.as_bytes())];
         all.extend(headers.iter().map(|(k, v)| (*k, v.as_bytes())));
         let head = RequestHead {
             headers: &all,
@@ -494,8 +510,8 @@ fn plan_limit_denies_with_retry_after_and_gives_the_quota_unit_back() {
         "{seen:?}"
     );
     // The admitted request's outcome carries the plan status for the response headers.
-    let (_, status) = f.worker.outcome(72).unwrap().rate.unwrap();
-    assert_eq!(status.remaining, 0);
+    let view = f.worker.outcome(72).unwrap().rate.unwrap();
+    assert_eq!(view.status.remaining, 0);
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod load;
 pub mod logs;
 pub mod paths;
 pub mod process;
+pub mod records;
 pub mod stack;
 pub mod time;
 pub mod tools;

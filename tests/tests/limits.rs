@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tollgate_integration_tests::load::{self, exclusive, Outcome};
-use tollgate_integration_tests::time::parse_rfc3339_ms;
+use tollgate_integration_tests::records::admitted_per_second;
 use tollgate_integration_tests::{assert_denied, Admin, CreatedKey, Plan, Stack};
 
 const DAILY: usize = 1_000;
@@ -125,23 +125,10 @@ fn plan_workspace(admin: &Admin, per_second: u64) -> (String, u64) {
     )
 }
 
-/// Admitted per wall-clock second of Envoy's clock. A plan window is `now_ms / 1000` of the
-/// moment the filter decided, which for a cached key is exactly the record's `timestamp` (the
-/// request's arrival, read once). The client's send and answer times bracket that moment, so a
-/// client-side bucket is only sure for requests sent and answered within the same second; both
-/// views are checked.
-fn admitted_per_second(records: &[serde_json::Value]) -> BTreeMap<u64, u64> {
-    let mut per_second = BTreeMap::new();
-    for r in records.iter().filter(|r| r["response_code"] == 200) {
-        let at = r["timestamp"]
-            .as_str()
-            .and_then(parse_rfc3339_ms)
-            .unwrap_or_else(|| panic!("record without timestamp: {r}"));
-        *per_second.entry(at / 1000).or_insert(0) += 1;
-    }
-    per_second
-}
-
+/// Admitted per second the client can pin a request to: Envoy's decision lies between the
+/// client's send and answer times, so a client-side bucket is only sure for requests sent and
+/// answered within the same second (the records give Envoy's own view,
+/// `records::admitted_per_second`).
 fn surely_admitted_per_second(outcomes: &[Outcome]) -> BTreeMap<u64, u64> {
     let mut per_second = BTreeMap::new();
     for o in outcomes.iter().filter(|o| o.status() == 200) {

@@ -205,6 +205,10 @@ async fn main() {
                         created_at: now,
                         hash: secret.hash(),
                         prefix: secret.display_prefix(),
+                        rate_limits: Default::default(),
+                        credits: None,
+                        external_id: None,
+                        meta: Default::default(),
                     })
                     .await
                     .unwrap();

@@ -1,6 +1,9 @@
 //! Command line: `serve`, `demo-upstream`, and admin commands that call the REST API.
 
+mod key_body;
 mod table;
+
+use key_body::{create_body, key_details, update_body};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::config::{
@@ -17,10 +20,7 @@ use crate::config::{
     DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_RETENTION_DAYS,
     DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL,
 };
-use crate::domain::wire::{
-    AllowInput, CreateKey, CreateWorkspace, KeyView, List, PatchKey, QuotasInput, RotateKey,
-    WorkspaceView,
-};
+use crate::domain::wire::{CreateWorkspace, KeyView, List, PatchKey, RotateKey, WorkspaceView};
 use crate::server::shutdown_signal;
 use crate::tokens::{self, Token, TokenKind};
 
@@ -121,13 +121,18 @@ pub enum WorkspacesCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create an API key; its secret is printed once.
-    Create(CreateKeyArgs),
+    Create(Box<CreateKeyArgs>),
     /// List the keys of a workspace.
     List {
         /// Workspace id (ws_...).
         #[arg(long)]
         workspace: String,
+        /// Only the keys with this external id.
+        #[arg(long)]
+        external_id: Option<String>,
     },
+    /// Change a key's rate limits, credit budget, external id or meta.
+    Update(Box<UpdateKeyArgs>),
     /// Show one key.
     Show { id: String },
     /// Stop accepting a key (it keeps its plan slot and history).
@@ -177,6 +182,64 @@ pub struct CreateKeyArgs {
     /// Allowed endpoint, "METHOD PATH" or "PATH" (any method); repeatable. None = all.
     #[arg(long = "allow", value_name = "METHOD PATH")]
     pub allow: Vec<String>,
+    /// The key's own limit of requests per second (on top of its plan's).
+    #[arg(long)]
+    pub rate_limit_per_second: Option<u64>,
+    /// The key's own limit of requests per minute.
+    #[arg(long)]
+    pub rate_limit_per_minute: Option<u64>,
+    /// The key's own limit of requests per hour.
+    #[arg(long)]
+    pub rate_limit_per_hour: Option<u64>,
+    /// Credits the key may spend per --credits-period (both or neither).
+    #[arg(long)]
+    pub credits_limit: Option<u64>,
+    /// day, month (calendar, UTC) or total.
+    #[arg(long)]
+    pub credits_period: Option<String>,
+    /// Whom the key belongs to in your system (1-128 printable ASCII, no spaces); forwarded
+    /// to the upstream as x-tollgate-external-id.
+    #[arg(long)]
+    pub external_id: Option<String>,
+    /// A meta entry, NAME=VALUE (names [a-z0-9_-]); repeatable.
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    pub meta: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateKeyArgs {
+    /// Key id (key_...).
+    pub id: String,
+    /// Requests per second, or `none` to remove the limit.
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    pub rate_limit_per_second: Option<String>,
+    /// Requests per minute, or `none`.
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    pub rate_limit_per_minute: Option<String>,
+    /// Requests per hour, or `none`.
+    #[arg(long, value_name = "N|none", allow_hyphen_values = true)]
+    pub rate_limit_per_hour: Option<String>,
+    /// A new credit budget: credits per --credits-period (both are needed).
+    #[arg(long, allow_hyphen_values = true)]
+    pub credits_limit: Option<String>,
+    /// day, month (calendar, UTC) or total.
+    #[arg(long)]
+    pub credits_period: Option<String>,
+    /// Remove the credit budget.
+    #[arg(long, conflicts_with_all = ["credits_limit", "credits_period"])]
+    pub no_credits: bool,
+    /// A new external id.
+    #[arg(long)]
+    pub external_id: Option<String>,
+    /// Remove the external id.
+    #[arg(long, conflicts_with = "external_id")]
+    pub no_external_id: bool,
+    /// Replaces the key's meta with these entries, NAME=VALUE; repeatable.
+    #[arg(long = "meta", value_name = "NAME=VALUE")]
+    pub meta: Vec<String>,
+    /// Remove every meta entry.
+    #[arg(long, conflicts_with = "meta")]
+    pub no_meta: bool,
 }
 
 /// An error for the user: printed as `error: <message>`, exit status 1.
@@ -185,7 +248,7 @@ pub struct CreateKeyArgs {
 pub struct CliError(String);
 
 impl CliError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self(message.into())
     }
 }
@@ -269,8 +332,14 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
                 .await?;
             output_with_secret(cli, &key)?;
         }
-        KeysCommand::List { workspace } => {
-            let path = format!("/v1/workspaces/{}/keys", segment(workspace));
+        KeysCommand::List {
+            workspace,
+            external_id,
+        } => {
+            let mut path = format!("/v1/workspaces/{}/keys", segment(workspace));
+            if let Some(x) = external_id {
+                path.push_str(&format!("?external_id={}", segment(x)));
+            }
             let list = client.call(Method::GET, &path, None).await?;
             output(cli, &list, |list: List<KeyView>| {
                 let rows = list
@@ -285,6 +354,7 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
                             k.prefix,
                             or_dash(k.expires_at),
                             or_dash(k.last_used_at),
+                            or_dash(k.external_id),
                         ]
                     })
                     .collect::<Vec<_>>();
@@ -297,10 +367,21 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
                         "PREFIX",
                         "EXPIRES",
                         "LAST USED",
+                        "EXTERNAL ID",
                     ],
                     &rows,
                 )
             })?;
+        }
+        KeysCommand::Update(args) => {
+            let key = client
+                .call(
+                    Method::PATCH,
+                    &key_path(&args.id, ""),
+                    Some(json(&update_body(args)?)?),
+                )
+                .await?;
+            output(cli, &key, |key: KeyView| key_details(&key))?;
         }
         KeysCommand::Show { id } => {
             let key = client.call(Method::GET, &key_path(id, ""), None).await?;
@@ -342,48 +423,8 @@ pub async fn keys(cli: &Cli, command: &KeysCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn create_body(args: &CreateKeyArgs) -> Result<CreateKey, CliError> {
-    let quotas = QuotasInput {
-        total: Some(json!(args.quota_total)),
-        daily: Some(json!(args.quota_daily)),
-        weekly: Some(json!(args.quota_weekly)),
-        monthly: Some(json!(args.quota_monthly)),
-    };
-    let allowed = args
-        .allow
-        .iter()
-        .map(|rule| parse_allow(rule))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(CreateKey {
-        alias: args.alias.clone(),
-        description: args.description.clone(),
-        category: args.category.clone(),
-        expires_at: args.expires_at.clone(),
-        quotas: Some(quotas),
-        allowed: Some(allowed),
-    })
-}
-
-/// `"GET /v1/**"` or `"/v1/**"` (any method). The server validates method and path.
-fn parse_allow(rule: &str) -> Result<AllowInput, CliError> {
-    let parts: Vec<&str> = rule.split_whitespace().collect();
-    let (method, path) = match parts.as_slice() {
-        [path] => ("*", *path),
-        [method, path] => (*method, *path),
-        _ => {
-            return Err(CliError::new(format!(
-                "--allow {rule:?}: expected \"METHOD PATH\" or \"PATH\""
-            )))
-        }
-    };
-    Ok(AllowInput {
-        method: method.to_owned(),
-        path: path.to_owned(),
-    })
-}
-
 /// A request body as JSON.
-fn json(body: &impl Serialize) -> Result<Value, CliError> {
+pub(crate) fn json(body: &impl Serialize) -> Result<Value, CliError> {
     serde_json::to_value(body).map_err(|e| CliError::new(format!("cannot encode the request: {e}")))
 }
 
@@ -520,7 +561,7 @@ fn pretty(value: &Value) -> String {
 }
 
 /// An optional value as a table cell: `-` when absent.
-fn or_dash(value: Option<String>) -> String {
+pub(crate) fn or_dash(value: Option<String>) -> String {
     value.unwrap_or_else(|| "-".to_owned())
 }
 
@@ -533,69 +574,9 @@ fn workspace_details(ws: &WorkspaceView) -> String {
     ])
 }
 
-fn key_details(key: &KeyView) -> String {
-    let q = &key.quotas;
-    let quotas = [
-        ("total", q.total),
-        ("daily", q.daily),
-        ("weekly", q.weekly),
-        ("monthly", q.monthly),
-    ]
-    .iter()
-    .filter_map(|(w, cap)| cap.map(|c| format!("{w} {c}")))
-    .collect::<Vec<_>>();
-    let allowed = key
-        .allowed
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect::<Vec<_>>();
-    table::details(&[
-        ("id", key.id.clone()),
-        ("workspace", key.workspace_id.clone()),
-        ("alias", key.alias.clone()),
-        ("description", or_dash(key.description.clone())),
-        ("category", key.category.clone()),
-        ("status", key.status.clone()),
-        ("expires_at", or_dash(key.expires_at.clone())),
-        (
-            "quotas",
-            if quotas.is_empty() {
-                "none".to_owned()
-            } else {
-                quotas.join(", ")
-            },
-        ),
-        (
-            "allowed",
-            if allowed.is_empty() {
-                "all endpoints".to_owned()
-            } else {
-                allowed.join(", ")
-            },
-        ),
-        ("prefix", key.prefix.clone()),
-        ("created_at", key.created_at.clone()),
-        ("last_used_at", or_dash(key.last_used_at.clone())),
-    ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn allow_rules_parse() {
-        assert_eq!(
-            json(&parse_allow("GET /v1/**").unwrap()).unwrap(),
-            json!({"method": "GET", "path": "/v1/**"})
-        );
-        assert_eq!(
-            json(&parse_allow("/x").unwrap()).unwrap(),
-            json!({"method": "*", "path": "/x"})
-        );
-        assert!(parse_allow("GET /a /b").is_err());
-        assert!(parse_allow("  ").is_err());
-    }
 
     #[test]
     fn segments_are_encoded() {

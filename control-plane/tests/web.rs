@@ -927,3 +927,183 @@ async fn pages_are_fast_with_a_million_records() {
     }
     assert!(slow.is_empty(), "pages over 200 ms: {slow:?}");
 }
+
+/// The position of `marker`'s element text in `body`: what the element with that id says.
+fn alert_text<'a>(body: &'a str, error_id: &str) -> &'a str {
+    let marker = format!("id=\"{error_id}\" role=\"alert\">");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{error_id}: {body}"))
+        + marker.len();
+    &body[start..start + body[start..].find('<').unwrap()]
+}
+
+#[tokio::test]
+async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
+    let server = Server::start().await;
+    let ws = server.workspace("Acme").await;
+    let mut b = server.browser();
+    b.sign_in(ADMIN).await;
+    let csrf = b.csrf(&ws).await;
+    let cases: [FormCase; 5] = [
+        (
+            &[("alias", "ok"), ("rate_limit_per_second", "0")],
+            "rate_limit_per_second-error",
+            json!({"alias": "ok", "rate_limits": {"per_second": 0}}),
+        ),
+        (
+            &[("alias", "ok"), ("credits_limit", "5")],
+            "credits_period-error",
+            json!({"alias": "ok", "credits": {"limit": 5}}),
+        ),
+        (
+            &[
+                ("alias", "ok"),
+                ("credits_limit", "-2"),
+                ("credits_period", "day"),
+            ],
+            "credits_limit-error",
+            json!({"alias": "ok", "credits": {"limit": -2, "period": "day"}}),
+        ),
+        (
+            &[("alias", "ok"), ("external_id", "a b")],
+            "external_id-error",
+            json!({"alias": "ok", "external_id": "a b"}),
+        ),
+        (
+            &[("alias", "ok"), ("meta", "tier=gold\nBad Name=x")],
+            "meta-error",
+            json!({"alias": "ok", "meta": {"tier": "gold", "Bad Name": "x"}}),
+        ),
+    ];
+    for (fields, error_id, api_body) in cases {
+        let mut form = vec![("csrf", csrf.as_str()), ("category", "production")];
+        form.extend_from_slice(fields);
+        let page = b.post(&format!("/ui/w/{ws}/keys"), &form).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{error_id}");
+        let (status, api) = server
+            .api(
+                Method::POST,
+                &format!("/v1/workspaces/{ws}/keys"),
+                Some(api_body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let api_message = api["error"].as_str().unwrap();
+        let (_, rest) = api_message.split_once(": ").unwrap();
+        let shown = alert_text(&page.body, error_id);
+        assert!(
+            shown == rest || shown.ends_with(&format!(" {rest}")),
+            "{error_id}: shown {shown:?}, API {api_message:?}"
+        );
+        // What was typed is kept.
+        assert!(page.body.contains("value=\"ok\""), "{error_id}");
+    }
+    // A meta line without `=` is named by its line.
+    let page = b
+        .post(
+            &format!("/ui/w/{ws}/keys"),
+            &[
+                ("csrf", &csrf),
+                ("alias", "ok"),
+                ("meta", "tier=gold\nnothing"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        alert_text(&page.body, "meta-error"),
+        "line 2: must be name=value"
+    );
+
+    // A good form creates the key with all of it.
+    let page = b
+        .post(
+            &format!("/ui/w/{ws}/keys"),
+            &[
+                ("csrf", &csrf),
+                ("alias", "owned"),
+                ("category", "production"),
+                ("rate_limit_per_minute", "120"),
+                ("credits_limit", "500"),
+                ("credits_period", "month"),
+                ("external_id", "cus_4f2a"),
+                ("meta", "tier=gold\nregion=eu\n"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let (_, keys) = server
+        .api(Method::GET, &format!("/v1/workspaces/{ws}/keys"), None)
+        .await;
+    let key = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alias"] == "owned")
+        .unwrap()
+        .clone();
+    let id = key["id"].as_str().unwrap();
+    assert_eq!(key["rate_limits"]["per_minute"], 120);
+    assert_eq!(key["credits"], json!({"limit": 500, "period": "month"}));
+    assert_eq!(key["external_id"], "cus_4f2a");
+    assert_eq!(key["meta"], json!({"tier": "gold", "region": "eu"}));
+
+    // The key page shows them, the credits left and the fifth card.
+    let page = b.get(&format!("/ui/keys/{id}/usage")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("id=\"card-credits\""), "{}", page.body);
+    assert!(page.body.contains("0 used of 500 per calendar month (UTC)"));
+    assert!(page.body.contains("<code>cus_4f2a</code>"));
+    assert!(page.body.contains("<code>tier=gold</code>"));
+    assert!(page.body.contains(&format!("href=\"/ui/keys/{id}/edit\"")));
+    let list = b.get(&format!("/ui/w/{ws}/keys")).await;
+    assert!(list.body.contains("cus_4f2a"));
+
+    // The edit form: shows the values, puts errors beside their field, saves and clears.
+    let page = b.get(&format!("/ui/keys/{id}/edit")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("value=\"120\""));
+    assert!(page.body.contains("<option value=\"month\" selected>"));
+    let edit_csrf = page.csrf();
+    let page = b
+        .post(
+            &format!("/ui/keys/{id}/edit"),
+            &[
+                ("csrf", &edit_csrf),
+                ("rate_limit_per_hour", "-1"),
+                ("credits_limit", "500"),
+                ("credits_period", "month"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        alert_text(&page.body, "rate_limit_per_hour-error"),
+        "must be a positive integer"
+    );
+    let page = b
+        .post(
+            &format!("/ui/keys/{id}/edit"),
+            &[
+                ("csrf", &edit_csrf),
+                ("rate_limit_per_second", "5"),
+                ("credits_limit", "50"),
+                ("credits_period", "day"),
+                ("external_id", ""),
+                ("meta", ""),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location(), format!("/ui/keys/{id}/usage"));
+    let (_, key) = server
+        .api(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert_eq!(
+        key["rate_limits"],
+        json!({"per_second": 5, "per_minute": null, "per_hour": null})
+    );
+    assert_eq!(key["credits"], json!({"limit": 50, "period": "day"}));
+    assert_eq!(key["external_id"], Value::Null);
+    assert_eq!(key["meta"], json!({}));
+}

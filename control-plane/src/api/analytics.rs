@@ -53,6 +53,7 @@ struct UsageParams {
     from: Option<String>,
     to: Option<String>,
     interval: Option<String>,
+    external_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,14 +101,21 @@ impl From<UsageReport> for UsageView {
 }
 
 /// `from`/`to` default to the last 24 hours; the range is aligned outwards to the interval.
-fn usage_query(scope: UsageScope, raw: Option<&str>) -> Result<UsageQuery, ApiError> {
+/// With it, the `external_id` filter.
+fn usage_query(
+    scope: UsageScope,
+    raw: Option<&str>,
+) -> Result<(UsageQuery, Option<String>), ApiError> {
     let p: UsageParams = query(raw)?;
     let to = time_param("to", p.to)?.unwrap_or_else(clock::now_ms);
     let from = time_param("from", p.from)?.unwrap_or(to - DAY_MS);
     let interval = given(p.interval)
         .map(|s| parse_interval(&s).ok_or_else(|| bad("interval", "must be 1m, 5m, 1h or 1d")))
         .transpose()?;
-    Ok(UsageQuery::new(scope, from, to, interval)?)
+    Ok((
+        UsageQuery::new(scope, from, to, interval)?,
+        given(p.external_id),
+    ))
 }
 
 pub async fn key_usage(
@@ -116,8 +124,9 @@ pub async fn key_usage(
     PathParam(id): PathParam,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UsageView>, ApiError> {
-    let query = usage_query(UsageScope::Key(id), raw.as_deref())?;
-    let report = analytics::usage_report(&state, &principal, &query).await?;
+    let (query, external_id) = usage_query(UsageScope::Key(id), raw.as_deref())?;
+    let report =
+        analytics::usage_report(&state, &principal, &query, external_id.as_deref()).await?;
     Ok(Json(report.into()))
 }
 
@@ -128,8 +137,9 @@ pub async fn workspace_usage(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UsageView>, ApiError> {
     principal.check_workspace(&id)?;
-    let query = usage_query(UsageScope::Workspace(id), raw.as_deref())?;
-    let report = analytics::usage_report(&state, &principal, &query).await?;
+    let (query, external_id) = usage_query(UsageScope::Workspace(id), raw.as_deref())?;
+    let report =
+        analytics::usage_report(&state, &principal, &query, external_id.as_deref()).await?;
     Ok(Json(report.into()))
 }
 
@@ -146,11 +156,17 @@ struct RequestParams {
     response_code: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    external_id: Option<String>,
 }
 
-/// The filter of a request-log query (`app::analytics` limits it to the caller's workspace).
-fn request_filter(raw: Option<&str>, csv: bool) -> Result<RequestFilter, ApiError> {
+/// The filter of a request-log query (`app::analytics` limits it to the caller's workspace),
+/// and its `external_id` (which `app::analytics` resolves to keys).
+fn request_filter(
+    raw: Option<&str>,
+    csv: bool,
+) -> Result<(RequestFilter, Option<String>), ApiError> {
     let p: RequestParams = query(raw)?;
+    let external_id = given(p.external_id);
     let status = given(p.status)
         .map(|s| {
             UsageStatus::parse(&s)
@@ -210,7 +226,7 @@ fn request_filter(raw: Option<&str>, csv: bool) -> Result<RequestFilter, ApiErro
             return Err(bad("from", "must be before to"));
         }
     }
-    Ok(RequestFilter {
+    let filter = RequestFilter {
         workspace_id: given(p.workspace_id),
         key_id: given(p.key_id),
         resource_id: given(p.resource_id),
@@ -222,7 +238,8 @@ fn request_filter(raw: Option<&str>, csv: bool) -> Result<RequestFilter, ApiErro
         response_code,
         limit,
         cursor,
-    })
+    };
+    Ok((filter, external_id))
 }
 
 #[derive(Debug, Serialize)]
@@ -271,8 +288,8 @@ pub async fn requests(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<RequestsView>, ApiError> {
-    let filter = request_filter(raw.as_deref(), false)?;
-    let page = analytics::requests(&state, &principal, filter).await?;
+    let (filter, external_id) = request_filter(raw.as_deref(), false)?;
+    let page = analytics::requests(&state, &principal, filter, external_id.as_deref()).await?;
     Ok(Json(RequestsView {
         data: page.records.into_iter().map(RequestView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -284,8 +301,8 @@ pub async fn requests_csv(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    let filter = request_filter(raw.as_deref(), true)?;
-    let body = export::requests_csv(&state, &principal, filter).await?;
+    let (filter, external_id) = request_filter(raw.as_deref(), true)?;
+    let body = export::requests_csv(&state, &principal, filter, external_id.as_deref()).await?;
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(

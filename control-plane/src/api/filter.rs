@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::{AppState, PathParam};
 use crate::app::edge::find_key;
 use crate::clock;
-use crate::domain::{AllowRule, KeyLookup, Quotas, Recent, RecentQuery, Usage};
+use crate::domain::{
+    AllowRule, CreditPeriod, CreditsLookup, KeyLookup, Meta, Quotas, RateLimits, Recent,
+    RecentQuery, Usage,
+};
 use crate::domain::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
 use crate::error::ApiError;
 use crate::secret::SecretHash;
@@ -26,8 +29,34 @@ pub struct LookupView {
     #[serde(skip_serializing_if = "Option::is_none")]
     recent: Option<Recent>,
     plan: PlanLimits,
+    rate_limits: RateLimits,
+    credits: Option<CreditsView>,
+    external_id: Option<String>,
+    meta: Meta,
     cache_ttl_ms: u64,
     now_ms: i64,
+}
+
+/// `credits` of the answer (`docs/protocol.md`).
+#[derive(Debug, Serialize)]
+struct CreditsView {
+    limit: u64,
+    period: CreditPeriod,
+    used: u64,
+    period_start_ms: i64,
+    resets_at_ms: Option<i64>,
+}
+
+impl From<CreditsLookup> for CreditsView {
+    fn from(c: CreditsLookup) -> Self {
+        Self {
+            limit: c.budget.limit,
+            period: c.budget.period,
+            used: c.used,
+            period_start_ms: c.period.start_ms,
+            resets_at_ms: c.period.resets_at_ms,
+        }
+    }
 }
 
 /// `?instance=&since_ms=`: both, or `recent` is left out.
@@ -74,7 +103,7 @@ struct PlanLimits {
 }
 
 /// The configured TTL, shortened so a cached answer never outlives a deadline that is still
-/// ahead (expiry, end of a rotation grace). Deadlines already passed do not shorten it: the
+/// ahead (expiry, end of a rotation grace, the start of the next credit period). Deadlines already passed do not shorten it: the
 /// answer then already says "expired" and stays true.
 pub fn cache_ttl_ms(configured: u64, now_ms: i64, deadlines: &[Option<i64>]) -> u64 {
     deadlines
@@ -91,7 +120,11 @@ impl LookupView {
             cache_ttl_ms: cache_ttl_ms(
                 configured_ttl_ms,
                 now_ms,
-                &[k.expires_at, k.secret_valid_until],
+                &[
+                    k.expires_at,
+                    k.secret_valid_until,
+                    k.credits.and_then(|c| c.period.resets_at_ms),
+                ],
             ),
             expires_at: k.expires_at.map(clock::format_rfc3339),
             expires_at_ms: k.expires_at,
@@ -108,6 +141,10 @@ impl LookupView {
                 rate_limit_per_second: k.plan.rate_limit_per_second,
                 rate_limit_per_minute: k.plan.rate_limit_per_minute,
             },
+            rate_limits: k.rate_limits,
+            credits: k.credits.map(CreditsView::from),
+            external_id: k.external_id,
+            meta: k.meta,
             now_ms,
         }
     }

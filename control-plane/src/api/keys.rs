@@ -1,5 +1,5 @@
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 
@@ -9,6 +9,12 @@ use crate::app::Principal;
 use crate::clock;
 use crate::domain::wire::{KeyView, RotateKey};
 use crate::error::ApiError;
+
+/// `?external_id=`: only the keys that carry it (an empty value is no filter).
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListParams {
+    external_id: Option<String>,
+}
 
 pub async fn create(
     State(state): State<AppState>,
@@ -24,8 +30,14 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     PathParam(workspace_id): PathParam,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<List<KeyView>>, ApiError> {
-    let keys = key_cases::list(&state, &principal, &workspace_id).await?;
+    let params: ListParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+    let keys = match params.external_id.filter(|x| !x.is_empty()) {
+        Some(x) => key_cases::with_external_id(&state, &principal, &workspace_id, &x).await?,
+        None => key_cases::list(&state, &principal, &workspace_id).await?,
+    };
     let now = clock::now_ms();
     Ok(Json(List {
         data: keys.into_iter().map(|k| KeyView::new(k, now)).collect(),

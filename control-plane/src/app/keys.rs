@@ -7,10 +7,12 @@ use serde_json::Value;
 use super::{AppError, AppState, Principal};
 use crate::clock;
 use crate::domain::validate;
-pub use crate::domain::wire::{AllowInput, CreateKey, PatchKey, QuotasInput};
+pub use crate::domain::wire::{
+    AllowInput, CreateKey, CreditsInput, PatchKey, QuotasInput, RateLimitsInput,
+};
 use crate::domain::{
-    Alias, AllowRule, ApiKey, Category, Description, KeyPatch, NewKey, Quotas, QuotasPatch,
-    Rotation, ValidationError,
+    Alias, AllowRule, ApiKey, Category, CreditBudget, Description, ExternalId, KeyPatch, NewKey,
+    Quotas, QuotasPatch, RateLimits, RateLimitsPatch, Rotation, ValidationError,
 };
 use crate::ids;
 use crate::secret::ApiKeySecret;
@@ -53,6 +55,50 @@ impl QuotasInput {
             weekly: weekly?,
             monthly: monthly?,
         })
+    }
+}
+
+impl RateLimitsInput {
+    fn fields(&self) -> [(&'static str, &Option<Value>); 3] {
+        [
+            ("rate_limits.per_second", &self.per_second),
+            ("rate_limits.per_minute", &self.per_minute),
+            ("rate_limits.per_hour", &self.per_hour),
+        ]
+    }
+
+    /// Absent and `null` windows have no limit.
+    pub fn to_rate_limits(&self) -> Result<RateLimits, ValidationError> {
+        let [per_second, per_minute, per_hour] = self.fields().map(|(field, value)| match value {
+            Some(v) => validate::rate_limit(field, v),
+            None => Ok(None),
+        });
+        Ok(RateLimits {
+            per_second: per_second?,
+            per_minute: per_minute?,
+            per_hour: per_hour?,
+        })
+    }
+
+    /// Merge-patch: absent windows are kept, `null` removes the limit.
+    pub fn to_patch(&self) -> Result<RateLimitsPatch, ValidationError> {
+        let [per_second, per_minute, per_hour] = self.fields().map(|(field, value)| {
+            value
+                .as_ref()
+                .map(|v| validate::rate_limit(field, v))
+                .transpose()
+        });
+        Ok(RateLimitsPatch {
+            per_second: per_second?,
+            per_minute: per_minute?,
+            per_hour: per_hour?,
+        })
+    }
+}
+
+impl CreditsInput {
+    pub fn to_budget(&self) -> Result<CreditBudget, ValidationError> {
+        validate::credit_budget(self.limit.as_ref(), self.period.as_ref())
     }
 }
 
@@ -99,6 +145,20 @@ impl PatchKey {
                 Some(Some(q)) => q.to_patch()?,
             },
             allowed: allowed_rules.as_deref().map(allowed).transpose()?,
+            rate_limits: match self.rate_limits {
+                None => RateLimitsPatch::default(),
+                Some(None) => RateLimitsPatch::clear_all(),
+                Some(Some(r)) => r.to_patch()?,
+            },
+            credits: self
+                .credits
+                .map(|c| c.as_ref().map(CreditsInput::to_budget).transpose())
+                .transpose()?,
+            external_id: self
+                .external_id
+                .map(|e| e.as_deref().map(ExternalId::parse).transpose())
+                .transpose()?,
+            meta: self.meta.as_ref().map(validate::meta).transpose()?,
         })
     }
 }
@@ -127,6 +187,18 @@ pub async fn create(
         .transpose()?;
     let quotas = input.quotas.unwrap_or_default().to_quotas()?;
     let allowed = allowed(input.allowed.as_deref().unwrap_or_default())?;
+    let rate_limits = input.rate_limits.unwrap_or_default().to_rate_limits()?;
+    let credits = input
+        .credits
+        .as_ref()
+        .map(CreditsInput::to_budget)
+        .transpose()?;
+    let external_id = input
+        .external_id
+        .as_deref()
+        .map(ExternalId::parse)
+        .transpose()?;
+    let meta = validate::meta(input.meta.as_ref().unwrap_or(&Value::Null))?;
 
     let secret = ApiKeySecret::generate();
     let now_ms = clock::now_ms();
@@ -144,6 +216,10 @@ pub async fn create(
             created_at: now_ms,
             hash: secret.hash(),
             prefix: secret.display_prefix(),
+            rate_limits,
+            credits,
+            external_id,
+            meta,
         })
         .await?;
     Ok(KeyWithSecret {
@@ -191,6 +267,22 @@ pub async fn list(
 ) -> Result<Vec<ApiKey>, AppError> {
     principal.check_workspace(workspace_id)?;
     Ok(app.store().keys(workspace_id).await?)
+}
+
+/// The keys of a workspace the caller may see whose `external_id` is `external_id` (an id no
+/// key could have matches none).
+pub async fn with_external_id(
+    app: &AppState,
+    principal: &Principal,
+    workspace_id: &str,
+    external_id: &str,
+) -> Result<Vec<ApiKey>, AppError> {
+    principal.check_workspace(workspace_id)?;
+    let id = ExternalId::parse(external_id)?;
+    Ok(app
+        .store()
+        .keys_with_external_id(Some(workspace_id), &id)
+        .await?)
 }
 
 /// Applies a merge-patch (`PATCH /v1/keys/{id}`, or a page's button) to a key the caller may

@@ -2,7 +2,7 @@
 //! request log's JSON fields as columns, newest first, at most [`CSV_MAX_ROWS`] rows, read from
 //! the store a page at a time.
 
-use super::analytics::scoped;
+use super::analytics::{external_keys, page as log_page, scoped};
 use super::{AppError, AppState, Principal};
 use crate::clock;
 use crate::domain::{RequestFilter, RequestRecord};
@@ -15,22 +15,24 @@ const PAGE_ROWS: u32 = 500;
 pub const CSV_HEADER: &str = "request_id,timestamp,key_id,workspace_id,method,endpoint,\
 resource_id,response_code,status,duration_ms,client_ip,credits\n";
 
-/// Every row `filter` matches that `principal` may see (its `limit` and `cursor` are the
-/// export's own), up to the bound.
+/// Every row `filter` (and `external_id`) matches that `principal` may see (its `limit` and
+/// `cursor` are the export's own), up to the bound.
 pub async fn requests_csv(
     app: &AppState,
     principal: &Principal,
     filter: RequestFilter,
+    external_id: Option<&str>,
 ) -> Result<String, AppError> {
     let mut out = String::from(CSV_HEADER);
     let Some(mut filter) = scoped(principal, filter) else {
         return Ok(out);
     };
+    let keys = external_keys(app, &filter, external_id).await?;
     filter.limit = PAGE_ROWS;
     filter.cursor = None;
     let mut rows = 0;
     loop {
-        let page = app.store().requests(&filter).await?;
+        let page = log_page(app, &filter, keys.as_deref()).await?;
         for record in &page.records {
             if rows == CSV_MAX_ROWS {
                 return Ok(out);

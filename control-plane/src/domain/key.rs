@@ -1,13 +1,45 @@
 //! An API key as the control plane holds it (never its secret: a hash and a display prefix),
-//! its quotas and allowed endpoints, the changes a patch or rotation makes, and what a lookup
-//! answers the filter.
+//! its quotas, rate limits, credit budget, allowed endpoints and owner (`external_id`, `meta`),
+//! the changes a patch or rotation makes, and what a lookup answers the filter.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::names::{Alias, Category, Description};
+use super::credits::{CreditBudget, PeriodBounds};
+use super::names::{Alias, Category, Description, ExternalId};
 use super::plan::Plan;
 use super::usage::Recent;
 use crate::secret::SecretHash;
+
+/// `meta`: a flat map of names to strings (built by `validate::meta`).
+pub type Meta = BTreeMap<String, String>;
+
+/// The key's own rate limits per fixed window, on top of its plan's; `None` = no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimits {
+    pub per_second: Option<u64>,
+    pub per_minute: Option<u64>,
+    pub per_hour: Option<u64>,
+}
+
+/// Merge-patch of [`RateLimits`], per window: `None` keeps, `Some(None)` removes the limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimitsPatch {
+    pub per_second: Option<Option<u64>>,
+    pub per_minute: Option<Option<u64>>,
+    pub per_hour: Option<Option<u64>>,
+}
+
+impl RateLimitsPatch {
+    pub fn clear_all() -> Self {
+        Self {
+            per_second: Some(None),
+            per_minute: Some(None),
+            per_hour: Some(None),
+        }
+    }
+}
 
 /// Caps per window; `None` = no cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +85,13 @@ pub struct ApiKey {
     pub prefix: String,
     /// Usage records of the current calendar month (UTC), admitted or not.
     pub calls_this_month: u64,
+    pub rate_limits: RateLimits,
+    pub credits: Option<CreditBudget>,
+    /// Credits spent by admitted requests in the budget's current period; without a budget,
+    /// in the current calendar month (UTC).
+    pub credits_used: u64,
+    pub external_id: Option<String>,
+    pub meta: Meta,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +112,12 @@ impl KeyStatus {
 }
 
 impl ApiKey {
+    /// `limit - used`, never below 0; `None` without a budget.
+    pub fn credits_remaining(&self) -> Option<u64> {
+        self.credits
+            .map(|b| b.limit.saturating_sub(self.credits_used))
+    }
+
     /// A deactivated key reads `inactive` even when it has also expired: reactivating it is the
     /// first thing someone would have to do.
     pub fn status(&self, now_ms: i64) -> KeyStatus {
@@ -99,6 +144,10 @@ pub struct NewKey {
     pub created_at: i64,
     pub hash: SecretHash,
     pub prefix: String,
+    pub rate_limits: RateLimits,
+    pub credits: Option<CreditBudget>,
+    pub external_id: Option<ExternalId>,
+    pub meta: Meta,
 }
 
 /// A partial update. Outer `None` = leave unchanged; for nullable fields `Some(None)` clears.
@@ -111,6 +160,11 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     pub quotas: QuotasPatch,
     pub allowed: Option<Vec<AllowRule>>,
+    pub rate_limits: RateLimitsPatch,
+    pub credits: Option<Option<CreditBudget>>,
+    pub external_id: Option<Option<ExternalId>>,
+    /// Replaces the whole map (empty clears it).
+    pub meta: Option<Meta>,
 }
 
 /// JSON merge-patch semantics per window: `None` keeps, `Some(None)` removes the cap.
@@ -165,6 +219,25 @@ impl KeyPatch {
         if let Some(allowed) = self.allowed {
             key.allowed = allowed;
         }
+        let r = self.rate_limits;
+        for (slot, change) in [
+            (&mut key.rate_limits.per_second, r.per_second),
+            (&mut key.rate_limits.per_minute, r.per_minute),
+            (&mut key.rate_limits.per_hour, r.per_hour),
+        ] {
+            if let Some(value) = change {
+                *slot = value;
+            }
+        }
+        if let Some(credits) = self.credits {
+            key.credits = credits;
+        }
+        if let Some(external_id) = self.external_id {
+            key.external_id = external_id.map(ExternalId::into_inner);
+        }
+        if let Some(meta) = self.meta {
+            key.meta = meta;
+        }
     }
 }
 
@@ -195,4 +268,18 @@ pub struct KeyLookup {
     pub recent: Option<Recent>,
     pub plan: Plan,
     pub last_used_at: Option<i64>,
+    pub rate_limits: RateLimits,
+    /// The budget and what it has spent in its current period; `None` without a budget.
+    pub credits: Option<CreditsLookup>,
+    pub external_id: Option<String>,
+    pub meta: Meta,
+}
+
+/// A lookup's credit budget: `used` = credits of the key's admitted records stored since
+/// `period.start_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditsLookup {
+    pub budget: CreditBudget,
+    pub used: u64,
+    pub period: PeriodBounds,
 }

@@ -1,8 +1,9 @@
-//! The control plane's domain: plans, workspaces, keys, usage records and reports, console
-//! tokens, and the names they carry. Below every other part (the store, the API, the pages, the
+//! The control plane's domain: plans, workspaces, keys and their credit budgets, usage records
+//! and reports, console tokens, and the names they carry. Below every other part (the store, the API, the pages, the
 //! CLI depend on it; it depends on none of them), so its files import each other directly and
 //! never through this module.
 
+pub mod credits;
 pub mod key;
 pub mod names;
 pub mod plan;
@@ -11,8 +12,11 @@ pub mod validate;
 pub mod wire;
 pub mod workspace;
 
+pub use credits::{CreditBudget, CreditPeriod, PeriodBounds};
 pub use key::*;
-pub use names::{Alias, Category, Description, PlanName, ValidationError, WorkspaceName};
+pub use names::{
+    Alias, Category, Description, ExternalId, PlanName, ValidationError, WorkspaceName,
+};
 pub use plan::Plan;
 pub use usage::*;
 pub use workspace::*;

@@ -31,6 +31,7 @@ pub const WORKSPACE_NAME_MAX: usize = 100;
 pub const ALIAS_MAX: usize = 64;
 pub const DESCRIPTION_MAX: usize = 500;
 pub const CATEGORY_MAX: usize = 32;
+pub const EXTERNAL_ID_MAX: usize = 128;
 
 pub const BUILTIN_CATEGORIES: [&str; 3] = ["production", "development", "staging"];
 
@@ -71,6 +72,12 @@ string_newtype!(
 string_newtype!(
     /// `production`, `development`, `staging` or a custom label of 1–32 `[a-z0-9_-]`.
     Category
+);
+string_newtype!(
+    /// Whom a key belongs to in the caller's own system (`cus_4f2a`): 1–128 printable ASCII
+    /// characters without spaces, since the filter forwards it as the header value
+    /// `x-tollgate-external-id`.
+    ExternalId
 );
 
 impl WorkspaceName {
@@ -170,5 +177,20 @@ impl Category {
                 ),
             ))
         }
+    }
+}
+
+impl ExternalId {
+    /// Trimmed; then 1–128 of the printable ASCII characters `!` to `~`.
+    pub fn parse(input: &str) -> Result<Self, ValidationError> {
+        let id = input.trim();
+        if id.is_empty() || id.len() > EXTERNAL_ID_MAX || !id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid(
+                "external_id",
+                format!("must be 1-{EXTERNAL_ID_MAX} printable ASCII characters without spaces"),
+            ));
+        }
+        Ok(Self(id.to_owned()))
     }
 }

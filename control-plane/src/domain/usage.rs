@@ -85,6 +85,9 @@ pub struct RecentQuery {
 pub struct Recent {
     pub since_ms: i64,
     pub count: u64,
+    /// Credits of those records since `max(since_ms, credits.period_start_ms)`; 0 for a key
+    /// without a budget.
+    pub credits: u64,
 }
 
 /// Start of the rolling window of length `window_ms` at `now_ms`, at minute granularity: the
@@ -111,6 +114,8 @@ pub fn ceil_to(t: i64, step: i64) -> i64 {
 pub enum UsageScope {
     Key(String),
     Workspace(String),
+    /// These keys together (those of an `external_id`; existing keys, none = an empty report).
+    Keys(Vec<String>),
 }
 
 /// `from_ms`/`to_ms` are multiples of `interval_ms` (see [`UsageQuery::new`]).
@@ -207,6 +212,8 @@ pub struct StatusTotals {
     pub completed: u64,
     pub failed: u64,
     pub rate_limited: u64,
+    /// Credits spent: of admitted requests only.
+    pub credits: u64,
 }
 
 impl StatusTotals {
@@ -237,6 +244,8 @@ pub struct EndpointCount {
     pub method: String,
     pub endpoint: String,
     pub count: u64,
+    /// Credits spent on it: of admitted requests only.
+    pub credits: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

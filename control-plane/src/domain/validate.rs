@@ -1,12 +1,14 @@
 //! Parse, don't validate: request input becomes domain values here, or a [`ValidationError`]
 //! that names the offending field (`quotas.daily: must be a positive integer`).
 //!
-//! Names and labels parse in `names.rs`; here the values of request bodies (quotas, timestamps,
-//! grace periods, allowed endpoints). Methods are upper-cased.
+//! Names and labels parse in `names.rs`; here the values of request bodies (quotas, rate
+//! limits, credit budgets, meta, timestamps, grace periods, allowed endpoints). Methods are
+//! upper-cased, credit periods lower-cased.
 
 use serde_json::Value;
 
-use super::key::AllowRule;
+use super::credits::{CreditBudget, CreditPeriod};
+use super::key::{AllowRule, Meta};
 use super::names::{invalid, ValidationError};
 use crate::clock;
 
@@ -14,6 +16,10 @@ pub const QUOTA_MAX: u64 = 1_000_000_000_000;
 pub const ALLOWED_MAX: usize = 100;
 pub const PATH_MAX: usize = 256;
 pub const GRACE_SECONDS_MAX: i64 = 7 * 24 * 3600;
+pub const META_MAX_ENTRIES: usize = 16;
+pub const META_NAME_MAX: usize = 32;
+/// Names and values of a key's `meta` together, in bytes.
+pub const META_MAX_BYTES: usize = 1024;
 pub const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*",
 ];
@@ -29,6 +35,84 @@ pub fn quota(field: &str, value: &Value) -> Result<Option<u64>, ValidationError>
         },
         _ => Err(invalid(field, "must be a positive integer")),
     }
+}
+
+/// A key's rate limit for one window: as a quota (`null` = none, else 1 to 10^12).
+pub fn rate_limit(field: &str, value: &Value) -> Result<Option<u64>, ValidationError> {
+    quota(field, value)
+}
+
+/// A credit budget from its two members as sent (`None` = absent): both are required.
+pub fn credit_budget(
+    limit: Option<&Value>,
+    period: Option<&Value>,
+) -> Result<CreditBudget, ValidationError> {
+    let limit = match limit {
+        None => return Err(invalid("credits.limit", "is required")),
+        Some(v) => quota("credits.limit", v)?
+            .ok_or_else(|| invalid("credits.limit", "must be a positive integer"))?,
+    };
+    let names: Vec<&str> = CreditPeriod::ALL.iter().map(|p| p.as_str()).collect();
+    let period = match period {
+        None => return Err(invalid("credits.period", "is required")),
+        Some(Value::String(s)) => CreditPeriod::parse(&s.trim().to_ascii_lowercase()),
+        Some(_) => None,
+    }
+    .ok_or_else(|| {
+        invalid(
+            "credits.period",
+            format!("must be one of {}", names.join(", ")),
+        )
+    })?;
+    Ok(CreditBudget { limit, period })
+}
+
+/// A key's `meta`: `null` or an object of at most 16 string values, names `[a-z0-9_-]{1,32}`,
+/// at most 1 KiB of names and values, no control characters (values are forwarded as header
+/// values).
+pub fn meta(value: &Value) -> Result<Meta, ValidationError> {
+    let entries = match value {
+        Value::Null => return Ok(Meta::new()),
+        Value::Object(entries) => entries,
+        _ => return Err(invalid("meta", "must be an object of name: string pairs")),
+    };
+    if entries.len() > META_MAX_ENTRIES {
+        return Err(invalid(
+            "meta",
+            format!("must have at most {META_MAX_ENTRIES} entries"),
+        ));
+    }
+    let mut meta = Meta::new();
+    let mut bytes = 0;
+    for (name, value) in entries {
+        let field = format!("meta.{name}");
+        let name_ok = !name.is_empty()
+            && name.len() <= META_NAME_MAX
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        if !name_ok {
+            return Err(invalid(
+                field,
+                format!("name must be 1-{META_NAME_MAX} characters [a-z0-9_-]"),
+            ));
+        }
+        let Value::String(text) = value else {
+            return Err(invalid(field, "must be a string"));
+        };
+        if text.chars().any(char::is_control) {
+            return Err(invalid(field, "must not contain control characters"));
+        }
+        bytes += name.len() + text.len();
+        meta.insert(name.clone(), text.clone());
+    }
+    if bytes > META_MAX_BYTES {
+        return Err(invalid(
+            "meta",
+            format!("must be at most {META_MAX_BYTES} bytes in all (names and values)"),
+        ));
+    }
+    Ok(meta)
 }
 
 /// An RFC 3339 timestamp as Unix milliseconds. Past values are accepted (the key is expired).
@@ -139,7 +223,7 @@ fn allow_path(field: &str, path: &str) -> Result<String, ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::names::{Alias, Category, Description, PlanName, WorkspaceName};
+    use crate::domain::names::{Alias, Category, Description, ExternalId, PlanName, WorkspaceName};
     use crate::domain::plan::Plan;
     use serde_json::json;
 
@@ -245,6 +329,123 @@ mod tests {
             quota("quotas.daily", &json!(0)).unwrap_err().to_string(),
             "quotas.daily: must be a positive integer"
         );
+    }
+
+    #[test]
+    fn rate_limits_are_positive_integers_up_to_the_quota_maximum() {
+        let field = "rate_limits.per_second";
+        assert_eq!(rate_limit(field, &json!(null)).unwrap(), None);
+        assert_eq!(rate_limit(field, &json!(10)).unwrap(), Some(10));
+        for bad in [
+            json!(0),
+            json!(-5),
+            json!(2.5),
+            json!("7"),
+            json!(QUOTA_MAX + 1),
+        ] {
+            assert_eq!(rate_limit(field, &bad).unwrap_err().field, field, "{bad}");
+        }
+        assert_eq!(
+            rate_limit(field, &json!(-1)).unwrap_err().to_string(),
+            "rate_limits.per_second: must be a positive integer"
+        );
+        assert_eq!(
+            rate_limit(field, &json!(QUOTA_MAX + 1))
+                .unwrap_err()
+                .to_string(),
+            format!("rate_limits.per_second: must be at most {QUOTA_MAX}")
+        );
+    }
+
+    #[test]
+    fn credit_budgets_need_a_positive_limit_and_a_known_period() {
+        let ok = credit_budget(Some(&json!(500)), Some(&json!(" Month "))).unwrap();
+        assert_eq!((ok.limit, ok.period), (500, CreditPeriod::Month));
+        let e = |l: Option<Value>, p: Option<Value>| {
+            credit_budget(l.as_ref(), p.as_ref())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            e(Some(json!(0)), Some(json!("day"))),
+            "credits.limit: must be a positive integer"
+        );
+        assert_eq!(
+            e(Some(json!(-3)), Some(json!("day"))),
+            "credits.limit: must be a positive integer"
+        );
+        assert_eq!(
+            e(Some(json!(null)), Some(json!("day"))),
+            "credits.limit: must be a positive integer"
+        );
+        assert_eq!(
+            e(Some(json!(QUOTA_MAX + 1)), Some(json!("day"))),
+            format!("credits.limit: must be at most {QUOTA_MAX}")
+        );
+        assert_eq!(e(None, Some(json!("day"))), "credits.limit: is required");
+        assert_eq!(
+            e(Some(json!(5)), Some(json!("week"))),
+            "credits.period: must be one of day, month, total"
+        );
+        assert_eq!(
+            e(Some(json!(5)), Some(json!(1))),
+            "credits.period: must be one of day, month, total"
+        );
+        assert_eq!(e(Some(json!(5)), None), "credits.period: is required");
+    }
+
+    #[test]
+    fn meta_is_a_small_flat_map_of_strings() {
+        let m = meta(&json!({"tier": "gold", "region-1": "eu", "a_b": ""})).unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m["tier"], "gold");
+        assert!(meta(&json!(null)).unwrap().is_empty());
+        assert!(meta(&json!({})).unwrap().is_empty());
+        let e = |v: Value| meta(&v).unwrap_err();
+        assert_eq!(e(json!(["a"])).field, "meta");
+        assert_eq!(e(json!("x")).field, "meta");
+        let bad = e(json!({"Bad Name": "x"}));
+        assert_eq!(bad.field, "meta.Bad Name");
+        assert_eq!(
+            bad.to_string(),
+            "meta.Bad Name: name must be 1-32 characters [a-z0-9_-]"
+        );
+        assert_eq!(e(json!({"": "x"})).field, "meta.");
+        let long = "a".repeat(33);
+        assert_eq!(
+            e(json!({ long.clone(): "x" })).field,
+            format!("meta.{long}")
+        );
+        assert_eq!(e(json!({"tier": 1})).field, "meta.tier");
+        assert_eq!(e(json!({"tier": null})).field, "meta.tier");
+        assert_eq!(e(json!({"tier": {"a": "b"}})).field, "meta.tier");
+        assert_eq!(e(json!({"tier": "a\nb"})).field, "meta.tier");
+        let many: serde_json::Map<String, Value> =
+            (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let too_many = e(Value::Object(many));
+        assert_eq!(too_many.to_string(), "meta: must have at most 16 entries");
+        let sixteen: serde_json::Map<String, Value> =
+            (0..16).map(|i| (format!("k{i:02}"), json!("v"))).collect();
+        assert_eq!(meta(&Value::Object(sixteen)).unwrap().len(), 16);
+        // 1024 bytes of names and values pass, 1025 do not.
+        let fits = json!({"a": "x".repeat(1023)});
+        assert!(meta(&fits).is_ok());
+        let too_long = e(json!({"a": "x".repeat(1024)}));
+        assert_eq!(too_long.field, "meta");
+        assert!(too_long.message.contains("1024 bytes"), "{too_long}");
+    }
+
+    #[test]
+    fn external_ids_are_printable_ascii_without_spaces() {
+        assert_eq!(
+            ExternalId::parse(" cus_4f2a ").unwrap().as_str(),
+            "cus_4f2a"
+        );
+        assert!(ExternalId::parse(&"x".repeat(128)).is_ok());
+        assert!(ExternalId::parse("user@example.com|42").is_ok());
+        for bad in ["", "  ", "a b", "é", "a\tb", &"x".repeat(129)] {
+            assert_eq!(err_field(ExternalId::parse(bad)), "external_id", "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use super::key::{AllowRule, ApiKey, Quotas};
+use super::credits::CreditBudget;
+use super::key::{AllowRule, ApiKey, Meta, Quotas, RateLimits};
 use super::workspace::Workspace;
 use crate::clock;
 
@@ -62,6 +63,58 @@ pub struct CreateKey {
     pub quotas: Option<QuotasInput>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed: Option<Vec<AllowInput>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsInput>,
+    /// `null` or absent: no budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Raw, so that every bad entry gets a message naming it (`meta.Bad Name: ...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+}
+
+/// Rate limits per window, raw like [`QuotasInput`]; absent keeps (in a patch), `null` clears.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsInput {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_second: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_minute: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_hour: Option<Value>,
+}
+
+/// A credit budget as sent: both members are required (a patch replaces the whole budget).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsInput {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limit: Option<Value>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub period: Option<Value>,
 }
 
 /// Quota values stay raw JSON so that `0`, `-1` or `"10"` get a message naming the field.
@@ -152,6 +205,33 @@ pub struct PatchKey {
         skip_serializing_if = "Option::is_none"
     )]
     pub allowed: Option<Option<Vec<AllowInput>>>,
+    /// Merges per window; `null` clears every window.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rate_limits: Option<Option<RateLimitsInput>>,
+    /// Replaces the budget; `null` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credits: Option<Option<CreditsInput>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_id: Option<Option<String>>,
+    /// Replaces the whole map; `null` or `{}` clears it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub meta: Option<Value>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -177,6 +257,21 @@ pub struct KeyView {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub calls_this_month: u64,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// `null` without a budget.
+    #[serde(default)]
+    pub credits: Option<CreditBudget>,
+    /// Credits spent in the budget's current period (the calendar month, UTC, without one).
+    #[serde(default)]
+    pub credits_used: u64,
+    /// `limit - credits_used`, at least 0; `null` without a budget.
+    #[serde(default)]
+    pub credits_remaining: Option<u64>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub meta: Meta,
     pub prefix: String,
     pub hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,6 +286,12 @@ impl KeyView {
             created_at: clock::format_rfc3339(key.created_at),
             last_used_at: key.last_used_at.map(clock::format_rfc3339),
             calls_this_month: key.calls_this_month,
+            credits_remaining: key.credits_remaining(),
+            rate_limits: key.rate_limits,
+            credits: key.credits,
+            credits_used: key.credits_used,
+            external_id: key.external_id,
+            meta: key.meta,
             id: key.id,
             workspace_id: key.workspace_id,
             alias: key.alias,

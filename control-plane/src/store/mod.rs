@@ -15,7 +15,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
     NewWorkspace, Plan, PlanName, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery,
     UsageRecord, UsageReport, Workspace,
 };
@@ -62,6 +62,13 @@ pub trait Store: Send + Sync + 'static {
     /// Fails with `PlanKeyLimit` or `AliasTaken` without writing anything.
     async fn create_key(&self, key: NewKey) -> StoreResult<ApiKey>;
     async fn keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKey>>;
+    /// The keys whose `external_id` is `external_id`, oldest first: of one workspace
+    /// (`WorkspaceNotFound` when it does not exist) or, with `None`, of every workspace.
+    async fn keys_with_external_id(
+        &self,
+        workspace_id: Option<&str>,
+        external_id: &ExternalId,
+    ) -> StoreResult<Vec<ApiKey>>;
     async fn key(&self, id: &str) -> StoreResult<ApiKey>;
     async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<ApiKey>;
     async fn rotate_key(&self, id: &str, rotation: Rotation) -> StoreResult<ApiKey>;

@@ -1,9 +1,13 @@
-//! How both backends store the columns that are not plain values: quotas (NULL = none),
-//! allowed endpoints (a JSON array) and counts.
+//! How both backends store the columns that are not plain values: quotas and rate limits
+//! (NULL = none), the credit budget (limit and period, both NULL = none), allowed endpoints and
+//! meta (JSON) and counts.
 
 use super::sql::Row;
 use super::{StoreError, StoreResult};
-use crate::domain::{AllowRule, Quotas, RequestCursor, RequestPage, RequestRecord};
+use crate::domain::{
+    AllowRule, CreditBudget, CreditPeriod, Meta, Quotas, RateLimits, RequestCursor, RequestPage,
+    RequestRecord,
+};
 
 pub(super) fn quotas_from_columns(
     total: Option<i64>,
@@ -45,6 +49,43 @@ pub(super) fn quotas_from_row(r: &Row) -> StoreResult<Quotas> {
         r.get("quota_weekly")?,
         r.get("quota_monthly")?,
     ))
+}
+
+/// A key's rate limits from its `rate_limit_*` columns in `r`.
+pub(super) fn rate_limits_from_row(r: &Row) -> StoreResult<RateLimits> {
+    let q = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+    Ok(RateLimits {
+        per_second: q(r.get("rate_limit_per_second")?),
+        per_minute: q(r.get("rate_limit_per_minute")?),
+        per_hour: q(r.get("rate_limit_per_hour")?),
+    })
+}
+
+/// A key's budget from its `credits_limit` and `credits_period` columns in `r`.
+pub(super) fn credits_from_row(r: &Row) -> StoreResult<Option<CreditBudget>> {
+    let limit: Option<i64> = r.get("credits_limit")?;
+    let period: Option<String> = r.get("credits_period")?;
+    Ok(match (limit.and_then(|l| u64::try_from(l).ok()), period) {
+        (Some(limit), Some(period)) => {
+            let period = CreditPeriod::parse(&period).ok_or_else(|| {
+                StoreError::Backend(format!("unknown credits_period {period:?}").into())
+            })?;
+            Some(CreditBudget { limit, period })
+        }
+        _ => None,
+    })
+}
+
+pub(super) fn period_column(budget: Option<CreditBudget>) -> Option<&'static str> {
+    budget.map(|b| b.period.as_str())
+}
+
+pub(super) fn meta_from_column(json: &str) -> StoreResult<Meta> {
+    serde_json::from_str(json).map_err(|e| StoreError::Backend(Box::new(e)))
+}
+
+pub(super) fn meta_column(meta: &Meta) -> StoreResult<String> {
+    serde_json::to_string(meta).map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
 /// A request-log page from up to `limit + 1` records newest first: the extra one only says

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use maud::{html, Markup};
 
-use super::data::Bucket;
+use super::data::{Bucket, EndpointRow};
 use super::fmt;
 
 pub const GREEN: &str = "#16a34a";
@@ -144,23 +144,24 @@ pub fn donut(id: &str, title: &str, what: &str, slices: &[Slice]) -> Markup {
 }
 
 /// Top endpoints as a ranked list with proportional bars.
-pub fn endpoint_bars(rows: &[(String, String, u64)]) -> Markup {
-    let max = rows.iter().map(|r| r.2).max().unwrap_or(0).max(1);
+pub fn endpoint_bars(rows: &[EndpointRow]) -> Markup {
+    let max = rows.iter().map(|r| r.count).max().unwrap_or(0).max(1);
     html! {
         @if rows.is_empty() {
             p.muted.small #top-endpoints { "No requests in this period." }
         } @else {
             ol.endpoints #top-endpoints {
-                @for (method, endpoint, count) in rows {
+                @for row in rows {
                     li {
                         div.endpoint-line {
-                            span.method-badge { (method) }
-                            span.endpoint.mono title=(endpoint) { (endpoint) }
-                            span.endpoint-count { (fmt::count(*count)) }
+                            span.method-badge { (row.method) }
+                            span.endpoint.mono title=(row.endpoint) { (row.endpoint) }
+                            span.endpoint-count { (fmt::count(row.count)) }
+                            span.endpoint-credits.muted.small title="Credits spent (admitted requests)" { (fmt::count(row.credits)) " cr" }
                         }
                         svg.bar viewBox="0 0 100 6" preserveAspectRatio="none" aria-hidden="true" {
                             rect width="100" height="6" rx="3" fill="#eef2f7" {}
-                            rect width=(format!("{:.2}", *count as f64 * 100.0 / max as f64)) height="6" rx="3" fill="#2563eb" {}
+                            rect width=(format!("{:.2}", row.count as f64 * 100.0 / max as f64)) height="6" rx="3" fill="#2563eb" {}
                         }
                     }
                 }

@@ -20,6 +20,8 @@ pub struct Totals {
     pub completed: u64,
     pub failed: u64,
     pub rate_limited: u64,
+    /// Credits spent (admitted requests).
+    pub credits: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,14 +32,23 @@ pub struct Bucket {
     pub rate_limited: u64,
 }
 
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub method: String,
+    pub endpoint: String,
+    pub count: u64,
+    /// Credits spent on it (admitted requests).
+    pub credits: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UsageReport {
     pub interval_ms: i64,
     pub totals: Totals,
     pub by_method: Vec<(String, u64)>,
     pub by_response_code: Vec<(u16, u64)>,
-    /// `(method, endpoint, count)`, at most 10.
-    pub top_endpoints: Vec<(String, String, u64)>,
+    /// At most 10.
+    pub top_endpoints: Vec<EndpointRow>,
     pub series: Vec<Bucket>,
 }
 
@@ -97,7 +108,7 @@ pub async fn usage(
     };
     let query = UsageQuery::new(scope, from_ms, to_ms, None)
         .map_err(|e| PageError::BadRequest(e.to_string()))?;
-    let r = app::analytics::usage_report(&state.app, principal, &query).await?;
+    let r = app::analytics::usage_report(&state.app, principal, &query, None).await?;
     Ok(UsageReport {
         interval_ms: r.interval_ms,
         totals: Totals {
@@ -105,6 +116,7 @@ pub async fn usage(
             completed: r.totals.completed,
             failed: r.totals.failed,
             rate_limited: r.totals.rate_limited,
+            credits: r.totals.credits,
         },
         by_method: r
             .by_method
@@ -119,7 +131,12 @@ pub async fn usage(
         top_endpoints: r
             .top_endpoints
             .into_iter()
-            .map(|e| (e.method, e.endpoint, e.count))
+            .map(|e| EndpointRow {
+                method: e.method,
+                endpoint: e.endpoint,
+                count: e.count,
+                credits: e.credits,
+            })
             .collect(),
         series: r
             .series
@@ -180,7 +197,7 @@ pub async fn requests(
     principal: &Principal,
     filter: &RequestFilter,
 ) -> Result<RequestPage, PageError> {
-    let page = app::analytics::requests(&state.app, principal, store_filter(filter)?).await?;
+    let page = app::analytics::requests(&state.app, principal, store_filter(filter)?, None).await?;
     Ok(RequestPage {
         rows: page.records.into_iter().map(row).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -194,5 +211,5 @@ pub async fn requests_csv(
     filter: &RequestFilter,
 ) -> Result<String, PageError> {
     let filter = store_filter(filter)?;
-    Ok(app::requests_csv::requests_csv(&state.app, principal, filter).await?)
+    Ok(app::requests_csv::requests_csv(&state.app, principal, filter, None).await?)
 }

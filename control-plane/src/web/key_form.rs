@@ -10,6 +10,7 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::key_limits::{self, LimitsForm};
 use super::layout::{self, field, Nav, Shell};
 use super::{
     fmt, html_response, parse_form, see_other, visible_workspace, Auth, PageError, WebState,
@@ -37,20 +38,18 @@ pub struct KeyForm {
     quota_weekly: String,
     quota_monthly: String,
     allowed: String,
+    rate_limit_per_second: String,
+    rate_limit_per_minute: String,
+    rate_limit_per_hour: String,
+    credits_limit: String,
+    credits_period: String,
+    external_id: String,
+    meta: String,
 }
 
-/// A quota as typed: a number when it is one (so `0` and `-1` get the API's number message),
-/// else the raw text (which the API rejects as not a positive integer).
+/// A quota as typed (see [`key_limits::number_value`]).
 fn quota_value(text: &str) -> Option<Value> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    Some(
-        serde_json::from_str::<serde_json::Number>(text)
-            .map(Value::Number)
-            .unwrap_or_else(|_| Value::String(text.to_owned())),
-    )
+    key_limits::number_value(text)
 }
 
 impl KeyForm {
@@ -62,8 +61,22 @@ impl KeyForm {
         }
     }
 
-    /// The key this form asks for, as the API's `POST /v1/workspaces/{ws}/keys` body would.
-    fn to_input(&self) -> CreateKey {
+    fn limits(&self) -> LimitsForm {
+        LimitsForm {
+            rate_limit_per_second: self.rate_limit_per_second.clone(),
+            rate_limit_per_minute: self.rate_limit_per_minute.clone(),
+            rate_limit_per_hour: self.rate_limit_per_hour.clone(),
+            credits_limit: self.credits_limit.clone(),
+            credits_period: self.credits_period.clone(),
+            external_id: self.external_id.clone(),
+            meta: self.meta.clone(),
+        }
+    }
+
+    /// The key this form asks for, as the API's `POST /v1/workspaces/{ws}/keys` body would
+    /// (or the meta line that no body could say).
+    fn to_input(&self) -> Result<CreateKey, ValidationError> {
+        let limits = self.limits();
         let description = self.description.trim();
         let expires_at = self.expires_at.trim();
         let quotas = QuotasInput {
@@ -96,7 +109,7 @@ impl KeyForm {
                 },
             })
             .collect();
-        CreateKey {
+        Ok(CreateKey {
             alias: self.alias.clone(),
             description: (!description.is_empty()).then(|| self.description.clone()),
             category: Some(self.category_value().to_owned()),
@@ -104,7 +117,11 @@ impl KeyForm {
                 .then(|| fmt::local_to_rfc3339(&self.expires_at, fmt::tz_minutes(&self.tz))),
             quotas: any_quota.then_some(quotas),
             allowed: (!rules.is_empty()).then_some(rules),
-        }
+            rate_limits: Some(limits.rate_limits()),
+            credits: limits.credits(),
+            external_id: limits.external_id(),
+            meta: Some(limits.meta()?),
+        })
     }
 }
 
@@ -166,7 +183,15 @@ impl FormErrors {
                     general: None,
                 };
             }
-            _ => return general(error.to_string()),
+            f => {
+                return match key_limits::input_for(f, message) {
+                    Some(placed) => Self {
+                        fields: vec![placed],
+                        general: None,
+                    },
+                    None => general(error.to_string()),
+                }
+            }
         };
         Self {
             fields: vec![(input, message.clone())],
@@ -272,6 +297,7 @@ async fn render_form(
                     }
                 }
             }
+            (key_limits::fields(&form.limits(), err))
             (field("allowed", "Allowed endpoints (optional)", Some("One per line: METHOD /path or /path (any method). * is one segment, a final /** anything below. Blank = every endpoint."), err("allowed"), html! {
                 textarea #allowed.mono name="allowed" rows="3" placeholder="GET /v1/candidates/**\n/health" spellcheck="false"
                     aria-invalid=[invalid("allowed")] aria-describedby=[described("allowed", true)] { (form.allowed) }
@@ -298,7 +324,11 @@ pub async fn create(
     let form: KeyForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
     let app = &state.app;
-    match key_cases::create(app, auth.principal(), &ws.id, form.to_input()).await {
+    let created = match form.to_input() {
+        Ok(input) => key_cases::create(app, auth.principal(), &ws.id, input).await,
+        Err(e) => Err(AppError::Invalid(e)),
+    };
+    match created {
         Ok(created) => {
             let id = created.key.id;
             let secret = created.secret.expose().to_owned();

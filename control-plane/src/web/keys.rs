@@ -126,7 +126,10 @@ fn key_row(key: &ApiKey, calls: u64, now: i64, csrf: &str) -> Markup {
         tr data-key-id=(key.id) {
             td {
                 div.key-name { (key.alias) }
-                div.muted.small { code { (key.prefix) "…" } }
+                div.muted.small {
+                    code { (key.prefix) "…" }
+                    @if let Some(x) = &key.external_id { " · " span.external-id title="External ID" { (x) } }
+                }
             }
             td.desc { @if let Some(d) = &key.description { (d) } @else { span.muted { "—" } } }
             td.badge-cell { span.badge.badge-outline { (key.category) } }

@@ -13,6 +13,7 @@ mod charts;
 mod data;
 mod fmt;
 mod key_form;
+mod key_limits;
 mod key_secret;
 mod keys;
 mod layout;
@@ -65,6 +66,10 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route(
             "/ui/keys/{id}/rotate",
             get(key_secret::rotate_form).post(key_secret::rotate),
+        )
+        .route(
+            "/ui/keys/{id}/edit",
+            get(key_limits::edit_form).post(key_limits::edit),
         )
         .route("/ui/keys/{id}/activate", post(keys::activate))
         .route("/ui/keys/{id}/deactivate", post(keys::deactivate))

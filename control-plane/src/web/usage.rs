@@ -216,6 +216,7 @@ pub async fn key_usage(
             }
             (range_picker(&base, &q, &period))
         }
+        (super::key_limits::summary(&key))
         (dashboard(&report, &period))
         (request_log(&base, &q, &ws, Some(&key), &[], &filter, filter_error.as_deref(), &log))
     };
@@ -342,6 +343,7 @@ fn dashboard(report: &UsageReport, _period: &Period) -> Markup {
             div.stat-card.stat-green #card-completed { p.stat-label { "Completed" } p.stat-value { (fmt::count(t.completed)) } p.stat-sub { (share(t.completed)) } }
             div.stat-card.stat-red #card-failed { p.stat-label { "Failed" } p.stat-value { (fmt::count(t.failed)) } p.stat-sub { (share(t.failed)) } }
             div.stat-card.stat-orange #card-rate-limited { p.stat-label { "Rate Limited" } p.stat-value { (fmt::count(t.rate_limited)) } p.stat-sub { (share(t.rate_limited)) } }
+            div.stat-card.stat-blue #card-credits { p.stat-label { "Credits" } p.stat-value { (fmt::count(t.credits)) } p.stat-sub { "Spent by admitted requests" } }
         }
         section.chart-grid aria-label="Charts" {
             div.card.chart-card {

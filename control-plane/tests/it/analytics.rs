@@ -54,6 +54,9 @@ async fn fixture() -> Fixture {
                 "resource_id": if i % 2 == 0 { json!(format!("res-{}", i % 6)) } else { Value::Null },
                 "response_code": code,
                 "status": status,
+                // Denied at the edge now and then: counted, but spends no credits.
+                "credits": i % 4 + 1,
+                "admitted": i % 10 != 2,
             }),
         ));
     }
@@ -68,6 +71,14 @@ async fn fixture() -> Fixture {
         b,
         sent,
     }
+}
+
+/// Credits spent by `records`: of the admitted ones only.
+fn spent<'a>(records: impl Iterator<Item = &'a Value>) -> u64 {
+    records
+        .filter(|r| r["admitted"] == true)
+        .map(|r| r["credits"].as_u64().unwrap())
+        .sum()
 }
 
 fn count_by(records: &[&Value], field: &str) -> BTreeMap<String, u64> {
@@ -103,6 +114,7 @@ fn check_usage(usage: &Value, sent: &[&Value], interval: &str) {
             "completed": status.get("completed").copied().unwrap_or(0),
             "failed": status.get("failed").copied().unwrap_or(0),
             "rate_limited": status.get("rate_limited").copied().unwrap_or(0),
+            "credits": spent(sent.iter().copied()),
         })
     );
     assert_eq!(
@@ -142,6 +154,14 @@ fn check_usage(usage: &Value, sent: &[&Value], interval: &str) {
     assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "sorted: {top:?}");
     for (name, count) in &top {
         assert_eq!(endpoints.get(name), Some(count), "{name}");
+    }
+    // Each endpoint shown carries the credits its admitted records spent.
+    for e in usage["top_endpoints"].as_array().unwrap() {
+        let of_it = sent
+            .iter()
+            .copied()
+            .filter(|r| r["method"] == e["method"] && r["endpoint"] == e["endpoint"]);
+        assert_eq!(e["credits"], spent(of_it), "{e}");
     }
     // Whatever is left out counts no more than the last entry shown.
     let shown: HashSet<&String> = top.iter().map(|(n, _)| n).collect();

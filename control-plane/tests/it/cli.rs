@@ -319,3 +319,123 @@ async fn serve_prints_generated_tokens_once() {
     terminate(child).await;
     assert_eq!(read_token(dir.path(), "admin-token"), admin);
 }
+
+#[tokio::test]
+async fn cli_sets_rate_limits_credits_and_owner_and_lists_by_external_id() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let out = ok(
+        &srv,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            &ws,
+            "--alias",
+            "owned",
+            "--rate-limit-per-second",
+            "10",
+            "--rate-limit-per-hour",
+            "5000",
+            "--credits-limit",
+            "1000",
+            "--credits-period",
+            "month",
+            "--external-id",
+            "cus_4f2a",
+            "--meta",
+            "tier=gold",
+            "--meta",
+            "region=eu",
+        ],
+    )
+    .await;
+    let secret = secret_line(&out).to_owned();
+    let id = field(&out, "id").to_owned();
+    assert_eq!(field(&out, "rate_limits"), "10/s, 5000/h");
+    assert_eq!(
+        field(&out, "credits"),
+        "1000 per month, 0 used, 1000 remaining"
+    );
+    assert_eq!(field(&out, "external_id"), "cus_4f2a");
+    assert_eq!(field(&out, "meta"), "region=eu, tier=gold");
+    let (_, lookup) = srv.lookup(&sha256(&secret)).await;
+    assert_eq!(lookup["rate_limits"]["per_second"], 10);
+    assert_eq!(lookup["credits"]["limit"], 1000);
+    assert_eq!(lookup["external_id"], "cus_4f2a");
+    assert_eq!(lookup["meta"]["tier"], "gold");
+    srv.key(&ws, serde_json::json!({"alias": "other"})).await;
+
+    // The table shows the external id; --external-id lists that customer's keys only.
+    let table = ok(&srv, &["keys", "list", "--workspace", &ws]).await;
+    assert!(
+        table.lines().next().unwrap().ends_with("EXTERNAL ID"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let only = ok(
+        &srv,
+        &[
+            "keys",
+            "list",
+            "--workspace",
+            &ws,
+            "--external-id",
+            "cus_4f2a",
+        ],
+    )
+    .await;
+    assert_eq!(only.lines().count(), 2, "{only}");
+    assert!(only.contains(&id) && only.contains("cus_4f2a"), "{only}");
+
+    // update: merge the windows, replace the budget and meta, clear the external id.
+    let out = ok(
+        &srv,
+        &[
+            "keys",
+            "update",
+            &id,
+            "--rate-limit-per-second",
+            "none",
+            "--rate-limit-per-minute",
+            "300",
+            "--credits-limit",
+            "50",
+            "--credits-period",
+            "day",
+            "--no-external-id",
+            "--meta",
+            "tier=silver",
+        ],
+    )
+    .await;
+    assert_eq!(field(&out, "rate_limits"), "300/min, 5000/h");
+    assert_eq!(field(&out, "credits"), "50 per day, 0 used, 50 remaining");
+    assert_eq!(field(&out, "external_id"), "-");
+    assert_eq!(field(&out, "meta"), "tier=silver");
+    let r = run(
+        &srv,
+        &["--json", "keys", "update", &id, "--no-credits", "--no-meta"],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let json: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(json["credits"], Value::Null);
+    assert_eq!(json["meta"], serde_json::json!({}));
+    assert_eq!(json["credits_used"], 0);
+
+    // The server's field messages come through.
+    let r = run(&srv, &["keys", "update", &id, "--rate-limit-per-hour", "0"]).await;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: rate_limits.per_hour: must be a positive integer"
+    );
+    let r = run(&srv, &["keys", "update", &id, "--credits-limit", "5"]).await;
+    assert_eq!(r.stderr.trim(), "error: credits.period: is required");
+    let r = run(&srv, &["keys", "update", &id, "--meta", "Bad=x"]).await;
+    assert_eq!(
+        r.stderr.trim(),
+        "error: meta.Bad: name must be 1-32 characters [a-z0-9_-]"
+    );
+}

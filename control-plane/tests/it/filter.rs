@@ -46,6 +46,10 @@ async fn lookup_returns_the_contract_body() {
             "quotas": {"total": null, "daily": 1000, "weekly": null, "monthly": null},
             "usage": {"total": 0, "daily": 0, "weekly": 0, "monthly": 0},
             "plan": {"name": "free", "rate_limit_per_second": 5, "rate_limit_per_minute": 100},
+            "rate_limits": {"per_second": null, "per_minute": null, "per_hour": null},
+            "credits": null,
+            "external_id": null,
+            "meta": {},
             "cache_ttl_ms": 5000,
             "now_ms": now,
         })

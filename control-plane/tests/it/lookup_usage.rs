@@ -113,7 +113,11 @@ async fn recent_counts_this_instance_since_s_only() {
     ])
     .await;
     let body = lookup(&srv, &key, &format!("?instance=i_a&since_ms={since}")).await;
-    assert_eq!(body["recent"], json!({"since_ms": since, "count": 3}));
+    // No budget: no credits counted.
+    assert_eq!(
+        body["recent"],
+        json!({"since_ms": since, "count": 3, "credits": 0})
+    );
     assert_eq!(body["usage"]["total"], 5);
     let body = lookup(&srv, &key, &format!("?instance=i_b&since_ms={since}")).await;
     assert_eq!(body["recent"]["count"], 1);

@@ -12,6 +12,7 @@ mod console;
 mod ext_authz;
 mod filter;
 mod ingest;
+mod key_limits;
 mod keys;
 mod lookup_usage;
 mod migration;

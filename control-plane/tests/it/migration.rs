@@ -10,9 +10,11 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 use tollgate_control_plane::domain::{
-    RequestFilter, UsageQuery, UsageRecord, UsageScope, UsageStatus,
+    CreditBudget, CreditPeriod, KeyPatch, RateLimits, RecentQuery, RequestFilter, UsageQuery,
+    UsageRecord, UsageScope, UsageStatus,
 };
 use tollgate_control_plane::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
+use tollgate_control_plane::secret::SecretHash;
 use tollgate_control_plane::store::sqlite::migrate::migrate;
 use tollgate_control_plane::store::{SqliteStore, Store};
 
@@ -468,6 +470,36 @@ async fn a_database_migrated_by_sqlx_opens_and_keeps_its_data() {
         .unwrap();
     let ids: Vec<&str> = page.records.iter().map(|r| r.request_id.as_str()).collect();
     assert_eq!(ids, ["fx-1", "fx-2", "fx-3"]);
+
+    // 0012: the key has no limits, budget or owner, and the credits its stored admitted
+    // records spent (three of 1 credit, instance i_fx) are counted all time, per day and per
+    // instance bucket, so a budget set now starts from them.
+    let key = &keys[0];
+    assert_eq!(key.rate_limits, RateLimits::default());
+    assert_eq!((key.credits, key.external_id.as_deref()), (None, None));
+    assert!(key.meta.is_empty());
+    let hash =
+        SecretHash::parse("7b822270a735f719565cffa697681202e3a1c2553ee9b58981d29bce0ca57087")
+            .unwrap();
+    let at = 1_796_205_640_000; // just after the fixture's records
+    let recent = RecentQuery {
+        instance: "i_fx".to_owned(),
+        since_ms: 1_796_205_630_000,
+    };
+    for period in [CreditPeriod::Total, CreditPeriod::Day, CreditPeriod::Month] {
+        let patch = KeyPatch {
+            credits: Some(Some(CreditBudget { limit: 10, period })),
+            ..KeyPatch::default()
+        };
+        store.update_key(&key.id, patch).await.unwrap();
+        let found = store
+            .lookup_key(&hash, at, Some(&recent))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.credits.map(|c| c.used), Some(3), "{period:?}");
+        assert_eq!(found.recent.map(|r| r.credits), Some(3), "{period:?}");
+    }
     store.close().await;
 
     let conn = Connection::open(&path).unwrap();

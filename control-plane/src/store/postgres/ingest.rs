@@ -1,5 +1,6 @@
 //! PostgreSQL usage ingest: one transaction per batch stores the raw records (new ones only),
-//! every rollup and count table, `calls_this_month` and `last_used_at`.
+//! every rollup and count table (credits spent: of admitted records only), `calls_this_month`
+//! and `last_used_at`.
 //!
 //! Idempotency: a record is a duplicate when a stored record has the same `request_id` and the
 //! same `timestamp` (the filter re-delivers a batch byte for byte): the unique index
@@ -47,10 +48,14 @@ struct CountRows<'a> {
     keys: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
     /// Per workspace: minutes, hours, days.
     workspaces: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
-    admitted_totals: BTreeMap<&'a str, i64>,
+    /// Per key, admitted records and their credits, all time.
+    admitted_totals: BTreeMap<&'a str, (i64, i64)>,
     admitted_minutes: BTreeMap<(&'a str, i64), i64>,
     admitted_hours: BTreeMap<(&'a str, i64), i64>,
-    instance_buckets: BTreeMap<(&'a str, &'a str, i64), i64>,
+    /// Per key and UTC day, credits of admitted records (rows only for credits spent).
+    credit_days: BTreeMap<(&'a str, i64), i64>,
+    /// Per key, instance and 10-s bucket, admitted records and their credits.
+    instance_buckets: BTreeMap<(&'a str, &'a str, i64), (i64, i64)>,
     month_calls: BTreeMap<(&'a str, i64), i64>,
     last_used: BTreeMap<&'a str, i64>,
 }
@@ -71,7 +76,8 @@ impl<'a> CountRows<'a> {
     fn add(&mut self, r: &'a UsageRecord) {
         let status = r.status.as_str();
         let code = i64::from(r.response_code);
-        let credits = i64::from(r.credits);
+        // Only admitted requests spend credits: the rollups' credits are those spent.
+        let credits = if r.admitted { i64::from(r.credits) } else { 0 };
         for (i, step) in BUCKETS.iter().enumerate() {
             let bucket = floor_to(r.timestamp, *step);
             for (map, scope) in [
@@ -89,7 +95,15 @@ impl<'a> CountRows<'a> {
         }
         let key = r.key_id.as_str();
         if r.admitted {
-            *self.admitted_totals.entry(key).or_default() += 1;
+            let total = self.admitted_totals.entry(key).or_default();
+            total.0 += 1;
+            total.1 += credits;
+            if credits > 0 {
+                *self
+                    .credit_days
+                    .entry((key, floor_to(r.timestamp, DAY_MS)))
+                    .or_default() += credits;
+            }
             *self
                 .admitted_minutes
                 .entry((key, floor_to(r.timestamp, MINUTE_MS)))
@@ -98,10 +112,12 @@ impl<'a> CountRows<'a> {
                 .admitted_hours
                 .entry((key, floor_to(r.timestamp, HOUR_MS)))
                 .or_default() += 1;
-            *self
+            let bucket = self
                 .instance_buckets
                 .entry((key, &r.instance, floor_to(r.timestamp, RECENT_BUCKET_MS)))
-                .or_default() += 1;
+                .or_default();
+            bucket.0 += 1;
+            bucket.1 += credits;
         }
         *self
             .month_calls
@@ -280,22 +296,46 @@ async fn write_counts(conn: &mut PgConnection, rows: &CountRows<'_>) -> StoreRes
         upsert_rollups(conn, table, "workspace_id", column, false, map).await?;
     }
     {
-        let (keys, counts): (Vec<&str>, Vec<i64>) = rows.admitted_totals.iter().unzip();
+        let map = &rows.admitted_totals;
+        let mut keys = Vec::with_capacity(map.len());
+        let mut counts = Vec::with_capacity(map.len());
+        let mut credits = Vec::with_capacity(map.len());
+        for (k, (n, c)) in map {
+            keys.push(*k);
+            counts.push(*n);
+            credits.push(*c);
+        }
         sqlx::query(
-            "INSERT INTO key_admitted_totals (key_id, admitted) \
-             SELECT * FROM unnest($1::text[], $2::int8[]) \
+            "INSERT INTO key_admitted_totals (key_id, admitted, credits) \
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
              ON CONFLICT (key_id) DO UPDATE \
-             SET admitted = key_admitted_totals.admitted + excluded.admitted",
+             SET admitted = key_admitted_totals.admitted + excluded.admitted, \
+             credits = key_admitted_totals.credits + excluded.credits",
         )
         .bind(&keys)
         .bind(&counts)
+        .bind(&credits)
         .execute(&mut *conn)
         .await?;
     }
-    for (table, column, map) in [
-        ("key_admitted_minutes", "minute", &rows.admitted_minutes),
-        ("key_admitted_hours", "hour", &rows.admitted_hours),
+    for (table, column, value, map) in [
+        (
+            "key_admitted_minutes",
+            "minute",
+            "admitted",
+            &rows.admitted_minutes,
+        ),
+        (
+            "key_admitted_hours",
+            "hour",
+            "admitted",
+            &rows.admitted_hours,
+        ),
+        ("key_credit_days", "day", "credits", &rows.credit_days),
     ] {
+        if map.is_empty() {
+            continue;
+        }
         let mut keys = Vec::with_capacity(map.len());
         let mut times = Vec::with_capacity(map.len());
         let mut counts = Vec::with_capacity(map.len());
@@ -305,10 +345,10 @@ async fn write_counts(conn: &mut PgConnection, rows: &CountRows<'_>) -> StoreRes
             counts.push(*n);
         }
         sqlx::query(&format!(
-            "INSERT INTO {table} (key_id, {column}, admitted) \
+            "INSERT INTO {table} (key_id, {column}, {value}) \
              SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
              ON CONFLICT (key_id, {column}) DO UPDATE \
-             SET admitted = {table}.admitted + excluded.admitted"
+             SET {value} = {table}.{value} + excluded.{value}"
         ))
         .bind(&keys)
         .bind(&times)
@@ -322,22 +362,26 @@ async fn write_counts(conn: &mut PgConnection, rows: &CountRows<'_>) -> StoreRes
         let mut instances = Vec::with_capacity(map.len());
         let mut buckets = Vec::with_capacity(map.len());
         let mut counts = Vec::with_capacity(map.len());
-        for ((k, i, b), n) in map {
+        let mut credits = Vec::with_capacity(map.len());
+        for ((k, i, b), (n, c)) in map {
             keys.push(*k);
             instances.push(*i);
             buckets.push(*b);
             counts.push(*n);
+            credits.push(*c);
         }
         sqlx::query(
-            "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) \
+            "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted, credits) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
              ON CONFLICT (key_id, instance, bucket) DO UPDATE \
-             SET admitted = key_instance_buckets.admitted + excluded.admitted",
+             SET admitted = key_instance_buckets.admitted + excluded.admitted, \
+             credits = key_instance_buckets.credits + excluded.credits",
         )
         .bind(&keys)
         .bind(&instances)
         .bind(&buckets)
         .bind(&counts)
+        .bind(&credits)
         .execute(&mut *conn)
         .await?;
     }

@@ -26,7 +26,7 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::domain::PlanName;
 use crate::domain::{
-    ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
     NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
     UsageReport, Workspace,
 };
@@ -162,6 +162,14 @@ impl Store for PostgresStore {
         sql::keys::list(self, workspace_id).await
     }
 
+    async fn keys_with_external_id(
+        &self,
+        workspace_id: Option<&str>,
+        external_id: &ExternalId,
+    ) -> StoreResult<Vec<ApiKey>> {
+        sql::keys::with_external_id(self, workspace_id, external_id).await
+    }
+
     async fn key(&self, id: &str) -> StoreResult<ApiKey> {
         sql::keys::get(self, id).await
     }
@@ -190,7 +198,7 @@ impl Store for PostgresStore {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let found = lookup::lookup_from_row(&pg_row(&row)?, recent)?;
+        let found = lookup::lookup_from_row(&pg_row(&row)?, now_ms, recent)?;
         Ok(Some(found).filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)))
     }
 

@@ -112,15 +112,11 @@ impl PostgresStore {
 }
 
 /// A report's rollup rows (see [`report::RollupRows`]): the table the report reads, as it is.
-fn rollup_rows(source: &ReportSource<'_>) -> String {
-    let ReportSource {
-        scope_column,
-        table,
-        column,
-        ..
-    } = source;
+fn rollup_rows(source: &ReportSource) -> String {
+    let ReportSource { table, column, .. } = source;
+    let scope = source.scope_condition("SELECT json_array_elements_text(CAST($1 AS json))");
     format!(
-        "(SELECT {column} AS bucket, endpoint, method, response_code, status, count \
-         FROM {table} WHERE {scope_column} = $1 AND {column} >= $2 AND {column} < $3)"
+        "(SELECT {column} AS bucket, endpoint, method, response_code, status, count, credits \
+         FROM {table} WHERE {scope} AND {column} >= $2 AND {column} < $3)"
     )
 }

@@ -2,23 +2,48 @@
 //! patch, rotate (with a grace period for the old secret) and delete (only a key never used).
 
 use crate::clock;
-use crate::domain::{ApiKey, KeyPatch, NewKey, Rotation};
-use crate::store::rows::{allowed_column, allowed_from_column, quota_column, quotas_from_row};
+use crate::domain::credits::month_bounds;
+use crate::domain::{floor_to, ApiKey, ExternalId, KeyPatch, NewKey, Rotation, DAY_MS};
+use crate::store::rows::{
+    allowed_column, allowed_from_column, credits_from_row, meta_column, meta_from_column,
+    period_column, quota_column, quotas_from_row, rate_limits_from_row,
+};
 use crate::store::sql::catalog::require_workspace;
-use crate::store::sql::{args, in_read, in_write, unique_violation, Database, Row, Sql, Unique};
+use crate::store::sql::{
+    args, in_read, in_write, unique_violation, Database, Row, Sql, Unique, Value,
+};
 use crate::store::{StoreError, StoreResult};
 
 const KEY_COLUMNS: &str = "id, workspace_id, alias, description, category, active, expires_at, \
      quota_total, quota_daily, quota_weekly, quota_monthly, allowed, created_at, last_used_at, \
-     hash, prefix";
+     hash, prefix, rate_limit_per_second, rate_limit_per_minute, rate_limit_per_hour, \
+     credits_limit, credits_period, external_id, meta";
 
-/// `KEY_COLUMNS` plus `calls_this_month`; binds the month (`YYYYMM`) as `$1`.
+/// `KEY_COLUMNS` plus `calls_this_month` and `credits_used` (the budget's period; the calendar
+/// month without a budget); binds [`select_args`] as `$1`-`$3`, so `condition`'s own start at
+/// `$4`.
 fn select_keys(condition: &str) -> String {
     format!(
         "SELECT {KEY_COLUMNS}, coalesce((SELECT calls FROM key_month_calls c \
-         WHERE c.key_id = api_keys.id AND c.month = $1), 0) AS calls_this_month \
+         WHERE c.key_id = api_keys.id AND c.month = $1), 0) AS calls_this_month, \
+         CASE WHEN credits_period = 'total' THEN coalesce((SELECT credits \
+           FROM key_admitted_totals t WHERE t.key_id = api_keys.id), 0) \
+         WHEN credits_period = 'day' THEN coalesce((SELECT credits FROM key_credit_days d \
+           WHERE d.key_id = api_keys.id AND d.day = $2), 0) \
+         ELSE coalesce((SELECT CAST(sum(credits) AS BIGINT) FROM key_credit_days d \
+           WHERE d.key_id = api_keys.id AND d.day >= $3), 0) END AS credits_used \
          FROM api_keys WHERE {condition}"
     )
+}
+
+/// [`select_keys`]' own parameters at `now_ms`: the month (`YYYYMM`), today's start and the
+/// month's start (UTC).
+fn select_args(now_ms: i64) -> Vec<Value> {
+    args![
+        clock::utc_month(now_ms),
+        floor_to(now_ms, DAY_MS),
+        month_bounds(now_ms).0
+    ]
 }
 
 fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
@@ -37,6 +62,11 @@ fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
         hash: r.get("hash")?,
         prefix: r.get("prefix")?,
         calls_this_month: u64::try_from(r.get::<i64>("calls_this_month")?).unwrap_or(0),
+        rate_limits: rate_limits_from_row(r)?,
+        credits: credits_from_row(r)?,
+        credits_used: u64::try_from(r.get::<i64>("credits_used")?).unwrap_or(0),
+        external_id: r.get("external_id")?,
+        meta: meta_from_column(&r.get::<String>("meta")?)?,
     })
 }
 
@@ -44,9 +74,10 @@ fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
 /// applies to this one's result, not to the same old row).
 async fn fetch_key(tx: &mut dyn Sql, id: &str, lock: bool) -> StoreResult<ApiKey> {
     let lock = if lock { tx.for_update() } else { "" };
-    let sql = format!("{}{lock}", select_keys("id = $2"));
-    let month = clock::utc_month(clock::now_ms());
-    let row = tx.row(&sql, args![month, id]).await?;
+    let sql = format!("{}{lock}", select_keys("id = $4"));
+    let mut values = select_args(clock::now_ms());
+    values.extend(args![id]);
+    let row = tx.row(&sql, values).await?;
     key_from_row(&row.ok_or(StoreError::KeyNotFound)?)
 }
 
@@ -90,6 +121,11 @@ pub(crate) async fn create<D: Database>(db: &D, key: NewKey) -> StoreResult<ApiK
         hash: key.hash.as_str().to_owned(),
         prefix: key.prefix,
         calls_this_month: 0,
+        rate_limits: key.rate_limits,
+        credits: key.credits,
+        credits_used: 0,
+        external_id: key.external_id.map(ExternalId::into_inner),
+        meta: key.meta,
     })
 }
 
@@ -128,7 +164,8 @@ async fn insert(tx: &mut dyn Sql, key: &NewKey) -> StoreResult<()> {
     }
     let sql = format!(
         "INSERT INTO api_keys ({KEY_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14, $15, \
+         $16, $17, $18, $19, $20, $21, $22)"
     );
     let values = args![
         &key.id,
@@ -146,6 +183,13 @@ async fn insert(tx: &mut dyn Sql, key: &NewKey) -> StoreResult<()> {
         key.created_at,
         key.hash.as_str(),
         &key.prefix,
+        quota_column(key.rate_limits.per_second),
+        quota_column(key.rate_limits.per_minute),
+        quota_column(key.rate_limits.per_hour),
+        quota_column(key.credits.map(|c| c.limit)),
+        period_column(key.credits),
+        key.external_id.as_ref().map(|e| e.as_str()),
+        meta_column(&key.meta)?,
     ];
     tx.execute(&sql, values)
         .await
@@ -160,9 +204,33 @@ async fn insert(tx: &mut dyn Sql, key: &NewKey) -> StoreResult<()> {
 pub(crate) async fn list<D: Database>(db: &D, workspace_id: &str) -> StoreResult<Vec<ApiKey>> {
     in_read!(db, |tx| {
         require_workspace(tx, workspace_id).await?;
-        let sql = select_keys("workspace_id = $2 ORDER BY created_at, id");
-        let month = clock::utc_month(clock::now_ms());
-        let rows = tx.rows(&sql, args![month, workspace_id]).await?;
+        let sql = select_keys("workspace_id = $4 ORDER BY created_at, id");
+        let mut values = select_args(clock::now_ms());
+        values.extend(args![workspace_id]);
+        let rows = tx.rows(&sql, values).await?;
+        rows.iter().map(key_from_row).collect()
+    })
+}
+
+/// The keys whose `external_id` is `external_id`, oldest first: of one workspace
+/// (`WorkspaceNotFound` as [`list`]), or of every workspace.
+pub(crate) async fn with_external_id<D: Database>(
+    db: &D,
+    workspace_id: Option<&str>,
+    external_id: &ExternalId,
+) -> StoreResult<Vec<ApiKey>> {
+    in_read!(db, |tx| {
+        let mut values = select_args(clock::now_ms());
+        values.extend(args![external_id.as_str()]);
+        let sql = match workspace_id {
+            Some(ws) => {
+                require_workspace(tx, ws).await?;
+                values.extend(args![ws]);
+                select_keys("workspace_id = $5 AND external_id = $4 ORDER BY created_at, id")
+            }
+            None => select_keys("external_id = $4 ORDER BY created_at, id"),
+        };
+        let rows = tx.rows(&sql, values).await?;
         rows.iter().map(key_from_row).collect()
     })
 }
@@ -183,7 +251,10 @@ pub(crate) async fn update<D: Database>(db: &D, id: &str, patch: KeyPatch) -> St
         }
         let sql = "UPDATE api_keys SET alias = $1, description = $2, category = $3, \
                  active = $4, expires_at = $5, quota_total = $6, quota_daily = $7, \
-                 quota_weekly = $8, quota_monthly = $9, allowed = $10 WHERE id = $11";
+                 quota_weekly = $8, quota_monthly = $9, allowed = $10, \
+                 rate_limit_per_second = $12, rate_limit_per_minute = $13, \
+                 rate_limit_per_hour = $14, credits_limit = $15, credits_period = $16, \
+                 external_id = $17, meta = $18 WHERE id = $11";
         let values = args![
             &key.alias,
             &key.description,
@@ -196,11 +267,19 @@ pub(crate) async fn update<D: Database>(db: &D, id: &str, patch: KeyPatch) -> St
             quota_column(key.quotas.monthly),
             allowed_column(&key.allowed)?,
             id,
+            quota_column(key.rate_limits.per_second),
+            quota_column(key.rate_limits.per_minute),
+            quota_column(key.rate_limits.per_hour),
+            quota_column(key.credits.map(|c| c.limit)),
+            period_column(key.credits),
+            &key.external_id,
+            meta_column(&key.meta)?,
         ];
         tx.execute(sql, values)
             .await
             .map_err(|e| alias_conflict(e, &key.alias))?;
-        Ok(key)
+        // Read again: `credits_used` depends on the (maybe changed) budget period.
+        fetch_key(tx, id, false).await
     })
 }
 

@@ -1,25 +1,47 @@
-//! The filter's key lookup: one statement, so the key, its secret, its plan, its usage windows
-//! and `recent` are one snapshot.
+//! The filter's key lookup: one statement, so the key, its secret, its plan, its usage windows,
+//! its credits spent and `recent` are one snapshot.
 
+use crate::domain::credits::month_bounds;
 use crate::domain::{
-    ceil_to, window_start, KeyLookup, Plan, Recent, RecentQuery, Usage, DAY_MS, HOUR_MS,
-    LONGEST_WINDOW_MS,
+    ceil_to, floor_to, window_start, CreditsLookup, KeyLookup, Plan, Recent, RecentQuery, Usage,
+    DAY_MS, HOUR_MS, LONGEST_WINDOW_MS,
 };
 use crate::secret::SecretHash;
-use crate::store::rows::{allowed_from_column, count, quotas_from_row};
+use crate::store::rows::{
+    allowed_from_column, count, credits_from_row, meta_from_column, quotas_from_row,
+    rate_limits_from_row,
+};
 use crate::store::sql::{args, Row, Value};
 use crate::store::StoreResult;
 
 /// A window is read only when the key has a quota for it, and `recent` only for keys with a
 /// quota: the filter ignores the rest, and each window costs two index searches. A window =
 /// whole hours from the per-key hourly counts + the minutes of its first, partial hour.
+/// Credits spent (`credits_used`) are read only for keys with a budget: all time from the
+/// totals, a day or a calendar month from the per-day counts; `recent_credits` from the
+/// per-instance buckets since the split point of the key's period.
 /// Parameters: [`lookup_args`].
 pub(crate) const LOOKUP_SQL: &str = "\
 SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        s.valid_until AS secret_valid_until, k.allowed, \
        k.quota_total, k.quota_daily, k.quota_weekly, k.quota_monthly, \
        k.last_used_at, p.name AS plan_name, p.max_keys, \
-       p.rate_limit_per_second, p.rate_limit_per_minute, \
+       k.rate_limit_per_second, k.rate_limit_per_minute, k.rate_limit_per_hour, \
+       k.credits_limit, k.credits_period, k.external_id, k.meta, \
+       CASE WHEN k.credits_limit IS NULL THEN NULL \
+         WHEN k.credits_period = 'total' THEN \
+           (SELECT credits FROM key_admitted_totals t WHERE t.key_id = k.id) \
+         WHEN k.credits_period = 'day' THEN \
+           (SELECT credits FROM key_credit_days d WHERE d.key_id = k.id AND d.day = $10) \
+         ELSE (SELECT CAST(coalesce(sum(credits), 0) AS BIGINT) FROM key_credit_days d \
+           WHERE d.key_id = k.id AND d.day >= $11) END AS credits_used, \
+       CASE WHEN CAST($8 AS TEXT) IS NOT NULL AND k.credits_limit IS NOT NULL THEN \
+         (SELECT CAST(coalesce(sum(credits), 0) AS BIGINT) FROM key_instance_buckets b \
+           WHERE b.key_id = k.id AND b.instance = CAST($8 AS TEXT) AND b.bucket >= \
+           CASE k.credits_period WHEN 'day' THEN $12 WHEN 'month' THEN $13 ELSE $9 END) \
+       END AS recent_credits, \
+       p.rate_limit_per_second AS plan_rate_limit_per_second, \
+       p.rate_limit_per_minute AS plan_rate_limit_per_minute, \
        CASE WHEN k.quota_total IS NOT NULL THEN \
          (SELECT admitted FROM key_admitted_totals t WHERE t.key_id = k.id) END AS usage_total, \
        CASE WHEN k.quota_daily IS NOT NULL THEN \
@@ -48,8 +70,10 @@ JOIN workspaces w ON w.id = k.workspace_id \
 JOIN plans p ON p.name = w.plan \
 WHERE s.hash = $1";
 
-/// [`LOOKUP_SQL`]'s parameters: the hash, each window's start and its first whole hour, and
-/// the instance and start of `recent`.
+/// [`LOOKUP_SQL`]'s parameters: the hash, each window's start and its first whole hour, the
+/// instance and start of `recent`, today's and this month's start (UTC), and the split points
+/// of `recent.credits` for a day and a month budget (`max(since_ms, period start)`; a `total`
+/// budget's is `since_ms`).
 pub(crate) fn lookup_args(
     hash: &SecretHash,
     now_ms: i64,
@@ -65,6 +89,9 @@ pub(crate) fn lookup_args(
     // `since_ms` is on a bucket boundary within the buckets' horizon (the handler checks it),
     // so the per-instance buckets count it exactly.
     let since = recent.map_or(0, |r| r.since_ms);
+    // Period starts are UTC midnights, so bucket boundaries too: the split stays exact.
+    let today = floor_to(now_ms, DAY_MS);
+    let month = month_bounds(now_ms).0;
     args![
         hash.as_str(),
         d0,
@@ -74,13 +101,33 @@ pub(crate) fn lookup_args(
         m0,
         m1,
         recent.map(|r| r.instance.as_str()),
-        since
+        since,
+        today,
+        month,
+        since.max(today),
+        since.max(month)
     ]
 }
 
-/// The lookup answer from [`LOOKUP_SQL`]'s row.
-pub(crate) fn lookup_from_row(r: &Row, recent: Option<&RecentQuery>) -> StoreResult<KeyLookup> {
+/// The lookup answer from [`LOOKUP_SQL`]'s row (read with [`lookup_args`] at `now_ms`).
+pub(crate) fn lookup_from_row(
+    r: &Row,
+    now_ms: i64,
+    recent: Option<&RecentQuery>,
+) -> StoreResult<KeyLookup> {
+    let credits = match credits_from_row(r)? {
+        Some(budget) => Some(CreditsLookup {
+            budget,
+            used: count(r.get("credits_used")?),
+            period: budget.period.bounds(now_ms),
+        }),
+        None => None,
+    };
     Ok(KeyLookup {
+        rate_limits: rate_limits_from_row(r)?,
+        credits,
+        external_id: r.get("external_id")?,
+        meta: meta_from_column(&r.get::<String>("meta")?)?,
         quotas: quotas_from_row(r)?,
         allowed: allowed_from_column(&r.get::<String>("allowed")?)?,
         key_id: r.get("key_id")?,
@@ -98,14 +145,15 @@ pub(crate) fn lookup_from_row(r: &Row, recent: Option<&RecentQuery>) -> StoreRes
             Some(q) => Some(Recent {
                 since_ms: q.since_ms,
                 count: count(r.get("recent")?),
+                credits: count(r.get("recent_credits")?),
             }),
             None => None,
         },
         plan: Plan {
             name: r.get("plan_name")?,
             max_keys: r.get("max_keys")?,
-            rate_limit_per_second: r.get("rate_limit_per_second")?,
-            rate_limit_per_minute: r.get("rate_limit_per_minute")?,
+            rate_limit_per_second: r.get("plan_rate_limit_per_second")?,
+            rate_limit_per_minute: r.get("plan_rate_limit_per_minute")?,
         },
         last_used_at: r.get("last_used_at")?,
     })

@@ -13,8 +13,9 @@ use crate::store::sql::{args, in_read, Database, Row};
 use crate::store::{StoreError, StoreResult};
 
 /// The report's rows as a subquery with columns `bucket, endpoint, method, response_code,
-/// status, count`: scope `$1`, buckets in `[$2, $3)`, from `source`'s table and column.
-pub(crate) type RollupRows = fn(&ReportSource<'_>) -> String;
+/// status, count, credits`: scope `$1` ([`ReportSource::scope_condition`]), buckets in
+/// `[$2, $3)`, from `source`'s table and column.
+pub(crate) type RollupRows = fn(&ReportSource) -> String;
 
 pub(crate) async fn usage_report<D: Database>(
     db: &D,
@@ -24,16 +25,18 @@ pub(crate) async fn usage_report<D: Database>(
     let source = report_source(query);
     let rows_sql = rollup_rows(&source);
     in_read!(db, |tx| {
-        let sql = format!("SELECT 1 FROM {} WHERE id = $1", source.scope_table);
-        if tx.row(&sql, args![source.scope_id]).await?.is_none() {
-            return Err((source.missing)());
+        if let Some(scope_table) = source.scope_table {
+            let sql = format!("SELECT 1 FROM {scope_table} WHERE id = $1");
+            if tx.row(&sql, args![&source.scope_id]).await?.is_none() {
+                return Err((source.missing)());
+            }
         }
         let sql = format!(
             "SELECT bucket - ((bucket - $2) % $4) AS bucket, status, \
              CAST(sum(count) AS BIGINT) AS count FROM {rows_sql} AS r GROUP BY 1, 2"
         );
         let values = args![
-            source.scope_id,
+            &source.scope_id,
             query.from_ms,
             query.to_ms,
             query.interval_ms
@@ -45,10 +48,10 @@ pub(crate) async fn usage_report<D: Database>(
             .map(|r| Ok((r.get("bucket")?, r.get("status")?, r.get("count")?)))
             .collect::<StoreResult<Vec<(i64, String, i64)>>>()?;
         let sql = format!(
-            "SELECT endpoint, method, response_code, status, CAST(sum(count) AS BIGINT) AS count \
-             FROM {rows_sql} AS r GROUP BY 1, 2, 3, 4"
+            "SELECT endpoint, method, response_code, status, CAST(sum(count) AS BIGINT) AS count, \
+             CAST(sum(credits) AS BIGINT) AS credits FROM {rows_sql} AS r GROUP BY 1, 2, 3, 4"
         );
-        let values = args![source.scope_id, query.from_ms, query.to_ms];
+        let values = args![&source.scope_id, query.from_ms, query.to_ms];
         let breakdown = tx
             .rows(&sql, values)
             .await?
@@ -66,6 +69,7 @@ struct BreakdownRow {
     response_code: i64,
     status: String,
     count: i64,
+    credits: i64,
 }
 
 impl BreakdownRow {
@@ -76,6 +80,7 @@ impl BreakdownRow {
             response_code: r.get("response_code")?,
             status: r.get("status")?,
             count: r.get("count")?,
+            credits: r.get("credits")?,
         })
     }
 }
@@ -90,6 +95,7 @@ fn report_from_rows(
     let mut by_method: HashMap<String, u64> = HashMap::new();
     let mut by_code: HashMap<u16, u64> = HashMap::new();
     let mut by_endpoint: HashMap<(String, String), u64> = HashMap::new();
+    let mut endpoint_credits: HashMap<(String, String), u64> = HashMap::new();
     let points = usize::try_from((query.to_ms - query.from_ms) / query.interval_ms).unwrap_or(0);
     let mut series: Vec<SeriesBucket> = (0..points)
         .map(|i| SeriesBucket {
@@ -115,7 +121,12 @@ fn report_from_rows(
         let Some(status) = UsageStatus::parse(&r.status) else {
             continue;
         };
+        let credits = u64::try_from(r.credits).unwrap_or(0);
         totals.add(status, n);
+        totals.credits += credits;
+        *endpoint_credits
+            .entry((r.method.clone(), r.endpoint.clone()))
+            .or_default() += credits;
         *by_code
             .entry(u16::try_from(r.response_code).unwrap_or(0))
             .or_default() += n;
@@ -145,6 +156,10 @@ fn report_from_rows(
             .into_iter()
             .take(TOP_ENDPOINTS)
             .map(|((method, endpoint), count)| EndpointCount {
+                credits: endpoint_credits
+                    .get(&(method.clone(), endpoint.clone()))
+                    .copied()
+                    .unwrap_or(0),
                 method,
                 endpoint,
                 count,
@@ -161,16 +176,33 @@ fn sorted_counts<K: Ord + Clone>(map: HashMap<K, u64>) -> Vec<(K, u64)> {
     v
 }
 
-/// Where a usage report reads: the scope's own table (to answer 404), and the coarsest rollup
-/// that tiles the series (days for 1d, hours for 1h, else minutes; workspace reports read the
-/// workspace rollups, one row per combination and bucket, not one per key).
-pub(crate) struct ReportSource<'q> {
-    scope_table: &'static str,
+/// Where a usage report reads: the scope's own table (to answer 404; none for a set of keys the
+/// caller has just read), and the coarsest rollup that tiles the series (days for 1d, hours for
+/// 1h, else minutes; workspace reports read the workspace rollups, one row per combination and
+/// bucket, not one per key).
+pub(crate) struct ReportSource {
+    scope_table: Option<&'static str>,
     missing: fn() -> StoreError,
     pub scope_column: &'static str,
-    pub scope_id: &'q str,
+    /// `$1`: the key or workspace id, or for a set of keys their ids as a JSON array.
+    pub scope_id: String,
+    /// `$1` is a JSON array of key ids ([`UsageScope::Keys`]).
+    pub many_keys: bool,
     pub table: &'static str,
     pub column: &'static str,
+}
+
+impl ReportSource {
+    /// The rows' condition on their scope column: `= $1`, or for a set of keys membership in
+    /// the JSON array `$1`, written by the backend (`json_array`: a subquery of the array's
+    /// elements, e.g. SQLite's `SELECT value FROM json_each($1)`).
+    pub fn scope_condition(&self, json_array: &str) -> String {
+        if self.many_keys {
+            format!("{} IN ({json_array})", self.scope_column)
+        } else {
+            format!("{} = $1", self.scope_column)
+        }
+    }
 }
 
 fn key_not_found() -> StoreError {
@@ -181,15 +213,21 @@ fn workspace_not_found() -> StoreError {
     StoreError::WorkspaceNotFound
 }
 
-fn report_source(query: &UsageQuery) -> ReportSource<'_> {
+fn report_source(query: &UsageQuery) -> ReportSource {
     let (scope_table, missing, scope_column, scope_id): (_, fn() -> StoreError, _, _) =
         match &query.scope {
-            UsageScope::Key(id) => ("api_keys", key_not_found, "key_id", id.as_str()),
+            UsageScope::Key(id) => (Some("api_keys"), key_not_found, "key_id", id.clone()),
             UsageScope::Workspace(id) => (
-                "workspaces",
+                Some("workspaces"),
                 workspace_not_found,
                 "workspace_id",
-                id.as_str(),
+                id.clone(),
+            ),
+            UsageScope::Keys(ids) => (
+                None,
+                key_not_found,
+                "key_id",
+                serde_json::Value::from(ids.clone()).to_string(),
             ),
         };
     let workspace = matches!(query.scope, UsageScope::Workspace(_));
@@ -206,6 +244,7 @@ fn report_source(query: &UsageQuery) -> ReportSource<'_> {
         missing,
         scope_column,
         scope_id,
+        many_keys: matches!(query.scope, UsageScope::Keys(_)),
         table,
         column,
     }

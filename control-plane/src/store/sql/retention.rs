@@ -1,5 +1,6 @@
 //! Retention of the rollups and the per-key counts: what is older than its horizon goes.
 
+use crate::domain::credits::CREDIT_DAYS_KEPT_MS;
 use crate::domain::{DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS};
 use crate::store::sql::{args, in_write, Database};
 use crate::store::StoreResult;
@@ -45,6 +46,10 @@ pub(crate) async fn purge_rollups<D: Database>(
         (
             "DELETE FROM key_admitted_hours WHERE hour < $1".to_owned(),
             now_ms - LONGEST_WINDOW_MS - DAY_MS,
+        ),
+        (
+            "DELETE FROM key_credit_days WHERE day < $1".to_owned(),
+            now_ms - CREDIT_DAYS_KEPT_MS,
         ),
         (
             "DELETE FROM key_instance_buckets WHERE bucket < $1".to_owned(),

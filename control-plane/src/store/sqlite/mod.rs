@@ -30,7 +30,7 @@ mod usage;
 use async_trait::async_trait;
 
 use crate::domain::{
-    ApiKey, ConsoleToken, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
     NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
     UsageReport, Workspace,
 };
@@ -145,6 +145,15 @@ impl Store for SqliteStore {
         sql::keys::list(&*self.db, workspace_id).await
     }
 
+    async fn keys_with_external_id(
+        &self,
+        workspace_id: Option<&str>,
+        external_id: &ExternalId,
+    ) -> StoreResult<Vec<ApiKey>> {
+        self.settle_touches().await;
+        sql::keys::with_external_id(&*self.db, workspace_id, external_id).await
+    }
+
     async fn key(&self, id: &str) -> StoreResult<ApiKey> {
         self.settle_touches().await;
         sql::keys::get(&*self.db, id).await
@@ -177,7 +186,7 @@ impl Store for SqliteStore {
         let snapshot = self.lookups.snapshot();
         let args = sql::lookup::lookup_args(hash, now_ms, recent);
         let found = match self.lookup_reader.read(args)? {
-            Some(row) => Some(sql::lookup::lookup_from_row(&row, recent)?),
+            Some(row) => Some(sql::lookup::lookup_from_row(&row, now_ms, recent)?),
             None => None,
         };
         self.lookups.put(cache_key, snapshot, now_ms, found.clone());

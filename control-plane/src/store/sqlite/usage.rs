@@ -257,12 +257,13 @@ fn resource_gens(filter: &RequestFilter) -> QueryBuilder {
 /// A report's rollup rows (see [`report::RollupRows`]). An hour or day table holds the minutes before
 /// `through_minute` (migration 0009); the minutes from there on are read from the minute
 /// rollup, in the same statement, so the sum is exact.
-fn rollup_rows(source: &ReportSource<'_>) -> String {
+fn rollup_rows(source: &ReportSource) -> String {
     let scope_column = source.scope_column;
+    let scope = source.scope_condition("SELECT value FROM json_each($1)");
     let rows = |table: &str, column: &str, since: &str| {
         format!(
-            "SELECT {column} AS bucket, endpoint, method, response_code, status, count \
-             FROM {table} WHERE {scope_column} = $1 AND {column} >= {since} AND {column} < $3"
+            "SELECT {column} AS bucket, endpoint, method, response_code, status, count, credits \
+             FROM {table} WHERE {scope} AND {column} >= {since} AND {column} < $3"
         )
     };
     if source.column == "minute" {

@@ -110,10 +110,14 @@ pub(super) struct CountRows<'a> {
     pub(super) keys: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
     /// Per workspace (the key slot holds the workspace id): minutes, hours, days.
     pub(super) workspaces: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
-    pub(super) admitted_totals: BTreeMap<&'a str, i64>,
+    /// Per key, admitted records and their credits, all time.
+    pub(super) admitted_totals: BTreeMap<&'a str, (i64, i64)>,
     pub(super) admitted_minutes: BTreeMap<(&'a str, i64), i64>,
     pub(super) admitted_hours: BTreeMap<(&'a str, i64), i64>,
-    pub(super) instance_buckets: BTreeMap<(&'a str, &'a str, i64), i64>,
+    /// Per key and UTC day, credits of admitted records (rows only for credits spent).
+    pub(super) credit_days: BTreeMap<(&'a str, i64), i64>,
+    /// Per key, instance and 10-s bucket, admitted records and their credits.
+    pub(super) instance_buckets: BTreeMap<(&'a str, &'a str, i64), (i64, i64)>,
     pub(super) month_calls: BTreeMap<(&'a str, i64), i64>,
     pub(super) last_used: BTreeMap<&'a str, i64>,
 }
@@ -134,6 +138,8 @@ pub(super) const WORKSPACE_TABLES: [(&str, &str); 3] = [
 
 impl<'a> CountRows<'a> {
     pub(super) fn add(&mut self, c: &Combination<'a>, s: &Sums, rolled_through: i64) {
+        // Only admitted requests spend credits: the rollups' credits are those spent.
+        let credits = if c.admitted { s.credits } else { 0 };
         // Hours and days of a minute not rolled yet are left to the roll-up.
         let rollups = if floor_to(c.bucket, MINUTE_MS) < rolled_through {
             BUCKETS.len()
@@ -158,12 +164,20 @@ impl<'a> CountRows<'a> {
                     .or_default();
                 v.workspace_id = c.workspace_id;
                 v.count += s.count;
-                v.credits += s.credits;
+                v.credits += credits;
                 v.duration_ms += s.duration_ms;
             }
         }
         if c.admitted {
-            *self.admitted_totals.entry(c.key_id).or_default() += s.count;
+            let total = self.admitted_totals.entry(c.key_id).or_default();
+            total.0 += s.count;
+            total.1 += credits;
+            if credits > 0 {
+                *self
+                    .credit_days
+                    .entry((c.key_id, floor_to(c.bucket, DAY_MS)))
+                    .or_default() += credits;
+            }
             *self
                 .admitted_minutes
                 .entry((c.key_id, floor_to(c.bucket, MINUTE_MS)))
@@ -172,10 +186,12 @@ impl<'a> CountRows<'a> {
                 .admitted_hours
                 .entry((c.key_id, floor_to(c.bucket, HOUR_MS)))
                 .or_default() += s.count;
-            *self
+            let bucket = self
                 .instance_buckets
                 .entry((c.key_id, c.instance, c.bucket))
-                .or_default() += s.count;
+                .or_default();
+            bucket.0 += s.count;
+            bucket.1 += credits;
         }
         // Months start at a UTC midnight, so the bucket is in the record's month.
         *self

@@ -76,6 +76,10 @@ async fn store_and_writer(path: &Path) -> (SqliteStore, Writer, i64) {
             created_at: now,
             hash: secret.hash(),
             prefix: secret.display_prefix(),
+            rate_limits: Default::default(),
+            credits: None,
+            external_id: None,
+            meta: Default::default(),
         })
         .await
         .unwrap();
@@ -111,6 +115,10 @@ fn expected_report(
         .filter(|r| r.timestamp >= from && r.timestamp < to)
     {
         totals.add(r.status, 1);
+        // Credits spent: of admitted records only.
+        if r.admitted {
+            totals.credits += u64::from(r.credits);
+        }
         let b = &mut series[((r.timestamp - from) / interval) as usize];
         match r.status {
             UsageStatus::Completed => b.completed += 1,
@@ -167,6 +175,11 @@ async fn hour_and_day_reports_are_exact_across_the_roll_up() {
             if k % 4 == 0 {
                 r.endpoint = "/v1/other".into();
             }
+            // Denied by the filter (a quota or a key rate limit): counted, spends no credits.
+            if k % 10 == 1 {
+                r.admitted = false;
+            }
+            r.credits = 1 + (k % 3) as u32;
             r
         })
         .filter(|r| r.timestamp < now)
@@ -540,6 +553,10 @@ async fn scope_filters_are_exact_across_references_and_tail() {
                 created_at: now,
                 hash: secret.hash(),
                 prefix: secret.display_prefix(),
+                rate_limits: Default::default(),
+                credits: None,
+                external_id: None,
+                meta: Default::default(),
             })
             .await
             .unwrap();

@@ -236,11 +236,21 @@ impl Writer {
         }
         {
             let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_admitted_totals (key_id, admitted) VALUES (?1, ?2) \
-                 ON CONFLICT (key_id) DO UPDATE SET admitted = admitted + excluded.admitted",
+                "INSERT INTO key_admitted_totals (key_id, admitted, credits) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key_id) DO UPDATE SET admitted = admitted + excluded.admitted, \
+                 credits = credits + excluded.credits",
             )?;
-            for (k, n) in &a.admitted_totals {
-                stmt.execute(params![k, n])?;
+            for (k, (n, credits)) in &a.admitted_totals {
+                stmt.execute(params![k, n, credits])?;
+            }
+        }
+        {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO key_credit_days (key_id, day, credits) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key_id, day) DO UPDATE SET credits = credits + excluded.credits",
+            )?;
+            for ((k, day), credits) in &a.credit_days {
+                stmt.execute(params![k, day, credits])?;
             }
         }
         for (table, column, rows) in [
@@ -257,12 +267,13 @@ impl Writer {
         }
         {
             let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted) \
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_id, instance, bucket) \
-                 DO UPDATE SET admitted = admitted + excluded.admitted",
+                "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted, credits) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_id, instance, bucket) \
+                 DO UPDATE SET admitted = admitted + excluded.admitted, \
+                 credits = credits + excluded.credits",
             )?;
-            for ((k, i, b), n) in &a.instance_buckets {
-                stmt.execute(params![k, i, b, n])?;
+            for ((k, i, b), (n, credits)) in &a.instance_buckets {
+                stmt.execute(params![k, i, b, n, credits])?;
             }
         }
         {

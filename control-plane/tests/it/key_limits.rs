@@ -1,0 +1,686 @@
+//! Per-key rate limits, credit budgets and owners (`external_id`, `meta`): the key API, the
+//! filter's lookup answer (`credits`, `recent.credits`), analytics credits and the
+//! `external_id` filters (docs/protocol.md, docs/analytics-api.md).
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::common::{now_ms, record, secret_hash, with, TestServer, FILTER};
+
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60 * SECOND;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+/// The start of the UTC calendar month holding `ms`, and of the next one.
+fn month_bounds(ms: i64) -> (i64, i64) {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+    let first = |y: i32, m: time::Month| {
+        time::Date::from_calendar_date(y, m, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+            .unix_timestamp()
+            * 1000
+    };
+    let next = if t.month() == time::Month::December {
+        first(t.year() + 1, time::Month::January)
+    } else {
+        first(t.year(), t.month().next())
+    };
+    (first(t.year(), t.month()), next)
+}
+
+async fn lookup(srv: &TestServer, key: &Value, query: &str) -> Value {
+    let (status, body) = srv
+        .send(
+            Method::GET,
+            &format!("/v1/filter/keys/{}{query}", secret_hash(key)),
+            Some(FILTER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn keys_carry_limits_budget_and_owner_through_create_patch_and_clear() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let key = srv
+        .key(
+            &ws,
+            json!({"alias": "owned", "rate_limits": {"per_second": 10, "per_hour": 5000},
+                   "credits": {"limit": 100000, "period": "month"},
+                   "external_id": " cus_4f2a ", "meta": {"tier": "gold", "region": "eu"}}),
+        )
+        .await;
+    assert_eq!(
+        key["rate_limits"],
+        json!({"per_second": 10, "per_minute": null, "per_hour": 5000})
+    );
+    assert_eq!(key["credits"], json!({"limit": 100000, "period": "month"}));
+    assert_eq!(key["credits_used"], 0);
+    assert_eq!(key["credits_remaining"], 100000);
+    assert_eq!(key["external_id"], "cus_4f2a");
+    assert_eq!(key["meta"], json!({"tier": "gold", "region": "eu"}));
+    let id = key["id"].as_str().unwrap();
+
+    // Every answer that shows a key shows them: get, list, rotate.
+    let got = srv.get(&format!("/v1/keys/{id}"), 200).await;
+    for field in ["rate_limits", "credits", "external_id", "meta"] {
+        assert_eq!(got[field], key[field], "{field}");
+    }
+    let list = srv.get(&format!("/v1/workspaces/{ws}/keys"), 200).await;
+    assert_eq!(list["data"][0]["external_id"], "cus_4f2a");
+    let rotated = srv
+        .post(&format!("/v1/keys/{id}/rotate"), json!({}), 200)
+        .await;
+    assert_eq!(rotated["credits"], key["credits"]);
+    assert_eq!(rotated["meta"], key["meta"]);
+
+    // Rate limits merge per window; null clears one window.
+    let k = srv
+        .patch(
+            &format!("/v1/keys/{id}"),
+            json!({"rate_limits": {"per_minute": 300, "per_second": null}}),
+            200,
+        )
+        .await;
+    assert_eq!(
+        k["rate_limits"],
+        json!({"per_second": null, "per_minute": 300, "per_hour": 5000})
+    );
+    // Other fields are left alone by a patch that does not name them.
+    assert_eq!(k["credits"], key["credits"]);
+    assert_eq!(k["meta"], key["meta"]);
+
+    // The budget is replaced whole; meta is replaced whole.
+    let k = srv
+        .patch(
+            &format!("/v1/keys/{id}"),
+            json!({"credits": {"limit": 50, "period": "day"}, "meta": {"plan": "trial"},
+                   "external_id": "cus_other"}),
+            200,
+        )
+        .await;
+    assert_eq!(k["credits"], json!({"limit": 50, "period": "day"}));
+    assert_eq!(k["credits_remaining"], 50);
+    assert_eq!(k["meta"], json!({"plan": "trial"}));
+    assert_eq!(k["external_id"], "cus_other");
+
+    // null clears: every window, the budget, the external id; {} and null clear meta.
+    let k = srv
+        .patch(
+            &format!("/v1/keys/{id}"),
+            json!({"rate_limits": null, "credits": null, "external_id": null, "meta": {}}),
+            200,
+        )
+        .await;
+    assert_eq!(
+        k["rate_limits"],
+        json!({"per_second": null, "per_minute": null, "per_hour": null})
+    );
+    assert_eq!(k["credits"], Value::Null);
+    assert_eq!(k["credits_remaining"], Value::Null);
+    assert_eq!(k["external_id"], Value::Null);
+    assert_eq!(k["meta"], json!({}));
+    srv.patch(&format!("/v1/keys/{id}"), json!({"meta": {"a": "b"}}), 200)
+        .await;
+    let k = srv
+        .patch(&format!("/v1/keys/{id}"), json!({"meta": null}), 200)
+        .await;
+    assert_eq!(k["meta"], json!({}));
+
+    // What the lookup answers follows at once.
+    let l = lookup(&srv, &rotated, "").await;
+    assert_eq!(l["credits"], Value::Null);
+    assert_eq!(l["external_id"], Value::Null);
+    assert_eq!(l["meta"], json!({}));
+}
+
+#[tokio::test]
+async fn bad_limits_budgets_and_owners_are_refused_naming_their_field() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let key = srv.key(&ws, json!({"alias": "target"})).await;
+    let id = key["id"].as_str().unwrap();
+    let too_large = 1_000_000_000_001_u64;
+    let seventeen: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        (
+            json!({"rate_limits": {"per_second": 0}}),
+            "rate_limits.per_second: must be a positive integer",
+        ),
+        (
+            json!({"rate_limits": {"per_minute": -1}}),
+            "rate_limits.per_minute: must be a positive integer",
+        ),
+        (
+            json!({"rate_limits": {"per_hour": too_large}}),
+            "rate_limits.per_hour: must be at most 1000000000000",
+        ),
+        (
+            json!({"rate_limits": {"per_hour": "10"}}),
+            "rate_limits.per_hour: must be a positive integer",
+        ),
+        (
+            json!({"credits": {"limit": 0, "period": "day"}}),
+            "credits.limit: must be a positive integer",
+        ),
+        (
+            json!({"credits": {"limit": -4, "period": "day"}}),
+            "credits.limit: must be a positive integer",
+        ),
+        (
+            json!({"credits": {"limit": too_large, "period": "day"}}),
+            "credits.limit: must be at most 1000000000000",
+        ),
+        (
+            json!({"credits": {"limit": 5, "period": "week"}}),
+            "credits.period: must be one of day, month, total",
+        ),
+        (
+            json!({"credits": {"limit": 5}}),
+            "credits.period: is required",
+        ),
+        (
+            json!({"credits": {"period": "day"}}),
+            "credits.limit: is required",
+        ),
+        (
+            json!({"external_id": "has space"}),
+            "external_id: must be 1-128 printable ASCII characters without spaces",
+        ),
+        (
+            json!({"external_id": "x".repeat(129)}),
+            "external_id: must be 1-128 printable ASCII characters without spaces",
+        ),
+        (
+            json!({"meta": {"Bad Name": "x"}}),
+            "meta.Bad Name: name must be 1-32 characters [a-z0-9_-]",
+        ),
+        (json!({"meta": {"tier": 3}}), "meta.tier: must be a string"),
+        (
+            json!({"meta": Value::Object(seventeen)}),
+            "meta: must have at most 16 entries",
+        ),
+        (
+            json!({"meta": {"a": "x".repeat(1024)}}),
+            "meta: must be at most 1024 bytes in all (names and values)",
+        ),
+        (
+            json!({"meta": ["a"]}),
+            "meta: must be an object of name: string pairs",
+        ),
+    ];
+    for (body, expected) in &cases {
+        let mut create = body.clone();
+        create["alias"] = json!("new");
+        let e = srv
+            .post(&format!("/v1/workspaces/{ws}/keys"), create, 400)
+            .await;
+        assert_eq!(e["error"], *expected, "POST {body}");
+        let e = srv
+            .patch(&format!("/v1/keys/{id}"), body.clone(), 400)
+            .await;
+        assert_eq!(e["error"], *expected, "PATCH {body}");
+    }
+    // Unknown members name themselves too.
+    let e = srv
+        .patch(
+            &format!("/v1/keys/{id}"),
+            json!({"rate_limits": {"per_day": 5}}),
+            400,
+        )
+        .await;
+    assert!(
+        e["error"].as_str().unwrap().starts_with("rate_limits"),
+        "{e}"
+    );
+    // Nothing was created or changed.
+    assert_eq!(srv.key_count(&ws).await, 1);
+    let unchanged = srv.get(&format!("/v1/keys/{id}"), 200).await;
+    assert_eq!(unchanged["credits"], Value::Null);
+    assert_eq!(unchanged["meta"], json!({}));
+}
+
+#[tokio::test]
+async fn keys_are_listed_by_external_id_within_their_workspace() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let other = srv.workspace("pro").await;
+    let a = srv
+        .key(&ws, json!({"alias": "a", "external_id": "cus_1"}))
+        .await;
+    let b = srv
+        .key(&ws, json!({"alias": "b", "external_id": "cus_1"}))
+        .await;
+    srv.key(&ws, json!({"alias": "c", "external_id": "cus_2"}))
+        .await;
+    srv.key(&ws, json!({"alias": "d"})).await;
+    srv.key(&other, json!({"alias": "e", "external_id": "cus_1"}))
+        .await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let found = srv
+        .get(&format!("/v1/workspaces/{ws}/keys?external_id=cus_1"), 200)
+        .await;
+    assert_eq!(
+        ids(&found),
+        [a["id"].as_str().unwrap(), b["id"].as_str().unwrap()]
+    );
+    let none = srv
+        .get(&format!("/v1/workspaces/{ws}/keys?external_id=cus_9"), 200)
+        .await;
+    assert!(ids(&none).is_empty());
+    // An empty value is no filter; a value no key could have is a 400 naming it.
+    let all = srv
+        .get(&format!("/v1/workspaces/{ws}/keys?external_id="), 200)
+        .await;
+    assert_eq!(ids(&all).len(), 4);
+    let e = srv
+        .get(&format!("/v1/workspaces/{ws}/keys?external_id=a%20b"), 400)
+        .await;
+    assert!(
+        e["error"].as_str().unwrap().starts_with("external_id:"),
+        "{e}"
+    );
+    srv.get("/v1/workspaces/ws_missing/keys?external_id=cus_1", 404)
+        .await;
+}
+
+/// Records of `key`: `(request id, timestamp, credits, admitted, instance)`; the request ids
+/// are made the key's own (ingest is idempotent on request id and timestamp).
+fn records(key: &Value, rows: &[(&str, i64, u32, bool, &str)]) -> Vec<Value> {
+    rows.iter()
+        .map(|(id, t, credits, admitted, instance)| {
+            let status = if *admitted {
+                "completed"
+            } else {
+                "rate_limited"
+            };
+            let id = format!("{}-{id}", key["id"].as_str().unwrap());
+            with(
+                record(key, &id, *t),
+                json!({"credits": credits, "admitted": admitted, "instance": instance,
+                       "status": status, "response_code": if *admitted { 200 } else { 429 }}),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn key_objects_show_credits_spent_in_the_budget_period() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("pro").await;
+    let now = now_ms();
+    let today = now - now % DAY;
+    let (month, _) = month_bounds(now);
+    let day_key = srv
+        .key(
+            &ws,
+            json!({"alias": "day", "credits": {"limit": 10, "period": "day"}}),
+        )
+        .await;
+    let none_key = srv.key(&ws, json!({"alias": "none"})).await;
+    let rows = [
+        ("today-1", now - SECOND, 3, true, "i_a"),
+        ("today-2", today.max(now - 2 * MINUTE), 1, true, "i_b"),
+        ("denied", now - SECOND, 100, false, "i_a"),
+        ("yesterday", today - SECOND, 50, true, "i_a"),
+        ("last-month", month - SECOND, 70, true, "i_a"),
+    ];
+    srv.ingest(&records(&day_key, &rows)).await;
+    srv.ingest(&records(&none_key, &rows)).await;
+
+    let k = srv
+        .get(
+            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
+            200,
+        )
+        .await;
+    assert_eq!(k["credits_used"], 4, "{k}");
+    assert_eq!(k["credits_remaining"], 6);
+    // Without a budget: the calendar month's credits, and no remaining.
+    let k = srv
+        .get(
+            &format!("/v1/keys/{}", none_key["id"].as_str().unwrap()),
+            200,
+        )
+        .await;
+    let this_month: u64 = rows
+        .iter()
+        .filter(|r| r.3 && r.1 >= month)
+        .map(|r| u64::from(r.2))
+        .sum();
+    assert_eq!(k["credits_used"], this_month, "{k}");
+    assert_eq!(k["credits_remaining"], Value::Null);
+
+    // Spent past the limit: remaining stays at 0.
+    srv.ingest(&records(
+        &day_key,
+        &[("more", now - SECOND, 20, true, "i_a")],
+    ))
+    .await;
+    let k = srv
+        .get(
+            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
+            200,
+        )
+        .await;
+    assert_eq!(k["credits_used"], 24);
+    assert_eq!(k["credits_remaining"], 0);
+    // The list shows the same.
+    let list = srv.get(&format!("/v1/workspaces/{ws}/keys"), 200).await;
+    assert_eq!(list["data"][0]["credits_used"], 24);
+    // A patch that changes the period answers with the new period's spending.
+    let k = srv
+        .patch(
+            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
+            json!({"credits": {"limit": 1000, "period": "total"}}),
+            200,
+        )
+        .await;
+    assert_eq!(k["credits_used"], 3 + 1 + 50 + 70 + 20);
+}
+
+#[tokio::test]
+async fn lookup_answers_the_budget_its_period_and_recent_credits_per_instance() {
+    // A configured TTL longer than any period, so the period's end is what bounds it.
+    let configured_ttl = 40 * DAY;
+    let srv = TestServer::start_with_ttl(Some(configured_ttl as u64)).await;
+    let ws = srv.workspace("enterprise").await;
+    let now = now_ms();
+    let today = now - now % DAY;
+    let (month, next_month) = month_bounds(now);
+    let since = (now - 2 * MINUTE) - (now - 2 * MINUTE) % 10_000;
+    let rows = [
+        ("a-now", now - SECOND, 3, true, "i_a"),
+        ("a-denied", now - SECOND, 5, false, "i_a"),
+        ("b-now", now - SECOND, 7, true, "i_b"),
+        ("a-before-since", since - 10 * SECOND, 11, true, "i_a"),
+        ("a-yesterday", today - 10 * SECOND, 13, true, "i_a"),
+        ("a-last-month", month - 10 * SECOND, 17, true, "i_a"),
+    ];
+    for (period, start, resets) in [
+        ("day", today, Some(today + DAY)),
+        ("month", month, Some(next_month)),
+        ("total", 0, None),
+    ] {
+        let key = srv
+            .key(
+                &ws,
+                json!({"alias": period, "credits": {"limit": 1000, "period": period},
+                       "rate_limits": {"per_second": 10, "per_hour": 5000},
+                       "external_id": "cus_4f2a", "meta": {"tier": "gold"}}),
+            )
+            .await;
+        srv.ingest(&records(&key, &rows)).await;
+        let l = lookup(&srv, &key, &format!("?instance=i_a&since_ms={since}")).await;
+        let used: u64 = rows
+            .iter()
+            .filter(|r| r.3 && r.1 >= start)
+            .map(|r| u64::from(r.2))
+            .sum();
+        let split = since.max(start);
+        let recent: u64 = rows
+            .iter()
+            .filter(|r| r.3 && r.4 == "i_a" && r.1 >= split)
+            .map(|r| u64::from(r.2))
+            .sum();
+        assert_eq!(
+            l["credits"],
+            json!({"limit": 1000, "period": period, "used": used,
+                   "period_start_ms": start, "resets_at_ms": resets}),
+            "{period}: {l}"
+        );
+        assert_eq!(l["recent"]["credits"], recent, "{period}: {l}");
+        assert_eq!(l["recent"]["count"], 0, "no quota: not counted");
+        assert_eq!(
+            l["rate_limits"],
+            json!({"per_second": 10, "per_minute": null, "per_hour": 5000})
+        );
+        assert_eq!(l["external_id"], "cus_4f2a");
+        assert_eq!(l["meta"], json!({"tier": "gold"}));
+        // A cached answer never outlives the period: the TTL ends at its reset at the latest.
+        let ttl = l["cache_ttl_ms"].as_i64().unwrap();
+        let answered = l["now_ms"].as_i64().unwrap();
+        assert_eq!(
+            ttl,
+            resets.map_or(configured_ttl, |r| r - answered),
+            "{period}: {l}"
+        );
+        // Without the query parameters there is no `recent`.
+        assert!(lookup(&srv, &key, "").await.get("recent").is_none());
+    }
+    // A key without a budget: no `credits`, `recent.credits` 0.
+    let plain = srv.key(&ws, json!({"alias": "plain"})).await;
+    srv.ingest(&records(&plain, &rows)).await;
+    let l = lookup(&srv, &plain, &format!("?instance=i_a&since_ms={since}")).await;
+    assert_eq!(l["credits"], Value::Null);
+    assert_eq!(l["recent"]["credits"], 0);
+    assert_eq!(l["external_id"], Value::Null);
+    assert_eq!(l["meta"], json!({}));
+}
+
+#[tokio::test]
+async fn usage_reports_count_credits_spent_in_totals_and_per_endpoint() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("enterprise").await;
+    let a = srv
+        .key(&ws, json!({"alias": "a", "external_id": "cus_1"}))
+        .await;
+    let b = srv
+        .key(&ws, json!({"alias": "b", "external_id": "cus_2"}))
+        .await;
+    let now = now_ms();
+    let rec = |key: &Value, id: &str, endpoint: &str, credits: u32, admitted: bool| {
+        with(
+            record(key, id, now - 5 * MINUTE),
+            json!({"endpoint": endpoint, "credits": credits, "admitted": admitted,
+                   "status": if admitted { "completed" } else { "rate_limited" },
+                   "response_code": if admitted { 200 } else { 429 }}),
+        )
+    };
+    srv.ingest(&[
+        rec(&a, "a1", "/v1/search", 5, true),
+        rec(&a, "a2", "/v1/search", 5, true),
+        rec(&a, "a3", "/v1/search", 5, false),
+        rec(&a, "a4", "/v1/items/{id}", 1, true),
+        rec(&b, "b1", "/v1/search", 5, true),
+    ])
+    .await;
+    let credits_of = |report: &Value, endpoint: &str| {
+        report["top_endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint"] == endpoint)
+            .map(|e| e["credits"].clone())
+    };
+    let key_report = srv
+        .get(
+            &format!("/v1/keys/{}/usage", a["id"].as_str().unwrap()),
+            200,
+        )
+        .await;
+    assert_eq!(key_report["totals"]["total"], 4);
+    assert_eq!(key_report["totals"]["credits"], 11, "{key_report}");
+    assert_eq!(credits_of(&key_report, "/v1/search"), Some(json!(10)));
+    assert_eq!(credits_of(&key_report, "/v1/items/{id}"), Some(json!(1)));
+
+    // Every hour-and-day report of the workspace agrees (1d reads the day rollups).
+    for interval in ["1m", "1h", "1d"] {
+        let r = srv
+            .get(
+                &format!("/v1/workspaces/{ws}/usage?interval={interval}"),
+                200,
+            )
+            .await;
+        assert_eq!(r["totals"]["credits"], 16, "{interval}: {r}");
+        assert_eq!(credits_of(&r, "/v1/search"), Some(json!(15)), "{interval}");
+    }
+    // external_id narrows the workspace report to that customer's keys.
+    let r = srv
+        .get(&format!("/v1/workspaces/{ws}/usage?external_id=cus_2"), 200)
+        .await;
+    assert_eq!(r["totals"]["total"], 1, "{r}");
+    assert_eq!(r["totals"]["credits"], 5);
+    let r = srv
+        .get(
+            &format!("/v1/workspaces/{ws}/usage?external_id=cus_none"),
+            200,
+        )
+        .await;
+    assert_eq!(r["totals"]["total"], 0);
+    assert!(!r["series"].as_array().unwrap().is_empty());
+    // On a key's report it filters too: another customer's id leaves nothing.
+    let r = srv
+        .get(
+            &format!(
+                "/v1/keys/{}/usage?external_id=cus_2",
+                a["id"].as_str().unwrap()
+            ),
+            200,
+        )
+        .await;
+    assert_eq!(r["totals"]["total"], 0);
+}
+
+#[tokio::test]
+async fn the_request_log_filters_by_external_id_within_the_callers_workspace() {
+    let srv = TestServer::start().await;
+    let ws = srv.workspace("enterprise").await;
+    let other = srv.workspace("enterprise").await;
+    let a = srv
+        .key(&ws, json!({"alias": "a", "external_id": "cus_1"}))
+        .await;
+    let b = srv
+        .key(&ws, json!({"alias": "b", "external_id": "cus_1"}))
+        .await;
+    let c = srv
+        .key(&ws, json!({"alias": "c", "external_id": "cus_2"}))
+        .await;
+    let d = srv
+        .key(&other, json!({"alias": "d", "external_id": "cus_1"}))
+        .await;
+    let now = now_ms();
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.push(record(
+            &a,
+            &format!("req-a-{i}"),
+            now - (10 - 2 * i) * SECOND,
+        ));
+        batch.push(record(
+            &b,
+            &format!("req-b-{i}"),
+            now - (9 - 2 * i) * SECOND,
+        ));
+        batch.push(record(
+            &c,
+            &format!("req-c-{i}"),
+            now - (9 - 2 * i) * SECOND,
+        ));
+        batch.push(record(
+            &d,
+            &format!("req-d-{i}"),
+            now - (9 - 2 * i) * SECOND,
+        ));
+    }
+    srv.ingest(&batch).await;
+    let admin = srv.admin_token.clone();
+    let ids = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Both keys of cus_1 in this workspace, newest first, whole across pages of 3.
+    let mut rows = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = srv
+            .get(
+                &format!("/v1/requests?workspace_id={ws}&external_id=cus_1&limit=3{cursor}"),
+                200,
+            )
+            .await;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 3);
+        rows.extend(data.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        ids(&rows),
+        [
+            "req-b-4", "req-a-4", "req-b-3", "req-a-3", "req-b-2", "req-a-2", "req-b-1", "req-a-1",
+            "req-b-0", "req-a-0"
+        ]
+    );
+    // The admin without a workspace sees every workspace's keys of that id.
+    let all = srv.all_requests("external_id=cus_1", &admin).await;
+    assert_eq!(all.len(), 15);
+    // With key_id too: that key only, when it carries the id; else nothing.
+    let one = srv
+        .all_requests(
+            &format!("external_id=cus_1&key_id={}", a["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
+    assert_eq!(one.len(), 5);
+    let none = srv
+        .all_requests(
+            &format!("external_id=cus_1&key_id={}", c["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
+    assert!(none.is_empty());
+    // A console token of the other workspace sees its own key of cus_1 only.
+    let token = srv
+        .post(
+            &format!("/v1/workspaces/{other}/console-tokens"),
+            json!({"name": "t"}),
+            201,
+        )
+        .await;
+    let console = srv
+        .all_requests("external_id=cus_1", token["token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        ids(&console),
+        ["req-d-4", "req-d-3", "req-d-2", "req-d-1", "req-d-0"]
+    );
+    // The CSV export takes the filter too.
+    let (status, _) = srv
+        .send(
+            Method::GET,
+            "/v1/requests?external_id=bad%20id",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let resp = reqwest::Client::new()
+        .get(srv.url(&format!(
+            "/v1/requests.csv?workspace_id={ws}&external_id=cus_2"
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let csv = resp.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5, "{csv}");
+    assert!(csv.contains("req-c-4") && !csv.contains("req-a-"), "{csv}");
+}

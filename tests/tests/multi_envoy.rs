@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tollgate_integration_tests::load::{self, exclusive};
+use tollgate_integration_tests::records::admitted_per_second;
 use tollgate_integration_tests::time::parse_rfc3339_ms;
 use tollgate_integration_tests::{assert_denied, Admin, Plan, Stack};
 
@@ -200,4 +201,136 @@ fn plan_limit_split_across_two_envoys_never_exceeds_the_limit_in_any_second() {
         );
         assert!(a + b <= LIMIT, "second {s}: {} admitted in total", a + b);
     }
+}
+
+/// A key's own limit splits like the plan's: with `limits.instances: 2` each Envoy enforces
+/// ⌈limit/2⌉, so the two never pass more than the key's limit in any second of Envoy's clock.
+#[test]
+fn a_key_limit_split_across_two_envoys_never_exceeds_it_in_any_second() {
+    const LIMIT: u64 = 60;
+    const SECONDS: u64 = 5;
+    let _serial = exclusive();
+    let stack = Stack::builder()
+        .envoys(2)
+        .set("/limits/instances", 2)
+        .set("/usage/flush_interval", "500ms")
+        .cache_ttl("60s")
+        .key_cache_ttl_ms(60_000)
+        .start();
+    let admin = stack.admin();
+    let ws = admin.create_workspace("own-split", Plan::Enterprise);
+    let key = admin.create_key(
+        &ws,
+        &json!({"alias": "split", "rate_limits": {"per_second": LIMIT}}),
+    );
+    let urls: Vec<String> = stack.envoys().iter().map(|e| e.url("/v1/things")).collect();
+    for url in &urls {
+        let warm = tollgate_integration_tests::http::request(
+            "GET",
+            url,
+            &[("x-api-key", &key.secret)],
+            None,
+        );
+        assert_eq!(
+            warm.header("x-ratelimit-limit"),
+            Some((LIMIT / 2).to_string().as_str()),
+            "each Envoy enforces ceil(limit / 2): {warm:?}"
+        );
+    }
+    let second = load::sleep_until_next_second(Duration::ZERO);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_millis(second * 1000 + 1000 + 20);
+    let total = (2 * LIMIT * SECONDS) as usize;
+    let outcomes = load::paced(16, total, (2 * LIMIT) as f64, start, |client, i| {
+        client.try_request("GET", &urls[i % 2], &[("x-api-key", &key.secret)])
+    });
+    for o in outcomes.iter().filter(|o| o.status() != 200) {
+        assert_denied(
+            o.response(),
+            429,
+            "You have exceeded the per-second rate limit of this API key",
+        );
+    }
+    let records = admin.settled_requests(
+        &[("key_id", key.id.clone())],
+        total + 2,
+        Duration::from_secs(30),
+    );
+    let per_second = admitted_per_second(&records);
+    let admitted: u64 = outcomes.iter().filter(|o| o.status() == 200).count() as u64;
+    println!(
+        "key {LIMIT}/s over 2 Envoys at {}/s: {admitted} admitted; per second {per_second:?}",
+        2 * LIMIT
+    );
+    for (s, n) in &per_second {
+        assert!(
+            *n <= LIMIT,
+            "second {s}: {n} admitted with the key's limit {LIMIT}"
+        );
+    }
+    let expected = LIMIT * SECONDS;
+    assert!(
+        admitted.abs_diff(expected) * 50 <= expected,
+        "{admitted} admitted, expected {expected} ± 2 %"
+    );
+}
+
+/// Credits across two Envoys: each counts its own exactly and learns the other's from the
+/// control plane, so the overshoot is at most (N − 1)/N × C × (T + L) credits (README), C the
+/// aggregate rate of credits spent.
+#[test]
+fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound() {
+    const BUDGET: u64 = 1_000;
+    const RATE: f64 = 100.0; // requests a second in total, 2 credits each
+    const COST: u64 = 2;
+    const TTL_S: f64 = 2.0;
+    const DELIVERY_S: f64 = 1.0;
+    const N: f64 = 2.0;
+    let _serial = exclusive();
+    let stack = Stack::builder()
+        .envoys(2)
+        .cache_ttl("2s")
+        .set("/usage/flush_interval", "500ms")
+        .set(
+            "/usage/routes",
+            json!([{"method": "GET", "path": "/v1/things", "credits": COST}]),
+        )
+        .start();
+    let admin = stack.admin();
+    let ws = admin.create_workspace("shared-credits", Plan::Enterprise);
+    let key = admin.create_key(
+        &ws,
+        &json!({"alias": "k", "credits": {"limit": BUDGET, "period": "day"}}),
+    );
+    let urls: Vec<String> = stack.envoys().iter().map(|e| e.url("/v1/things")).collect();
+    let total = (2 * BUDGET / COST) as usize; // 2× overload
+    let start = SystemTime::now() + Duration::from_millis(50);
+    let outcomes = load::paced(16, total, RATE, start, |client, i| {
+        client.try_request("GET", &urls[i % 2], &[("x-api-key", &key.secret)])
+    });
+    for o in outcomes.iter().filter(|o| o.status() != 200) {
+        assert_denied(o.response(), 401, "Rate limit exceeded: credits daily");
+    }
+    let admitted: Vec<_> = outcomes.iter().filter(|o| o.status() == 200).collect();
+    let spent = admitted.len() as u64 * COST;
+    let first_us = outcomes.first().map_or(0, |o| o.sent_us);
+    let last_us = admitted
+        .iter()
+        .map(|o| o.answered_us)
+        .max()
+        .unwrap_or(first_us);
+    let credit_rate = spent as f64 / ((last_us - first_us) as f64 / 1e6).max(0.001);
+    let overshoot = spent.saturating_sub(BUDGET);
+    let bound = (N - 1.0) / N * credit_rate * (TTL_S + DELIVERY_S);
+    println!(
+        "2 Envoys, budget {BUDGET} credits, {RATE} req/s of {COST}: {spent} credits admitted, \
+         C = {credit_rate:.0}/s; overshoot {overshoot}, bound (N-1)/N*C*(T+L) = {bound:.0}"
+    );
+    assert!(
+        overshoot as f64 <= bound,
+        "overshoot {overshoot} above the README's bound {bound:.0}"
+    );
+    assert!(
+        spent >= BUDGET - BUDGET / 50,
+        "only {spent} credits admitted"
+    );
 }

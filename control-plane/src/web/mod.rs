@@ -17,6 +17,7 @@ mod key_limits;
 mod key_secret;
 mod keys;
 mod layout;
+mod page_query;
 mod request_log;
 pub mod session;
 mod usage;

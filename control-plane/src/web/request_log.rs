@@ -6,7 +6,7 @@ use maud::{html, Markup};
 use super::data::{RequestFilter, RequestPage};
 use super::fmt;
 use super::layout::{self};
-use super::usage::{page_query, UsageQuery};
+use super::page_query::{page_query, UsageQuery};
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
 

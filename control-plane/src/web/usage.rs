@@ -1,17 +1,18 @@
 //! Key usage and workspace overview: summary cards, donuts by method and response code, top
-//! endpoints, requests over time, and the filterable request log (`request_log.rs`) with CSV export. Everything is
-//! read through the analytics Store methods (rollups for the charts, an indexed, cursor-paginated
-//! log), never by scanning raw records here.
+//! endpoints, requests over time, and the filterable request log (`request_log.rs`, its links in
+//! `page_query.rs`) with CSV export. Everything is read through the analytics Store methods
+//! (rollups for the charts, an indexed, cursor-paginated log), never by scanning raw records
+//! here.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
-use serde::Deserialize;
 
 use super::charts::{self, Slice};
 use super::data::{self, RequestFilter, RequestPage, Scope, UsageReport};
 use super::layout::{self, Nav, Shell};
+use super::page_query::UsageQuery;
 use super::request_log::{request_log, STATUSES};
 use super::session::Principal;
 use super::{fmt, html_response, visible_key, visible_workspace, Auth, PageError, WebState};
@@ -29,23 +30,6 @@ const RANGES: [(&str, &str, i64); 4] = [
     ("7d", "Last 7 days", 7 * DAY),
     ("30d", "Last 30 days", 30 * DAY),
 ];
-
-#[derive(Debug, Default, Deserialize, Clone)]
-#[serde(default)]
-pub struct UsageQuery {
-    pub(super) range: String,
-    pub(super) from: String,
-    pub(super) to: String,
-    pub(super) tz: String,
-    pub(super) resource_id: String,
-    pub(super) key_id: String,
-    pub(super) date: String,
-    pub(super) status: String,
-    pub(super) method: String,
-    pub(super) endpoint: String,
-    pub(super) response_code: String,
-    pub(super) cursor: String,
-}
 
 /// The period a page covers.
 struct Period {
@@ -148,34 +132,6 @@ fn log_filter(
         }
     }
     (filter, error)
-}
-
-/// The page's query string with some parameters replaced (empty values dropped).
-pub(super) fn page_query(q: &UsageQuery, overrides: &[(&str, &str)]) -> String {
-    let base = [
-        ("range", q.range.as_str()),
-        ("from", q.from.as_str()),
-        ("to", q.to.as_str()),
-        ("tz", q.tz.as_str()),
-        ("resource_id", q.resource_id.as_str()),
-        ("key_id", q.key_id.as_str()),
-        ("date", q.date.as_str()),
-        ("status", q.status.as_str()),
-        ("method", q.method.as_str()),
-        ("endpoint", q.endpoint.as_str()),
-        ("response_code", q.response_code.as_str()),
-        ("cursor", q.cursor.as_str()),
-    ];
-    let pairs: Vec<(&str, &str)> = base
-        .iter()
-        .map(|(k, v)| {
-            overrides
-                .iter()
-                .find(|(ok, _)| ok == k)
-                .map_or((*k, *v), |(ok, ov)| (*ok, *ov))
-        })
-        .collect();
-    fmt::query(&pairs)
 }
 
 pub async fn key_usage(

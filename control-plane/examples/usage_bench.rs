@@ -8,7 +8,8 @@
 //! Fills `--records` records spread over the last `--days` days (in time order, as the filter
 //! delivers them) in batches of `--batch`, printing the ingest rate (store time only, and with
 //! the HTTP handler's JSON parsing and validation), then times the analytics queries (p50/p95 of
-//! 20 runs each) and store lookups. With `--db` pointing at an existing file, `--records 0`
+//! 20 runs each), store lookups, and lookups read from the database by credit budget period.
+//! With `--db` pointing at an existing file, `--records 0`
 //! reuses its data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -21,8 +22,8 @@ use tollgate_control_plane::api::ingest::parse_batch;
 use tollgate_control_plane::clock;
 use tollgate_control_plane::domain::{Alias, Category, PlanName, WorkspaceName};
 use tollgate_control_plane::domain::{
-    NewKey, NewWorkspace, Quotas, RecentQuery, RequestFilter, UsageQuery, UsageRecord, UsageScope,
-    UsageStatus,
+    CreditBudget, CreditPeriod, KeyPatch, NewKey, NewWorkspace, Quotas, RecentQuery, RequestFilter,
+    UsageQuery, UsageRecord, UsageScope, UsageStatus,
 };
 use tollgate_control_plane::domain::{DAY_MS, HOUR_MS};
 use tollgate_control_plane::secret::ApiKeySecret;
@@ -457,6 +458,47 @@ async fn main() {
             }
         }
         println!("{label}: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    }
+
+    // Lookups read from the database (a new instance each time, so the answer cache never
+    // serves them), by the first key's credit budget: what counting credits spent costs.
+    let mut misses = 0_u64;
+    for period in [
+        None,
+        Some(CreditPeriod::Day),
+        Some(CreditPeriod::Month),
+        Some(CreditPeriod::Total),
+    ] {
+        let patch = KeyPatch {
+            credits: Some(period.map(|period| CreditBudget {
+                limit: 1_000_000_000,
+                period,
+            })),
+            ..KeyPatch::default()
+        };
+        store.update_key(&keys[0].0, patch).await.unwrap();
+        let mut samples = Vec::new();
+        for _ in 0..2_000 {
+            misses += 1;
+            let miss = RecentQuery {
+                instance: format!("i_miss{misses}"),
+                since_ms: now - now % 10_000 - 120_000,
+            };
+            let t = Instant::now();
+            store
+                .lookup_key(&hashes[0], now, Some(&miss))
+                .await
+                .unwrap()
+                .unwrap();
+            samples.push(t.elapsed());
+        }
+        let (p50, p95, _) = percentiles(samples);
+        let label = period.map_or("none", |p| p.as_str());
+        println!(
+            "lookup from the database, budget {label:<5}: p50 {:.1} µs, p95 {:.1} µs",
+            p50 * 1000.0,
+            p95 * 1000.0
+        );
     }
     store.close().await;
 }

@@ -1048,11 +1048,44 @@ async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
     assert_eq!(key["external_id"], "cus_4f2a");
     assert_eq!(key["meta"], json!({"tier": "gold", "region": "eu"}));
 
-    // The key page shows them, the credits left and the fifth card.
+    // One admitted request, and one the filter denied for the key's rate limit (status
+    // rate_limited, not admitted: it spends no credits).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let rec = |n: u64, status: &str, code: u16, admitted: bool| {
+        json!({"request_id": format!("web-credits-{n}"), "timestamp": now - 60_000 + n,
+               "key_id": id, "workspace_id": ws, "method": "GET", "endpoint": "/v1/search",
+               "resource_id": null, "response_code": code, "status": status,
+               "duration_ms": 1.0, "client_ip": "127.0.0.1", "credits": 3,
+               "admitted": admitted, "instance": "i_web"})
+    };
+    let resp = server
+        .http
+        .post(format!("{}/v1/filter/usage", server.base))
+        .bearer_auth(FILTER)
+        .json(&json!({"records": [rec(1, "completed", 200, true), rec(2, "rate_limited", 429, false)]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // The key page shows them, the credits left and the fifth card; the denied request is
+    // Rate Limited in the cards and the log.
     let page = b.get(&format!("/ui/keys/{id}/usage")).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("id=\"card-credits\""), "{}", page.body);
-    assert!(page.body.contains("0 used of 500 per calendar month (UTC)"));
+    let card = |card_id: &str| {
+        let start = page.body.find(&format!("id=\"{card_id}\"")).unwrap();
+        let value = page.body[start..].find("stat-value\">").unwrap() + start + 12;
+        page.body[value..value + page.body[value..].find('<').unwrap()].to_owned()
+    };
+    assert_eq!(card("card-credits"), "3", "{}", page.body);
+    assert_eq!(card("card-rate-limited"), "1");
+    assert_eq!(card("card-total"), "2");
+    assert!(page.body.contains("Rate limited"));
+    assert!(page.body.contains("3 used of 500 per calendar month (UTC)"));
+    assert!(page.body.contains("497</strong> remaining"));
     assert!(page.body.contains("<code>cus_4f2a</code>"));
     assert!(page.body.contains("<code>tier=gold</code>"));
     assert!(page.body.contains(&format!("href=\"/ui/keys/{id}/edit\"")));

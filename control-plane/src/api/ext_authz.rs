@@ -4,8 +4,10 @@
 //!
 //! The key is checked exactly as the filter does (format and checksum, hash lookup, rotation
 //! grace, inactive, expired, allowed endpoints) and the answer is the filter's: 200 with
-//! `x-tollgate-key-id`/`x-tollgate-workspace-id`, or its status and JSON body. Quotas, rate
-//! limits, IP blocking and usage records are the filter's alone and are not applied here.
+//! `x-tollgate-key-id`/`x-tollgate-workspace-id` (and `x-tollgate-external-id` when the key has
+//! one), or its status and JSON body. Quotas, rate limits, credit budgets, IP blocking, `meta`
+//! headers (the filter's `forward_meta`) and usage records are the filter's alone and are not
+//! applied here.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -22,6 +24,7 @@ pub const PATH_PREFIX: &str = "/v1/ext-authz/check";
 const KEY_HEADER: &str = "x-api-key";
 pub const KEY_ID_HEADER: &str = "x-tollgate-key-id";
 pub const WORKSPACE_ID_HEADER: &str = "x-tollgate-workspace-id";
+pub const EXTERNAL_ID_HEADER: &str = "x-tollgate-external-id";
 
 /// The filter's denials that apply without quotas and rate limits (`src/denial.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,10 +176,15 @@ pub async fn check(
         return Ok(Denial::EndpointNotAllowed.into_response());
     }
     let mut response = StatusCode::OK.into_response();
-    for (name, value) in [
-        (KEY_ID_HEADER, &key.key_id),
-        (WORKSPACE_ID_HEADER, &key.workspace_id),
-    ] {
+    let identity = [
+        (KEY_ID_HEADER, Some(&key.key_id)),
+        (WORKSPACE_ID_HEADER, Some(&key.workspace_id)),
+        (EXTERNAL_ID_HEADER, key.external_id.as_ref()),
+    ];
+    for (name, value) in identity
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+    {
         if let Ok(v) = HeaderValue::from_str(value) {
             response
                 .headers_mut()

@@ -38,13 +38,9 @@ pub struct KeyForm {
     quota_weekly: String,
     quota_monthly: String,
     allowed: String,
-    rate_limit_per_second: String,
-    rate_limit_per_minute: String,
-    rate_limit_per_hour: String,
-    credits_limit: String,
-    credits_period: String,
-    external_id: String,
-    meta: String,
+    /// Rate limits, credit budget, external id and meta, as the edit page has them too.
+    #[serde(flatten)]
+    limits: LimitsForm,
 }
 
 /// A quota as typed (see [`key_limits::number_value`]).
@@ -61,22 +57,10 @@ impl KeyForm {
         }
     }
 
-    fn limits(&self) -> LimitsForm {
-        LimitsForm {
-            rate_limit_per_second: self.rate_limit_per_second.clone(),
-            rate_limit_per_minute: self.rate_limit_per_minute.clone(),
-            rate_limit_per_hour: self.rate_limit_per_hour.clone(),
-            credits_limit: self.credits_limit.clone(),
-            credits_period: self.credits_period.clone(),
-            external_id: self.external_id.clone(),
-            meta: self.meta.clone(),
-        }
-    }
-
     /// The key this form asks for, as the API's `POST /v1/workspaces/{ws}/keys` body would
     /// (or the meta line that no body could say).
     fn to_input(&self) -> Result<CreateKey, ValidationError> {
-        let limits = self.limits();
+        let limits = &self.limits;
         let description = self.description.trim();
         let expires_at = self.expires_at.trim();
         let quotas = QuotasInput {
@@ -297,7 +281,7 @@ async fn render_form(
                     }
                 }
             }
-            (key_limits::fields(&form.limits(), err))
+            (key_limits::fields(&form.limits, err))
             (field("allowed", "Allowed endpoints (optional)", Some("One per line: METHOD /path or /path (any method). * is one segment, a final /** anything below. Blank = every endpoint."), err("allowed"), html! {
                 textarea #allowed.mono name="allowed" rows="3" placeholder="GET /v1/candidates/**\n/health" spellcheck="false"
                     aria-invalid=[invalid("allowed")] aria-describedby=[described("allowed", true)] { (form.allowed) }

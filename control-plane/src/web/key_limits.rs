@@ -257,27 +257,8 @@ pub fn summary(key: &ApiKey) -> Markup {
 #[serde(default)]
 pub struct EditForm {
     csrf: String,
-    rate_limit_per_second: String,
-    rate_limit_per_minute: String,
-    rate_limit_per_hour: String,
-    credits_limit: String,
-    credits_period: String,
-    external_id: String,
-    meta: String,
-}
-
-impl EditForm {
-    fn limits(&self) -> LimitsForm {
-        LimitsForm {
-            rate_limit_per_second: self.rate_limit_per_second.clone(),
-            rate_limit_per_minute: self.rate_limit_per_minute.clone(),
-            rate_limit_per_hour: self.rate_limit_per_hour.clone(),
-            credits_limit: self.credits_limit.clone(),
-            credits_period: self.credits_period.clone(),
-            external_id: self.external_id.clone(),
-            meta: self.meta.clone(),
-        }
-    }
+    #[serde(flatten)]
+    limits: LimitsForm,
 }
 
 pub async fn edit_form(
@@ -299,7 +280,7 @@ pub async fn edit(
     let key = visible_key(&state, &auth, &id).await?;
     let form: EditForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;
-    let limits = form.limits();
+    let limits = form.limits;
     let result = match limits.to_patch() {
         Ok(patch) => key_cases::update(&state.app, auth.principal(), &key.id, patch).await,
         Err(e) => Err(AppError::Invalid(e)),

@@ -47,7 +47,21 @@ async fn answers_like_the_filter() {
         assert_eq!(status, 200, "{method} {path}");
         assert_eq!(h["x-tollgate-key-id"], key["id"].as_str().unwrap());
         assert_eq!(h["x-tollgate-workspace-id"], ws.as_str());
+        assert!(h.get("x-tollgate-external-id").is_none());
     }
+    // A key that says whom it belongs to passes that on too.
+    let owned = srv
+        .key(&ws, json!({"alias": "owned", "external_id": "cus_4f2a"}))
+        .await;
+    let (status, h, _) = check(
+        &srv,
+        Method::GET,
+        "/anything",
+        &[("x-api-key", owned["secret"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-tollgate-external-id"], "cus_4f2a");
     let bearer = format!("Bearer {secret}");
     let (status, _, _) = check(
         &srv,

@@ -9,6 +9,7 @@ mod auth;
 mod cli;
 mod common;
 mod console;
+mod credits_analytics;
 mod ext_authz;
 mod filter;
 mod ingest;

@@ -1092,6 +1092,41 @@ async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
     let list = b.get(&format!("/ui/w/{ws}/keys")).await;
     assert!(list.body.contains("cus_4f2a"));
 
+    // The overview's request log narrows to the keys of an owner (and so does its CSV).
+    let other = server.key(&ws, "unowned").await;
+    let mut unowned = rec(3, "completed", 200, true);
+    unowned["request_id"] = json!("web-unowned-1");
+    unowned["key_id"] = other["id"].clone();
+    let resp = server
+        .http
+        .post(format!("{}/v1/filter/usage", server.base))
+        .bearer_auth(FILTER)
+        .json(&json!({"records": [unowned]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let all = b.get(&format!("/ui/w/{ws}/overview?range=24h")).await;
+    assert!(all.body.contains("web-unowned-1") && all.body.contains("web-credits-1"));
+    let owned = b
+        .get(&format!(
+            "/ui/w/{ws}/overview?range=24h&external_id=cus_4f2a"
+        ))
+        .await;
+    assert_eq!(owned.status, StatusCode::OK);
+    assert!(owned.body.contains("web-credits-1"), "{}", owned.body);
+    assert!(
+        !owned.body.contains("web-unowned-1"),
+        "only the owner's keys"
+    );
+    assert!(owned
+        .body
+        .contains("name=\"external_id\" value=\"cus_4f2a\""));
+    let csv = b
+        .get(&format!("/ui/w/{ws}/requests.csv?external_id=cus_4f2a"))
+        .await;
+    assert!(csv.body.contains("web-credits-1") && !csv.body.contains("web-unowned-1"));
+
     // The edit form: shows the values, puts errors beside their field, saves and clears.
     let page = b.get(&format!("/ui/keys/{id}/edit")).await;
     assert_eq!(page.status, StatusCode::OK);

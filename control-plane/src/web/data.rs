@@ -57,6 +57,8 @@ pub struct UsageReport {
 pub struct RequestFilter {
     pub workspace_id: String,
     pub key_id: Option<String>,
+    /// The keys that carry this owner id (`external_id`).
+    pub external_id: Option<String>,
     pub resource_id: Option<String>,
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
@@ -197,7 +199,9 @@ pub async fn requests(
     principal: &Principal,
     filter: &RequestFilter,
 ) -> Result<RequestPage, PageError> {
-    let page = app::analytics::requests(&state.app, principal, store_filter(filter)?, None).await?;
+    let external_id = filter.external_id.as_deref();
+    let page =
+        app::analytics::requests(&state.app, principal, store_filter(filter)?, external_id).await?;
     Ok(RequestPage {
         rows: page.records.into_iter().map(row).collect(),
         next_cursor: page.next_cursor.map(|c| c.encode()),
@@ -210,6 +214,7 @@ pub async fn requests_csv(
     principal: &Principal,
     filter: &RequestFilter,
 ) -> Result<String, PageError> {
-    let filter = store_filter(filter)?;
-    Ok(app::requests_csv::requests_csv(&state.app, principal, filter, None).await?)
+    let external_id = filter.external_id.as_deref();
+    let store = store_filter(filter)?;
+    Ok(app::requests_csv::requests_csv(&state.app, principal, store, external_id).await?)
 }

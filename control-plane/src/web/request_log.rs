@@ -82,6 +82,7 @@ pub(super) fn request_log(
     };
     let active_filters = [
         &q.resource_id,
+        &q.external_id,
         &q.date,
         &q.status,
         &q.method,
@@ -106,6 +107,7 @@ pub(super) fn request_log(
     ];
     for (name, value) in [
         ("key_id", filter.key_id.clone()),
+        ("external_id", filter.external_id.clone()),
         ("resource_id", filter.resource_id.clone()),
         ("status", filter.status.clone()),
         ("method", filter.method.clone()),
@@ -157,6 +159,12 @@ pub(super) fn request_log(
                                     option value=(k.id) selected[q.key_id == k.id] { (k.alias) " (" (k.id) ")" }
                                 }
                             }
+                        }
+                    }
+                    @if key.is_none() {
+                        div.field {
+                            label for="f-external" { "External ID" }
+                            input #f-external type="text" name="external_id" value=(q.external_id) placeholder="e.g. cus_42" autocomplete="off";
                         }
                     }
                     div.field {

@@ -105,6 +105,8 @@ fn log_filter(
         key_id: fixed_key
             .map(str::to_owned)
             .or_else(|| non_empty(&q.key_id)),
+        // A key's own page shows that key: an owner id cannot narrow it further.
+        external_id: non_empty(&q.external_id).filter(|_| fixed_key.is_none()),
         resource_id: non_empty(&q.resource_id),
         from_ms: Some(period.from_ms),
         to_ms: Some(period.to_ms),

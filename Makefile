@@ -48,8 +48,10 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
   pg_isready=deb:postgresql-client
-# make bench: Envoy and the control plane pinned to cores, wrk as the load generator.
-BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux
+# make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
+# make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
+BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
+  psql=deb:postgresql-client
 # make bench-profile: the benchmark's tools plus callgrind.
 PROFILE_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
   valgrind=deb:valgrind callgrind_control=deb:valgrind

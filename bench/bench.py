@@ -116,6 +116,8 @@ TARGETS = {
     "B/B-nousage": (">=", 0.90),
     "lookups/s": (">=", 20_000),
     "ingest records/s": (">=", 100_000),
+    "ingest on PostgreSQL records/s": (">=", 100_000),
+    "ingest PostgreSQL/SQLite": (">=", 0.9),
 }
 
 
@@ -215,18 +217,23 @@ def wait_http(proc: Proc, port: int, path: str, what: str, timeout: float = 30.0
 
 # --- control plane --------------------------------------------------------------------------------
 class ControlPlane:
-    def __init__(self, out: Path):
+    """`tollgate serve`: on SQLite under `out`, or on PostgreSQL at `database_url`."""
+
+    def __init__(self, out: Path, database_url: str | None = None, name: str = "control-plane"):
         self.port = free_port()
-        self.data = out / "control-plane-data"
+        self.data = out / f"{name}-data"
         self.data.mkdir(parents=True, exist_ok=True)
         binary = ROOT / "target/release/tollgate"
         if not binary.exists():
             die(f"{binary} missing: run 'make control-plane'")
+        argv = ["taskset", "-c", CONTROL_PLANE_CORE, str(binary), "serve",
+                "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)]
+        if database_url:
+            argv += ["--database-url", database_url]
         self.proc = Proc(
-            "control-plane",
-            ["taskset", "-c", CONTROL_PLANE_CORE, str(binary), "serve",
-             "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)],
-            out / "control-plane.log",
+            name,
+            argv,
+            out / f"{name}.log",
             env={"TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN, "TOLLGATE_FILTER_TOKEN": FILTER_TOKEN,
                  "RUST_LOG": "warn"},
         )
@@ -767,21 +774,30 @@ def measure_control_plane(cp, info, out, results, notes, ingest):
         log(f"control plane ingest: BLOCKED ({info['blocked']['ingest']})")
         return
     results["ingest"] = run_ingest(cp, info, out, notes)
+    # The scale-out path beside it (issue 17): one control plane on PostgreSQL, then two.
+    pg = run_ingest_postgres(out, notes)
+    if pg:
+        results["ingest_postgres"] = pg
+        two = run_ingest_postgres(out, notes, replicas=2)
+        if two:
+            results["ingest_postgres_2_replicas"] = two
+            log(f"control plane ingest on PostgreSQL, 2 replicas: "
+                f"{two['records_per_s']:.0f} records/s")
 
 
-def run_ingest(cp, info, out, notes) -> dict:
+def run_ingest(cp, info, out, notes, connections: int = INGEST_CONNECTIONS) -> dict:
     """POST /v1/filter/usage as INGEST_CONNECTIONS Envoys would (bench/wrk/ingest.lua: one
     wrk thread per connection, each an instance of its own; the ingest keys' records)."""
-    keys = out / "ingest-keys.txt"
+    keys = out / f"ingest-keys-{cp.port}.txt"
     keys.write_text("".join(f"{k} {w}\n" for k, w in info["ingest_keys"]))
     # BENCH_INGEST_SCRIPT: another script (a path) for comparisons, e.g. an older workload,
     # with BENCH_INGEST_THREADS wrk threads (the default: one per connection).
     script = os.environ.get("BENCH_INGEST_SCRIPT", "ingest.lua")
-    threads = int(os.environ.get("BENCH_INGEST_THREADS", INGEST_CONNECTIONS))
+    threads = int(os.environ.get("BENCH_INGEST_THREADS", connections))
     first_key, first_ws = info["ingest_keys"][0]
     # BENCH_INGEST_S: a longer run, e.g. to include the minute roll-ups and WAL restarts.
     seconds = float(os.environ.get("BENCH_INGEST_S", CP_RUN_S))
-    ing = wrk(cp.port, seconds, script=script, path="/", connections=INGEST_CONNECTIONS,
+    ing = wrk(cp.port, seconds, script=script, path="/", connections=connections,
               threads=threads, timeout_s="30s",
               env={"BENCH_FILTER_TOKEN": FILTER_TOKEN, "BENCH_BATCH": "500",
                    "BENCH_INGEST_KEYS": str(keys),
@@ -799,10 +815,66 @@ def run_ingest(cp, info, out, notes) -> dict:
     return ing
 
 
+# PostgreSQL for the scale-out path (issue 17): a server at BENCH_POSTGRES_URL (the one the
+# tests use by default); each measurement gets a database of its own, dropped afterwards.
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def postgres_database(name: str) -> str | None:
+    """A fresh, empty database `name` on the bench's PostgreSQL server; None if none answers."""
+    if not shutil.which("psql"):
+        return None
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        r = subprocess.run(["psql", POSTGRES_URL, "-qc", sql], capture_output=True, text=True,
+                           timeout=60)
+        if r.returncode != 0:
+            return None
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(name: str) -> None:
+    subprocess.run(["psql", POSTGRES_URL, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                   capture_output=True, text=True, timeout=60)
+
+
+def run_ingest_postgres(out: Path, notes: list, replicas: int = 1) -> dict | None:
+    """Ingest into `replicas` control planes sharing one fresh PostgreSQL database, the
+    INGEST_CONNECTIONS Envoys spread over them; None when no PostgreSQL server answers."""
+    name = f"tollgate_bench_{os.getpid()}_{replicas}"
+    url = postgres_database(name)
+    if url is None:
+        notes_add(notes, f"ingest on PostgreSQL: no server answers at {POSTGRES_URL} (or no "
+                  "psql): not measured")
+        return None
+    cps = []
+    try:
+        for r in range(replicas):
+            cps.append(ControlPlane(out, url, name=f"control-plane-pg{r + 1}"))
+        for cp in cps:
+            pin_control_plane(cp, ENVOY_CORE)
+        info = {"ingest_keys": make_ingest_keys(cps[0], time.strftime("%H%M%S"))}
+        if replicas == 1:
+            return run_ingest(cps[0], info, out, notes)
+        # One wrk per replica, at the same time, each with its share of the Envoys.
+        each = INGEST_CONNECTIONS // replicas
+        with concurrent.futures.ThreadPoolExecutor(replicas) as pool:
+            runs = list(pool.map(lambda cp: run_ingest(cp, info, out, notes, each), cps))
+        total = sum(r.get("accepted", 0) for r in runs)
+        secs = max(r["duration_us"] for r in runs) / 1e6
+        return {"records_per_s": total / secs if secs else 0.0, "replicas": runs}
+    finally:
+        for cp in cps:
+            cp.proc.stop()
+            RUNNING.remove(cp.proc)
+            shutil.rmtree(cp.data, ignore_errors=True)
+        drop_postgres_database(name)
+
+
 def run_ingest_only(out, results, notes) -> list[str]:
-    """BENCH_ONLY=ingest: the ingest measurement alone, on a fresh control plane each run."""
+    """BENCH_ONLY=ingest: the ingest measurement alone, on a fresh control plane each run:
+    SQLite and PostgreSQL alternately, then two replicas sharing one PostgreSQL database."""
     runs = int(os.environ.get("BENCH_INGEST_RUNS", "3"))
-    each = []
+    each, on_postgres = [], []
     for i in range(runs):
         run_out = out / f"ingest-{i + 1}"
         run_out.mkdir(parents=True, exist_ok=True)
@@ -814,14 +886,30 @@ def run_ingest_only(out, results, notes) -> list[str]:
         RUNNING.remove(cp.proc)
         if not os.environ.get("BENCH_KEEP_DATA"):
             shutil.rmtree(cp.data, ignore_errors=True)
+        pg = run_ingest_postgres(run_out, notes)
+        if pg:
+            on_postgres.append(pg)
     results["ingest_runs"] = each
     rate = median([r["records_per_s"] for r in each])
     p50 = median([r["latency_us"]["p50"] for r in each])
     p99 = median([r["latency_us"]["p99"] for r in each])
     results["ingest"] = {"records_per_s": rate, "latency_us": {"p50": p50, "p99": p99}}
-    return [f"control plane ingest (median of {runs}): {rate:.0f} records/s, batch latency "
-            f"p50 {p50 / 1000:.1f} ms, p99 {p99 / 1000:.1f} ms; runs: "
-            + ", ".join(f"{r['records_per_s']:.0f}" for r in each)]
+    lines = [f"control plane ingest (median of {runs}): {rate:.0f} records/s, batch latency "
+             f"p50 {p50 / 1000:.1f} ms, p99 {p99 / 1000:.1f} ms; runs: "
+             + ", ".join(f"{r['records_per_s']:.0f}" for r in each)]
+    if on_postgres:
+        results["ingest_postgres_runs"] = on_postgres
+        pg_rate = median([r["records_per_s"] for r in on_postgres])
+        results["ingest_postgres"] = {"records_per_s": pg_rate}
+        lines.append(f"ingest on PostgreSQL (median of {len(on_postgres)}, alternating with "
+                     f"SQLite): {pg_rate:.0f} records/s = {pg_rate / rate:.2f} x SQLite; runs: "
+                     + ", ".join(f"{r['records_per_s']:.0f}" for r in on_postgres))
+        two = run_ingest_postgres(out, notes, replicas=2)
+        if two:
+            results["ingest_postgres_2_replicas"] = two
+            lines.append(f"ingest on PostgreSQL, 2 replicas sharing the database: "
+                         f"{two['records_per_s']:.0f} records/s")
+    return lines
 
 
 def run_diagnostics(cp, info, out, results):
@@ -1049,6 +1137,16 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
                  f"(this build against {BASELINE_WASM}, same rounds)")
     L.append(line("control plane lookups/s", "lookups/s", lookups_uncached, "{:.0f}"))
     L.append(line("control plane ingest records/s", "ingest records/s", ingest, "{:.0f}"))
+    pg = results.get("ingest_postgres", {}).get("records_per_s")
+    if pg:
+        L.append(line("control plane ingest on PostgreSQL records/s",
+                      "ingest on PostgreSQL records/s", pg, "{:.0f}"))
+        L.append(line("ratio ingest PostgreSQL/SQLite", "ingest PostgreSQL/SQLite",
+                      ratio(pg, ingest)))
+        two = results.get("ingest_postgres_2_replicas", {}).get("records_per_s")
+        if two:
+            L.append(f"control plane ingest on PostgreSQL, 2 replicas sharing it: {two:.0f} "
+                     "records/s")
     L.append("")
     L.append(f"quiet-machine wait: {QUIET['waited_s']:.0f} s of {QUIET['budget_s']:.0f} s budget; "
              f"{QUIET['noisy_runs']} measured runs saw other processes on core 0")

@@ -856,7 +856,7 @@ def run_ingest_postgres(out: Path, notes: list, replicas: int = 1) -> dict | Non
         if replicas == 1:
             return run_ingest(cps[0], info, out, notes)
         # One wrk per replica, at the same time, each with its share of the Envoys.
-        each = INGEST_CONNECTIONS // replicas
+        each = max(1, INGEST_CONNECTIONS // replicas)
         with concurrent.futures.ThreadPoolExecutor(replicas) as pool:
             runs = list(pool.map(lambda cp: run_ingest(cp, info, out, notes, each), cps))
         total = sum(r.get("accepted", 0) for r in runs)

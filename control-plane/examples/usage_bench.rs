@@ -1,16 +1,18 @@
-//! Usage ingest and analytics at scale, straight against the SQLite store:
+//! Usage ingest and analytics at scale, straight against the store (SQLite, or PostgreSQL with
+//! `--database-url`):
 //!
 //! ```sh
 //! cargo run --release -p tollgate-control-plane --example usage_bench -- \
 //!     [--records 1000000] [--batch 1000] [--keys 20] [--days 30] [--live] [--db /path/tollgate.db]
+//!     [--database-url postgres://user@host/db]
 //! ```
 //!
 //! Fills `--records` records spread over the last `--days` days (in time order, as the filter
 //! delivers them) in batches of `--batch`, printing the ingest rate (store time only, and with
 //! the HTTP handler's JSON parsing and validation), then times the analytics queries (p50/p95 of
 //! 20 runs each), store lookups, and lookups read from the database by credit budget period.
-//! With `--db` pointing at an existing file, `--records 0`
-//! reuses its data.
+//! With `--db` pointing at an existing file (or `--database-url` at a database already filled),
+//! `--records 0` reuses its data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -27,7 +29,7 @@ use tollgate_control_plane::domain::{
 };
 use tollgate_control_plane::domain::{DAY_MS, HOUR_MS};
 use tollgate_control_plane::secret::ApiKeySecret;
-use tollgate_control_plane::store::{SqliteStore, Store};
+use tollgate_control_plane::store::{PostgresStore, SqliteStore, Store};
 
 struct Args {
     records: u64,
@@ -35,6 +37,8 @@ struct Args {
     keys: usize,
     days: i64,
     db: Option<PathBuf>,
+    /// PostgreSQL instead of SQLite (the database is migrated; use an empty one to fill).
+    database_url: Option<String>,
     /// Timestamps 10 µs apart ending now (live traffic at 100k requests/s) instead of spread
     /// over `days`.
     live: bool,
@@ -47,6 +51,7 @@ fn args() -> Args {
         keys: 20,
         days: 30,
         db: None,
+        database_url: None,
         live: false,
     };
     let mut it = std::env::args().skip(1);
@@ -62,6 +67,7 @@ fn args() -> Args {
             "--keys" => a.keys = value.parse().unwrap(),
             "--days" => a.days = value.parse().unwrap(),
             "--db" => a.db = Some(value.into()),
+            "--database-url" => a.database_url = Some(value),
             _ => panic!("unknown flag {flag}"),
         }
     }
@@ -169,7 +175,10 @@ async fn main() {
     let path =
         a.db.clone()
             .unwrap_or_else(|| dir.path().join("tollgate.db"));
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store: Box<dyn Store> = match &a.database_url {
+        Some(url) => Box::new(PostgresStore::open(url).await.unwrap()),
+        None => Box::new(SqliteStore::open(&path).await.unwrap()),
+    };
     let now = clock::now_ms();
 
     // Workspaces of 5 keys each, keys with a daily quota (so lookups count usage).

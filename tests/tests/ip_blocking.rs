@@ -90,7 +90,7 @@ fn twenty_failures_block_the_ip_even_with_a_valid_key_and_the_block_ends() {
     passes(&stack, bystander, &key);
     assert_denied(&from_ip(&stack, bystander, None), 401, "Missing API Key");
     passes(&stack, bystander, &key);
-    assert_eq!(stack.envoy().stat("wasmcustom.tollgate.ip.blocked"), 1);
+    assert_eq!(blocked_ips(&stack), 1);
     // Metrics reach Envoy on the filter's tick.
     let denied_blocked = stack.envoy().settled_stat(
         "wasmcustom.tollgate.requests.denied.ip_blocked",
@@ -118,5 +118,14 @@ fn failures_from_many_ips_below_the_threshold_block_nobody() {
     for ip in &ips {
         passes(&stack, ip, &key);
     }
-    assert_eq!(stack.envoy().stat("wasmcustom.tollgate.ip.blocked"), 0);
+    assert_eq!(blocked_ips(&stack), 0);
+}
+
+/// `tollgate.ip.blocked` once it has settled: counters reach Envoy's stats on the filter's tick.
+fn blocked_ips(stack: &Stack) -> u64 {
+    stack.envoy().settled_stat(
+        "wasmcustom.tollgate.ip.blocked",
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    )
 }

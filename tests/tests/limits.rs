@@ -108,7 +108,12 @@ fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes() {
     for o in &later {
         assert_denied(o.response(), 401, QUOTA_BODY);
     }
-    let lookups = stack.envoy().stat("wasmcustom.tollgate.lookup.dispatched");
+    // Counters reach Envoy's stats on the worker's next tick: wait for them to settle.
+    let lookups = stack.envoy().settled_stat(
+        "wasmcustom.tollgate.lookup.dispatched",
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    );
     assert!(
         lookups >= 2,
         "the key's state was never looked up again ({lookups} lookups)"

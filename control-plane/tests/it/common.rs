@@ -405,6 +405,20 @@ pub fn sha256(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The filter's lookup of `key` (`query`: `?instance=…&since_ms=…` or empty), expected found.
+pub async fn lookup(srv: &TestServer, key: &Value, query: &str) -> Value {
+    let (status, body) = srv
+        .send(
+            Method::GET,
+            &format!("/v1/filter/keys/{}{query}", secret_hash(key)),
+            Some(FILTER),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 pub fn secret_hash(key: &Value) -> String {
     sha256(key["secret"].as_str().unwrap())
 }

@@ -2,10 +2,9 @@
 //! filter's lookup answer (`credits`, `recent.credits`), docs/protocol.md. Analytics credits
 //! and the `external_id` filters of reports and the request log: `credits_analytics.rs`.
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{now_ms, record, secret_hash, with, TestServer, FILTER};
+use crate::common::{lookup, now_ms, record, with, TestServer};
 
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -28,19 +27,6 @@ fn month_bounds(ms: i64) -> (i64, i64) {
         first(t.year(), t.month().next())
     };
     (first(t.year(), t.month()), next)
-}
-
-async fn lookup(srv: &TestServer, key: &Value, query: &str) -> Value {
-    let (status, body) = srv
-        .send(
-            Method::GET,
-            &format!("/v1/filter/keys/{}{query}", secret_hash(key)),
-            Some(FILTER),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
 }
 
 #[tokio::test]

@@ -3,24 +3,11 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{now_ms, record, secret_hash, with, TestServer, FILTER};
+use crate::common::{lookup, now_ms, record, secret_hash, with, TestServer, FILTER};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-
-async fn lookup(srv: &TestServer, key: &Value, query: &str) -> Value {
-    let (status, body) = srv
-        .send(
-            Method::GET,
-            &format!("/v1/filter/keys/{}{query}", secret_hash(key)),
-            Some(FILTER),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
 
 #[tokio::test]
 async fn usage_windows_roll_and_count_admitted_records_only() {

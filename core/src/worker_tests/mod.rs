@@ -1,10 +1,9 @@
 //! The request path of `worker.rs`, branch by branch, against `FakeHost`: requests arrive as
 //! their headers, callouts are answered as Envoy would answer them (to the context that is
-//! current, with the token the dispatch returned), ticks come from the root context. Over 600
-//! lines because it is one suite: one test per branch of the one request path, over one fixture
-//! (`Filter`) that a split would copy. The limits a key carries itself (its rate limits, credit
-//! budget) and what it tells the upstream are in `key_limits.rs`, over the same fixture.
-
+//! current, with the token the dispatch returned), ticks come from the root context. Over the
+//! same fixture (`Filter`): the limits a key carries itself and what it tells the upstream in
+//! `key_limits.rs`; the end of a request (forgotten, its record batched for the usage service)
+//! in `records.rs`.
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};
 use crate::config::FilterConfig;
@@ -17,6 +16,7 @@ use crate::usage_record::{UsageRecord, UsageStatus};
 use crate::worker::{request_facts, RequestHead, Worker, RECORD_BATCH};
 
 mod key_limits;
+mod records;
 
 const ROOT: u32 = 1;
 const T0: u64 = 1_795_000_000_000;
@@ -591,66 +591,4 @@ fn a_lookup_whose_requester_left_is_sent_again_by_the_root() {
     f.worker.finish(12, true);
     f.tick();
     assert_eq!(f.callouts(), 3);
-}
-
-#[test]
-fn finish_forgets_the_request() {
-    let mut f = Filter::plain();
-    let k = f.known(92, &state("key_f", ""));
-    f.request(10, &k);
-    assert!(f.worker.finish(10, false).is_some());
-    assert!(f.worker.outcome(10).is_none());
-}
-
-fn record(n: u32) -> String {
-    format!("r-{n}")
-}
-
-fn push(f: &Filter, ctx: u32, request_id: &str) {
-    let record = UsageRecord {
-        request_id,
-        timestamp: T0,
-        key_id: "key_1",
-        workspace_id: "ws_1",
-        method: "GET",
-        endpoint: "/v1/things/{id}",
-        resource_id: Some("1"),
-        response_code: 200,
-        status: UsageStatus::Completed,
-        duration_us: 1_500,
-        client_ip: "10.0.0.1",
-        credits: 1,
-        admitted: true,
-        instance: "i_test",
-    };
-    f.worker.push_record(&f.host, ctx, &record);
-}
-
-#[test]
-fn records_are_queued_in_batches_and_on_the_tick() {
-    let mut f = Filter::plain();
-    for n in 0..RECORD_BATCH as u32 + 3 {
-        push(&f, 10, &record(n));
-    }
-    let batches = f.host.queue.borrow().clone().unwrap();
-    assert_eq!(batches.len(), 1, "a full batch goes at once");
-    let batch = crate::record_batch::RecordBatch::parse(batches[0].clone()).unwrap();
-    assert_eq!(batch.len(), RECORD_BATCH);
-    f.tick();
-    let batches = f.host.queue.borrow().clone().unwrap();
-    assert_eq!(batches.len(), 2, "the rest on the tick");
-    let text = String::from_utf8_lossy(&batches[1]).into_owned();
-    assert!(text.contains("\"request_id\":\"r-66\""), "{text}");
-    assert_eq!(f.counted(Counter::RecordQueued), RECORD_BATCH as u64 + 3);
-}
-
-#[test]
-fn records_without_a_usage_service_are_counted_as_dropped() {
-    let mut f = Filter::plain();
-    *f.host.queue.borrow_mut() = None;
-    push(&f, 10, "r-1");
-    push(&f, 10, "r-2");
-    f.tick();
-    assert_eq!(f.counted(Counter::RecordDropped), 2);
-    assert_eq!(f.counted(Counter::RecordQueued), 0);
 }

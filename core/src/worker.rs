@@ -154,11 +154,12 @@ impl Worker {
             KeyRead::Repeated => return self.deny(host, ctx, Denial::InvalidKey, facts),
             KeyRead::Present { key, source } => (key, source),
         };
-        let hide = self.hide(source, head.headers);
         let hash = match parse_key(&key) {
             Ok(hash) => hash,
             Err(_) => return self.deny(host, ctx, Denial::InvalidKey, facts),
         };
+        // Only a well-formed key can pass, so only then is its hiding worked out.
+        let hide = self.hide(source, head.headers);
         let cached = self.cache.borrow_mut().lookup(host, hash, now);
         match cached {
             CacheLookup::Fresh(entry) => {

@@ -4,6 +4,7 @@
 //! same fixture (`Filter`): the limits a key carries itself and what it tells the upstream in
 //! `key_limits.rs`; the end of a request (forgotten, its record batched for the usage service)
 //! in `records.rs`.
+
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};
 use crate::config::FilterConfig;

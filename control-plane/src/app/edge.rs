@@ -2,12 +2,8 @@
 //! lookup, ext_authz), and the storage of its usage records.
 
 use super::{AppError, AppState};
-use crate::domain::{IngestOutcome, KeyLookup, RecentQuery, UsageRecord};
+use crate::domain::{IngestOutcome, KeyLookup, RecentQuery, UsageRecord, LAST_USED_RESOLUTION_MS};
 use crate::secret::SecretHash;
-
-/// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
-/// minute instead of one per request.
-pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
 /// The key a hash authenticates, marked as used: a request was made with it at the edge.
 pub async fn find_key(

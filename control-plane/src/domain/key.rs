@@ -12,6 +12,10 @@ use super::plan::Plan;
 use super::usage::Recent;
 use crate::secret::SecretHash;
 
+/// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
+/// minute instead of one per request.
+pub const LAST_USED_RESOLUTION_MS: i64 = 60_000;
+
 /// `meta`: a flat map of names to strings (built by `validate::meta`).
 pub type Meta = BTreeMap<String, String>;
 

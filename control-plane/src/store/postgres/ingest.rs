@@ -1,53 +1,95 @@
-//! PostgreSQL usage ingest: one transaction per batch stores the raw records (new ones only),
-//! every rollup and count table (credits spent: of admitted records only), `calls_this_month`
-//! and `last_used_at`.
+//! PostgreSQL usage ingest, append-only: one transaction per batch
+//!   1. takes a `FOR KEY SHARE` lock on the batch's keys (they exist, are in the workspace the
+//!      records name, and cannot be deleted until this commits; batches do not block each
+//!      other on these locks);
+//!   2. `COPY`s the candidate records (binary) into the connection's staging table and inserts
+//!      them into `usage_records` in one statement, `ON CONFLICT (timestamp, request_hash) DO
+//!      NOTHING RETURNING` which are new (a concurrent transaction storing the same record
+//!      makes this one wait for it, then skip it);
+//!   3. appends the new records' per-minute aggregates to `usage_tail` (rolled into the
+//!      analytics rollups later, by `rollup.rs`) and adds them to the per-key counts of one
+//!      slot (`calls_this_month`, quota windows, credits, `recent`);
+//!   4. sets `last_used_at` of keys whose value is older than [`LAST_USED_RESOLUTION_MS`].
 //!
-//! Idempotency: a record is a duplicate when a stored record has the same `request_id` and the
-//! same `timestamp` (the filter re-delivers a batch byte for byte): the unique index
-//! `usage_records_request` and `ON CONFLICT DO NOTHING … RETURNING` say which records are new,
-//! and only those are counted. A concurrent transaction inserting the same record waits for the
-//! first one to commit, then skips it.
+//! Locks that batches can wait for: the count rows of a slot (a batch picks one slot at random
+//! of [`COUNT_SLOTS`], and writes its rows in table then key order, so two batches on one slot
+//! never wait in a cycle) and, once a minute per key, the key row for `last_used_at` (taken
+//! last, in key order). A deadlock anyway is retried by the caller.
 //!
-//! Locks: the rows of the batch's keys first (`FOR NO KEY UPDATE`, in id order), which orders
-//! ingest against `delete_key` (a key gets its first record or is deleted, never both) and
-//! against other batches of the same keys; then the count tables, always in the same table order
-//! and, within a table, in key order, so two batches never wait for each other in a cycle. A
-//! deadlock or serialization failure anyway is retried by the caller.
+//! Idempotency is on `(timestamp, SHA-256(request_id)[..8])`: two different request ids with the
+//! same millisecond would have to share 64 hash bits to be taken for one another.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 
 use crate::clock;
-use crate::domain::ValidationError;
 use crate::domain::{
-    floor_to, IngestOutcome, IngestRejection, UsageRecord, DAY_MS, HOUR_MS, MINUTE_MS,
-    RECENT_BUCKET_MS,
+    floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, ValidationError, DAY_MS,
+    HOUR_MS, LAST_USED_RESOLUTION_MS, MINUTE_MS, RECENT_BUCKET_MS,
 };
+use crate::store::postgres::copy_in::BinaryCopy;
 use crate::store::postgres::PostgresStore;
 use crate::store::StoreResult;
 
-/// Records per INSERT statement.
-const INSERT_CHUNK: usize = 1_000;
+/// Slots of the per-key counts (see the module header); readers sum at most this many rows per
+/// key and bucket.
+pub(super) const COUNT_SLOTS: i16 = 16;
 
-/// (scope id, bucket start, endpoint, method, response code, status).
-type RollupKey<'a> = (&'a str, i64, &'a str, &'a str, i64, &'static str);
+/// The connection's staging table for `COPY` (created when the pool opens the connection;
+/// emptied by every commit).
+pub(super) const CREATE_STAGING: &str = "CREATE TEMP TABLE usage_staging (\
+    \"timestamp\" BIGINT, request_hash BIGINT, credits BIGINT, duration_ms DOUBLE PRECISION, \
+    key_ref INTEGER, workspace_ref INTEGER, method INTEGER, endpoint INTEGER, instance INTEGER, \
+    response_code SMALLINT, status SMALLINT, admitted BOOLEAN, request_id TEXT, \
+    resource_id TEXT, client_ip TEXT, ord INTEGER) ON COMMIT DELETE ROWS";
 
-#[derive(Default)]
-struct RollupValue<'a> {
-    workspace_id: &'a str,
-    count: i64,
-    credits: i64,
-    duration_ms: f64,
+const STAGING_FIELDS: i16 = 16;
+
+/// The status as stored in `usage_records.status`.
+pub(super) fn status_code(status: UsageStatus) -> i16 {
+    match status {
+        UsageStatus::Completed => 0,
+        UsageStatus::RateLimited => 1,
+        UsageStatus::Failed => 2,
+    }
 }
 
-/// Everything one batch adds to the count tables, each map in the order rows are written.
+pub(super) fn status_from_code(code: i16) -> Option<UsageStatus> {
+    match code {
+        0 => Some(UsageStatus::Completed),
+        1 => Some(UsageStatus::RateLimited),
+        2 => Some(UsageStatus::Failed),
+        _ => None,
+    }
+}
+
+/// The idempotency hash of a request id: SHA-256's first 8 bytes as a signed integer (the
+/// migration computes the same in SQL for records it copies).
+pub(super) fn request_hash(request_id: &str) -> i64 {
+    let digest = Sha256::digest(request_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// A key of the batch, as locked.
+struct KeyRow {
+    workspace_id: String,
+    key_ref: i32,
+    workspace_ref: i32,
+    last_used_at: Option<i64>,
+}
+
+/// (key, workspace, minute, endpoint, method, response code, status) of a tail row.
+type TailKey<'a> = (&'a str, &'a str, i64, &'a str, &'a str, i64, &'static str);
+
+/// What one batch adds to the tail and to one slot of the per-key counts, each map in the order
+/// its rows are written.
 #[derive(Default)]
-struct CountRows<'a> {
-    /// Per key: minutes, hours, days.
-    keys: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
-    /// Per workspace: minutes, hours, days.
-    workspaces: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
+struct BatchCounts<'a> {
+    tail: BTreeMap<TailKey<'a>, (i64, i64, f64)>,
     /// Per key, admitted records and their credits, all time.
     admitted_totals: BTreeMap<&'a str, (i64, i64)>,
     admitted_minutes: BTreeMap<(&'a str, i64), i64>,
@@ -60,40 +102,26 @@ struct CountRows<'a> {
     last_used: BTreeMap<&'a str, i64>,
 }
 
-const BUCKETS: [i64; 3] = [MINUTE_MS, HOUR_MS, DAY_MS];
-const KEY_TABLES: [(&str, &str); 3] = [
-    ("usage_minutes", "minute"),
-    ("usage_hours", "hour"),
-    ("usage_days", "day"),
-];
-const WORKSPACE_TABLES: [(&str, &str); 3] = [
-    ("usage_ws_minutes", "minute"),
-    ("usage_ws_hours", "hour"),
-    ("usage_ws_days", "day"),
-];
-
-impl<'a> CountRows<'a> {
+impl<'a> BatchCounts<'a> {
     fn add(&mut self, r: &'a UsageRecord) {
-        let status = r.status.as_str();
-        let code = i64::from(r.response_code);
+        let key = r.key_id.as_str();
         // Only admitted requests spend credits: the rollups' credits are those spent.
         let credits = if r.admitted { i64::from(r.credits) } else { 0 };
-        for (i, step) in BUCKETS.iter().enumerate() {
-            let bucket = floor_to(r.timestamp, *step);
-            for (map, scope) in [
-                (&mut self.keys[i], r.key_id.as_str()),
-                (&mut self.workspaces[i], r.workspace_id.as_str()),
-            ] {
-                let v = map
-                    .entry((scope, bucket, &r.endpoint, &r.method, code, status))
-                    .or_default();
-                v.workspace_id = &r.workspace_id;
-                v.count += 1;
-                v.credits += credits;
-                v.duration_ms += r.duration_ms;
-            }
-        }
-        let key = r.key_id.as_str();
+        let tail = self
+            .tail
+            .entry((
+                key,
+                &r.workspace_id,
+                floor_to(r.timestamp, MINUTE_MS),
+                &r.endpoint,
+                &r.method,
+                i64::from(r.response_code),
+                r.status.as_str(),
+            ))
+            .or_default();
+        tail.0 += 1;
+        tail.1 += credits;
+        tail.2 += r.duration_ms;
         if r.admitted {
             let total = self.admitted_totals.entry(key).or_default();
             total.0 += 1;
@@ -146,29 +174,51 @@ impl PostgresStore {
         if records.is_empty() {
             return Ok(outcome);
         }
-        let mut tx = self.pool.begin().await?;
+        // Names and partitions first, each in its own short transaction: they only ever grow.
+        let mut names: Vec<&str> = Vec::new();
+        let mut days: Vec<i64> = Vec::new();
+        for r in records {
+            names.extend([r.method.as_str(), r.endpoint.as_str(), r.instance.as_str()]);
+            days.push(floor_to(r.timestamp, DAY_MS));
+        }
+        names.sort_unstable();
+        names.dedup();
+        days.sort_unstable();
+        days.dedup();
+        let name_ids = self.known.name_ids(&self.pool, &names).await?;
+        self.known.ensure_partitions(&self.pool, &days).await?;
 
-        // Keys and their workspaces, checked (and locked) inside the transaction: a key with no
-        // history can be deleted, and this batch is about to give it one.
+        let mut tx = self.pool.begin().await?;
         let mut key_ids: Vec<&str> = records.iter().map(|r| r.key_id.as_str()).collect();
         key_ids.sort_unstable();
         key_ids.dedup();
-        let owners: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-            "SELECT id, workspace_id FROM api_keys WHERE id = ANY($1) ORDER BY id \
-             FOR NO KEY UPDATE",
-        )
-        .bind(&key_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let keys: HashMap<String, KeyRow> =
+            sqlx::query_as::<_, (String, String, i32, i32, Option<i64>)>(
+                "SELECT k.id, k.workspace_id, k.ref, w.ref, k.last_used_at \
+                 FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id \
+                 WHERE k.id = ANY($1) ORDER BY k.id FOR KEY SHARE OF k",
+            )
+            .bind(&key_ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, workspace_id, key_ref, workspace_ref, last_used_at)| {
+                let row = KeyRow {
+                    workspace_id,
+                    key_ref,
+                    workspace_ref,
+                    last_used_at,
+                };
+                (id, row)
+            })
+            .collect();
 
         // Valid records, first delivery within this batch; repeats within it are duplicates.
-        let mut seen: HashSet<(&str, i64)> = HashSet::new();
-        let mut candidates: Vec<&UsageRecord> = Vec::with_capacity(records.len());
+        let mut seen: HashSet<(i64, i64)> = HashSet::with_capacity(records.len());
+        let mut candidates: Vec<(&UsageRecord, i64)> = Vec::with_capacity(records.len());
         for (position, r) in records.iter().enumerate() {
-            match owners.get(&r.key_id) {
-                Some(ws) if *ws == r.workspace_id => {}
+            match keys.get(&r.key_id) {
+                Some(k) if k.workspace_id == r.workspace_id => {}
                 Some(_) => {
                     outcome.rejected.push(rejection(
                         position,
@@ -185,136 +235,165 @@ impl PostgresStore {
                     continue;
                 }
             }
-            if seen.insert((&r.request_id, r.timestamp)) {
-                candidates.push(r);
+            let hash = request_hash(&r.request_id);
+            if seen.insert((r.timestamp, hash)) {
+                candidates.push((r, hash));
             } else {
                 outcome.duplicates += 1;
             }
         }
+        if candidates.is_empty() {
+            tx.commit().await?;
+            return Ok(outcome);
+        }
 
-        let mut rows = CountRows::default();
-        for chunk in candidates.chunks(INSERT_CHUNK) {
-            let stored = insert_records(&mut tx, chunk).await?;
-            for r in chunk {
-                if stored.contains(&(r.request_id.as_str(), r.timestamp)) {
-                    outcome.accepted += 1;
-                    rows.add(r);
-                } else {
-                    outcome.duplicates += 1;
-                }
+        let stored = insert_records(&mut tx, &candidates, &keys, &name_ids).await?;
+        let mut counts = BatchCounts::default();
+        for (r, hash) in &candidates {
+            if stored.contains(&(r.timestamp, *hash)) {
+                outcome.accepted += 1;
+                counts.add(r);
+            } else {
+                outcome.duplicates += 1;
             }
         }
         if outcome.accepted > 0 {
-            write_counts(&mut tx, &rows).await?;
+            let slot = rand::random_range(0..COUNT_SLOTS);
+            write_tail(&mut tx, &counts).await?;
+            write_counts(&mut tx, &counts, slot).await?;
+            write_last_used(&mut tx, &counts, &keys).await?;
         }
         tx.commit().await?;
         Ok(outcome)
     }
 }
 
-/// Inserts `records` (unless already stored); returns `(request_id, timestamp)` of those it
-/// inserted, borrowed from `records`.
-async fn insert_records<'a>(
+/// Stages `records` by `COPY` and inserts those not stored yet; returns `(timestamp,
+/// request_hash)` of those it inserted.
+async fn insert_records(
     conn: &mut PgConnection,
-    records: &[&'a UsageRecord],
-) -> StoreResult<HashSet<(&'a str, i64)>> {
-    let n = records.len();
-    let mut request_ids = Vec::with_capacity(n);
-    let mut timestamps = Vec::with_capacity(n);
-    let mut key_ids = Vec::with_capacity(n);
-    let mut workspace_ids = Vec::with_capacity(n);
-    let mut methods = Vec::with_capacity(n);
-    let mut endpoints = Vec::with_capacity(n);
-    let mut resource_ids = Vec::with_capacity(n);
-    let mut codes = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut durations = Vec::with_capacity(n);
-    let mut client_ips = Vec::with_capacity(n);
-    let mut credits = Vec::with_capacity(n);
-    let mut admitted = Vec::with_capacity(n);
-    let mut instances = Vec::with_capacity(n);
-    for r in records {
-        request_ids.push(r.request_id.as_str());
-        timestamps.push(r.timestamp);
-        key_ids.push(r.key_id.as_str());
-        workspace_ids.push(r.workspace_id.as_str());
-        methods.push(r.method.as_str());
-        endpoints.push(r.endpoint.as_str());
-        resource_ids.push(r.resource_id.as_deref());
-        codes.push(i64::from(r.response_code));
-        statuses.push(r.status.as_str());
-        durations.push(r.duration_ms);
-        client_ips.push(r.client_ip.as_str());
-        credits.push(i64::from(r.credits));
-        admitted.push(r.admitted);
-        instances.push(r.instance.as_str());
+    records: &[(&UsageRecord, i64)],
+    keys: &HashMap<String, KeyRow>,
+    name_ids: &HashMap<String, i32>,
+) -> StoreResult<HashSet<(i64, i64)>> {
+    let name = |n: &str| name_ids.get(n).copied().unwrap_or(0);
+    let mut copy = BinaryCopy::with_capacity(records.len() * 160);
+    for (ord, (r, hash)) in records.iter().enumerate() {
+        let (key_ref, workspace_ref) = keys
+            .get(&r.key_id)
+            .map_or((0, 0), |k| (k.key_ref, k.workspace_ref));
+        copy.row(STAGING_FIELDS)
+            .int8(r.timestamp)
+            .int8(*hash)
+            .int8(i64::from(r.credits))
+            .float8(r.duration_ms)
+            .int4(key_ref)
+            .int4(workspace_ref)
+            .int4(name(&r.method))
+            .int4(name(&r.endpoint))
+            .int4(name(&r.instance))
+            .int2(i16::try_from(r.response_code).unwrap_or(i16::MAX))
+            .int2(status_code(r.status))
+            .bool(r.admitted)
+            .text(&r.request_id)
+            .text_or_null(r.resource_id.as_deref())
+            .text(&r.client_ip)
+            .int4(i32::try_from(ord).unwrap_or(i32::MAX));
     }
-    // WITH ORDINALITY keeps the batch order, so ids (the cursor's tie-breaker) follow it.
-    let inserted: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO usage_records (request_id, timestamp, key_id, workspace_id, method, endpoint, \
-         resource_id, response_code, status, duration_ms, client_ip, credits, admitted, instance) \
-         SELECT request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
-                response_code, status, duration_ms, client_ip, credits, admitted, instance \
-         FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::int8[], $9::text[], $10::float8[], $11::text[], \
-                     $12::int8[], $13::bool[], $14::text[]) WITH ORDINALITY \
-              AS t(request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
-                   response_code, status, duration_ms, client_ip, credits, admitted, instance, n) \
-         ORDER BY n \
-         ON CONFLICT (request_id, timestamp) DO NOTHING \
-         RETURNING request_id, timestamp",
+    let mut sink = conn
+        .copy_in_raw("COPY usage_staging FROM STDIN (FORMAT binary)")
+        .await?;
+    sink.send(copy.finish()).await?;
+    sink.finish().await?;
+    // In batch order, so ids (the cursor's tie-breaker) follow it.
+    let inserted: Vec<(i64, i64)> = sqlx::query_as(
+        "INSERT INTO usage_records (\"timestamp\", request_hash, credits, duration_ms, key_ref, \
+         workspace_ref, method, endpoint, instance, response_code, status, admitted, request_id, \
+         resource_id, client_ip) \
+         SELECT \"timestamp\", request_hash, credits, duration_ms, key_ref, workspace_ref, \
+                method, endpoint, instance, response_code, status, admitted, request_id, \
+                resource_id, client_ip \
+         FROM usage_staging ORDER BY ord \
+         ON CONFLICT (\"timestamp\", request_hash) DO NOTHING \
+         RETURNING \"timestamp\", request_hash",
     )
-    .bind(&request_ids)
-    .bind(&timestamps)
-    .bind(&key_ids)
-    .bind(&workspace_ids)
-    .bind(&methods)
-    .bind(&endpoints)
-    .bind(&resource_ids)
-    .bind(&codes)
-    .bind(&statuses)
-    .bind(&durations)
-    .bind(&client_ips)
-    .bind(&credits)
-    .bind(&admitted)
-    .bind(&instances)
     .fetch_all(&mut *conn)
     .await?;
-    let inserted: HashSet<(String, i64)> = inserted.into_iter().collect();
-    Ok(records
-        .iter()
-        .map(|r| (r.request_id.as_str(), r.timestamp))
-        .filter(|(id, t)| inserted.contains(&((*id).to_owned(), *t)))
-        .collect())
+    Ok(inserted.into_iter().collect())
 }
 
-async fn write_counts(conn: &mut PgConnection, rows: &CountRows<'_>) -> StoreResult<()> {
-    for (map, (table, column)) in rows.keys.iter().zip(KEY_TABLES) {
-        upsert_rollups(conn, table, "key_id", column, true, map).await?;
-    }
-    for (map, (table, column)) in rows.workspaces.iter().zip(WORKSPACE_TABLES) {
-        upsert_rollups(conn, table, "workspace_id", column, false, map).await?;
-    }
+async fn write_tail(conn: &mut PgConnection, counts: &BatchCounts<'_>) -> StoreResult<()> {
+    let n = counts.tail.len();
+    let (mut keys, mut workspaces, mut endpoints, mut methods, mut statuses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut minutes, mut codes, mut sums, mut credits, mut durations) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::<f64>::with_capacity(n),
+    );
+    for ((key, ws, minute, endpoint, method, code, status), (count, credit, duration)) in
+        &counts.tail
     {
-        let map = &rows.admitted_totals;
-        let mut keys = Vec::with_capacity(map.len());
-        let mut counts = Vec::with_capacity(map.len());
-        let mut credits = Vec::with_capacity(map.len());
-        for (k, (n, c)) in map {
-            keys.push(*k);
-            counts.push(*n);
-            credits.push(*c);
-        }
+        keys.push(*key);
+        workspaces.push(*ws);
+        minutes.push(*minute);
+        endpoints.push(*endpoint);
+        methods.push(*method);
+        codes.push(*code);
+        statuses.push(*status);
+        sums.push(*count);
+        credits.push(*credit);
+        durations.push(*duration);
+    }
+    sqlx::query(
+        "INSERT INTO usage_tail (key_id, workspace_id, minute, endpoint, method, response_code, \
+         status, count, credits, duration_ms) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], \
+                              $6::int8[], $7::text[], $8::int8[], $9::int8[], $10::float8[])",
+    )
+    .bind(&keys)
+    .bind(&workspaces)
+    .bind(&minutes)
+    .bind(&endpoints)
+    .bind(&methods)
+    .bind(&codes)
+    .bind(&statuses)
+    .bind(&sums)
+    .bind(&credits)
+    .bind(&durations)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds the batch to `slot`'s rows of the per-key count tables, in table then key order.
+async fn write_counts(
+    conn: &mut PgConnection,
+    counts: &BatchCounts<'_>,
+    slot: i16,
+) -> StoreResult<()> {
+    if !counts.admitted_totals.is_empty() {
+        let map = &counts.admitted_totals;
+        let (keys, sums): (Vec<&str>, Vec<(i64, i64)>) = map.iter().map(|(k, v)| (*k, *v)).unzip();
+        let (admitted, credits): (Vec<i64>, Vec<i64>) = sums.into_iter().unzip();
         sqlx::query(
-            "INSERT INTO key_admitted_totals (key_id, admitted, credits) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
-             ON CONFLICT (key_id) DO UPDATE \
+            "INSERT INTO key_admitted_totals (key_id, admitted, credits, slot) \
+             SELECT k, a, c, $4 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(k, a, c) \
+             ON CONFLICT (key_id, slot) DO UPDATE \
              SET admitted = key_admitted_totals.admitted + excluded.admitted, \
              credits = key_admitted_totals.credits + excluded.credits",
         )
         .bind(&keys)
-        .bind(&counts)
+        .bind(&admitted)
         .bind(&credits)
+        .bind(slot)
         .execute(&mut *conn)
         .await?;
     }
@@ -323,165 +402,112 @@ async fn write_counts(conn: &mut PgConnection, rows: &CountRows<'_>) -> StoreRes
             "key_admitted_minutes",
             "minute",
             "admitted",
-            &rows.admitted_minutes,
+            &counts.admitted_minutes,
         ),
         (
             "key_admitted_hours",
             "hour",
             "admitted",
-            &rows.admitted_hours,
+            &counts.admitted_hours,
         ),
-        ("key_credit_days", "day", "credits", &rows.credit_days),
+        ("key_credit_days", "day", "credits", &counts.credit_days),
+        ("key_month_calls", "month", "calls", &counts.month_calls),
     ] {
         if map.is_empty() {
             continue;
         }
         let mut keys = Vec::with_capacity(map.len());
         let mut times = Vec::with_capacity(map.len());
-        let mut counts = Vec::with_capacity(map.len());
+        let mut sums = Vec::with_capacity(map.len());
         for ((k, t), n) in map {
             keys.push(*k);
             times.push(*t);
-            counts.push(*n);
+            sums.push(*n);
         }
         sqlx::query(&format!(
-            "INSERT INTO {table} (key_id, {column}, {value}) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
-             ON CONFLICT (key_id, {column}) DO UPDATE \
+            "INSERT INTO {table} (key_id, {column}, {value}, slot) \
+             SELECT k, t, n, $4 FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(k, t, n) \
+             ON CONFLICT (key_id, {column}, slot) DO UPDATE \
              SET {value} = {table}.{value} + excluded.{value}"
         ))
         .bind(&keys)
         .bind(&times)
-        .bind(&counts)
+        .bind(&sums)
+        .bind(slot)
         .execute(&mut *conn)
         .await?;
     }
-    {
-        let map = &rows.instance_buckets;
+    if !counts.instance_buckets.is_empty() {
+        let map = &counts.instance_buckets;
         let mut keys = Vec::with_capacity(map.len());
         let mut instances = Vec::with_capacity(map.len());
         let mut buckets = Vec::with_capacity(map.len());
-        let mut counts = Vec::with_capacity(map.len());
+        let mut admitted = Vec::with_capacity(map.len());
         let mut credits = Vec::with_capacity(map.len());
         for ((k, i, b), (n, c)) in map {
             keys.push(*k);
             instances.push(*i);
             buckets.push(*b);
-            counts.push(*n);
+            admitted.push(*n);
             credits.push(*c);
         }
         sqlx::query(
-            "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted, credits) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
-             ON CONFLICT (key_id, instance, bucket) DO UPDATE \
+            "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted, credits, slot) \
+             SELECT k, i, b, a, c, $6 \
+             FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+               AS u(k, i, b, a, c) \
+             ON CONFLICT (key_id, instance, bucket, slot) DO UPDATE \
              SET admitted = key_instance_buckets.admitted + excluded.admitted, \
              credits = key_instance_buckets.credits + excluded.credits",
         )
         .bind(&keys)
         .bind(&instances)
         .bind(&buckets)
-        .bind(&counts)
+        .bind(&admitted)
         .bind(&credits)
-        .execute(&mut *conn)
-        .await?;
-    }
-    {
-        let map = &rows.month_calls;
-        let mut keys = Vec::with_capacity(map.len());
-        let mut months = Vec::with_capacity(map.len());
-        let mut counts = Vec::with_capacity(map.len());
-        for ((k, m), n) in map {
-            keys.push(*k);
-            months.push(*m);
-            counts.push(*n);
-        }
-        sqlx::query(
-            "INSERT INTO key_month_calls (key_id, month, calls) \
-             SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[]) \
-             ON CONFLICT (key_id, month) DO UPDATE \
-             SET calls = key_month_calls.calls + excluded.calls",
-        )
-        .bind(&keys)
-        .bind(&months)
-        .bind(&counts)
-        .execute(&mut *conn)
-        .await?;
-    }
-    {
-        // last_used_at = max(existing, newest record); the rows are locked already.
-        let (keys, times): (Vec<&str>, Vec<i64>) = rows.last_used.iter().unzip();
-        sqlx::query(
-            "UPDATE api_keys k SET last_used_at = u.t \
-             FROM unnest($1::text[], $2::int8[]) AS u(id, t) \
-             WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)",
-        )
-        .bind(&keys)
-        .bind(&times)
+        .bind(slot)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
 }
 
-async fn upsert_rollups(
+/// `last_used_at` of the keys whose stored value (as locked at the start) is missing or older
+/// than [`LAST_USED_RESOLUTION_MS`] before their newest record: rarely any, so batches rarely
+/// wait for each other here. The first record of a key always sets it, before `delete_key` can
+/// see the key without it.
+async fn write_last_used(
     conn: &mut PgConnection,
-    table: &str,
-    scope_column: &str,
-    bucket_column: &str,
-    with_workspace: bool,
-    rows: &BTreeMap<RollupKey<'_>, RollupValue<'_>>,
+    counts: &BatchCounts<'_>,
+    keys: &HashMap<String, KeyRow>,
 ) -> StoreResult<()> {
-    let n = rows.len();
-    let mut scopes = Vec::with_capacity(n);
-    let mut buckets = Vec::with_capacity(n);
-    let mut endpoints = Vec::with_capacity(n);
-    let mut methods = Vec::with_capacity(n);
-    let mut codes = Vec::with_capacity(n);
-    let mut statuses = Vec::with_capacity(n);
-    let mut counts = Vec::with_capacity(n);
-    let mut credits = Vec::with_capacity(n);
-    let mut durations = Vec::with_capacity(n);
-    let mut workspaces = Vec::with_capacity(n);
-    for (k, v) in rows {
-        scopes.push(k.0);
-        buckets.push(k.1);
-        endpoints.push(k.2);
-        methods.push(k.3);
-        codes.push(k.4);
-        statuses.push(k.5);
-        counts.push(v.count);
-        credits.push(v.credits);
-        durations.push(v.duration_ms);
-        workspaces.push(v.workspace_id);
+    let (ids, times): (Vec<&str>, Vec<i64>) = counts
+        .last_used
+        .iter()
+        .filter(|(id, t)| {
+            keys.get(**id).is_some_and(|k| {
+                k.last_used_at
+                    .is_none_or(|at| at <= **t - LAST_USED_RESOLUTION_MS)
+            })
+        })
+        .map(|(id, t)| (*id, *t))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(());
     }
-    let (ws_column, ws_value) = if with_workspace {
-        (", workspace_id", ", $10::text[]")
-    } else {
-        ("", "")
-    };
-    let sql = format!(
-        "INSERT INTO {table} ({scope_column}, {bucket_column}, endpoint, method, response_code, \
-         status, count, credits, duration_ms{ws_column}) \
-         SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::int8[], \
-                              $6::text[], $7::int8[], $8::int8[], $9::float8[]{ws_value}) \
-         ON CONFLICT ({scope_column}, {bucket_column}, endpoint, method, response_code, status) \
-         DO UPDATE SET count = {table}.count + excluded.count, \
-         credits = {table}.credits + excluded.credits, \
-         duration_ms = {table}.duration_ms + excluded.duration_ms"
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(&scopes)
-        .bind(&buckets)
-        .bind(&endpoints)
-        .bind(&methods)
-        .bind(&codes)
-        .bind(&statuses)
-        .bind(&counts)
-        .bind(&credits)
-        .bind(&durations);
-    if with_workspace {
-        query = query.bind(&workspaces);
-    }
-    query.execute(&mut *conn).await?;
+    // Row locks in key order first (an UPDATE … FROM takes them in plan order).
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE api_keys k SET last_used_at = u.t \
+         FROM unnest($1::text[], $2::int8[]) AS u(id, t) \
+         WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)",
+    )
+    .bind(&ids)
+    .bind(&times)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

@@ -9,20 +9,25 @@
 //! Nothing is cached in the process: another control plane may change the database at any time.
 //!
 //! Plans, workspaces, keys, console tokens and the lookup: the shared SQL
-//! ([`crate::store::sql`], through `transaction.rs`). Usage ingest: `ingest.rs`; analytics and
-//! the request log: `usage.rs`.
+//! ([`crate::store::sql`], through `transaction.rs`). Usage ingest: `ingest.rs` (with
+//! `copy_in.rs` and `names.rs`); the roll-up of its tail and retention by partition:
+//! `rollup.rs`; analytics and the request log: `usage.rs`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod copy_in;
 mod ingest;
+mod names;
+mod rollup;
 mod transaction;
 mod usage;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
+use tokio::task::AbortHandle;
 
 use crate::domain::PlanName;
 use crate::domain::{
@@ -54,6 +59,10 @@ pub struct PostgresStore {
     pub(super) pool: PgPool,
     /// When this process last wrote each key's `last_used_at`, to skip redundant writes.
     touched: Mutex<HashMap<String, i64>>,
+    /// Name numbers and partitions this process has seen.
+    known: names::Known,
+    /// The task rolling the usage tail (stopped by `close`).
+    roller: AbortHandle,
 }
 
 impl PostgresStore {
@@ -69,12 +78,21 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(ingest::CREATE_STAGING).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let roller = tokio::spawn(roll_continuously(pool.clone())).abort_handle();
         Ok(Self {
             pool,
             touched: Mutex::default(),
+            known: names::Known::default(),
+            roller,
         })
     }
 
@@ -96,18 +114,44 @@ impl PostgresStore {
     }
 }
 
+/// Rolls the usage tail every [`rollup::ROLLUP_EVERY`] until aborted.
+async fn roll_continuously(pool: PgPool) {
+    let mut ticker = tokio::time::interval(rollup::ROLLUP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = rollup::roll_tail(&pool).await {
+            tracing::warn!(error = %e, "usage roll-up failed; retrying at the next one");
+        }
+    }
+}
+
+/// PostgreSQL's error code (SQLSTATE) of a store error, if it is one.
+fn sqlstate(e: &StoreError) -> Option<String> {
+    match e {
+        StoreError::Backend(source) => source.downcast_ref::<sqlx::Error>().and_then(|e| match e {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.roller.abort();
+    }
+}
+
 /// Deadlocks and serialization failures: the transaction can simply run again.
 pub(super) fn retryable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Backend(source) => source
-            .downcast_ref::<sqlx::Error>()
-            .and_then(|e| match e {
-                sqlx::Error::Database(db) => db.code(),
-                _ => None,
-            })
-            .is_some_and(|code| code == "40P01" || code == "40001"),
-        _ => false,
-    }
+    sqlstate(e).is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// A record whose day has no partition (another control plane's retention dropped it since this
+/// one saw it).
+fn no_partition(e: &StoreError) -> bool {
+    sqlstate(e).is_some_and(|code| code == "23514")
 }
 
 /// Runs `$body` (an expression producing a `StoreResult`) again after a deadlock or a
@@ -216,7 +260,13 @@ impl Store for PostgresStore {
     }
 
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {
-        with_retries!(self.ingest(&records).await)
+        with_retries!(match self.ingest(&records).await {
+            Err(e) if no_partition(&e) => {
+                self.known.forget_partitions();
+                self.ingest(&records).await
+            }
+            other => other,
+        })
     }
 
     async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
@@ -227,16 +277,14 @@ impl Store for PostgresStore {
         self.request_page(filter).await
     }
 
-    async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM usage_records WHERE id IN \
-             (SELECT id FROM usage_records WHERE timestamp < $1 ORDER BY timestamp LIMIT $2)",
-        )
-        .bind(before_ms)
-        .bind(i64::from(batch))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    /// Whole days at a time, whatever `batch`: the partitions of the days entirely before
+    /// `before_ms` are dropped; a record goes when its whole day is older than `before_ms`.
+    async fn purge_records(&self, before_ms: i64, _batch: u32) -> StoreResult<u64> {
+        let dropped = rollup::drop_partitions_before(&self.pool, before_ms).await?;
+        if dropped > 0 {
+            self.known.forget_partitions();
+        }
+        Ok(dropped)
     }
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
@@ -264,6 +312,7 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        self.roller.abort();
         self.pool.close().await;
     }
 }

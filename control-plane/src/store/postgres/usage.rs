@@ -1,10 +1,12 @@
-//! PostgreSQL: analytics from rollups and the request log (ingest: `postgres_ingest.rs`).
+//! PostgreSQL: analytics from the rollups and their tail, and the request log (ingest:
+//! `ingest.rs`, roll-up: `rollup.rs`).
 
 use sqlx::{FromRow, Postgres, QueryBuilder};
 
 use crate::domain::{
-    RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, UsageStatus,
+    RequestFilter, RequestPage, RequestRecord, UsageQuery, UsageReport, DAY_MS, HOUR_MS, MINUTE_MS,
 };
+use crate::store::postgres::ingest::{status_code, status_from_code};
 use crate::store::postgres::PostgresStore;
 use crate::store::rows::page_of;
 use crate::store::sql::report::{self, ReportSource};
@@ -20,8 +22,8 @@ struct RecordRow {
     method: String,
     endpoint: String,
     resource_id: Option<String>,
-    response_code: i64,
-    status: String,
+    response_code: i16,
+    status: i16,
     duration_ms: f64,
     client_ip: String,
     credits: i64,
@@ -33,7 +35,7 @@ impl TryFrom<RecordRow> for RequestRecord {
     type Error = StoreError;
 
     fn try_from(r: RecordRow) -> StoreResult<Self> {
-        let status = UsageStatus::parse(&r.status).ok_or_else(|| {
+        let status = status_from_code(r.status).ok_or_else(|| {
             StoreError::Backend(format!("unknown status {} in usage_records", r.status).into())
         })?;
         Ok(RequestRecord {
@@ -56,52 +58,77 @@ impl TryFrom<RecordRow> for RequestRecord {
     }
 }
 
+/// The request log's conditions on a name, as the number the narrow records carry (no such
+/// name: no number, no rows).
+const NAME_CONDITIONS: [&str; 4] = [
+    " AND r.workspace_ref = (SELECT ref FROM workspaces WHERE id = ",
+    " AND r.key_ref = (SELECT ref FROM api_keys WHERE id = ",
+    " AND r.method = (SELECT id FROM usage_names WHERE name = ",
+    " AND r.endpoint = (SELECT id FROM usage_names WHERE name = ",
+];
+
 impl PostgresStore {
     pub(super) async fn report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
         report::usage_report(self, query, rollup_rows).await
     }
 
     /// One page of the request log, newest first (then by storage order), through the index of
-    /// the most selective scope the filter has (resource, key, workspace, else time).
+    /// the most selective scope the filter has (resource, key, workspace, else time). The page
+    /// is chosen on the narrow records; only its rows get their names back.
     pub(super) async fn request_page(&self, filter: &RequestFilter) -> StoreResult<RequestPage> {
         let limit = filter.limit.max(1);
         let mut qb: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-            "SELECT id, request_id, timestamp, key_id, workspace_id, method, endpoint, resource_id, \
-             response_code, status, duration_ms, client_ip, credits, admitted, instance \
-             FROM usage_records WHERE TRUE",
+            "SELECT r.id, r.request_id, r.timestamp, k.id AS key_id, w.id AS workspace_id, \
+             m.name AS method, e.name AS endpoint, r.resource_id, r.response_code, r.status, \
+             r.duration_ms, r.client_ip, r.credits, r.admitted, i.name AS instance \
+             FROM (SELECT * FROM usage_records r WHERE TRUE",
         );
-        for (column, value) in [
-            ("workspace_id", &filter.workspace_id),
-            ("key_id", &filter.key_id),
-            ("resource_id", &filter.resource_id),
-            ("method", &filter.method),
-            ("endpoint", &filter.endpoint),
-        ] {
+        let names = [
+            &filter.workspace_id,
+            &filter.key_id,
+            &filter.method,
+            &filter.endpoint,
+        ];
+        for (condition, value) in NAME_CONDITIONS.into_iter().zip(names) {
             if let Some(v) = value {
-                qb.push(format!(" AND {column} = ")).push_bind(v.as_str());
+                qb.push(condition).push_bind(v.as_str()).push(")");
             }
         }
+        if let Some(v) = &filter.resource_id {
+            qb.push(" AND r.resource_id = ").push_bind(v.as_str());
+        }
         if let Some(v) = filter.from_ms {
-            qb.push(" AND timestamp >= ").push_bind(v);
+            qb.push(" AND r.timestamp >= ").push_bind(v);
         }
         if let Some(v) = filter.to_ms {
-            qb.push(" AND timestamp < ").push_bind(v);
+            qb.push(" AND r.timestamp < ").push_bind(v);
         }
         if let Some(v) = filter.status {
-            qb.push(" AND status = ").push_bind(v.as_str());
+            qb.push(" AND r.status = ").push_bind(status_code(v));
         }
         if let Some(v) = filter.response_code {
-            qb.push(" AND response_code = ").push_bind(i64::from(v));
+            qb.push(" AND r.response_code = ").push_bind(i64::from(v));
         }
         if let Some(c) = filter.cursor {
-            qb.push(" AND (timestamp, id) < (")
+            // The first condition bounds the index range; the second breaks ties.
+            qb.push(" AND r.timestamp <= ")
+                .push_bind(c.timestamp)
+                .push(" AND (r.timestamp, r.id) < (")
                 .push_bind(c.timestamp)
                 .push(", ")
                 .push_bind(c.id)
                 .push(")");
         }
-        qb.push(" ORDER BY timestamp DESC, id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
+        qb.push(" ORDER BY r.timestamp DESC, r.id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1)
+            .push(
+                ") r JOIN api_keys k ON k.ref = r.key_ref \
+                 JOIN workspaces w ON w.ref = r.workspace_ref \
+                 JOIN usage_names m ON m.id = r.method \
+                 JOIN usage_names e ON e.id = r.endpoint \
+                 JOIN usage_names i ON i.id = r.instance \
+                 ORDER BY r.timestamp DESC, r.id DESC",
+            );
         let rows: Vec<RecordRow> = qb.build_query_as().fetch_all(&self.pool).await?;
         let records = rows
             .into_iter()
@@ -111,12 +138,23 @@ impl PostgresStore {
     }
 }
 
-/// A report's rollup rows (see [`report::RollupRows`]): the table the report reads, as it is.
+/// A report's rollup rows (see [`report::RollupRows`]): the table the report reads, plus the
+/// tail not rolled into it yet, summed to the table's bucket.
 fn rollup_rows(source: &ReportSource) -> String {
     let ReportSource { table, column, .. } = source;
     let scope = source.scope_condition("SELECT json_array_elements_text(CAST($1 AS json))");
+    let step = match *column {
+        "minute" => MINUTE_MS,
+        "hour" => HOUR_MS,
+        _ => DAY_MS,
+    };
     format!(
         "(SELECT {column} AS bucket, endpoint, method, response_code, status, count, credits \
-         FROM {table} WHERE {scope} AND {column} >= $2 AND {column} < $3)"
+         FROM {table} WHERE {scope} AND {column} >= $2 AND {column} < $3 \
+         UNION ALL \
+         SELECT minute - minute % {step} AS bucket, endpoint, method, response_code, status, \
+                count, credits \
+         FROM usage_tail WHERE {scope} AND minute - minute % {step} >= $2 \
+           AND minute - minute % {step} < $3)"
     )
 }

@@ -24,12 +24,13 @@ const KEY_COLUMNS: &str = "id, workspace_id, alias, description, category, activ
 /// `$4`.
 fn select_keys(condition: &str) -> String {
     format!(
-        "SELECT {KEY_COLUMNS}, coalesce((SELECT calls FROM key_month_calls c \
-         WHERE c.key_id = api_keys.id AND c.month = $1), 0) AS calls_this_month, \
-         CASE WHEN credits_period = 'total' THEN coalesce((SELECT credits \
+        "SELECT {KEY_COLUMNS}, coalesce((SELECT CAST(sum(calls) AS BIGINT) \
+           FROM key_month_calls c WHERE c.key_id = api_keys.id AND c.month = $1), 0) \
+           AS calls_this_month, \
+         CASE WHEN credits_period = 'total' THEN coalesce((SELECT CAST(sum(credits) AS BIGINT) \
            FROM key_admitted_totals t WHERE t.key_id = api_keys.id), 0) \
-         WHEN credits_period = 'day' THEN coalesce((SELECT credits FROM key_credit_days d \
-           WHERE d.key_id = api_keys.id AND d.day = $2), 0) \
+         WHEN credits_period = 'day' THEN coalesce((SELECT CAST(sum(credits) AS BIGINT) \
+           FROM key_credit_days d WHERE d.key_id = api_keys.id AND d.day = $2), 0) \
          ELSE coalesce((SELECT CAST(sum(credits) AS BIGINT) FROM key_credit_days d \
            WHERE d.key_id = api_keys.id AND d.day >= $3), 0) END AS credits_used \
          FROM api_keys WHERE {condition}"

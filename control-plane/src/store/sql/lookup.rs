@@ -20,6 +20,7 @@ use crate::store::StoreResult;
 /// Credits spent (`credits_used`) are read only for keys with a budget: all time from the
 /// totals, a day or a calendar month from the per-day counts; `recent_credits` from the
 /// per-instance buckets since the split point of the key's period.
+/// Counts are summed: PostgreSQL keeps them in slots (several rows per key and bucket).
 /// Parameters: [`lookup_args`].
 pub(crate) const LOOKUP_SQL: &str = "\
 SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
@@ -30,9 +31,11 @@ SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        k.credits_limit, k.credits_period, k.external_id, k.meta, \
        CASE WHEN k.credits_limit IS NULL THEN NULL \
          WHEN k.credits_period = 'total' THEN \
-           (SELECT credits FROM key_admitted_totals t WHERE t.key_id = k.id) \
+           (SELECT CAST(sum(credits) AS BIGINT) FROM key_admitted_totals t \
+           WHERE t.key_id = k.id) \
          WHEN k.credits_period = 'day' THEN \
-           (SELECT credits FROM key_credit_days d WHERE d.key_id = k.id AND d.day = $10) \
+           (SELECT CAST(sum(credits) AS BIGINT) FROM key_credit_days d \
+           WHERE d.key_id = k.id AND d.day = $10) \
          ELSE (SELECT CAST(coalesce(sum(credits), 0) AS BIGINT) FROM key_credit_days d \
            WHERE d.key_id = k.id AND d.day >= $11) END AS credits_used, \
        CASE WHEN CAST($8 AS TEXT) IS NOT NULL AND k.credits_limit IS NOT NULL THEN \
@@ -43,7 +46,8 @@ SELECT k.id AS key_id, k.workspace_id, k.active, k.expires_at, \
        p.rate_limit_per_second AS plan_rate_limit_per_second, \
        p.rate_limit_per_minute AS plan_rate_limit_per_minute, \
        CASE WHEN k.quota_total IS NOT NULL THEN \
-         (SELECT admitted FROM key_admitted_totals t WHERE t.key_id = k.id) END AS usage_total, \
+         (SELECT CAST(sum(admitted) AS BIGINT) FROM key_admitted_totals t \
+           WHERE t.key_id = k.id) END AS usage_total, \
        CASE WHEN k.quota_daily IS NOT NULL THEN \
          (SELECT CAST(coalesce(sum(admitted), 0) AS BIGINT) FROM key_admitted_hours h \
            WHERE h.key_id = k.id AND h.hour >= $3) + \

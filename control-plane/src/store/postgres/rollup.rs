@@ -1,0 +1,152 @@
+//! The roll-up of `usage_tail` into the analytics rollups, and retention by partition. Each is
+//! done by one control plane at a time: whoever gets the transaction-level advisory lock
+//! ([`ROLLUP_LOCK`], [`RETENTION_LOCK`]) does it, the others skip that pass.
+//!
+//! A roll-up is one statement: `DELETE FROM usage_tail RETURNING *` feeds upserts of the six
+//! rollup tables, so tail rows move into the rollups in one commit (a report's snapshot sees
+//! each aggregate once, in the tail or in a rollup). Rows committed by batches after the
+//! statement's snapshot stay for the next pass.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::store::StoreResult;
+
+/// How often a control plane tries to roll the tail. The tail holds what batches stored since
+/// the last roll-up: at 100,000 records/s, about one aggregate per record in the worst case, so
+/// this bounds it to ~50,000 rows while a roll-up keeps up.
+pub(super) const ROLLUP_EVERY: Duration = Duration::from_millis(500);
+
+/// Advisory lock keys (arbitrary, fixed: every control plane of a database uses the same).
+const ROLLUP_LOCK: i64 = 7_301_700_402;
+const RETENTION_LOCK: i64 = 7_301_700_403;
+
+/// A retention pass waits at most this long for the table lock a partition drop needs (behind
+/// long reports); it tries again at its next pass.
+const DROP_LOCK_TIMEOUT: &str = "5s";
+
+/// Rolls the tail if no other control plane is; how many tail rows it moved.
+pub(super) async fn roll_tail(pool: &PgPool) -> StoreResult<u64> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(ROLLUP_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(0);
+    }
+    let moved: i64 = sqlx::query_scalar(&roll_sql()).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(u64::try_from(moved).unwrap_or(0))
+}
+
+/// One upsert per rollup table from `moved` (the deleted tail rows).
+fn roll_sql() -> String {
+    let mut ctes = vec!["moved AS (DELETE FROM usage_tail RETURNING *)".to_owned()];
+    for (i, (table, column, step)) in [
+        ("usage_minutes", "minute", MINUTE_MS),
+        ("usage_hours", "hour", HOUR_MS),
+        ("usage_days", "day", DAY_MS),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ctes.push(format!(
+            "k{i} AS (INSERT INTO {table} (key_id, {column}, endpoint, method, response_code, \
+             status, workspace_id, count, credits, duration_ms) \
+             SELECT key_id, minute - minute % {step}, endpoint, method, response_code, status, \
+                    min(workspace_id), sum(count), sum(credits), sum(duration_ms) \
+             FROM moved GROUP BY 1, 2, 3, 4, 5, 6 \
+             ON CONFLICT (key_id, {column}, endpoint, method, response_code, status) DO UPDATE \
+             SET count = {table}.count + excluded.count, \
+                 credits = {table}.credits + excluded.credits, \
+                 duration_ms = {table}.duration_ms + excluded.duration_ms)"
+        ));
+    }
+    for (i, (table, column, step)) in [
+        ("usage_ws_minutes", "minute", MINUTE_MS),
+        ("usage_ws_hours", "hour", HOUR_MS),
+        ("usage_ws_days", "day", DAY_MS),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ctes.push(format!(
+            "w{i} AS (INSERT INTO {table} (workspace_id, {column}, endpoint, method, \
+             response_code, status, count, credits, duration_ms) \
+             SELECT workspace_id, minute - minute % {step}, endpoint, method, response_code, \
+                    status, sum(count), sum(credits), sum(duration_ms) \
+             FROM moved GROUP BY 1, 2, 3, 4, 5, 6 \
+             ON CONFLICT (workspace_id, {column}, endpoint, method, response_code, status) \
+             DO UPDATE SET count = {table}.count + excluded.count, \
+                 credits = {table}.credits + excluded.credits, \
+                 duration_ms = {table}.duration_ms + excluded.duration_ms)"
+        ));
+    }
+    format!("WITH {} SELECT count(*) FROM moved", ctes.join(", "))
+}
+
+/// The partitions of `usage_records`, as (name, first day's start in Unix ms), oldest first.
+/// Names not made by `tollgate_usage_partition` (`usage_records_YYYYMMDD`) are left out.
+async fn partitions(pool: &PgPool) -> StoreResult<Vec<(String, i64)>> {
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT c.relname::text, \
+                CAST(extract(epoch FROM to_date(substr(c.relname, 15), 'YYYYMMDD')) AS BIGINT) \
+                  * 1000 \
+         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = CAST('usage_records' AS regclass) \
+           AND c.relname ~ '^usage_records_[0-9]{8}$' \
+         ORDER BY c.relname",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, day)| day.map(|d| (name, d)))
+        .collect())
+}
+
+/// Drops the partitions whose whole day is before `before_ms`, unless another control plane is
+/// doing so; how many records they held. A record therefore goes with its day: up to a day
+/// after `before_ms` passes it.
+pub(super) async fn drop_partitions_before(pool: &PgPool, before_ms: i64) -> StoreResult<u64> {
+    let expired: Vec<String> = partitions(pool)
+        .await?
+        .into_iter()
+        .filter(|(_, day)| day + DAY_MS <= before_ms)
+        .map(|(name, _)| name)
+        .collect();
+    let mut dropped = 0u64;
+    for name in expired {
+        let mut tx = pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RETENTION_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !locked {
+            break;
+        }
+        sqlx::query(&format!("SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+            .execute(&mut *tx)
+            .await?;
+        // The name is one `partitions` matched against ^usage_records_[0-9]{8}$.
+        let exists: Option<String> = sqlx::query_scalar("SELECT CAST(to_regclass($1) AS TEXT)")
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            continue;
+        }
+        let held: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{name}\""))
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(&format!("DROP TABLE \"{name}\""))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        dropped += u64::try_from(held).unwrap_or(0);
+    }
+    Ok(dropped)
+}

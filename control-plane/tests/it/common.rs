@@ -463,3 +463,22 @@ pub fn rfc3339(ms: i64) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// The start of the UTC calendar month holding `ms`, and of the next one.
+pub fn month_bounds(ms: i64) -> (i64, i64) {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+    let first = |y: i32, m: time::Month| {
+        time::Date::from_calendar_date(y, m, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+            .unix_timestamp()
+            * 1000
+    };
+    let next = if t.month() == time::Month::December {
+        first(t.year() + 1, time::Month::January)
+    } else {
+        first(t.year(), t.month().next())
+    };
+    (first(t.year(), t.month()), next)
+}

@@ -4,30 +4,11 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{lookup, now_ms, record, with, TestServer};
+use crate::common::{lookup, month_bounds, now_ms, record, with, TestServer};
 
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
 const DAY: i64 = 24 * 60 * MINUTE;
-
-/// The start of the UTC calendar month holding `ms`, and of the next one.
-fn month_bounds(ms: i64) -> (i64, i64) {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    let first = |y: i32, m: time::Month| {
-        time::Date::from_calendar_date(y, m, 1)
-            .unwrap()
-            .midnight()
-            .assume_utc()
-            .unix_timestamp()
-            * 1000
-    };
-    let next = if t.month() == time::Month::December {
-        first(t.year() + 1, time::Month::January)
-    } else {
-        first(t.year(), t.month().next())
-    };
-    (first(t.year(), t.month()), next)
-}
 
 #[tokio::test]
 async fn keys_carry_limits_budget_and_owner_through_create_patch_and_clear() {

@@ -2,9 +2,18 @@
 //! other test runs on PostgreSQL too when `TOLLGATE_TEST_DATABASE_URL` is set; these need a
 //! shared database, so on SQLite they return at once (saying so).
 
-use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::common::{now_ms, record, secret_hash, TestServer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::task::JoinSet;
+
+use crate::common::{
+    lookup, month_bounds, now_ms, record, secret_hash, with, TestServer, ADMIN, FILTER,
+};
 
 /// A second control plane on `first`'s database (same tokens); `None` on SQLite.
 async fn second(first: &TestServer) -> Option<TestServer> {
@@ -160,4 +169,479 @@ async fn migration_0003_keeps_keys_and_counts_the_credits_already_spent() {
         assert_eq!(found.quotas.daily, Some(100));
     }
     store.close().await;
+}
+
+/// The two instance names of the corpora (two Envoys).
+const INSTANCES: [&str; 2] = ["i_a", "i_b"];
+/// Credit budget of the corpora's second key (period `total`: no day or month boundary).
+const BUDGET: u64 = 1_000_000_000;
+
+/// A workspace with three keys, each with daily and total quotas (so lookups count them); the
+/// second also has a credit budget.
+async fn corpus_keys(srv: &TestServer) -> (String, Vec<Value>) {
+    let ws = srv.workspace("pro").await;
+    let quotas = json!({"daily": 100_000_000, "total": 1_000_000_000});
+    let mut keys = Vec::new();
+    for (alias, credits) in [
+        ("k0", Value::Null),
+        ("k1", json!({"limit": BUDGET, "period": "total"})),
+        ("k2", Value::Null),
+    ] {
+        keys.push(
+            srv.key(
+                &ws,
+                json!({"alias": alias, "quotas": quotas, "credits": credits}),
+            )
+            .await,
+        );
+    }
+    (ws, keys)
+}
+
+/// `batches` batches of `per_batch` distinct records over `keys` (request ids `{tag}-{b}-{j}`),
+/// as one Envoy sends them: batch `b` comes from instance `INSTANCES[b % 2]`. Every fifth record
+/// was not admitted (429), some admitted ones failed (500), credits 1 to 4. Timestamps lie
+/// within one second from `base`.
+fn corpus(
+    keys: &[Value],
+    tag: &str,
+    batches: usize,
+    per_batch: usize,
+    base: i64,
+) -> Vec<Vec<Value>> {
+    (0..batches)
+        .map(|b| {
+            (0..per_batch)
+                .map(|j| {
+                    let n = b * per_batch + j;
+                    let admitted = !n.is_multiple_of(5);
+                    let (code, status) = match (admitted, n.is_multiple_of(13)) {
+                        (false, _) => (429, "rate_limited"),
+                        (true, true) => (500, "failed"),
+                        (true, false) => (200, "completed"),
+                    };
+                    with(
+                        record(
+                            &keys[n % keys.len()],
+                            &format!("{tag}-{b}-{j}"),
+                            base + (n % 1000) as i64,
+                        ),
+                        json!({"admitted": admitted, "response_code": code, "status": status,
+                               "credits": 1 + n % 4, "instance": INSTANCES[b % 2],
+                               "resource_id": format!("c-{}", n % 17)}),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A timestamp base for a corpus: 30 s ago, but within this calendar month (so
+/// `calls_this_month` and unbudgeted `credits_used` count every record) and after the
+/// `since_ms` of the `recent` split (returned too: a 10-second bucket start 2 minutes ago).
+fn corpus_times() -> (i64, i64) {
+    let now = now_ms();
+    let (month, _) = month_bounds(now);
+    let since = (now - 120_000) - (now - 120_000).rem_euclid(10_000);
+    ((now - 30_000).max(month), since)
+}
+
+/// What the records of one key must add up to.
+#[derive(Debug, Default)]
+struct Counts {
+    calls: u64,
+    completed: u64,
+    failed: u64,
+    rate_limited: u64,
+    admitted: u64,
+    /// Credits of admitted records (spent).
+    credits: u64,
+    /// Admitted records and their credits per instance.
+    by_instance: BTreeMap<String, (u64, u64)>,
+}
+
+fn counts_of<'a>(records: impl Iterator<Item = &'a Value>) -> Counts {
+    let mut c = Counts::default();
+    for r in records {
+        c.calls += 1;
+        match r["status"].as_str().unwrap() {
+            "completed" => c.completed += 1,
+            "failed" => c.failed += 1,
+            _ => c.rate_limited += 1,
+        }
+        if r["admitted"] == true {
+            let credits = r["credits"].as_u64().unwrap();
+            c.admitted += 1;
+            c.credits += credits;
+            let i = c
+                .by_instance
+                .entry(r["instance"].as_str().unwrap().to_owned())
+                .or_default();
+            i.0 += 1;
+            i.1 += credits;
+        }
+    }
+    c
+}
+
+fn assert_totals(report: &Value, want: &Counts, what: &str) {
+    assert_eq!(
+        report["totals"],
+        json!({"total": want.calls, "completed": want.completed, "failed": want.failed,
+               "rate_limited": want.rate_limited, "credits": want.credits}),
+        "{what}: totals"
+    );
+}
+
+/// Everything `srv` reports about `records` (the distinct records sent) is exact: the request
+/// log holds each once with its fields, the usage reports of every key and of the workspace,
+/// each key's `calls_this_month` and `credits_used`, and the lookup's `usage`, `recent` per
+/// instance and `credits.used`.
+async fn assert_stored_exactly_once(
+    srv: &TestServer,
+    ws: &str,
+    keys: &[Value],
+    records: &[&Value],
+    since: i64,
+) {
+    let log = srv.all_requests(&format!("workspace_id={ws}"), ADMIN).await;
+    let sent: HashMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["request_id"].as_str().unwrap(), *r))
+        .collect();
+    assert_eq!(sent.len(), records.len(), "the corpus has distinct ids");
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for r in &log {
+        let id = r["request_id"].as_str().unwrap();
+        *seen.entry(id).or_default() += 1;
+        let s = sent
+            .get(id)
+            .unwrap_or_else(|| panic!("the request log holds a record never sent: {r}"));
+        for field in [
+            "key_id",
+            "status",
+            "response_code",
+            "credits",
+            "resource_id",
+        ] {
+            assert_eq!(r[field], s[field], "{field} of {id}: {r}");
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "request ids stored more than once: {twice:?}"
+    );
+    let missing: Vec<_> = sent
+        .keys()
+        .filter(|id| !seen.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} records missing from the request log, e.g. {missing:?}",
+        sent.len() - seen.len(),
+        sent.len()
+    );
+    assert_eq!(log.len(), records.len());
+
+    let all = counts_of(records.iter().copied());
+    let usage = srv.get(&format!("/v1/workspaces/{ws}/usage"), 200).await;
+    assert_totals(&usage, &all, "workspace usage");
+    for key in keys {
+        let id = key["id"].as_str().unwrap();
+        let want = counts_of(records.iter().copied().filter(|r| r["key_id"] == key["id"]));
+        assert!(want.calls > 0 && want.admitted < want.calls);
+        let usage = srv.get(&format!("/v1/keys/{id}/usage"), 200).await;
+        assert_totals(&usage, &want, &format!("usage of {id}"));
+        let k = srv.get(&format!("/v1/keys/{id}"), 200).await;
+        assert_eq!(k["calls_this_month"], want.calls, "{k}");
+        assert_eq!(k["credits_used"], want.credits, "{k}");
+        let budget = !key["credits"].is_null();
+        if budget {
+            assert_eq!(k["credits_remaining"], BUDGET - want.credits, "{k}");
+        }
+        for instance in INSTANCES {
+            let l = lookup(srv, key, &format!("?instance={instance}&since_ms={since}")).await;
+            assert_eq!(l["usage"]["daily"], want.admitted, "{id}: {l}");
+            assert_eq!(l["usage"]["total"], want.admitted, "{id}: {l}");
+            let (count, credits) = want.by_instance.get(instance).copied().unwrap_or_default();
+            assert!(count > 0, "the corpus has records of {instance}");
+            assert_eq!(l["recent"]["count"], count, "{id} {instance}: {l}");
+            assert_eq!(
+                l["recent"]["credits"],
+                if budget { credits } else { 0 },
+                "{id} {instance}: {l}"
+            );
+            if budget {
+                assert_eq!(l["credits"]["used"], want.credits, "{id}: {l}");
+            }
+        }
+    }
+}
+
+/// `POST /v1/filter/usage` of `body` (a serialised batch): the answer, or why there is none.
+async fn post_batch(client: &reqwest::Client, base: &str, body: &str) -> Result<Value, String> {
+    let resp = client
+        .post(format!("{base}/v1/filter/usage"))
+        .bearer_auth(FILTER)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("{status}, no body: {e}"))?;
+    if status != 200 {
+        return Err(format!("{status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// The answer's `(accepted, duplicates)`, which account for every one of the batch's `len`
+/// records (none rejected).
+fn accounted(answer: &Value, len: usize) -> (u64, u64) {
+    assert_eq!(answer["rejected"], json!([]), "{answer}");
+    let (a, d) = (
+        answer["accepted"].as_u64().unwrap(),
+        answer["duplicates"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        a + d,
+        len as u64,
+        "accepted + duplicates of a batch of {len}: {answer}"
+    );
+    (a, d)
+}
+
+fn bodies(batches: &[Vec<Value>]) -> Vec<Arc<String>> {
+    batches
+        .iter()
+        .map(|b| Arc::new(json!({ "records": b }).to_string()))
+        .collect()
+}
+
+/// Two control planes, many distinct batches, each delivered to both at the same time (as an
+/// Envoy re-delivering to another replica behind a load balancer): every record is stored once
+/// and everything counted from the records is exact on either control plane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_delivered_to_two_control_planes_at_once_are_each_stored_once() {
+    const BATCHES: usize = 20;
+    const PER_BATCH: usize = 250;
+    let a = TestServer::start().await;
+    let Some(b) = second(&a).await else { return };
+    let (ws, keys) = corpus_keys(&a).await;
+    let (base, since) = corpus_times();
+    let batches = corpus(&keys, "twice", BATCHES, PER_BATCH, base);
+    let bodies = bodies(&batches);
+
+    // Every batch to both at once: A in order, B from the last, all 40 POSTs concurrent.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut posts = JoinSet::new();
+    for i in 0..BATCHES {
+        for (srv, batch) in [(&a, i), (&b, BATCHES - 1 - i)] {
+            let (client, base, body) = (client.clone(), srv.base.clone(), bodies[batch].clone());
+            posts.spawn(async move { (batch, post_batch(&client, &base, &body).await) });
+        }
+    }
+    let mut accepted = [0u64; BATCHES];
+    let mut duplicates = [0u64; BATCHES];
+    while let Some(done) = posts.join_next().await {
+        let (batch, answer) = done.unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("batch {batch}: {e}"));
+        let (x, d) = accounted(&answer, PER_BATCH);
+        accepted[batch] += x;
+        duplicates[batch] += d;
+    }
+    for batch in 0..BATCHES {
+        assert_eq!(
+            (accepted[batch], duplicates[batch]),
+            (PER_BATCH as u64, PER_BATCH as u64),
+            "batch {batch}: accepted and duplicates over both deliveries"
+        );
+    }
+
+    let records: Vec<&Value> = batches.iter().flatten().collect();
+    assert_stored_exactly_once(&a, &ws, &keys, &records, since).await;
+    assert_stored_exactly_once(&b, &ws, &keys, &records, since).await;
+
+    // A third delivery, to either, stores nothing.
+    for (i, body) in bodies.iter().enumerate() {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        let answer = post_batch(&client, &srv.base, body).await.unwrap();
+        assert_eq!(accounted(&answer, PER_BATCH), (0, PER_BATCH as u64), "{i}");
+    }
+    let id = keys[0]["id"].as_str().unwrap();
+    let want = counts_of(
+        records
+            .iter()
+            .copied()
+            .filter(|r| r["key_id"] == keys[0]["id"]),
+    );
+    assert_eq!(
+        b.get(&format!("/v1/keys/{id}"), 200).await["calls_this_month"],
+        want.calls
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+/// `tollgate serve` (the binary) on `database_url` with the test tokens, listening on a port of
+/// its own; its address.
+async fn spawn_replica(
+    database_url: &str,
+    data_dir: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--database-url")
+        .arg(database_url)
+        .env_remove("TOLLGATE_DATA_DIR")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env("TOLLGATE_ADMIN_TOKEN", ADMIN)
+        .env("TOLLGATE_FILTER_TOKEN", FILTER)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("Listening on ") {
+                return addr.to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("serve exited before listening: {seen:?}");
+    })
+    .await
+    .expect("serve listening within 30 s");
+    // Whatever it prints later is drained, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
+
+/// A replica killed (SIGKILL) while large batches are in flight: some answers never come, and
+/// some of those batches may be stored, in part or whole. Delivering every batch again to
+/// another control plane on the database (the filter's retry) stores each record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_ingest_loses_and_duplicates_nothing_on_redelivery() {
+    const BATCHES: usize = 40;
+    const PER_BATCH: usize = 2_000;
+    let a = TestServer::start().await;
+    let Some(url) = a.database_url().map(str::to_owned) else {
+        eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL (a PostgreSQL shared by two servers)");
+        return;
+    };
+    let (ws, keys) = corpus_keys(&a).await;
+    let (base, since) = corpus_times();
+    let batches = corpus(&keys, "killed", BATCHES, PER_BATCH, base);
+    let bodies = bodies(&batches);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut replica, replica_base) = spawn_replica(&url, dir.path()).await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let mut posts = JoinSet::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let (client, base, body) = (client.clone(), replica_base.clone(), body.clone());
+        posts.spawn(async move { (i, post_batch(&client, &base, &body).await) });
+    }
+    // Killed as soon as one batch is stored: the others are still being sent, queued for a
+    // connection or inside their transaction.
+    let mut answers: Vec<Option<Result<Value, String>>> = vec![None; BATCHES];
+    while let Some(done) = posts.join_next().await {
+        let (i, answer) = done.unwrap();
+        let stored = answer.is_ok();
+        answers[i] = Some(answer);
+        if stored {
+            break;
+        }
+    }
+    replica.start_kill().unwrap();
+    let status = replica.wait().await.unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    while let Some(done) = posts.join_next().await {
+        let (i, answer) = done.unwrap();
+        answers[i] = Some(answer);
+    }
+    let answered: Vec<usize> = (0..BATCHES)
+        .filter(|i| matches!(answers[*i], Some(Ok(_))))
+        .collect();
+    let mut accepted_before = 0;
+    for i in &answered {
+        if let Some(Ok(answer)) = &answers[*i] {
+            accepted_before += accounted(answer, PER_BATCH).0;
+        }
+    }
+    println!(
+        "replica killed: {} of {BATCHES} batches answered ({accepted_before} records accepted)",
+        answered.len()
+    );
+    assert!(
+        !answered.is_empty(),
+        "no batch stored before the kill: {answers:?}"
+    );
+    assert!(
+        answered.len() < BATCHES,
+        "every batch was answered before the kill: it interrupted nothing"
+    );
+
+    // The filter's retry: every batch again (it cannot know which were stored), to A.
+    let mut redelivered = JoinSet::new();
+    let mut accepted_after = 0;
+    for (i, body) in bodies.iter().enumerate() {
+        if redelivered.len() >= 4 {
+            let (i, answer): (usize, Result<Value, String>) =
+                redelivered.join_next().await.unwrap().unwrap();
+            accepted_after += check_redelivery(i, answer, &answered, PER_BATCH);
+        }
+        let (client, base, body) = (client.clone(), a.base.clone(), body.clone());
+        redelivered.spawn(async move { (i, post_batch(&client, &base, &body).await) });
+    }
+    while let Some(done) = redelivered.join_next().await {
+        let (i, answer) = done.unwrap();
+        accepted_after += check_redelivery(i, answer, &answered, PER_BATCH);
+    }
+    let distinct = (BATCHES * PER_BATCH) as u64;
+    // Records the replica committed without answering show as duplicates, not accepted.
+    assert!(
+        accepted_before + accepted_after <= distinct,
+        "{accepted_before} + {accepted_after} records accepted of {distinct} distinct"
+    );
+
+    let records: Vec<&Value> = batches.iter().flatten().collect();
+    assert_stored_exactly_once(&a, &ws, &keys, &records, since).await;
+    a.stop().await;
+}
+
+/// Checks a redelivered batch's answer (`answered`: the batches the killed replica answered,
+/// all duplicates now); its accepted count.
+fn check_redelivery(
+    i: usize,
+    answer: Result<Value, String>,
+    answered: &[usize],
+    len: usize,
+) -> u64 {
+    let answer = answer.unwrap_or_else(|e| panic!("redelivery of batch {i}: {e}"));
+    let (accepted, duplicates) = accounted(&answer, len);
+    if answered.contains(&i) {
+        assert_eq!(
+            duplicates, len as u64,
+            "batch {i} was stored before: {answer}"
+        );
+    }
+    accepted
 }

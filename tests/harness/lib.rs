@@ -25,6 +25,7 @@ pub mod keys;
 pub mod load;
 pub mod logs;
 pub mod paths;
+pub mod postgres;
 pub mod process;
 pub mod records;
 pub mod stack;
@@ -35,6 +36,7 @@ pub mod wrk;
 pub use admin::{Admin, CreatedKey, Plan};
 pub use envoy::{Envoy, EnvoyOptions};
 pub use http::{Echo, Response};
+pub use postgres::Backend;
 pub use stack::{eventually, Stack, StackBuilder};
 
 /// Admin token the test control planes are started with (`TOLLGATE_ADMIN_TOKEN`).

@@ -13,6 +13,7 @@ use crate::envoy::{default_plugin_config, Envoy, EnvoyOptions};
 use crate::http::{free_port, try_request, Response};
 use crate::logs::LogDir;
 use crate::paths::tollgate_binary;
+use crate::postgres::{Backend, Database};
 use crate::process::{signal, Proc};
 use crate::{ADMIN_TOKEN, FILTER_TOKEN};
 
@@ -24,12 +25,20 @@ pub struct StackBuilder {
     concurrency: u32,
     envoys: usize,
     control_plane_args: Vec<String>,
+    backend: Backend,
     stdout_access_log: bool,
     access_log_file: bool,
     direct_responses: Vec<(String, u16)>,
 }
 
 impl StackBuilder {
+    /// The control plane's database: SQLite in the data directory (default) or a fresh
+    /// PostgreSQL database of its own ([`Backend::postgres`]), dropped with the stack.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
     /// Replaces the whole plugin configuration (`None` = Envoy without the wasm filter).
     pub fn plugin_config(mut self, config: Option<Value>) -> Self {
         self.plugin_config = config;
@@ -133,6 +142,10 @@ impl StackBuilder {
             .prefix("tollgate-it-data-")
             .tempdir()
             .expect("create a temporary data directory");
+        let database = match &self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres { admin_url } => Some(Database::create(admin_url)),
+        };
         let mut stack = Stack {
             envoy: None,
             more_envoys: Vec::new(),
@@ -142,6 +155,7 @@ impl StackBuilder {
             control_plane_port: free_port(),
             upstream_port: free_port(),
             data,
+            database,
             logs,
         };
         stack.start_control_plane();
@@ -175,6 +189,9 @@ pub struct Stack {
     pub control_plane_port: u16,
     pub upstream_port: u16,
     data: tempfile::TempDir,
+    /// The control plane's PostgreSQL database (`None`: SQLite in `data`). Dropped after the
+    /// processes are stopped (`Drop for Stack` runs before the fields are dropped).
+    database: Option<Database>,
     logs: LogDir,
 }
 
@@ -187,6 +204,7 @@ impl Stack {
             concurrency: 2,
             envoys: 1,
             control_plane_args: Vec::new(),
+            backend: Backend::Sqlite,
             stdout_access_log: true,
             access_log_file: false,
             direct_responses: Vec::new(),
@@ -208,6 +226,11 @@ impl Stack {
 
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// `postgres://…` of the control plane's database; `None` on SQLite.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|d| d.url.as_str())
     }
 
     pub fn envoy(&self) -> &Envoy {
@@ -238,8 +261,8 @@ impl Stack {
         self.get(path, &[("x-api-key", key)])
     }
 
-    /// Starts (or restarts) the control plane on its port and data directory and waits for
-    /// `/healthz`.
+    /// Starts (or restarts) the control plane on its port, data directory and database, and
+    /// waits for `/healthz`.
     pub fn start_control_plane(&mut self) {
         if let Some(mut old) = self.control_plane.take() {
             old.stop();
@@ -252,9 +275,14 @@ impl Stack {
             .arg("--data-dir")
             .arg(self.data.path())
             .args(&self.control_plane_args)
+            // Only the stack's own database, never one from the environment.
+            .env_remove("TOLLGATE_DATABASE_URL")
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("TOLLGATE_FILTER_TOKEN", FILTER_TOKEN)
             .env("NO_COLOR", "1");
+        if let Some(database) = &self.database {
+            command.arg("--database-url").arg(&database.url);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }

@@ -492,13 +492,15 @@ async fn batches_delivered_to_two_control_planes_at_once_are_each_stored_once() 
     a.stop().await;
 }
 
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
 /// `tollgate serve` (the binary) on `database_url` with the test tokens, listening on a port of
 /// its own; its address.
 async fn spawn_replica(
     database_url: &str,
     data_dir: &std::path::Path,
 ) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut child = tokio::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .arg("--database-url")

@@ -44,10 +44,11 @@ DEBIAN_WASM_PACKAGES := rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wa
 # scripts/run.sh: the control plane's API through curl, JSON answers read with python3.
 RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # make test: everything make run needs (a test runs scripts/run.sh), the dashboard's browser
-# tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres.
+# tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres and
+# psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
-  pg_isready=deb:postgresql-client
+  pg_isready=deb:postgresql-client psql=deb:postgresql-client
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
@@ -208,15 +209,16 @@ test: build tools-test
 	$(MAKE) fmt-check
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
-	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast
+	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast -- --skip _on_postgres
 	$(MAKE) test-postgres
 
-# The control plane's API tests on PostgreSQL (control-plane/README.md, "PostgreSQL"). Without a
-# server at TOLLGATE_TEST_DATABASE_URL: skipped, or an error when CI=true.
+# On PostgreSQL (control-plane/README.md, "PostgreSQL"): the control plane's API tests, and the
+# real-Envoy tests named *_on_postgres (tests/README.md), each stack on a database of its own.
+# Without a server at TOLLGATE_TEST_DATABASE_URL: skipped, or an error when CI=true.
 TOLLGATE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 .PHONY: test-postgres
-test-postgres: tools-test
+test-postgres: build tools-test
 	@url='$(TOLLGATE_TEST_DATABASE_URL)'; \
 	hostport="$${url#*://}"; hostport="$${hostport##*@}"; hostport="$${hostport%%[/?]*}"; \
 	host="$${hostport%:*}"; port="$${hostport##*:}"; \
@@ -230,7 +232,10 @@ test-postgres: tools-test
 	  exit 0; \
 	fi; \
 	echo "==> control plane API tests on PostgreSQL at $$host:$$port"; \
-	cd $(ROOT) && TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-control-plane --test it
+	cd $(ROOT); \
+	TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-control-plane --test it; \
+	echo "==> real-Envoy tests on PostgreSQL at $$host:$$port (*_on_postgres)"; \
+	TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-integration-tests -- _on_postgres
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark (bench/README.md): A no filter, B Tollgate, C native api_key_auth + local_ratelimit,

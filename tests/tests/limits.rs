@@ -1,5 +1,7 @@
 //! Limits at 2× overload on one Envoy (`--concurrency 2`): per-key quotas are exact within one
 //! Envoy, plan rate limits are fixed windows on Envoy's clock (README, "Guarantees and bounds").
+//! The quota after ingest and a cache refresh (the control plane's `usage` and `recent`) also
+//! runs against PostgreSQL (`*_on_postgres`, `make test-postgres`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -7,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use tollgate_integration_tests::load::{self, exclusive, Outcome};
 use tollgate_integration_tests::records::admitted_per_second;
-use tollgate_integration_tests::{assert_denied, Admin, CreatedKey, Plan, Stack};
+use tollgate_integration_tests::{assert_denied, Admin, Backend, CreatedKey, Plan, Stack};
 
 const DAILY: usize = 1_000;
 const QUOTA_BODY: &str = "Rate limit exceeded: quota daily";
@@ -77,11 +79,11 @@ fn quota_status_429_answers_quota_denials_with_429() {
 /// Once the control plane has stored the records and the key's state is looked up again, the
 /// control plane's count (`usage`, `recent`) replaces the Envoy's own: the key stays exactly at
 /// its quota, neither reopened nor counted twice.
-#[test]
-fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes() {
+fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes(backend: Backend) {
     const QUOTA: usize = 100;
     let _serial = exclusive();
     let stack = Stack::builder()
+        .backend(backend)
         .cache_ttl("1s")
         .set("/usage/flush_interval", "250ms")
         .start();
@@ -118,6 +120,18 @@ fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes() {
         lookups >= 2,
         "the key's state was never looked up again ({lookups} lookups)"
     );
+}
+
+#[test]
+fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes_on_sqlite() {
+    quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes(Backend::Sqlite);
+}
+
+#[test]
+fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes(backend);
+    }
 }
 
 /// A workspace on a custom plan of `per_second` requests a second (`POST /v1/plans`,

@@ -8,6 +8,9 @@
 //!
 //! Plan limits: with `limits.instances: 2` each Envoy enforces ⌈limit/2⌉ per window, so the two
 //! together never pass more than the limit in any second.
+//!
+//! The quota and credit overshoot tests, which rest on the control plane's per-instance counts,
+//! also run against PostgreSQL (`*_on_postgres`, `make test-postgres`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
@@ -16,12 +19,11 @@ use serde_json::json;
 use tollgate_integration_tests::load::{self, exclusive};
 use tollgate_integration_tests::records::admitted_per_second;
 use tollgate_integration_tests::time::parse_rfc3339_ms;
-use tollgate_integration_tests::{assert_denied, Admin, Plan, Stack};
+use tollgate_integration_tests::{assert_denied, Admin, Backend, Plan, Stack};
 
 const QUOTA_BODY: &str = "Rate limit exceeded: quota daily";
 
-#[test]
-fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound() {
+fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound(backend: Backend) {
     const DAILY: u64 = 1_000;
     const RATE: f64 = 200.0; // aggregate, 100 a second through each Envoy
     const TTL_S: f64 = 2.0;
@@ -29,6 +31,7 @@ fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound() {
     const N: f64 = 2.0;
     let _serial = exclusive();
     let stack = Stack::builder()
+        .backend(backend)
         .envoys(2)
         .cache_ttl("2s")
         .set("/usage/flush_interval", "500ms")
@@ -98,6 +101,18 @@ fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound() {
                 e + 1
             );
         }
+    }
+}
+
+#[test]
+fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound_on_sqlite() {
+    daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound(Backend::Sqlite);
+}
+
+#[test]
+fn daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        daily_quota_overshoot_across_two_envoys_stays_within_the_readme_bound(backend);
     }
 }
 
@@ -277,8 +292,7 @@ fn a_key_limit_split_across_two_envoys_never_exceeds_it_in_any_second() {
 /// Credits across two Envoys: each counts its own exactly and learns the other's from the
 /// control plane, so the overshoot is at most (N − 1)/N × C × (T + L) credits (README), C the
 /// aggregate rate of credits spent.
-#[test]
-fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound() {
+fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound(backend: Backend) {
     const BUDGET: u64 = 1_000;
     const RATE: f64 = 100.0; // requests a second in total, 2 credits each
     const COST: u64 = 2;
@@ -287,6 +301,7 @@ fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound() {
     const N: f64 = 2.0;
     let _serial = exclusive();
     let stack = Stack::builder()
+        .backend(backend)
         .envoys(2)
         .cache_ttl("2s")
         .set("/usage/flush_interval", "500ms")
@@ -333,4 +348,16 @@ fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound() {
         spent >= BUDGET - BUDGET / 50,
         "only {spent} credits admitted"
     );
+}
+
+#[test]
+fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound_on_sqlite() {
+    a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound(Backend::Sqlite);
+}
+
+#[test]
+fn a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        a_credit_budget_across_two_envoys_overshoots_within_the_readme_bound(backend);
+    }
 }

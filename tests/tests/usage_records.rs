@@ -5,6 +5,11 @@
 //! Request ids: the record's `request_id` is Envoy's `x-request-id`. Each test request carries
 //! `?n=<index>` (the query is never part of a record), and the access log file
 //! (`%REQ(X-REQUEST-ID)%` next to the path) maps every request, passed or denied, to its id.
+//!
+//! The tests of what the control plane stores run on both of its databases: `*_on_sqlite`, and
+//! `*_on_postgres` against a PostgreSQL database of their own (`TOLLGATE_TEST_DATABASE_URL`;
+//! skipped without it, `make test-postgres` runs them). The filter state in the access log is
+//! the filter's alone and runs once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -13,7 +18,7 @@ use serde_json::{json, Value};
 use tollgate_integration_tests::keys::{bad_checksum_key, unknown_key};
 use tollgate_integration_tests::load::{self, Outcome};
 use tollgate_integration_tests::time::{now_ms, parse_rfc3339_ms, rfc3339};
-use tollgate_integration_tests::{eventually, CreatedKey, Plan, Stack, StackBuilder};
+use tollgate_integration_tests::{eventually, Backend, CreatedKey, Plan, Stack, StackBuilder};
 
 /// Keyed requests of the scenario.
 const N: usize = 300;
@@ -50,8 +55,9 @@ fn classify(method: &str, path: &str) -> (String, Option<String>, u64) {
     }
 }
 
-fn usage_stack() -> StackBuilder {
+fn usage_stack(backend: Backend) -> StackBuilder {
     Stack::builder()
+        .backend(backend)
         .set("/usage/routes", routes())
         .set("/usage/flush_interval", "500ms")
         .access_log_file()
@@ -259,9 +265,8 @@ fn str_field<'a>(record: &'a Value, field: &str) -> &'a str {
         .unwrap_or_else(|| panic!("record without string {field}: {record}"))
 }
 
-#[test]
-fn every_request_with_a_known_key_is_recorded_once_with_its_fields() {
-    let stack = usage_stack().start();
+fn every_request_with_a_known_key_is_recorded_once_with_its_fields(backend: Backend) {
+    let stack = usage_stack(backend).start();
     assert!(
         stack
             .envoy()
@@ -355,6 +360,18 @@ fn every_request_with_a_known_key_is_recorded_once_with_its_fields() {
     assert_eq!(delivered, N as u64, "tollgate.usage.delivered");
     assert_eq!(envoy.stat("wasmcustom.tollgate.usage.rejected"), 0);
     assert_eq!(envoy.stat("wasmcustom.tollgate.usage.dropped"), 0);
+}
+
+#[test]
+fn every_request_with_a_known_key_is_recorded_once_with_its_fields_on_sqlite() {
+    every_request_with_a_known_key_is_recorded_once_with_its_fields(Backend::Sqlite);
+}
+
+#[test]
+fn every_request_with_a_known_key_is_recorded_once_with_its_fields_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        every_request_with_a_known_key_is_recorded_once_with_its_fields(backend);
+    }
 }
 
 /// Counts of `items` by `key`, for comparing with the API's breakdowns.
@@ -463,9 +480,8 @@ fn check_usage(usage: &Value, sent: &[&Sent], what: &str) {
     );
 }
 
-#[test]
-fn analytics_match_what_was_sent_and_every_filter_narrows() {
-    let stack = usage_stack().start();
+fn analytics_match_what_was_sent_and_every_filter_narrows(backend: Backend) {
+    let stack = usage_stack(backend).start();
     let scenario = run_scenario(&stack);
     let admin = stack.admin();
     let all = admin.settled_requests(&[], N, SETTLE);
@@ -649,11 +665,23 @@ fn analytics_match_what_was_sent_and_every_filter_narrows() {
     }
 }
 
+#[test]
+fn analytics_match_what_was_sent_and_every_filter_narrows_on_sqlite() {
+    analytics_match_what_was_sent_and_every_filter_narrows(Backend::Sqlite);
+}
+
+#[test]
+fn analytics_match_what_was_sent_and_every_filter_narrows_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        analytics_match_what_was_sent_and_every_filter_narrows(backend);
+    }
+}
+
 /// The access log's `%FILTER_STATE(wasm.tollgate:PLAIN)%`: the filter's summary of each request
 /// with a known key, nothing for requests without one.
 #[test]
 fn access_log_prints_the_filter_state_summary() {
-    let stack = usage_stack().start();
+    let stack = usage_stack(Backend::Sqlite).start();
     let admin = stack.admin();
     let ws = admin.create_workspace("filter-state", Plan::Enterprise);
     let key = admin.create_key(
@@ -714,13 +742,12 @@ fn access_log_prints_the_filter_state_summary() {
 /// records wait in the usage service and arrive after the restart, each exactly once.
 /// (Named to sort first: libtest starts a binary's tests in name order, two at a time on two
 /// cores, so the longest test starts at once and the others run beside it.)
-#[test]
-fn all_records_survive_a_control_plane_outage_exactly_once() {
+fn all_records_survive_a_control_plane_outage_exactly_once(backend: Backend) {
     const RATE: f64 = 20.0;
     const BEFORE: Duration = Duration::from_secs(3);
     const OUTAGE: Duration = Duration::from_secs(30);
     const AFTER: Duration = Duration::from_secs(3);
-    let mut stack = usage_stack().set("/usage/max_backoff", "2s").start();
+    let mut stack = usage_stack(backend).set("/usage/max_backoff", "2s").start();
     let key = stack.admin().new_key(Plan::Enterprise);
     assert_eq!(stack.get_with_key("/v1/warm", &key.secret).status, 200);
     let total = ((BEFORE + OUTAGE + AFTER).as_secs_f64() * RATE) as usize;
@@ -790,13 +817,24 @@ fn all_records_survive_a_control_plane_outage_exactly_once() {
     assert_eq!(envoy.stat("wasmcustom.tollgate.usage.dropped"), 0);
 }
 
-/// A full buffer drops the oldest records and counts them; the newest `max_buffered` arrive.
 #[test]
-fn buffer_overflow_drops_the_oldest_and_counts_them() {
+fn all_records_survive_a_control_plane_outage_exactly_once_on_sqlite() {
+    all_records_survive_a_control_plane_outage_exactly_once(Backend::Sqlite);
+}
+
+#[test]
+fn all_records_survive_a_control_plane_outage_exactly_once_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        all_records_survive_a_control_plane_outage_exactly_once(backend);
+    }
+}
+
+/// A full buffer drops the oldest records and counts them; the newest `max_buffered` arrive.
+fn buffer_overflow_drops_the_oldest_and_counts_them(backend: Backend) {
     const MAX_BUFFERED: usize = 50;
     const BURST: usize = 10;
     const BURSTS: usize = 12;
-    let mut stack = usage_stack()
+    let mut stack = usage_stack(backend)
         .set("/usage/max_buffered", MAX_BUFFERED as u64)
         .set("/usage/batch_size", 10)
         .set("/usage/flush_interval", "200ms")
@@ -877,4 +915,16 @@ fn buffer_overflow_drops_the_oldest_and_counts_them() {
         unexpected.len(),
         lost.len()
     );
+}
+
+#[test]
+fn buffer_overflow_drops_the_oldest_and_counts_them_on_sqlite() {
+    buffer_overflow_drops_the_oldest_and_counts_them(Backend::Sqlite);
+}
+
+#[test]
+fn buffer_overflow_drops_the_oldest_and_counts_them_on_postgres() {
+    if let Some(backend) = Backend::postgres() {
+        buffer_overflow_drops_the_oldest_and_counts_them(backend);
+    }
 }

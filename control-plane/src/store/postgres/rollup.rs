@@ -42,48 +42,34 @@ pub(super) async fn roll_tail(pool: &PgPool) -> StoreResult<u64> {
     Ok(u64::try_from(moved).unwrap_or(0))
 }
 
-/// One upsert per rollup table from `moved` (the deleted tail rows).
+/// One upsert per rollup table from `moved` (the deleted tail rows): per key (which also keep
+/// the key's workspace) and per workspace, per minute, hour and day.
 fn roll_sql() -> String {
     let mut ctes = vec!["moved AS (DELETE FROM usage_tail RETURNING *)".to_owned()];
-    for (i, (table, column, step)) in [
-        ("usage_minutes", "minute", MINUTE_MS),
-        ("usage_hours", "hour", HOUR_MS),
-        ("usage_days", "day", DAY_MS),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        ctes.push(format!(
-            "k{i} AS (INSERT INTO {table} (key_id, {column}, endpoint, method, response_code, \
-             status, workspace_id, count, credits, duration_ms) \
-             SELECT key_id, minute - minute % {step}, endpoint, method, response_code, status, \
-                    min(workspace_id), sum(count), sum(credits), sum(duration_ms) \
-             FROM moved GROUP BY 1, 2, 3, 4, 5, 6 \
-             ON CONFLICT (key_id, {column}, endpoint, method, response_code, status) DO UPDATE \
-             SET count = {table}.count + excluded.count, \
-                 credits = {table}.credits + excluded.credits, \
-                 duration_ms = {table}.duration_ms + excluded.duration_ms)"
-        ));
-    }
-    for (i, (table, column, step)) in [
-        ("usage_ws_minutes", "minute", MINUTE_MS),
-        ("usage_ws_hours", "hour", HOUR_MS),
-        ("usage_ws_days", "day", DAY_MS),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        ctes.push(format!(
-            "w{i} AS (INSERT INTO {table} (workspace_id, {column}, endpoint, method, \
-             response_code, status, count, credits, duration_ms) \
-             SELECT workspace_id, minute - minute % {step}, endpoint, method, response_code, \
-                    status, sum(count), sum(credits), sum(duration_ms) \
-             FROM moved GROUP BY 1, 2, 3, 4, 5, 6 \
-             ON CONFLICT (workspace_id, {column}, endpoint, method, response_code, status) \
-             DO UPDATE SET count = {table}.count + excluded.count, \
-                 credits = {table}.credits + excluded.credits, \
-                 duration_ms = {table}.duration_ms + excluded.duration_ms)"
-        ));
+    let scopes = [
+        ("key_id", "usage_", ", workspace_id", ", min(workspace_id)"),
+        ("workspace_id", "usage_ws_", "", ""),
+    ];
+    let buckets = [
+        ("minutes", "minute", MINUTE_MS),
+        ("hours", "hour", HOUR_MS),
+        ("days", "day", DAY_MS),
+    ];
+    for (s, (scope, prefix, ws_column, ws_value)) in scopes.into_iter().enumerate() {
+        for (b, (suffix, column, step)) in buckets.into_iter().enumerate() {
+            let table = format!("{prefix}{suffix}");
+            ctes.push(format!(
+                "r{s}{b} AS (INSERT INTO {table} ({scope}, {column}, endpoint, method, \
+                 response_code, status{ws_column}, count, credits, duration_ms) \
+                 SELECT {scope}, minute - minute % {step}, endpoint, method, response_code, \
+                        status{ws_value}, sum(count), sum(credits), sum(duration_ms) \
+                 FROM moved GROUP BY 1, 2, 3, 4, 5, 6 \
+                 ON CONFLICT ({scope}, {column}, endpoint, method, response_code, status) \
+                 DO UPDATE SET count = {table}.count + excluded.count, \
+                     credits = {table}.credits + excluded.credits, \
+                     duration_ms = {table}.duration_ms + excluded.duration_ms)"
+            ));
+        }
     }
     format!("WITH {} SELECT count(*) FROM moved", ctes.join(", "))
 }

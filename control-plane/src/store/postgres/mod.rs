@@ -9,20 +9,23 @@
 //! Nothing is cached in the process: another control plane may change the database at any time.
 //!
 //! Plans, workspaces, keys, console tokens and the lookup: the shared SQL
-//! ([`crate::store::sql`], through `transaction.rs`). Usage ingest: `ingest.rs` (with
-//! `copy_in.rs` and `names.rs`); the roll-up of its tail and retention by partition:
-//! `rollup.rs`; analytics and the request log: `usage.rs`.
+//! ([`crate::store::sql`], through `transaction.rs`). Usage ingest: group commit in `writer.rs`,
+//! a group's transaction in `ingest.rs` (with `copy_in.rs`, `counts.rs` and `names.rs`); the
+//! roll-up of its tail and retention by partition: `rollup.rs`; analytics and the request log:
+//! `usage.rs`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod copy_in;
+mod counts;
 mod ingest;
 mod names;
 mod rollup;
 mod transaction;
 mod usage;
+mod writer;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -48,8 +51,7 @@ const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Any one statement runs at most this long.
 const STATEMENT_TIMEOUT_MS: &str = "30000";
-/// An ingest transaction that hits a deadlock or serialization failure is retried this many
-/// times.
+/// A transaction that hits a deadlock or serialization failure is retried this many times.
 pub(super) const RETRIES: u32 = 3;
 /// Keys remembered as recently touched (see [`PostgresStore::touch_key`]).
 const TOUCHED_MAX: usize = 50_000;
@@ -60,7 +62,9 @@ pub struct PostgresStore {
     /// When this process last wrote each key's `last_used_at`, to skip redundant writes.
     touched: Mutex<HashMap<String, i64>>,
     /// Name numbers and partitions this process has seen.
-    known: names::Known,
+    known: Arc<names::Known>,
+    /// The usage writer (group commit).
+    writer: writer::Writer,
     /// The task rolling the usage tail (stopped by `close`).
     roller: AbortHandle,
 }
@@ -88,10 +92,13 @@ impl PostgresStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let roller = tokio::spawn(roll_continuously(pool.clone())).abort_handle();
+        let known = Arc::new(names::Known::default());
+        let writer = writer::Writer::start(pool.clone(), known.clone());
         Ok(Self {
             pool,
             touched: Mutex::default(),
-            known: names::Known::default(),
+            known,
+            writer,
             roller,
         })
     }
@@ -127,7 +134,7 @@ async fn roll_continuously(pool: PgPool) {
 }
 
 /// PostgreSQL's error code (SQLSTATE) of a store error, if it is one.
-fn sqlstate(e: &StoreError) -> Option<String> {
+pub(super) fn sqlstate(e: &StoreError) -> Option<String> {
     match e {
         StoreError::Backend(source) => source.downcast_ref::<sqlx::Error>().and_then(|e| match e {
             sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
@@ -140,32 +147,13 @@ fn sqlstate(e: &StoreError) -> Option<String> {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.roller.abort();
+        self.writer.stop();
     }
 }
 
 /// Deadlocks and serialization failures: the transaction can simply run again.
 pub(super) fn retryable(e: &StoreError) -> bool {
     sqlstate(e).is_some_and(|code| code == "40P01" || code == "40001")
-}
-
-/// A record whose day has no partition (another control plane's retention dropped it since this
-/// one saw it).
-fn no_partition(e: &StoreError) -> bool {
-    sqlstate(e).is_some_and(|code| code == "23514")
-}
-
-/// Runs `$body` (an expression producing a `StoreResult`) again after a deadlock or a
-/// serialization failure, at most [`RETRIES`] times.
-macro_rules! with_retries {
-    ($body:expr) => {{
-        let mut attempt = 0;
-        loop {
-            match $body {
-                Err(e) if attempt < RETRIES && retryable(&e) => attempt += 1,
-                other => break other,
-            }
-        }
-    }};
 }
 
 #[async_trait]
@@ -260,13 +248,7 @@ impl Store for PostgresStore {
     }
 
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {
-        with_retries!(match self.ingest(&records).await {
-            Err(e) if no_partition(&e) => {
-                self.known.forget_partitions();
-                self.ingest(&records).await
-            }
-            other => other,
-        })
+        self.writer.ingest(records).await
     }
 
     async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {
@@ -313,6 +295,7 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.roller.abort();
+        self.writer.stop();
         self.pool.close().await;
     }
 }

@@ -17,7 +17,7 @@ use crate::store::StoreResult;
 /// How often a control plane tries to roll the tail. The tail holds what batches stored since
 /// the last roll-up: at 100,000 records/s, about one aggregate per record in the worst case, so
 /// this bounds it to ~50,000 rows while a roll-up keeps up.
-pub(super) const ROLLUP_EVERY: Duration = Duration::from_millis(500);
+pub(super) const ROLLUP_EVERY: Duration = Duration::from_millis(2000);
 
 /// Advisory lock keys (arbitrary, fixed: every control plane of a database uses the same).
 const ROLLUP_LOCK: i64 = 7_301_700_402;

@@ -647,3 +647,293 @@ fn check_redelivery(
     }
     accepted
 }
+
+const DAY: i64 = 86_400_000;
+
+/// The day partitions of `usage_records` in the database at `url`, as their days' starts.
+async fn partition_days(url: &str) -> Vec<i64> {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = CAST('usage_records' AS regclass) ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    names
+        .into_iter()
+        .map(|(name,)| {
+            let digits = name.trim_start_matches("usage_records_");
+            let number = |range: std::ops::Range<usize>| -> u16 { digits[range].parse().unwrap() };
+            let month = time::Month::try_from(u8::try_from(number(4..6)).unwrap()).unwrap();
+            let date = time::Date::from_calendar_date(
+                i32::from(number(0..4)),
+                month,
+                u8::try_from(number(6..8)).unwrap(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            date.midnight().assume_utc().unix_timestamp() * 1000
+        })
+        .collect()
+}
+
+/// Retention on PostgreSQL drops the partitions of the UTC days wholly before the cutoff, with
+/// their records; the day the cutoff falls in stays whole (its records older than the cutoff
+/// too), later days stay, and the rollups still count every record.
+#[tokio::test]
+async fn retention_drops_only_the_partitions_of_days_wholly_before_the_cutoff() {
+    if !crate::common::on_postgres() {
+        eprintln!("skipped: retention by partition is PostgreSQL's (TOLLGATE_TEST_DATABASE_URL)");
+        return;
+    }
+    let srv = TestServer::start_with(|c| {
+        c.retention.raw_days = 30;
+        c.retention.every = Duration::from_millis(100);
+    })
+    .await;
+    let ws = srv.workspace("pro").await;
+    let key = srv.key(&ws, json!({"alias": "a"})).await;
+    let now = now_ms();
+    let cutoff = now - 30 * DAY;
+    let cutoff_day = cutoff - cutoff.rem_euclid(DAY);
+    let times = [
+        ("two-days-before", cutoff_day - DAY + 5_000),
+        ("last-ms-of-the-day-before", cutoff_day - 1),
+        ("first-ms-of-the-cutoff-day", cutoff_day),
+        ("just-before-the-cutoff", (cutoff - 1).max(cutoff_day)),
+        ("after-the-cutoff", cutoff + 60_000),
+        ("now", now - 1_000),
+    ];
+    let batch: Vec<Value> = times.iter().map(|(id, t)| record(&key, id, *t)).collect();
+    let stored = srv.ingest(&batch).await;
+    assert_eq!(stored["accepted"], times.len(), "{stored}");
+
+    let kept: Vec<&str> = times[2..].iter().rev().map(|(id, _)| *id).collect();
+    let mut left = Vec::new();
+    for _ in 0..200 {
+        left = srv.all_requests("from=2000-01-01T00:00:00Z", ADMIN).await;
+        if left.len() == kept.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<&str> = left
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, kept);
+    // Still so after more passes: the cutoff's day is never dropped early.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        srv.all_requests("from=2000-01-01T00:00:00Z", ADMIN)
+            .await
+            .len(),
+        kept.len()
+    );
+
+    let days = partition_days(srv.database_url().unwrap()).await;
+    assert!(!days.contains(&(cutoff_day - DAY)), "{days:?}");
+    assert!(days.contains(&cutoff_day), "{days:?}");
+    assert!(days.contains(&(now - now.rem_euclid(DAY))), "{days:?}");
+
+    let id = key["id"].as_str().unwrap();
+    let usage = srv
+        .get(
+            &format!(
+                "/v1/keys/{id}/usage?from={}&to={}",
+                crate::common::rfc3339(cutoff_day - 2 * DAY),
+                crate::common::rfc3339(now)
+            ),
+            200,
+        )
+        .await;
+    assert_eq!(usage["totals"]["total"], times.len(), "{usage}");
+    srv.stop().await;
+}
+
+/// Migration 0004 on a database the previous build made (0001–0003, records in the one wide
+/// table): every record is in the request log as before (same ids, names, statuses and
+/// resource ids), in a partition of its day; delivered again, each is a duplicate; a new record
+/// gets an id after the copied ones.
+#[tokio::test]
+async fn migration_0004_copies_the_records_into_day_partitions_and_keeps_them_idempotent() {
+    let Some(admin_url) = crate::common::postgres_url() else {
+        eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL");
+        return;
+    };
+    let db = crate::common::TestDatabase::create(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    for name in [
+        "0001_initial.sql",
+        "0002_timestamp_column.sql",
+        "0003_key_limits_credits_owner.sql",
+    ] {
+        std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+    }
+    let previous = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    previous.run(&pool).await.unwrap();
+
+    let now = now_ms();
+    let today = now - now.rem_euclid(DAY);
+    // (request id, timestamp, method, endpoint, resource, code, status, admitted, instance)
+    let old = [
+        (
+            "m-1",
+            today - 3 * DAY + 7,
+            "GET",
+            "/v1/a/{id}",
+            Some("a-1"),
+            200,
+            "completed",
+            true,
+            "i_a",
+        ),
+        (
+            "m-2",
+            today - 3 * DAY + 7,
+            "POST",
+            "/v1/a",
+            None,
+            201,
+            "completed",
+            true,
+            "i_b",
+        ),
+        (
+            "m-3",
+            today - DAY + 1,
+            "GET",
+            "/v1/a/{id}",
+            Some("a-2"),
+            429,
+            "rate_limited",
+            false,
+            "i_a",
+        ),
+        (
+            "m-4",
+            today + 2,
+            "DELETE",
+            "/v1/a/{id}",
+            Some("a-1"),
+            500,
+            "failed",
+            true,
+            "i_b",
+        ),
+    ];
+    let values: Vec<String> = old
+        .iter()
+        .map(|(rid, t, m, e, res, code, status, admitted, inst)| {
+            let res = res.map_or("NULL".to_owned(), |r| format!("'{r}'"));
+            format!(
+                "('{rid}', {t}, 'key_m', 'ws_m', '{m}', '{e}', {res}, {code}, '{status}', 2.5, \
+                 '10.0.0.9', 1, {admitted}, '{inst}')"
+            )
+        })
+        .collect();
+    let hash = "cd".repeat(32);
+    let setup = format!(
+        "INSERT INTO workspaces (id, name, plan, created_at) VALUES ('ws_m', 'm', 'pro', 0); \
+         INSERT INTO api_keys (id, workspace_id, alias, category, active, created_at, hash, \
+             prefix) VALUES ('key_m', 'ws_m', 'old key', 'production', TRUE, 0, '{hash}', 'tg_old'); \
+         INSERT INTO key_secrets (hash, key_id, valid_until) VALUES ('{hash}', 'key_m', NULL); \
+         INSERT INTO usage_records (request_id, \"timestamp\", key_id, workspace_id, method, \
+             endpoint, resource_id, response_code, status, duration_ms, client_ip, credits, \
+             admitted, instance) VALUES {};",
+        values.join(", ")
+    );
+    sqlx::raw_sql(&setup).execute(&pool).await.unwrap();
+    let old_ids: Vec<(String, i64)> =
+        sqlx::query_as("SELECT request_id, id FROM usage_records ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+
+    let url = db.url.clone();
+    let srv = TestServer::start_with(|c| c.database_url = Some(url)).await;
+    let log = srv.all_requests("from=2000-01-01T00:00:00Z", ADMIN).await;
+    let ms = |t: &str| {
+        let t = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339);
+        i64::try_from(t.unwrap().unix_timestamp_nanos() / 1_000_000).unwrap()
+    };
+    let seen: Vec<(&str, i64, &str, &str, Value, i64, &str)> = log
+        .iter()
+        .map(|r| {
+            (
+                r["request_id"].as_str().unwrap(),
+                ms(r["timestamp"].as_str().unwrap()),
+                r["method"].as_str().unwrap(),
+                r["endpoint"].as_str().unwrap(),
+                r["resource_id"].clone(),
+                r["response_code"].as_i64().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, i64, &str, &str, Value, i64, &str)> = old
+        .iter()
+        .rev()
+        .map(|(rid, t, m, e, res, code, status, _, _)| {
+            (*rid, *t, *m, *e, json!(res), *code, *status)
+        })
+        .collect();
+    // Newest first; m-1 and m-2 share a millisecond, so their ids (kept) order them.
+    assert_eq!(seen, want);
+
+    let days = partition_days(srv.database_url().unwrap()).await;
+    for day in [today - 3 * DAY, today - DAY, today] {
+        assert!(days.contains(&day), "{day} not in {days:?}");
+    }
+
+    // Delivered again: every record is a duplicate. A new one is stored after them.
+    let key = json!({"id": "key_m", "workspace_id": "ws_m"});
+    let again: Vec<Value> = old
+        .iter()
+        .map(|(rid, t, m, e, res, code, status, admitted, inst)| {
+            json!({
+                "request_id": rid, "timestamp": t, "key_id": "key_m", "workspace_id": "ws_m",
+                "method": m, "endpoint": e, "resource_id": res, "response_code": code,
+                "status": status, "duration_ms": 2.5, "client_ip": "10.0.0.9", "credits": 1,
+                "admitted": admitted, "instance": inst,
+            })
+        })
+        .collect();
+    let answer = srv.ingest(&again).await;
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["duplicates"].as_u64()),
+        (Some(0), Some(4)),
+        "{answer}"
+    );
+    let answer = srv.ingest(&[record(&key, "m-new", now - 1_000)]).await;
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    let pool = sqlx::PgPool::connect(srv.database_url().unwrap())
+        .await
+        .unwrap();
+    let ids: Vec<(String, i64)> =
+        sqlx::query_as("SELECT request_id, id FROM usage_records ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let carried: Vec<(String, bool, String)> = sqlx::query_as(
+        "SELECT r.request_id, r.admitted, i.name FROM usage_records r \
+         JOIN usage_names i ON i.id = r.instance WHERE r.request_id LIKE 'm-_' ORDER BY r.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let want: Vec<(String, bool, String)> = old
+        .iter()
+        .map(|(rid, .., admitted, inst)| (rid.to_string(), *admitted, inst.to_string()))
+        .collect();
+    assert_eq!(carried, want);
+    assert_eq!(&ids[..4], &old_ids[..]);
+    assert_eq!(ids[4].0, "m-new");
+    srv.stop().await;
+    drop(db);
+}

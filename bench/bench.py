@@ -118,6 +118,7 @@ TARGETS = {
     "ingest records/s": (">=", 100_000),
     "ingest on PostgreSQL records/s": (">=", 100_000),
     "ingest PostgreSQL/SQLite": (">=", 0.9),
+    "lookups on PostgreSQL/s": (">=", 20_000),
 }
 
 
@@ -323,9 +324,10 @@ def setup_tollgate(cp: ControlPlane, notes: list[str]) -> dict:
     return info
 
 
-def make_ingest_keys(cp: ControlPlane, stamp: str) -> list[tuple[str, str]]:
+def make_ingest_keys(cp: ControlPlane, stamp: str) -> list[tuple[str, str, str | None]]:
     """The keys usage ingest records name (ingest refuses a key it never issued): INGEST_KEYS
-    keys in INGEST_WORKSPACES workspaces, some with quotas; (key_id, workspace_id) pairs."""
+    keys in INGEST_WORKSPACES workspaces, some with quotas; (key_id, workspace_id, hash) with
+    the hash of the keys with quotas (their lookups read usage), else None."""
     spaces = [cp.must("POST", "/v1/workspaces", {"name": f"bench-ingest-{stamp}-{w}",
                                                  "plan": "enterprise"})["id"]
               for w in range(INGEST_WORKSPACES)]
@@ -338,7 +340,7 @@ def make_ingest_keys(cp: ControlPlane, stamp: str) -> list[tuple[str, str]]:
         s, d, _ = cp.api("POST", f"/v1/workspaces/{ws}/keys", body)
         if s != 201:
             raise RuntimeError(f"creating ingest key {i}: {s} {d}")
-        return d["id"], ws
+        return d["id"], ws, d["hash"] if "quotas" in body else None
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         return list(pool.map(make, range(INGEST_KEYS)))
@@ -789,12 +791,12 @@ def run_ingest(cp, info, out, notes, connections: int = INGEST_CONNECTIONS) -> d
     """POST /v1/filter/usage as INGEST_CONNECTIONS Envoys would (bench/wrk/ingest.lua: one
     wrk thread per connection, each an instance of its own; the ingest keys' records)."""
     keys = out / f"ingest-keys-{cp.port}.txt"
-    keys.write_text("".join(f"{k} {w}\n" for k, w in info["ingest_keys"]))
+    keys.write_text("".join(f"{k} {w}\n" for k, w, _ in info["ingest_keys"]))
     # BENCH_INGEST_SCRIPT: another script (a path) for comparisons, e.g. an older workload,
     # with BENCH_INGEST_THREADS wrk threads (the default: one per connection).
     script = os.environ.get("BENCH_INGEST_SCRIPT", "ingest.lua")
     threads = int(os.environ.get("BENCH_INGEST_THREADS", connections))
-    first_key, first_ws = info["ingest_keys"][0]
+    first_key, first_ws, _ = info["ingest_keys"][0]
     # BENCH_INGEST_S: a longer run, e.g. to include the minute roll-ups and WAL restarts.
     seconds = float(os.environ.get("BENCH_INGEST_S", CP_RUN_S))
     ing = wrk(cp.port, seconds, script=script, path="/", connections=connections,
@@ -854,7 +856,9 @@ def run_ingest_postgres(out: Path, notes: list, replicas: int = 1) -> dict | Non
             pin_control_plane(cp, ENVOY_CORE)
         info = {"ingest_keys": make_ingest_keys(cps[0], time.strftime("%H%M%S"))}
         if replicas == 1:
-            return run_ingest(cps[0], info, out, notes)
+            ing = run_ingest(cps[0], info, out, notes)
+            ing["lookups"] = run_lookups_postgres(cps[0], info, out, notes)
+            return ing
         # One wrk per replica, at the same time, each with its share of the Envoys.
         each = max(1, INGEST_CONNECTIONS // replicas)
         with concurrent.futures.ThreadPoolExecutor(replicas) as pool:
@@ -868,6 +872,21 @@ def run_ingest_postgres(out: Path, notes: list, replicas: int = 1) -> dict | Non
             RUNNING.remove(cp.proc)
             shutil.rmtree(cp.data, ignore_errors=True)
         drop_postgres_database(name)
+
+
+def run_lookups_postgres(cp, info, out, notes) -> dict:
+    """Key lookups from PostgreSQL (after its ingest run, so the keys have usage to count): keys
+    with quotas, each request as another Envoy instance with `since_ms`, as the filter asks."""
+    hashes = out / f"hashes-{cp.port}.txt"
+    hashes.write_text("".join(f"{h}\n" for _, _, h in info["ingest_keys"] if h))
+    lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",
+             env={"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN,
+                  "BENCH_UNCACHED": "1"})
+    if lk["non_2xx"]:
+        notes_add(notes, f"lookups on PostgreSQL: {lk['non_2xx']} non-2xx answers")
+    log(f"control plane lookups on PostgreSQL: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} "
+        f"us, p99 {lk['latency_us']['p99']} us)")
+    return lk
 
 
 def run_ingest_only(out, results, notes) -> list[str]:
@@ -900,10 +919,12 @@ def run_ingest_only(out, results, notes) -> list[str]:
     if on_postgres:
         results["ingest_postgres_runs"] = on_postgres
         pg_rate = median([r["records_per_s"] for r in on_postgres])
-        results["ingest_postgres"] = {"records_per_s": pg_rate}
+        pg_lookups = median([r["lookups"]["rps"] for r in on_postgres])
+        results["ingest_postgres"] = {"records_per_s": pg_rate, "lookups": {"rps": pg_lookups}}
         lines.append(f"ingest on PostgreSQL (median of {len(on_postgres)}, alternating with "
                      f"SQLite): {pg_rate:.0f} records/s = {pg_rate / rate:.2f} x SQLite; runs: "
                      + ", ".join(f"{r['records_per_s']:.0f}" for r in on_postgres))
+        lines.append(f"lookups on PostgreSQL (median of {len(on_postgres)}): {pg_lookups:.0f}/s")
         two = run_ingest_postgres(out, notes, replicas=2)
         if two:
             results["ingest_postgres_2_replicas"] = two
@@ -1147,6 +1168,10 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
         if two:
             L.append(f"control plane ingest on PostgreSQL, 2 replicas sharing it: {two:.0f} "
                      "records/s")
+        pg_lookups = results["ingest_postgres"].get("lookups", {}).get("rps")
+        if pg_lookups:
+            L.append(line("control plane lookups on PostgreSQL/s", "lookups on PostgreSQL/s",
+                          pg_lookups, "{:.0f}"))
     L.append("")
     L.append(f"quiet-machine wait: {QUIET['waited_s']:.0f} s of {QUIET['budget_s']:.0f} s budget; "
              f"{QUIET['noisy_runs']} measured runs saw other processes on core 0")

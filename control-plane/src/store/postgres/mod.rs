@@ -270,7 +270,8 @@ impl Store for PostgresStore {
     }
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        sql::retention::purge_rollups(self, before_ms, now_ms, "$1").await
+        let alone = rollup::retention_alone_sql();
+        sql::retention::purge_rollups(self, before_ms, now_ms, "$1", Some(&alone)).await
     }
 
     async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken> {

@@ -1,6 +1,7 @@
-//! The roll-up of `usage_tail` into the analytics rollups, and retention by partition. Each is
-//! done by one control plane at a time: whoever gets the transaction-level advisory lock
-//! ([`ROLLUP_LOCK`], [`RETENTION_LOCK`]) does it, the others skip that pass.
+//! The roll-up of `usage_tail` into the analytics rollups, and retention by partition (and of
+//! the rollups, with [`retention_alone_sql`]). Each is done by one control plane at a time:
+//! whoever gets the transaction-level advisory lock ([`ROLLUP_LOCK`], [`RETENTION_LOCK`]) does
+//! it, the others skip that pass.
 //!
 //! A roll-up is one statement: `DELETE FROM usage_tail RETURNING *` feeds upserts of the six
 //! rollup tables, so tail rows move into the rollups in one commit (a report's snapshot sees
@@ -23,11 +24,18 @@ pub(super) const ROLLUP_EVERY: Duration = Duration::from_millis(2000);
 const ROLLUP_LOCK: i64 = 7_301_700_402;
 const RETENTION_LOCK: i64 = 7_301_700_403;
 
+/// Whether this transaction is the only retention pass (the lock is held until it ends).
+pub(super) fn retention_alone_sql() -> String {
+    format!("SELECT pg_try_advisory_xact_lock({RETENTION_LOCK}) AS alone")
+}
+
 /// A retention pass waits at most this long for the table lock a partition drop needs (behind
 /// long reports); it tries again at its next pass.
 const DROP_LOCK_TIMEOUT: &str = "5s";
 
-/// Rolls the tail if no other control plane is; how many tail rows it moved.
+/// Rolls the tail if no other control plane is; how many tail rows it moved. Then vacuums the
+/// tail: the moved rows are dead, every report scans the tail, and autovacuum (a minute apart
+/// at best) would let it grow to a minute of rows.
 pub(super) async fn roll_tail(pool: &PgPool) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
@@ -39,6 +47,9 @@ pub(super) async fn roll_tail(pool: &PgPool) -> StoreResult<u64> {
     }
     let moved: i64 = sqlx::query_scalar(&roll_sql()).fetch_one(&mut *tx).await?;
     tx.commit().await?;
+    if moved > 0 {
+        sqlx::raw_sql("VACUUM usage_tail").execute(pool).await?;
+    }
     Ok(u64::try_from(moved).unwrap_or(0))
 }
 

@@ -7,12 +7,15 @@ use crate::store::StoreResult;
 
 /// Deletes the rollups before `before_ms` and the counts no lookup reads any more, in one
 /// transaction; how many rows went. `minutes_before` bounds the minute rollups in terms of `$1`
-/// (SQLite keeps the minutes not yet rolled into hours and days: migration 0009).
+/// (SQLite keeps the minutes not yet rolled into hours and days: migration 0009). `alone`, where
+/// several control planes share the database, is a statement answering one boolean column
+/// `alone`: false skips this pass (another control plane is making it).
 pub(crate) async fn purge_rollups<D: Database>(
     db: &D,
     before_ms: i64,
     now_ms: i64,
     minutes_before: &str,
+    alone: Option<&str>,
 ) -> StoreResult<u64> {
     let statements = [
         (
@@ -57,6 +60,16 @@ pub(crate) async fn purge_rollups<D: Database>(
         ),
     ];
     in_write!(db, |tx| {
+        if let Some(sql) = alone {
+            let row = tx.row(sql, Vec::new()).await?;
+            if !row
+                .map(|r| r.get::<bool>("alone"))
+                .transpose()?
+                .unwrap_or(false)
+            {
+                return Ok(0);
+            }
+        }
         let mut deleted = 0;
         for (sql, cutoff) in &statements {
             deleted += tx.execute(sql, args![*cutoff]).await?;

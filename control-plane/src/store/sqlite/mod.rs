@@ -263,7 +263,7 @@ impl Store for SqliteStore {
         // Minutes not yet rolled into hours and days stay until they are (0009).
         let minutes_before = "min($1, (SELECT through_minute FROM usage_rollup_state))";
         let deleted =
-            sql::retention::purge_rollups(&*self.db, before_ms, now_ms, minutes_before).await;
+            sql::retention::purge_rollups(&*self.db, before_ms, now_ms, minutes_before, None).await;
         self.changed(deleted)
     }
 

@@ -80,6 +80,30 @@ async fn the_same_batch_sent_to_two_control_planes_is_stored_once() {
     a.stop().await;
 }
 
+/// A fresh database with the first `count` PostgreSQL migrations applied (what an earlier build
+/// made), and a pool on it; `None` (saying so) without `TOLLGATE_TEST_DATABASE_URL`.
+async fn migrated_through(count: usize) -> Option<(crate::common::TestDatabase, sqlx::PgPool)> {
+    let Some(admin_url) = crate::common::postgres_url() else {
+        eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL");
+        return None;
+    };
+    let db = crate::common::TestDatabase::create(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in &names[..count] {
+        std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+    }
+    let previous = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    previous.run(&pool).await.unwrap();
+    Some((db, pool))
+}
+
 /// Migration 0003 on a database the previous build made (migrations 0001 and 0002, with a
 /// key and its records): the key keeps its data, and the credits its stored admitted records
 /// spent are counted all time, per day and per instance bucket, so a budget set now starts from
@@ -90,19 +114,9 @@ async fn migration_0003_keeps_keys_and_counts_the_credits_already_spent() {
     use tollgate_control_plane::secret::SecretHash;
     use tollgate_control_plane::store::{PostgresStore, Store};
 
-    let Some(admin_url) = crate::common::postgres_url() else {
-        eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL");
+    let Some((db, pool)) = migrated_through(2).await else {
         return;
     };
-    let db = crate::common::TestDatabase::create(&admin_url).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-    for name in ["0001_initial.sql", "0002_timestamp_column.sql"] {
-        std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
-    }
-    let previous = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    previous.run(&pool).await.unwrap();
     let t: i64 = 1_797_336_000_000; // 2026-12-15T12:00:00Z
     let hash = "ab".repeat(32);
     let rec = |id: &str, ts: i64, credits: i64, admitted: bool| {
@@ -758,23 +772,9 @@ async fn retention_drops_only_the_partitions_of_days_wholly_before_the_cutoff() 
 /// gets an id after the copied ones.
 #[tokio::test]
 async fn migration_0004_copies_the_records_into_day_partitions_and_keeps_them_idempotent() {
-    let Some(admin_url) = crate::common::postgres_url() else {
-        eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL");
+    let Some((db, pool)) = migrated_through(3).await else {
         return;
     };
-    let db = crate::common::TestDatabase::create(&admin_url).await;
-    let dir = tempfile::tempdir().unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-    for name in [
-        "0001_initial.sql",
-        "0002_timestamp_column.sql",
-        "0003_key_limits_credits_owner.sql",
-    ] {
-        std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
-    }
-    let previous = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
-    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    previous.run(&pool).await.unwrap();
 
     let now = now_ms();
     let today = now - now.rem_euclid(DAY);

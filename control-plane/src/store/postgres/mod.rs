@@ -285,7 +285,10 @@ impl Store for PostgresStore {
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {
         let alone = rollup::retention_alone_sql();
-        sql::retention::purge_rollups(self, before_ms, now_ms, "$1", Some(&alone)).await
+        let deleted =
+            sql::retention::purge_rollups(self, before_ms, now_ms, "$1", Some(&alone)).await?;
+        rollup::analyze_records(&self.pool).await?;
+        Ok(deleted)
     }
 
     async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken> {

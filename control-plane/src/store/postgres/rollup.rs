@@ -85,6 +85,26 @@ fn roll_sql() -> String {
     format!("WITH {} SELECT count(*) FROM moved", ctes.join(", "))
 }
 
+/// Statistics of the raw records (the partitioned table and, recursively, each partition),
+/// unless another control plane is taking them: autovacuum never analyzes a partitioned table,
+/// and may be off. The request log's plans need them: over 10M records without statistics, a
+/// workspace's log filtered by endpoint and code took 0.9 s, with them 11 ms. With retention,
+/// so at startup and hourly.
+pub(super) async fn analyze_records(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(RETENTION_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if locked {
+        sqlx::query("ANALYZE usage_records")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The partitions of `usage_records`, as (name, first day's start in Unix ms), oldest first.
 /// Names not made by `tollgate_usage_partition` (`usage_records_YYYYMMDD`) are left out.
 async fn partitions(pool: &PgPool) -> StoreResult<Vec<(String, i64)>> {

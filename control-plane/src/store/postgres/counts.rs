@@ -3,7 +3,7 @@
 //! slot (`calls_this_month`, quota windows, credits, `recent`) and `last_used_at`. Each is
 //! summed in memory first, so a group writes one row per distinct combination, not per record.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
 
@@ -11,7 +11,6 @@ use crate::clock;
 use crate::domain::{
     floor_to, UsageRecord, DAY_MS, HOUR_MS, LAST_USED_RESOLUTION_MS, MINUTE_MS, RECENT_BUCKET_MS,
 };
-use crate::store::postgres::ingest::KeyRow;
 use crate::store::StoreResult;
 
 /// (key, workspace, minute, endpoint, method, response code, status) of a tail row.
@@ -287,20 +286,18 @@ pub(super) async fn write_sums(
 /// `last_used_at` of the keys whose stored value (as locked at the start) is missing or older
 /// than [`LAST_USED_RESOLUTION_MS`] before their newest record: rarely any, so batches rarely
 /// wait for each other here. The first record of a key always sets it, before `delete_key` can
-/// see the key without it.
+/// see the key without it. `stored` is a key's `last_used_at` as locked (`None`: not a key of
+/// the group).
 pub(super) async fn write_last_used(
     conn: &mut PgConnection,
     counts: &BatchCounts<'_>,
-    keys: &HashMap<String, KeyRow>,
+    stored: impl Fn(&str) -> Option<Option<i64>>,
 ) -> StoreResult<()> {
     let (ids, times): (Vec<&str>, Vec<i64>) = counts
         .last_used
         .iter()
         .filter(|(id, t)| {
-            keys.get(**id).is_some_and(|k| {
-                k.last_used_at
-                    .is_none_or(|at| at <= **t - LAST_USED_RESOLUTION_MS)
-            })
+            stored(id).is_some_and(|at| at.is_none_or(|at| at <= **t - LAST_USED_RESOLUTION_MS))
         })
         .map(|(id, t)| (*id, *t))
         .unzip();

@@ -83,11 +83,11 @@ pub(super) fn request_hash(request_id: &str) -> i64 {
 }
 
 /// A key of the group, as locked.
-pub(super) struct KeyRow {
-    pub(super) workspace_id: String,
-    pub(super) key_ref: i32,
-    pub(super) workspace_ref: i32,
-    pub(super) last_used_at: Option<i64>,
+struct KeyRow {
+    workspace_id: String,
+    key_ref: i32,
+    workspace_ref: i32,
+    last_used_at: Option<i64>,
 }
 
 fn rejection(position: usize, r: &UsageRecord, field: &str, message: &str) -> IngestRejection {
@@ -224,7 +224,7 @@ pub(super) async fn store_group(
     }
     if outcomes.iter().any(|o| o.accepted > 0) {
         write_sums(&mut tx, &counts, slot).await?;
-        write_last_used(&mut tx, &counts, &keys).await?;
+        write_last_used(&mut tx, &counts, |id| keys.get(id).map(|k| k.last_used_at)).await?;
     }
     tx.commit().await?;
     Ok(outcomes)

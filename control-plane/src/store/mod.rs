@@ -4,6 +4,7 @@
 //! The trait is shaped around what the API needs rather than around tables: usage ingest takes a
 //! validated batch, analytics read rollups, the filter lookup reads per-key counts.
 
+mod group_commit;
 pub mod postgres;
 mod rows;
 mod sql;

@@ -17,10 +17,11 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::domain::{IngestOutcome, UsageRecord};
+use crate::store::group_commit::{self, IngestJob};
 use crate::store::postgres::ingest::{store_group, Insert, COUNT_SLOTS};
 use crate::store::postgres::names::Known;
 use crate::store::postgres::{sqlstate, RETRIES};
@@ -32,15 +33,9 @@ const GROUP_MAX_RECORDS: usize = 10_000;
 /// holds at most 640,000); `ingest_usage` waits for room beyond this.
 const QUEUE_MAX: usize = 64;
 
-/// One `ingest_usage` call waiting for the writer.
-struct Job {
-    records: Vec<UsageRecord>,
-    reply: oneshot::Sender<StoreResult<IngestOutcome>>,
-}
-
 #[derive(Debug)]
 pub(super) struct Writer {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<IngestJob>,
     task: AbortHandle,
 }
 
@@ -59,13 +54,7 @@ impl Writer {
 
     /// Stores `records` with whatever else is queued; their outcome.
     pub(super) async fn ingest(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {
-        let (reply, outcome) = oneshot::channel();
-        let stopped = || StoreError::Backend("the usage writer has stopped".into());
-        self.queue
-            .send(Job { records, reply })
-            .await
-            .map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        group_commit::submit(&self.queue, records).await
     }
 
     pub(super) fn stop(&self) {
@@ -75,37 +64,14 @@ impl Writer {
 
 /// The writer task: gathers a group, stores it, answers each of its callers; until the queue
 /// closes.
-async fn write(pool: &PgPool, known: &Known, mut jobs: mpsc::Receiver<Job>, slot: i16) {
+async fn write(pool: &PgPool, known: &Known, mut jobs: mpsc::Receiver<IngestJob>, slot: i16) {
     while let Some(first) = jobs.recv().await {
-        let mut queued = first.records.len();
-        let mut group = vec![first];
-        while queued < GROUP_MAX_RECORDS {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    queued += job.records.len();
-                    group.push(job);
-                }
-                Err(_) => break,
-            }
+        let group = group_commit::gather(first, &mut jobs, GROUP_MAX_RECORDS);
+        let result = store_with_retries(pool, known, &group_commit::batches(&group), slot).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, batches = group.len(), "usage ingest failed");
         }
-        let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
-        match store_with_retries(pool, known, &batches, slot).await {
-            Ok(outcomes) => {
-                for (job, outcome) in group.into_iter().zip(outcomes) {
-                    // The caller may have gone (client disconnected): nothing to tell.
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, batches = group.len(), "usage ingest failed");
-                let message = e.to_string();
-                for job in group {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Backend(message.clone().into())));
-                }
-            }
-        }
+        group_commit::answer(group, result);
     }
 }
 

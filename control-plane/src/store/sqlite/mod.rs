@@ -35,15 +35,16 @@ use crate::domain::{
     UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
+use crate::store::group_commit::{self, IngestJob};
 use crate::store::sql::{self, args, lookup::LOOKUP_SQL};
-use crate::store::sqlite::ingest::{open_writer, spawn_writer, IngestJob};
+use crate::store::sqlite::ingest::{open_writer, spawn_writer};
 use crate::store::sqlite::key_touches::KeyTouches;
 use crate::store::sqlite::lookup::LookupReader;
 use crate::store::sqlite::lookup_cache::LookupCache;
 use crate::store::sqlite::migrate::{migrate, MIGRATIONS};
 use crate::store::sqlite::pool::{Access, Pool, SqliteDb, BUSY_TIMEOUT};
-use crate::store::{Store, StoreError, StoreResult};
-use tokio::sync::{mpsc, oneshot};
+use crate::store::{Store, StoreResult};
+use tokio::sync::mpsc;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -203,13 +204,7 @@ impl Store for SqliteStore {
     }
 
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Backend("the ingest writer has stopped".into());
-        self.ingest
-            .send(IngestJob { records, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        group_commit::submit(&self.ingest, records).await
     }
 
     async fn usage_report(&self, query: &UsageQuery) -> StoreResult<UsageReport> {

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::clock;
 use crate::domain::ValidationError;
@@ -47,6 +47,7 @@ use crate::domain::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
     RECENT_BUCKET_MS,
 };
+use crate::store::group_commit::{self, IngestJob};
 use crate::store::sqlite::checkpoint::Checkpointer;
 use crate::store::sqlite::lookup_cache::LookupCache;
 pub(super) use crate::store::sqlite::migrate::RESOURCE_GEN_SHIFT;
@@ -69,12 +70,6 @@ pub(super) use codecs::{request_id_hash, status_code, status_from_code};
 use counts::*;
 use tail::*;
 use transaction::*;
-
-/// One `ingest_usage` call waiting for the writer.
-pub(super) struct IngestJob {
-    pub records: Vec<UsageRecord>,
-    pub reply: oneshot::Sender<StoreResult<IngestOutcome>>,
-}
 
 /// Records one transaction may take from queued batches (group commit).
 const GROUP_MAX_RECORDS: usize = 20_000;
@@ -273,35 +268,9 @@ impl Writer {
                     }
                 }
             };
-            let mut group = vec![first];
-            let mut queued = group[0].records.len();
-            while queued < GROUP_MAX_RECORDS {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        queued += job.records.len();
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let batches: Vec<&[UsageRecord]> = group.iter().map(|j| j.records.as_slice()).collect();
-            let result = self.store_group(&batches);
-            match result {
-                Ok(outcomes) => {
-                    for (job, outcome) in group.into_iter().zip(outcomes) {
-                        // The caller may have gone (client disconnected): nothing to tell.
-                        let _ = job.reply.send(Ok(outcome));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    for job in group {
-                        let _ = job
-                            .reply
-                            .send(Err(StoreError::Backend(message.clone().into())));
-                    }
-                }
-            }
+            let group = group_commit::gather(first, &mut jobs, GROUP_MAX_RECORDS);
+            let result = self.store_group(&group_commit::batches(&group));
+            group_commit::answer(group, result);
             if self.tail_due(TAIL_BATCH) {
                 self.index_tail_logged(TAIL_STEP);
             }

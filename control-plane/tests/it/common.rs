@@ -239,6 +239,22 @@ impl TestServer {
         value
     }
 
+    /// The request ids of the whole request log (admin), once it holds `count` records (retention
+    /// runs in the background) or after 10 s, newest first.
+    pub async fn request_ids_once(&self, count: usize) -> Vec<String> {
+        let mut left = Vec::new();
+        for _ in 0..200 {
+            left = self.all_requests("from=2000-01-01T00:00:00Z", ADMIN).await;
+            if left.len() == count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        left.iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Every record of `GET /v1/requests?{query}` following the cursor, with `token`.
     pub async fn all_requests(&self, query: &str, token: &str) -> Vec<Value> {
         let mut out = Vec::new();

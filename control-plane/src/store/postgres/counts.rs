@@ -93,7 +93,8 @@ struct SumTable {
     table: &'static str,
     keys: &'static [(&'static str, &'static str)],
     sums: &'static [(&'static str, &'static str)],
-    /// Rows are added to the group's slot of the existing row (`None`: appended, the tail).
+    /// The sums are added to the group's slot of an existing row (false: rows are appended, as
+    /// to the tail).
     upsert: bool,
 }
 

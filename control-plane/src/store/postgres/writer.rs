@@ -24,7 +24,7 @@ use crate::domain::{IngestOutcome, UsageRecord};
 use crate::store::group_commit::{self, IngestJob};
 use crate::store::postgres::ingest::{store_group, Insert, COUNT_SLOTS};
 use crate::store::postgres::names::Known;
-use crate::store::postgres::{sqlstate, RETRIES};
+use crate::store::postgres::{retryable, sqlstate, RETRIES};
 use crate::store::{StoreError, StoreResult};
 
 /// Records one transaction takes from queued batches.
@@ -87,8 +87,10 @@ enum Failure {
 }
 
 fn failure(e: &StoreError) -> Failure {
+    if retryable(e) {
+        return Failure::Conflict;
+    }
     match sqlstate(e).as_deref() {
-        Some("40P01" | "40001") => Failure::Conflict,
         Some("23505") => Failure::Stored,
         Some("23514") => Failure::NoPartition,
         _ => Failure::Other,
@@ -114,10 +116,9 @@ async fn store_with_retries(
                 insert = Insert::SkipStored;
                 continue;
             }
-            Failure::Conflict | Failure::NoPartition if attempt < RETRIES => {
-                if matches!(failure(&e), Failure::NoPartition) {
-                    known.forget_partitions();
-                }
+            Failure::Conflict if attempt < RETRIES => attempt += 1,
+            Failure::NoPartition if attempt < RETRIES => {
+                known.forget_partitions();
                 attempt += 1;
             }
             _ => return Err(e),

@@ -1,7 +1,7 @@
-//! The SQLite ingest writer against real databases: exact reports across the roll-up, hash
-//! collisions, duplicates, the request log's references and the tail, restarts, the backfill.
-//! Over 600 lines because it is one suite over one writer: its fixtures and scans are shared,
-//! and splitting it would copy them.
+//! One file of ~900 lines, on purpose: one suite over one writer, whose fixtures and scans every
+//! test shares (splitting it would copy them). The SQLite ingest writer against real databases:
+//! exact reports across the roll-up, hash collisions, duplicates, the request log's references
+//! and the tail, restarts, the backfill.
 
 use super::rollup::roll_target;
 use super::*;

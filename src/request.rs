@@ -119,7 +119,7 @@ fn property_u64(path: &[&str]) -> Option<u64> {
 impl Context for TollgateRequest {
     fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
         if let Some(worker) = &self.worker {
-            worker.on_lookup_answer(self.context_id, token);
+            worker.on_callout_answer(self.context_id, token);
         }
     }
 }

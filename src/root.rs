@@ -43,19 +43,23 @@ fn property_text(path: &[&str]) -> Option<String> {
 
 const INSTANCE_KEY: &str = "tollgate.instance";
 
+/// A random number: `RandomState` is seeded from WASI `random_get`, fresh per process and VM.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ns());
+    hasher.finish()
+}
+
 /// This Envoy process's instance id: the first worker to start picks it, the others read it.
 fn instance_id() -> Result<String, String> {
-    use std::hash::{BuildHasher, Hasher};
     for _ in 0..4 {
         if let Ok(Some((bytes, _))) = WasmHost.get(INSTANCE_KEY) {
             if let Ok(id) = String::from_utf8(bytes) {
                 return Ok(id);
             }
         }
-        // RandomState is seeded from WASI random_get: fresh per process.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(now_ns());
-        let id = format!("i_{:016x}", hasher.finish());
+        let id = format!("i_{:016x}", random_u64());
         match WasmHost.set(INSTANCE_KEY, id.as_bytes(), Some(CREATE_ONLY)) {
             Ok(()) => return Ok(id),
             Err(StoreError::CasMismatch) => continue,
@@ -125,7 +129,7 @@ impl TollgateRoot {
                 if config.usage.enabled { "on" } else { "off" }
             );
             let instance = instance_id()?;
-            let core = Worker::new(config, instance, self.context_id);
+            let core = Worker::new(config, instance, self.context_id, random_u64());
             let worker = WasmWorker::new(core, vm_id, self.context_id);
             (Role::Filter(Rc::new(worker)), FILTER_TICK)
         };
@@ -139,7 +143,7 @@ impl TollgateRoot {
 impl Context for TollgateRoot {
     fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
         match &mut self.role {
-            Role::Filter(worker) => worker.on_lookup_answer(self.context_id, token),
+            Role::Filter(worker) => worker.on_callout_answer(self.context_id, token),
             Role::Usage { service, .. } => service.on_answer(token),
             Role::Unconfigured => {}
         }

@@ -77,13 +77,7 @@ impl UsageService {
         }
         let (body, count) = self.buffer.next_body();
         let upstream = &self.config.control_plane;
-        let headers = vec![
-            (":method", "POST"),
-            (":path", INGEST_PATH),
-            (":authority", upstream.authority.as_str()),
-            ("authorization", self.authorization.as_str()),
-            ("content-type", "application/json"),
-        ];
+        let headers = upstream.post_headers(INGEST_PATH, &self.authorization);
         match hostcalls::dispatch_http_call(
             &upstream.cluster,
             headers,

@@ -45,6 +45,7 @@ impl Host for WorkerHost {
         ctx: u32,
         cluster: &str,
         headers: Vec<(&str, &str)>,
+        body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError> {
         // Made on behalf of the root context, so Envoy does not cancel the callout when the
@@ -57,7 +58,7 @@ impl Host for WorkerHost {
             hostcalls::set_effective_context(self.root_context)
                 .map_err(|status| HostError(describe(status)))?;
         }
-        let dispatched = hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout);
+        let dispatched = hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout);
         if on_behalf {
             restore_effective_context(ctx);
         }
@@ -123,7 +124,7 @@ impl WasmWorker {
     }
 
     /// A callout's answer arrived at context `ctx` (a request context or the root).
-    pub fn on_lookup_answer(&self, ctx: u32, token: u32) {
+    pub fn on_callout_answer(&self, ctx: u32, token: u32) {
         // The answer is held by the root context, which made the callout, while the SDK made
         // `ctx` effective: read it as the root, then carry on as `ctx`.
         let root = self.host.root_context;
@@ -137,7 +138,7 @@ impl WasmWorker {
         if as_root {
             restore_effective_context(ctx);
         }
-        self.core.on_lookup_answer(
+        self.core.on_callout_answer(
             &self.host,
             ctx,
             token,
@@ -147,10 +148,12 @@ impl WasmWorker {
         );
     }
 
-    /// Root tick: lost lookups sent again, records queued, other workers' blocks picked up.
+    /// Root tick: lost lookups sent again, lease callouts sent (renewals, settlements, lost
+    /// ones), records queued, other workers' blocks picked up.
     pub fn on_tick(&self) {
         let root = self.host.root_context;
         self.core.rescue_orphans(&self.host, &mut resume);
+        self.core.tick_leases(&self.host, &mut resume);
         self.core.flush_records(&self.host, root);
         self.core.refresh_blocked(&self.host, self.host.now_ms());
     }

@@ -1,7 +1,7 @@
 //! Every way the filter can refuse a request, with its exact status and JSON body.
 
+use crate::budget::QuotaWindow;
 use crate::key_state::CreditPeriod;
-use crate::quota::QuotaWindow;
 use crate::rate_limit::RateWindow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

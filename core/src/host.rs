@@ -57,6 +57,7 @@ pub trait Host: SharedStore + Clock {
         ctx: u32,
         cluster: &str,
         headers: Vec<(&str, &str)>,
+        body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u32, HostError>;
     /// Makes `ctx` the context the next per-request calls act on (fails when it has ended).
@@ -75,6 +76,7 @@ pub struct FakeCallout {
     pub ctx: u32,
     pub cluster: String,
     pub path: String,
+    pub body: Option<Vec<u8>>,
 }
 
 /// In-memory host double with Envoy's rules: shared-data CAS semantics, unique callout tokens,
@@ -129,6 +131,7 @@ impl Host for FakeHost {
         ctx: u32,
         cluster: &str,
         headers: Vec<(&str, &str)>,
+        body: Option<&[u8]>,
         _timeout: Duration,
     ) -> Result<u32, HostError> {
         if self.dispatch_fails.get() {
@@ -146,6 +149,7 @@ impl Host for FakeHost {
             ctx,
             cluster: cluster.to_string(),
             path,
+            body: body.map(<[u8]>::to_vec),
         });
         Ok(token)
     }

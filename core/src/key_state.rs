@@ -42,6 +42,15 @@ pub enum CreditPeriod {
 }
 
 impl CreditPeriod {
+    /// As the protocol spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CreditPeriod::Day => "day",
+            CreditPeriod::Month => "month",
+            CreditPeriod::Total => "total",
+        }
+    }
+
     /// As the denial names it ("credits monthly").
     pub fn adjective(self) -> &'static str {
         match self {

@@ -1,59 +1,65 @@
 //! The limits a request with a valid key must pass, in order: the key's quotas, its credit
 //! budget, its own rate limits, then its workspace's plan limits. A request refused by a later
 //! limit gives back what the earlier ones took, so refused requests never use anything up.
-//! Holds this worker's leases of each (units taken from shared data ahead, spent without a host
-//! call).
+//! Holds this worker's chunks of each (units taken from shared data ahead, spent without a host
+//! call); the budgets' units come from the leases the control plane granted (`budgets.rs`).
 
+use crate::budget::Meter;
+use crate::budgets::{Budgets, Spend};
 use crate::cache::CacheEntry;
 use crate::config::FilterConfig;
-use crate::credits::{self, CreditLeases, CreditOutcome};
 use crate::decision::RequestFacts;
 use crate::denial::Denial;
 use crate::host::SharedStore;
 use crate::key_state::KeyState;
-use crate::quota::{self, QuotaLeases, QuotaOutcome};
+use crate::lease_record::Renewal;
 use crate::rate_limit::{
-    self, workspace_owner, RateLeases, RateOutcome, RateStatus, RateView, Rates, Scope,
+    self, workspace_owner, RateChunks, RateOutcome, RateStatus, RateView, Rates, Scope,
 };
 use crate::routes;
 
-/// Owners (workspaces, keys) whose rate leases one worker keeps.
-const RATE_LEASES: usize = 4_096;
+/// Owners (workspaces, keys) whose rate chunks one worker keeps.
+const RATE_CHUNKS: usize = 4_096;
 
 pub struct Limiter {
-    quota_leases: QuotaLeases,
-    credit_leases: CreditLeases,
-    key_rate_leases: RateLeases,
-    plan_rate_leases: RateLeases,
+    pub budgets: Budgets,
+    key_rate_chunks: RateChunks,
+    plan_rate_chunks: RateChunks,
 }
 
-impl Default for Limiter {
-    fn default() -> Self {
+impl Limiter {
+    /// `slots` lease records per meter; a renewal claim lapses after `claim_ms`.
+    pub fn new(slots: usize, claim_ms: u64) -> Limiter {
         Limiter {
-            quota_leases: quota::new_leases(),
-            credit_leases: credits::new_leases(),
-            key_rate_leases: rate_limit::new_leases(RATE_LEASES),
-            plan_rate_leases: rate_limit::new_leases(RATE_LEASES),
+            budgets: Budgets::new(slots, claim_ms),
+            key_rate_chunks: rate_limit::new_chunks(RATE_CHUNKS),
+            plan_rate_chunks: rate_limit::new_chunks(RATE_CHUNKS),
         }
     }
 }
 
 /// What the limits say of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitCheck {
-    /// `None`: admitted.
+    /// `None`: admitted (unless `starved`).
     pub denial: Option<Denial>,
     /// The rate limits and where this request left the tightest, for the response headers.
     pub rate: Option<RateView>,
     /// Counters that could not be updated (host failure, contention, a full table): admitted,
     /// not counted there.
     pub untracked: u64,
+    /// A lease record that could not be updated: the request was denied.
+    pub lease_failed: bool,
+    /// No units of this meter: the request waits for a lease asked with this renewal.
+    pub starved: Option<(Meter, Renewal)>,
+    /// Renewals this request's take claimed (what is left reached the low-water mark).
+    pub renewals: Vec<(Meter, Renewal)>,
 }
 
-/// What the earlier limits took from their leases, given back if a later one refuses.
+/// What the earlier limits took, given back if a later one refuses.
 #[derive(Default)]
 struct Taken {
-    quota: bool,
+    calls: bool,
     credits: u64,
     key_rate: bool,
 }
@@ -72,50 +78,44 @@ impl Limiter {
             denial: None,
             rate: None,
             untracked: 0,
+            lease_failed: false,
+            starved: None,
+            renewals: Vec::new(),
         };
         let hash = entry.hash;
         let mut taken = Taken::default();
-        let slots = config.cache.max_keys;
-        let quota = quota::admit(
-            store,
-            slots,
-            hash,
-            state,
-            entry.fetched_ms,
-            now,
-            &mut self.quota_leases,
-        );
-        match quota {
-            QuotaOutcome::Exceeded(window) => {
-                check.denial = Some(Denial::QuotaExceeded(window));
-                return check;
+        let credits = match state.wire.credits {
+            Some(_) => {
+                let routes = &config.usage.routes;
+                u64::from(routes::classify(routes, &facts.method, &facts.path).credits)
             }
-            QuotaOutcome::Untracked => check.untracked += 1,
-            QuotaOutcome::Admitted => taken.quota = true,
-            QuotaOutcome::Unlimited => {}
-        }
-        if state.wire.credits.is_some() {
-            let routes = &config.usage.routes;
-            let cost = u64::from(routes::classify(routes, &facts.method, &facts.path).credits);
-            let leases = &mut self.credit_leases;
-            match credits::admit(
-                store,
-                slots,
-                hash,
-                state,
-                cost,
-                entry.fetched_ms,
-                now,
-                leases,
-            ) {
-                CreditOutcome::Exhausted(period) => {
+            None => 0,
+        };
+        for (meter, cost) in [(Meter::Calls, 1), (Meter::Credits, credits)] {
+            let spend = self.budgets.spend(store, hash, meter, state, cost, now);
+            match &spend {
+                Spend::Unlimited => {}
+                Spend::Spent { renew } => {
+                    match meter {
+                        Meter::Calls => taken.calls = true,
+                        Meter::Credits => taken.credits = cost,
+                    }
+                    if let Some(renewal) = renew {
+                        check.renewals.push((meter, renewal.clone()));
+                    }
+                }
+                Spend::Starved(renewal) => {
                     self.give_back(entry, &taken, now);
-                    check.denial = Some(Denial::CreditsExhausted(period));
+                    check.starved = Some((meter, renewal.clone()));
                     return check;
                 }
-                CreditOutcome::Untracked => check.untracked += 1,
-                CreditOutcome::Admitted => taken.credits = cost,
-                CreditOutcome::Unlimited => {}
+                Spend::Denied(exhausted) | Spend::Failed(exhausted) => {
+                    let denial = exhausted.denial();
+                    check.lease_failed = matches!(spend, Spend::Failed(_));
+                    self.give_back(entry, &taken, now);
+                    check.denial = Some(denial);
+                    return check;
+                }
             }
         }
         let instances = config.limits.instances;
@@ -134,7 +134,7 @@ impl Limiter {
             key_owner(entry),
             key,
             now,
-            &mut self.key_rate_leases,
+            &mut self.key_rate_chunks,
         ) {
             RateOutcome::Limited(status) => {
                 self.give_back(entry, &taken, now);
@@ -159,7 +159,7 @@ impl Limiter {
             workspace_owner(&state.wire.workspace_id),
             plan,
             now,
-            &mut self.plan_rate_leases,
+            &mut self.plan_rate_chunks,
         ) {
             RateOutcome::Limited(status) => {
                 self.give_back(entry, &taken, now);
@@ -179,14 +179,15 @@ impl Limiter {
     }
 
     fn give_back(&mut self, entry: &CacheEntry, taken: &Taken, now: u64) {
-        if taken.quota {
-            quota::refund(entry.hash, &mut self.quota_leases);
+        if taken.calls {
+            self.budgets.refund(entry.hash, Meter::Calls, 1);
         }
         if taken.credits > 0 {
-            credits::refund(entry.hash, taken.credits, &mut self.credit_leases);
+            self.budgets
+                .refund(entry.hash, Meter::Credits, taken.credits);
         }
         if taken.key_rate {
-            rate_limit::refund(key_owner(entry), now, &mut self.key_rate_leases);
+            rate_limit::refund(key_owner(entry), now, &mut self.key_rate_chunks);
         }
     }
 }

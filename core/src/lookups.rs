@@ -10,6 +10,7 @@ use crate::action::Hide;
 use crate::api_key::KeyHash;
 use crate::decision::RequestFacts;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {
@@ -44,22 +45,37 @@ pub enum Join {
     Full,
 }
 
-pub struct Lookups {
-    by_hash: HashMap<KeyHash, InFlight>,
-    by_token: HashMap<u32, KeyHash>,
+/// Callouts in flight by what they are for (`K`: a key's hash for lookups; a key's hash and a
+/// meter for lease callouts), each with the requests waiting for it.
+pub struct Lookups<K = KeyHash> {
+    by_hash: HashMap<K, InFlight>,
+    by_token: HashMap<u32, K>,
     max_in_flight: usize,
+    /// Keep a callout nobody waits for until it is answered (lease callouts: their answer must
+    /// reach the lease record even when the request that sent them has gone).
+    keep_unwaited: bool,
 }
 
-impl Lookups {
-    pub fn new(max_in_flight: usize) -> Lookups {
+impl<K: Copy + Eq + Hash> Lookups<K> {
+    pub fn new(max_in_flight: usize) -> Lookups<K> {
         Lookups {
             by_hash: HashMap::new(),
             by_token: HashMap::new(),
             max_in_flight,
+            keep_unwaited: false,
         }
     }
 
-    pub fn join(&mut self, hash: KeyHash, waiter: Waiter) -> Join {
+    /// Callouts that are sent again (by the root) after their sender went away, even when no
+    /// request waits for them.
+    pub fn keeping_unwaited(max_in_flight: usize) -> Lookups<K> {
+        Lookups {
+            keep_unwaited: true,
+            ..Lookups::new(max_in_flight)
+        }
+    }
+
+    pub fn join(&mut self, hash: K, waiter: Waiter) -> Join {
         if let Some(in_flight) = self.by_hash.get_mut(&hash) {
             in_flight.waiters.push(waiter);
             return Join::Wait;
@@ -79,7 +95,7 @@ impl Lookups {
     }
 
     /// Starts a refresh nobody waits for (refresh-ahead from the root context).
-    pub fn start_background(&mut self, hash: KeyHash) -> bool {
+    pub fn start_background(&mut self, hash: K) -> bool {
         if self.by_hash.contains_key(&hash) || self.by_hash.len() >= self.max_in_flight {
             return false;
         }
@@ -94,7 +110,7 @@ impl Lookups {
         true
     }
 
-    pub fn dispatched(&mut self, hash: KeyHash, owner: Owner, token: u32) {
+    pub fn dispatched(&mut self, hash: K, owner: Owner, token: u32) {
         if let Some(in_flight) = self.by_hash.get_mut(&hash) {
             in_flight.owner = owner;
             in_flight.token = Some(token);
@@ -103,7 +119,7 @@ impl Lookups {
     }
 
     /// The callout could not even be dispatched: everyone waiting gets the failure now.
-    pub fn abandon(&mut self, hash: KeyHash) -> Vec<Waiter> {
+    pub fn abandon(&mut self, hash: K) -> Vec<Waiter> {
         self.by_hash
             .remove(&hash)
             .map(|f| {
@@ -116,7 +132,7 @@ impl Lookups {
     }
 
     /// The answer arrived: who was waiting for it.
-    pub fn complete(&mut self, token: u32) -> Option<(KeyHash, Vec<Waiter>)> {
+    pub fn complete(&mut self, token: u32) -> Option<(K, Vec<Waiter>)> {
         let hash = self.by_token.remove(&token)?;
         let in_flight = self.by_hash.remove(&hash)?;
         Some((hash, in_flight.waiters))
@@ -133,7 +149,7 @@ impl Lookups {
                 if let Some(token) = in_flight.token.take() {
                     self.by_token.remove(&token);
                 }
-                if in_flight.waiters.is_empty() {
+                if in_flight.waiters.is_empty() && !self.keep_unwaited {
                     emptied.push(*hash);
                 }
             }
@@ -144,9 +160,11 @@ impl Lookups {
     }
 
     /// Lookups that lost their dispatcher but still have waiters; drops those with none.
-    pub fn orphans(&mut self) -> Vec<KeyHash> {
-        self.by_hash
-            .retain(|_, f| f.owner != Owner::Nobody || f.token.is_some() || !f.waiters.is_empty());
+    pub fn orphans(&mut self) -> Vec<K> {
+        let keep = self.keep_unwaited;
+        self.by_hash.retain(|_, f| {
+            keep || f.owner != Owner::Nobody || f.token.is_some() || !f.waiters.is_empty()
+        });
         self.by_hash
             .iter()
             .filter(|(_, f)| f.owner == Owner::Nobody && f.token.is_none())
@@ -158,8 +176,15 @@ impl Lookups {
         self.by_hash.len()
     }
 
-    pub fn is_in_flight(&self, hash: KeyHash) -> bool {
+    pub fn is_in_flight(&self, hash: K) -> bool {
         self.by_hash.contains_key(&hash)
+    }
+
+    /// Started (or orphaned) but not sent: whoever comes next sends it.
+    pub fn is_unsent(&self, hash: K) -> bool {
+        self.by_hash
+            .get(&hash)
+            .is_some_and(|f| f.owner == Owner::Nobody && f.token.is_none())
     }
 }
 

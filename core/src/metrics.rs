@@ -30,6 +30,11 @@ pub enum Counter {
     IpBlocked,
     /// A quota or rate counter could not be updated (no free slot, host failure): not limited.
     LimitUntracked,
+    /// Lease callouts sent to the control plane.
+    LeaseDispatched,
+    /// Lease callouts that failed, and lease records that could not be updated (requests
+    /// without units are denied meanwhile).
+    LeaseFailed,
 }
 
 pub const ALLOWED: &str = "tollgate.requests.allowed";
@@ -48,10 +53,14 @@ pub const USAGE_REJECTED: &str = "tollgate.usage.rejected";
 pub const USAGE_DELIVERY_FAILED: &str = "tollgate.usage.delivery_failed";
 pub const IPS_BLOCKED: &str = "tollgate.ip.blocked";
 pub const LIMIT_UNTRACKED: &str = "tollgate.limits.untracked";
+pub const LEASES_DISPATCHED: &str = "tollgate.leases.dispatched";
+pub const LEASES_FAILED: &str = "tollgate.leases.failed";
 /// Gauge: records waiting in the usage service.
 pub const USAGE_BUFFERED: &str = "tollgate.usage.buffered";
 
-const SIMPLE: [(Counter, &str); 15] = [
+const SIMPLE: [(Counter, &str); 17] = [
+    (Counter::LeaseDispatched, LEASES_DISPATCHED),
+    (Counter::LeaseFailed, LEASES_FAILED),
     (Counter::IpBlocked, IPS_BLOCKED),
     (Counter::LimitUntracked, LIMIT_UNTRACKED),
     (Counter::Allowed, ALLOWED),
@@ -157,7 +166,7 @@ mod tests {
         counts.add(Counter::Allowed);
         counts.add_n(Counter::Denied(Denial::ExpiredKey), 4);
         counts.add(Counter::Denied(Denial::QuotaExceeded(
-            crate::quota::QuotaWindow::Daily,
+            crate::budget::QuotaWindow::Daily,
         )));
         let quota = all()
             .iter()

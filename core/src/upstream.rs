@@ -39,6 +39,17 @@ impl Upstream {
             ("authorization", bearer),
         ]
     }
+
+    /// Request headers for a POST of a JSON body on this upstream.
+    pub fn post_headers<'a>(&'a self, path: &'a str, bearer: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            (":method", "POST"),
+            (":path", path),
+            (":authority", &self.authority),
+            ("authorization", bearer),
+            ("content-type", "application/json"),
+        ]
+    }
 }
 
 impl std::fmt::Display for Upstream {

@@ -25,10 +25,10 @@ use crate::key_state::KeyState;
 use crate::limiter::Limiter;
 use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
-use crate::quota;
 use crate::rate_limit::RateView;
 use crate::record_batch::RecordBatchWriter;
 use crate::usage_record::UsageRecord;
+use crate::worker_leases::LeaseCalls;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -70,7 +70,7 @@ impl Outcome {
 }
 
 /// What a lookup's waiters are told.
-enum Verdict {
+pub(crate) enum Verdict {
     Known(CacheEntry),
     /// The control plane did not answer for this key.
     Unavailable(KeyHash),
@@ -89,8 +89,8 @@ pub type Resume<'s> = dyn FnMut(u32, Action<'_>) + 's;
 
 pub struct Worker {
     pub config: Rc<FilterConfig>,
-    authorization: String,
-    cache: RefCell<KeyCache>,
+    pub(crate) authorization: String,
+    pub(crate) cache: RefCell<KeyCache>,
     lookups: RefCell<Lookups>,
     pub counts: RefCell<PendingCounts>,
     /// Outcomes of requests still running, keyed by context id (bounded by live requests).
@@ -100,13 +100,18 @@ pub struct Worker {
     /// This Envoy's instance id (shared by its workers), sent with lookups and records.
     pub instance: String,
     /// The worker's root context, which owns lookups nobody else can (see `rescue_orphans`).
-    root_context: u32,
+    pub(crate) root_context: u32,
     blocked: RefCell<BlockedView>,
-    limiter: RefCell<Limiter>,
+    pub(crate) limiter: RefCell<Limiter>,
+    /// Lease callouts in flight or queued for the root's tick (`worker_leases.rs`).
+    pub(crate) leases: RefCell<LeaseCalls>,
 }
 
 impl Worker {
-    pub fn new(config: FilterConfig, instance: String, root_context: u32) -> Worker {
+    /// `nonce`: a random number of this worker's own (its lease ids derive from it).
+    pub fn new(config: FilterConfig, instance: String, root_context: u32, nonce: u64) -> Worker {
+        // A renewal's claim outlives a callout sent at the next tick and its timeout.
+        let claim_ms = config.control_plane.timeout.as_millis() as u64 + 2_000;
         Worker {
             root_context,
             authorization: format!("Bearer {}", config.filter_token),
@@ -120,7 +125,8 @@ impl Worker {
             records: RefCell::new(RecordBatchWriter::new(RECORD_BATCH, RECORD_BYTES)),
             instance,
             blocked: RefCell::new(BlockedView::default()),
-            limiter: RefCell::new(Limiter::default()),
+            limiter: RefCell::new(Limiter::new(config.cache.max_keys, claim_ms)),
+            leases: RefCell::new(LeaseCalls::new(nonce)),
             config: Rc::new(config),
         }
     }
@@ -164,11 +170,11 @@ impl Worker {
         match cached {
             CacheLookup::Fresh(entry) => {
                 self.count(Counter::CacheHit);
-                self.apply_known(host, ctx, &entry, now, facts, hide)
+                self.apply_known(host, ctx, &entry, now, facts, hide, resume)
             }
             CacheLookup::Stale(entry) if entry.retry_after_ms > now => {
                 // The control plane failed a moment ago: last known state, no new callout.
-                self.apply_known(host, ctx, &entry, now, facts, hide)
+                self.apply_known(host, ctx, &entry, now, facts, hide, resume)
             }
             _ => {
                 self.count(Counter::CacheMiss);
@@ -193,7 +199,7 @@ impl Worker {
                             "[ctx {ctx}] too many key lookups in flight; key {}",
                             hash.short()
                         );
-                        self.apply_unavailable(host, ctx, hash, now, facts, hide)
+                        self.apply_unavailable(host, ctx, hash, now, facts, hide, resume)
                     }
                 }
             }
@@ -202,15 +208,10 @@ impl Worker {
 
     /// Sends the lookup callout for context `ctx`; false if it could not be sent.
     fn dispatch<H: Host>(&self, host: &H, ctx: u32, hash: KeyHash, owner: Owner) -> bool {
-        let path = format!(
-            "/v1/filter/keys/{}?instance={}&since_ms={}",
-            hash.to_hex(),
-            self.instance,
-            quota::recent_since(host.now_ms())
-        );
+        let path = format!("/v1/filter/keys/{}", hash.to_hex());
         let upstream = &self.config.control_plane;
         let headers = upstream.get_headers(&path, &self.authorization);
-        match host.dispatch(ctx, &upstream.cluster, headers, upstream.timeout) {
+        match host.dispatch(ctx, &upstream.cluster, headers, None, upstream.timeout) {
             Ok(token) => {
                 self.count(Counter::LookupDispatched);
                 self.lookups.borrow_mut().dispatched(hash, owner, token);
@@ -227,7 +228,7 @@ impl Worker {
     /// The answer to callout `token` arrived at context `ctx` (a request context or the root):
     /// its `:status` and body, if the host could read them. Every request that waited for it is
     /// decided, in its own context, and goes to `resume`.
-    pub fn on_lookup_answer<H: Host>(
+    pub fn on_callout_answer<H: Host>(
         &self,
         host: &H,
         ctx: u32,
@@ -236,11 +237,14 @@ impl Worker {
         body: Option<&[u8]>,
         resume: &mut Resume,
     ) {
-        let answer = classify(status, body);
-        let Some((hash, waiters)) = self.lookups.borrow_mut().complete(token) else {
-            log::debug!("[ctx {ctx}] answer for a lookup nobody waits for (token {token})");
+        let completed = self.lookups.borrow_mut().complete(token);
+        let Some((hash, waiters)) = completed else {
+            if !self.on_lease_answer(host, ctx, token, status, body, resume) {
+                log::debug!("[ctx {ctx}] answer for a callout nobody waits for (token {token})");
+            }
             return;
         };
+        let answer = classify(status, body);
         let now = host.now_ms();
         let ttl = &self.config.cache;
         let verdict = match answer {
@@ -295,7 +299,7 @@ impl Worker {
 
     /// Decides for every request that waited on a lookup, each in its own context, then makes
     /// `ctx` current again.
-    fn resolve<H: Host>(
+    pub(crate) fn resolve<H: Host>(
         &self,
         host: &H,
         ctx: u32,
@@ -317,18 +321,24 @@ impl Worker {
                 }
             }
             let action = match &verdict {
-                Verdict::Known(entry) => self.apply_known(host, id, entry, now, &facts, hide),
+                Verdict::Known(entry) => {
+                    self.apply_known(host, id, entry, now, &facts, hide, resume)
+                }
                 Verdict::Unavailable(hash) => {
-                    self.apply_unavailable(host, id, *hash, now, &facts, hide)
+                    self.apply_unavailable(host, id, *hash, now, &facts, hide, resume)
                 }
             };
-            resume(id, action);
+            // One that waits again (now for a lease) is resumed when that answer comes.
+            if !matches!(action, Action::Wait) {
+                resume(id, action);
+            }
         }
         if let Err(e) = host.switch_to(ctx) {
             log::error!("[ctx {ctx}] cannot restore the effective context: {e}");
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn apply_known<'a, H: Host>(
         &'a self,
         host: &H,
@@ -337,6 +347,7 @@ impl Worker {
         now: u64,
         facts: &RequestFacts,
         hide: Option<Hide<'a>>,
+        resume: &mut Resume,
     ) -> Action<'a> {
         let state = match &entry.known {
             Known::Valid(state) => state,
@@ -353,6 +364,19 @@ impl Worker {
                 self.counts
                     .borrow_mut()
                     .add_n(Counter::LimitUntracked, checked.untracked);
+            }
+            if checked.lease_failed {
+                self.count(Counter::LeaseFailed);
+            }
+            self.queue_renewals(&state.wire.key_id, entry.hash, checked.renewals);
+            if let Some((meter, renewal)) = checked.starved {
+                let waiter = Waiter {
+                    context_id: ctx,
+                    request: facts.clone(),
+                    hide: hide.map(Hide::into_owned),
+                };
+                return self
+                    .wait_for_lease(host, ctx, state, entry.hash, meter, renewal, waiter, resume);
             }
             rate = checked.rate;
             if let Some(denial) = checked.denial {
@@ -376,6 +400,7 @@ impl Worker {
     }
 
     /// The control plane did not answer: last known state if any, else the failure mode.
+    #[allow(clippy::too_many_arguments)]
     fn apply_unavailable<'a, H: Host>(
         &'a self,
         host: &H,
@@ -384,11 +409,12 @@ impl Worker {
         now: u64,
         facts: &RequestFacts,
         hide: Option<Hide<'a>>,
+        resume: &mut Resume,
     ) -> Action<'a> {
         let cached = self.cache.borrow_mut().lookup(host, hash, now);
         match cached {
             CacheLookup::Fresh(entry) | CacheLookup::Stale(entry) => {
-                self.apply_known(host, ctx, &entry, now, facts, hide)
+                self.apply_known(host, ctx, &entry, now, facts, hide, resume)
             }
             CacheLookup::Miss => match self.config.failure_mode {
                 FailureMode::Closed => self.deny(host, ctx, Denial::VerificationUnavailable, facts),
@@ -426,7 +452,7 @@ impl Worker {
 
     /// The local reply for `denial`, counted; an authentication failure also counts against
     /// the client IP.
-    fn deny<H: Host>(
+    pub(crate) fn deny<H: Host>(
         &self,
         host: &H,
         ctx: u32,
@@ -498,6 +524,7 @@ impl Worker {
         if waited {
             // Gone before (or after) its answer: stop waiting; a callout it owned goes to the root.
             self.lookups.borrow_mut().leave(ctx);
+            self.leases.borrow_mut().waits.leave(ctx);
         }
         self.outcomes.borrow_mut().remove(&ctx)
     }

@@ -8,9 +8,9 @@
 //! owner finds its record within `PROBES` slots; if all are held by other active owners, its
 //! request is not rate limited by that table (counted in a metric) rather than refused.
 
+use crate::chunk::{chunk, ChunkBook};
 use crate::counters::{fnv1a, update, CounterError, Update};
 use crate::host::SharedStore;
-use crate::lease::{chunk, LeaseBook};
 
 const PROBES: usize = 4;
 /// owner, then (window index, count in it) for the second, the minute and the hour.
@@ -164,7 +164,7 @@ fn window_index(window: RateWindow, now_ms: u64) -> u64 {
 /// Units this worker holds in one window: granted for window `index`, `left` unspent, and the
 /// shared count right after the grant (for the `remaining` estimate).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct WindowLease {
+struct WindowChunk {
     index: u64,
     left: u64,
     shared: u64,
@@ -172,15 +172,15 @@ struct WindowLease {
 
 /// Units this worker holds for an owner's current windows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLease {
-    windows: [WindowLease; 3],
+pub struct RateChunk {
+    windows: [WindowChunk; 3],
 }
 
-pub type RateLeases = LeaseBook<u64, RateLease>;
+pub type RateChunks = ChunkBook<u64, RateChunk>;
 
-/// A table's leases: one per owner, at most `max` owners per worker.
-pub fn new_leases(max: usize) -> RateLeases {
-    LeaseBook::new(max)
+/// A table's chunks: one per owner, at most `max` owners per worker.
+pub fn new_chunks(max: usize) -> RateChunks {
+    ChunkBook::new(max)
 }
 
 /// The owner of a plan's record: its workspace.
@@ -208,11 +208,11 @@ enum Refill {
     /// This slot belongs to another active owner.
     Taken,
     Limited(RateWindow),
-    Granted(RateLease),
+    Granted(RateChunk),
 }
 
-/// Admits one request of `owner` if every limited window has room, spending a leased unit and
-/// taking a new chunk from shared data when the lease is used up or its window has passed.
+/// Admits one request of `owner` if every limited window has room, spending a unit of its chunk and
+/// taking a new chunk from shared data when the chunk is used up or its window has passed.
 pub fn admit(
     store: &dyn SharedStore,
     scope: Scope,
@@ -220,14 +220,14 @@ pub fn admit(
     owner: u64,
     rates: Rates,
     now_ms: u64,
-    leases: &mut RateLeases,
+    chunks: &mut RateChunks,
 ) -> RateOutcome {
     if rates.is_empty() {
         return RateOutcome::Unlimited;
     }
-    let mut lease = leases.get_mut(&owner).copied().unwrap_or_default();
+    let mut ours = chunks.get_mut(&owner).copied().unwrap_or_default();
     let needs = RateWindow::ALL.map(|w| {
-        let held = lease.windows[w.index()];
+        let held = ours.windows[w.index()];
         rates.get(w).is_some() && (held.index != window_index(w, now_ms) || held.left == 0)
     });
     if needs.contains(&true) {
@@ -241,7 +241,7 @@ pub fn admit(
                 }
                 let mine = record.filter(|r| r[0] == owner);
                 let mut written = vec![owner; WORDS];
-                let mut granted = lease;
+                let mut granted = ours;
                 for w in RateWindow::ALL {
                     let (at, index) = (1 + 2 * w.index(), window_index(w, now_ms));
                     let mut count = mine.filter(|r| r[at] == index).map_or(0, |r| r[at + 1]);
@@ -252,7 +252,7 @@ pub fn admit(
                             return Update::Keep(Refill::Limited(w));
                         }
                         count += grant;
-                        granted.windows[w.index()] = WindowLease {
+                        granted.windows[w.index()] = WindowChunk {
                             index,
                             left: grant,
                             shared: count,
@@ -289,13 +289,13 @@ pub fn admit(
                     reset_s: reset_s(window, now_ms),
                 });
             }
-            Some(Refill::Granted(granted)) => lease = granted,
+            Some(Refill::Granted(granted)) => ours = granted,
         }
     }
     let mut status: Option<RateStatus> = None;
     for w in RateWindow::ALL {
         let Some(limit) = rates.get(w) else { continue };
-        let held = &mut lease.windows[w.index()];
+        let held = &mut ours.windows[w.index()];
         held.left -= 1;
         let view = RateStatus {
             scope,
@@ -308,7 +308,7 @@ pub fn admit(
             status = Some(view);
         }
     }
-    leases.insert(owner, lease);
+    chunks.insert(owner, ours);
     match status {
         Some(status) => RateOutcome::Admitted(status),
         None => RateOutcome::Unlimited,
@@ -316,11 +316,11 @@ pub fn admit(
 }
 
 /// Gives back one request admitted by `admit` (it was refused for another reason): the unit
-/// returns to this worker's lease, no host call.
-pub fn refund(owner: u64, now_ms: u64, leases: &mut RateLeases) {
-    if let Some(lease) = leases.get_mut(&owner) {
+/// returns to this worker's chunk, no host call.
+pub fn refund(owner: u64, now_ms: u64, chunks: &mut RateChunks) {
+    if let Some(mine) = chunks.get_mut(&owner) {
         for w in RateWindow::ALL {
-            let held = &mut lease.windows[w.index()];
+            let held = &mut mine.windows[w.index()];
             if held.index == window_index(w, now_ms) && held.shared > 0 {
                 held.left += 1;
             }

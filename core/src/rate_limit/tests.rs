@@ -17,14 +17,14 @@ fn admit_ws(
     workspace: &str,
     rates: Rates,
     now_ms: u64,
-    leases: &mut RateLeases,
+    chunks: &mut RateChunks,
 ) -> RateOutcome {
     let owner = workspace_owner(workspace);
-    admit(host, Scope::Plan, slots, owner, rates, now_ms, leases)
+    admit(host, Scope::Plan, slots, owner, rates, now_ms, chunks)
 }
 
-fn new_leases() -> RateLeases {
-    super::new_leases(4_096)
+fn new_chunks() -> RateChunks {
+    super::new_chunks(4_096)
 }
 
 fn admitted(outcome: RateOutcome) -> bool {
@@ -34,7 +34,7 @@ fn admitted(outcome: RateOutcome) -> bool {
 #[test]
 fn per_second_limit_is_exact_and_resets_next_second() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     let t = 1_000_000;
     let results: Vec<bool> = (0..8)
         .map(|i| admitted(admit_ws(&host, 64, "ws", RATES, t + i, &mut l)))
@@ -60,7 +60,7 @@ fn per_second_limit_is_exact_and_resets_next_second() {
 #[test]
 fn per_minute_limit_spans_seconds() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     let t = 60_000 * 100;
     let mut n = 0;
     for s in 0..10 {
@@ -91,7 +91,7 @@ fn per_minute_limit_spans_seconds() {
 #[test]
 fn workspaces_are_counted_apart_and_reuse_slots() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     for i in 0..5 {
         assert!(admitted(admit_ws(&host, 1, "a", RATES, 1_000 + i, &mut l)));
     }
@@ -112,7 +112,7 @@ fn workspaces_are_counted_apart_and_reuse_slots() {
 #[test]
 fn remaining_reports_the_tightest_window() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     match admit_ws(&host, 8, "ws", RATES, 5_000, &mut l) {
         RateOutcome::Admitted(s) => {
             assert_eq!((s.window, s.remaining, s.limit), (RateWindow::Second, 4, 5))
@@ -157,7 +157,7 @@ fn instances_share_the_plan() {
 #[test]
 fn refund_gives_a_request_back() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     for i in 0..5 {
         admit_ws(&host, 8, "ws", RATES, 1_000 + i, &mut l);
     }
@@ -169,7 +169,7 @@ fn refund_gives_a_request_back() {
 #[test]
 fn two_workers_never_exceed_the_limit_and_lose_little() {
     let host = FakeHost::default();
-    let (mut a, mut b) = (new_leases(), new_leases());
+    let (mut a, mut b) = (new_chunks(), new_chunks());
     let rates = Rates {
         per_second: Some(10_000),
         ..Rates::default()
@@ -177,8 +177,8 @@ fn two_workers_never_exceed_the_limit_and_lose_little() {
     let t = 7_000;
     let mut admitted_count = 0;
     for i in 0..30_000u64 {
-        let leases = if i % 3 == 0 { &mut a } else { &mut b };
-        if admitted(admit_ws(&host, 8, "ws", rates, t + i % 1000, leases)) {
+        let chunks = if i % 3 == 0 { &mut a } else { &mut b };
+        if admitted(admit_ws(&host, 8, "ws", rates, t + i % 1000, chunks)) {
             admitted_count += 1;
         }
     }
@@ -189,7 +189,7 @@ fn two_workers_never_exceed_the_limit_and_lose_little() {
 #[test]
 fn large_limits_take_few_shared_writes() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     let rates = Rates {
         per_second: Some(1_000_000),
         per_minute: Some(60_000_000),
@@ -210,7 +210,7 @@ fn large_limits_take_few_shared_writes() {
 #[test]
 fn per_hour_limit_spans_minutes_and_holds_its_slot_for_the_hour() {
     let host = FakeHost::default();
-    let mut l = new_leases();
+    let mut l = new_chunks();
     let hourly = Rates {
         per_hour: Some(3),
         ..Rates::default()
@@ -265,7 +265,7 @@ fn per_hour_limit_spans_minutes_and_holds_its_slot_for_the_hour() {
 #[test]
 fn plan_and_key_tables_count_apart() {
     let host = FakeHost::default();
-    let (mut plan, mut key) = (new_leases(), new_leases());
+    let (mut plan, mut key) = (new_chunks(), new_chunks());
     let one = Rates {
         per_second: Some(1),
         ..Rates::default()

@@ -7,17 +7,23 @@
 
 use crate::action::{Action, HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::{crc32, encode_checksum, parse_key};
+use crate::budget::QuotaWindow;
 use crate::config::FilterConfig;
 use crate::denial::Denial;
 use crate::host::FakeHost;
 use crate::metrics::Counter;
-use crate::quota::QuotaWindow;
 use crate::rate_limit::RateWindow;
 use crate::usage_record::{UsageRecord, UsageStatus};
 use crate::worker::{request_facts, RequestHead, Worker, RECORD_BATCH};
 
+mod control_plane;
 mod key_limits;
+mod leases;
 mod records;
+
+use crate::lease_wire::LEASES_PATH;
+use control_plane::FakeControlPlane;
+use std::collections::HashSet;
 
 const ROOT: u32 = 1;
 const T0: u64 = 1_795_000_000_000;
@@ -113,6 +119,14 @@ struct Filter {
     worker: Worker,
     /// Requests that waited and were decided, with the context current when they were.
     resumed: Vec<(u32, u32, Seen)>,
+    /// Answers lease callouts at once (`serve_leases`) unless `cp_down`.
+    cp: FakeControlPlane,
+    /// Lease callouts answered (their tokens).
+    served: HashSet<u32>,
+    /// Lease callouts are answered 503, as Envoy answers for a control plane that is down.
+    cp_down: bool,
+    /// Lease callouts wait for `serve_leases` instead of being answered at once.
+    hold_leases: bool,
 }
 
 impl Filter {
@@ -120,8 +134,12 @@ impl Filter {
         let config = FilterConfig::parse(config.as_bytes(), |_| Some("t0k".into())).unwrap();
         Filter {
             host: FakeHost::at(T0).with_queue(),
-            worker: Worker::new(config, "i_test".into(), ROOT),
+            worker: Worker::new(config, "i_test".into(), ROOT, 7),
             resumed: Vec::new(),
+            cp: FakeControlPlane::new(),
+            served: HashSet::new(),
+            cp_down: false,
+            hold_leases: false,
         }
     }
 
@@ -158,18 +176,75 @@ impl Filter {
             .on_request_headers(host, ctx, &head, &mut |id, action| {
                 resumed.push((id, host.current.get(), Seen::of(action)))
             });
-        Seen::of(action)
+        let seen = Seen::of(action);
+        if seen != Seen::Wait || self.hold_leases {
+            return seen;
+        }
+        // A request waiting for a lease is decided once the control plane answers.
+        if !self.serve_leases() {
+            return seen;
+        }
+        match self.resumed.iter().position(|(id, _, _)| *id == ctx) {
+            Some(i) => {
+                let (id, current, seen) = self.resumed.remove(i);
+                assert_eq!(id, current, "a waiter is decided in its own context");
+                seen
+            }
+            None => Seen::Wait,
+        }
+    }
+
+    /// The control plane answers every lease callout not answered yet (and those the answers
+    /// lead to), to the context that sent it.
+    fn serve_leases(&mut self) -> bool {
+        let mut served = false;
+        loop {
+            let pending: Vec<_> = self
+                .host
+                .callouts
+                .borrow()
+                .iter()
+                .filter(|c| c.path == LEASES_PATH && !self.served.contains(&c.token))
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return served;
+            }
+            served = true;
+            for callout in pending {
+                self.served.insert(callout.token);
+                let (status, body) = if self.cp_down {
+                    ("503", "upstream connect error".to_string())
+                } else {
+                    (
+                        "200",
+                        self.cp.answer(callout.body.as_deref().unwrap_or_default()),
+                    )
+                };
+                self.deliver(callout.ctx, callout.token, status, &body);
+            }
+        }
     }
 
     fn request(&mut self, ctx: u32, key: &str) -> Seen {
         self.request_with(ctx, &[("x-api-key", key)], "10.0.0.1")
     }
 
-    /// Envoy answers callout `token` (to `ctx`, which it makes current).
+    /// Envoy answers lookup `token` (to `ctx`, which it makes current); the control plane
+    /// learns the key's budgets from the answer, and lease callouts are answered.
     fn answer(&mut self, ctx: u32, token: u32, status: &str, body: &str) {
+        self.cp.learn(body);
+        self.deliver(ctx, token, status, body);
+        if !self.hold_leases {
+            self.serve_leases();
+        }
+    }
+
+    /// Envoy delivers the answer to callout `token` to `ctx`, which it makes current.
+    fn deliver(&mut self, ctx: u32, token: u32, status: &str, body: &str) {
         self.host.current.set(ctx);
         let (host, resumed) = (&self.host, &mut self.resumed);
-        self.worker.on_lookup_answer(
+        self.worker.on_callout_answer(
             host,
             ctx,
             token,
@@ -184,22 +259,31 @@ impl Filter {
         );
     }
 
-    /// The root's tick: orphaned lookups sent again, records flushed.
+    /// The root's tick: orphaned lookups sent again, lease callouts sent, records flushed.
     fn tick(&mut self) {
         self.host.current.set(ROOT);
         let (host, resumed) = (&self.host, &mut self.resumed);
         self.worker.rescue_orphans(host, &mut |id, action| {
             resumed.push((id, host.current.get(), Seen::of(action)))
         });
+        self.worker.tick_leases(host, &mut |id, action| {
+            resumed.push((id, host.current.get(), Seen::of(action)))
+        });
         self.worker.flush_records(host, ROOT);
+        if !self.hold_leases {
+            self.serve_leases();
+        }
     }
 
     fn callouts(&self) -> usize {
         self.host.callouts.borrow().len()
     }
 
+    /// The token of the last key lookup sent.
     fn last_token(&self) -> u32 {
-        self.host.last_callout().unwrap().token
+        let callouts = self.host.callouts.borrow();
+        let lookup = callouts.iter().rev().find(|c| c.path != LEASES_PATH);
+        lookup.unwrap().token
     }
 
     fn counted(&self, counter: Counter) -> u64 {
@@ -237,9 +321,7 @@ fn miss_asks_the_control_plane_once_then_a_fresh_hit_passes_without_a_callout() 
     assert_eq!(callout.cluster, "cp");
     assert_eq!(callout.ctx, 10);
     assert!(
-        callout
-            .path
-            .starts_with(&format!("/v1/filter/keys/{hash}?instance=i_test&since_ms=")),
+        callout.path == format!("/v1/filter/keys/{hash}"),
         "{callout:?}"
     );
     f.answer(10, callout.token, "200", &state("key_1", ""));

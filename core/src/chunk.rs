@@ -1,4 +1,4 @@
-//! Worker-local leases on shared counters: a worker takes units from a shared-data counter in
+//! Worker-local chunks on shared counters: a worker takes units from a shared-data counter in
 //! chunks and spends them without a host call. Units are counted in shared data when granted,
 //! so the shared count never falls behind what was admitted (no overshoot); units a worker does
 //! not spend are lost (a small, bounded undershoot). Chunks shrink as the limit nears:
@@ -12,16 +12,16 @@ pub fn chunk(limit: u64, available: u64) -> u64 {
     (available / 8).min(limit / 200).max(1).min(available)
 }
 
-/// A bounded map of leases: when full it is emptied (dropping leases only loses their unspent
+/// A bounded map of chunks: when full it is emptied (dropping chunks only loses their unspent
 /// units, which is conservative).
-pub struct LeaseBook<K, V> {
+pub struct ChunkBook<K, V> {
     entries: FastMap<K, V>,
     max_entries: usize,
 }
 
-impl<K: Eq + Hash, V> LeaseBook<K, V> {
+impl<K: Eq + Hash, V> ChunkBook<K, V> {
     pub fn new(max_entries: usize) -> Self {
-        LeaseBook {
+        ChunkBook {
             entries: FastMap::default(),
             max_entries: max_entries.max(1),
         }
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn book_is_bounded() {
-        let mut book = LeaseBook::new(2);
+        let mut book = ChunkBook::new(2);
         book.insert(1, "a");
         book.insert(2, "b");
         book.insert(2, "c");

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use crate::config::{
     Retention, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN,
     DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_RETENTION_DAYS,
-    DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL,
+    DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL, MAX_LEASE_TTL_MS,
 };
 use crate::domain::wire::{CreateWorkspace, KeyView, List, PatchKey, RotateKey, WorkspaceView};
 use crate::server::shutdown_signal;
@@ -89,6 +89,32 @@ pub struct ServeArgs {
     /// Delete usage rollups (analytics) older than this many days; 0 keeps them forever.
     #[arg(long, default_value_t = DEFAULT_ROLLUP_RETENTION_DAYS)]
     pub rollup_retention_days: u32,
+    /// The longest a budget lease lasts (`250ms`, `30s`, `2m`, `1h`; at most 1h).
+    #[arg(long, env = "TOLLGATE_LEASE_TTL", default_value = "30s", value_parser = lease_ttl)]
+    pub lease_ttl: Duration,
+}
+
+/// A duration as the filter's configuration writes one: a positive integer and `ms`, `s`, `m`
+/// or `h`; for `--lease-ttl`, at most [`MAX_LEASE_TTL_MS`].
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err("must be a number and ms, s, m or h (e.g. 30s)".to_owned()),
+    };
+    let ms = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|ms| (1..=MAX_LEASE_TTL_MS).contains(ms))
+        .ok_or_else(|| "must be more than 0 and at most 1h".to_owned())?;
+    Ok(Duration::from_millis(ms))
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +289,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         admin_token: cli.token.clone().and_then(Token::new),
         filter_token: args.filter_token.clone().and_then(Token::new),
         key_cache_ttl_ms: args.key_cache_ttl_ms,
+        lease_ttl_ms: u64::try_from(args.lease_ttl.as_millis()).unwrap_or(MAX_LEASE_TTL_MS),
         retention: Retention {
             raw_days: args.retention_days,
             rollup_days: args.rollup_retention_days,
@@ -582,6 +609,22 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(segment("key_AbC09"), "key_AbC09");
         assert_eq!(segment("../x y"), "..%2Fx%20y");
+    }
+
+    #[test]
+    fn lease_ttls_are_durations() {
+        assert_eq!(lease_ttl("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(lease_ttl("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(lease_ttl("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(lease_ttl("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "30", "0s", "2h", "s", "-1s", "1.5s", "30 s"] {
+            assert!(lease_ttl(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::try_parse_from(["tollgate", "serve", "--lease-ttl", "10s"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.lease_ttl, Duration::from_secs(10));
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub const DEFAULT_KEY_CACHE_TTL_MS: u64 = 5000;
 pub const DATABASE_FILE: &str = "tollgate.db";
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
+/// The longest a budget lease lasts (`--lease-ttl`).
+pub const DEFAULT_LEASE_TTL_MS: u64 = 30_000;
+/// The longest `--lease-ttl`: an hour (units leased for longer are out of reach of the other
+/// Envoys for as long when their Envoy goes away).
+pub const MAX_LEASE_TTL_MS: u64 = 3_600_000;
 
 /// How long usage data is kept; 0 days = forever.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +54,8 @@ pub struct ServeConfig {
     pub filter_token: Option<Token>,
     /// Upper bound of `cache_ttl_ms` in filter lookups.
     pub key_cache_ttl_ms: u64,
+    /// The longest a budget lease lasts (its `ttl_ms`).
+    pub lease_ttl_ms: u64,
     pub retention: Retention,
 }
 
@@ -60,6 +67,7 @@ impl ServeConfig {
             admin_token: None,
             filter_token: None,
             key_cache_ttl_ms: DEFAULT_KEY_CACHE_TTL_MS,
+            lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             retention: Retention::default(),
         }
     }

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::auth::{authenticate, require_filter};
 use crate::api::{
-    analytics, console, ext_authz, filter, ingest, keys, plans, workspaces, AppState,
+    analytics, console, ext_authz, filter, ingest, keys, leases, plans, workspaces, AppState,
 };
 use crate::config::ServeConfig;
 use crate::error::ApiError;
@@ -53,6 +53,7 @@ pub async fn serve(
     let retention = config.retention;
     let (state, store) = build_state(config).await?;
     let retention_task = tokio::spawn(run_retention(store.clone(), retention));
+    let sweep_task = tokio::spawn(run_lease_sweep(store.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening");
     println!("Listening on http://{addr}");
@@ -62,14 +63,17 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     // Stopped before the store closes: a pass still running would find its pool closed.
-    retention_task.abort();
-    let _ = retention_task.await;
+    for task in [retention_task, sweep_task] {
+        task.abort();
+        let _ = task.await;
+    }
     store.close().await;
     tracing::info!("control plane stopped");
     Ok(result?)
 }
 
-/// The application's state, and the store behind it (for retention and shutdown).
+/// The application's state, and the store behind it (for retention, the lease sweep and
+/// shutdown).
 async fn build_state(config: ServeConfig) -> Result<(AppState, Arc<dyn Store>), ServeError> {
     create_data_dir(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
@@ -105,6 +109,7 @@ async fn build_state(config: ServeConfig) -> Result<(AppState, Arc<dyn Store>), 
         admin_token,
         filter_token,
         config.key_cache_ttl_ms,
+        config.lease_ttl_ms,
     );
     Ok((state, store))
 }
@@ -186,6 +191,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/filter/usage",
             post(ingest::ingest).layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES)),
         )
+        .route(
+            "/v1/filter/leases",
+            post(leases::lease).layer(DefaultBodyLimit::max(leases::MAX_BODY_BYTES)),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_filter,
@@ -261,6 +270,24 @@ pub async fn apply_retention(
         tracing::info!(deleted, "retention: deleted old usage records");
     }
     Ok(deleted)
+}
+
+/// How often leases left unsettled past their grace are charged and deleted (grants sweep their
+/// own key's as well).
+const LEASE_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Every [`LEASE_SWEEP_EVERY`]: the expired leases of every key (`Store::sweep_leases`).
+async fn run_lease_sweep(store: Arc<dyn Store>) {
+    let mut ticker = tokio::time::interval(LEASE_SWEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match store.sweep_leases(crate::clock::now_ms()).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::debug!(swept, "expired leases charged"),
+            Err(e) => tracing::warn!(error = %e, "lease sweep failed; retrying at the next one"),
+        }
+    }
 }
 
 /// TCP_NODELAY: Envoy's callouts are small request/response pairs that would otherwise wait on

@@ -1071,6 +1071,37 @@ async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
+    // The budget is charged by leases: 3 credits leased out to an Envoy show on the key page,
+    // and once settled they are used.
+    let leases = |body: Value| {
+        let (http, base) = (server.http.clone(), server.base.clone());
+        async move {
+            let resp = http
+                .post(format!("{base}/v1/filter/leases"))
+                .bearer_auth(FILTER)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let page = b.get(&format!("/ui/keys/{id}/usage")).await;
+    assert!(page.body.contains("Nothing leased out"), "{}", page.body);
+    let a = leases(json!({"instance": "i_web", "grant": [
+        {"lease": "i_web.c1", "key_id": id, "meter": "credits", "want": 3, "min": 3}]}))
+    .await;
+    assert_eq!(a["grants"][0]["units"], 3, "{a}");
+    let page = b.get(&format!("/ui/keys/{id}/usage")).await;
+    assert!(
+        page.body.contains("Leased out: 3 credits to 1 Envoy"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("0 used of 500 per calendar month (UTC)"));
+    leases(json!({"instance": "i_web", "settle": [{"lease": "i_web.c1", "spent": 3}]})).await;
+
     // The key page shows them, the credits left and the fifth card; the denied request is
     // Rate Limited in the cards and the log.
     let page = b.get(&format!("/ui/keys/{id}/usage")).await;
@@ -1086,6 +1117,7 @@ async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
     assert!(page.body.contains("Rate limited"));
     assert!(page.body.contains("3 used of 500 per calendar month (UTC)"));
     assert!(page.body.contains("497</strong> remaining"));
+    assert!(page.body.contains("Nothing leased out"));
     assert!(page.body.contains("<code>cus_4f2a</code>"));
     assert!(page.body.contains("<code>tier=gold</code>"));
     assert!(page.body.contains(&format!("href=\"/ui/keys/{id}/edit\"")));

@@ -161,7 +161,7 @@ pub async fn check(
         },
     };
     let now = clock::now_ms();
-    let Some(key) = find_key(&state, &secret.hash(), now, None).await? else {
+    let Some(key) = find_key(&state, &secret.hash(), now).await? else {
         return Ok(Denial::InvalidKey.into_response());
     };
     if !key.active {

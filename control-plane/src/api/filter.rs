@@ -1,17 +1,16 @@
-//! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`).
+//! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`). Query
+//! parameters are ignored (filters before budget leases sent `instance` and `since_ms`).
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{AppState, PathParam};
 use crate::app::edge::find_key;
 use crate::clock;
 use crate::domain::{
-    AllowRule, CreditPeriod, CreditsLookup, KeyLookup, Meta, Quotas, RateLimits, Recent,
-    RecentQuery, Usage,
+    AllowRule, CreditPeriod, CreditsLookup, KeyLookup, Meta, Quotas, RateLimits, Usage,
 };
-use crate::domain::{RECENT_BUCKET_HORIZON_MS, RECENT_BUCKET_MS};
 use crate::error::ApiError;
 use crate::secret::SecretHash;
 
@@ -26,8 +25,6 @@ pub struct LookupView {
     allowed: Vec<AllowRule>,
     quotas: Quotas,
     usage: Usage,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recent: Option<Recent>,
     plan: PlanLimits,
     rate_limits: RateLimits,
     credits: Option<CreditsView>,
@@ -57,42 +54,6 @@ impl From<CreditsLookup> for CreditsView {
             resets_at_ms: c.period.resets_at_ms,
         }
     }
-}
-
-/// `?instance=&since_ms=`: both, or `recent` is left out.
-#[derive(Debug, Default, Deserialize)]
-struct LookupParams {
-    instance: Option<String>,
-    since_ms: Option<String>,
-}
-
-fn recent_query(raw: Option<&str>, now_ms: i64) -> Result<Option<RecentQuery>, ApiError> {
-    let params: LookupParams = serde_urlencoded::from_str(raw.unwrap_or_default())
-        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
-    let (Some(instance), Some(since)) = (params.instance, params.since_ms) else {
-        return Ok(None);
-    };
-    if instance.is_empty() || instance.chars().count() > 64 {
-        return Err(ApiError::BadRequest(
-            "instance: must be 1-64 characters".to_owned(),
-        ));
-    }
-    let since_ms = since
-        .parse::<i64>()
-        .ok()
-        .filter(|s| *s >= 0)
-        .ok_or_else(|| {
-            ApiError::BadRequest("since_ms: must be a non-negative integer".to_owned())
-        })?;
-    // Counted from the per-instance buckets alone, which is exact only on their boundaries and
-    // within the time they are kept (the filter's ledger uses the same buckets).
-    if since_ms % RECENT_BUCKET_MS != 0 || since_ms < now_ms - RECENT_BUCKET_HORIZON_MS {
-        return Err(ApiError::BadRequest(format!(
-            "since_ms: must be a multiple of {RECENT_BUCKET_MS} within the last {} hours",
-            RECENT_BUCKET_HORIZON_MS / 3_600_000
-        )));
-    }
-    Ok(Some(RecentQuery { instance, since_ms }))
 }
 
 #[derive(Debug, Serialize)]
@@ -135,7 +96,6 @@ impl LookupView {
             allowed: k.allowed,
             quotas: k.quotas,
             usage: k.usage,
-            recent: k.recent,
             plan: PlanLimits {
                 name: k.plan.name,
                 rate_limit_per_second: k.plan.rate_limit_per_second,
@@ -153,14 +113,12 @@ impl LookupView {
 pub async fn lookup(
     State(state): State<AppState>,
     PathParam(hash): PathParam,
-    RawQuery(query): RawQuery,
 ) -> Result<Json<LookupView>, ApiError> {
     let hash = SecretHash::parse(&hash).ok_or_else(|| {
         ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
     })?;
     let now = clock::now_ms();
-    let recent = recent_query(query.as_deref(), now)?;
-    let found = find_key(&state, &hash, now, recent.as_ref())
+    let found = find_key(&state, &hash, now)
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
     Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))

@@ -7,6 +7,7 @@ pub mod ext_authz;
 pub mod filter;
 pub mod ingest;
 pub mod keys;
+pub mod leases;
 pub mod plans;
 pub mod workspaces;
 

@@ -1,8 +1,8 @@
 //! What the edge asks of the control plane: the key a secret hash authenticates (the filter's
-//! lookup, ext_authz), and the storage of its usage records.
+//! lookup, ext_authz), and the storage of its usage records. Its budget leases: `leases.rs`.
 
 use super::{AppError, AppState};
-use crate::domain::{IngestOutcome, KeyLookup, RecentQuery, UsageRecord, LAST_USED_RESOLUTION_MS};
+use crate::domain::{IngestOutcome, KeyLookup, UsageRecord, LAST_USED_RESOLUTION_MS};
 use crate::secret::SecretHash;
 
 /// The key a hash authenticates, marked as used: a request was made with it at the edge.
@@ -10,9 +10,8 @@ pub async fn find_key(
     app: &AppState,
     hash: &SecretHash,
     now: i64,
-    recent: Option<&RecentQuery>,
 ) -> Result<Option<KeyLookup>, AppError> {
-    let Some(found) = app.store().lookup_key(hash, now, recent).await? else {
+    let Some(found) = app.store().lookup_key(hash, now).await? else {
         return Ok(None);
     };
     let stale = found

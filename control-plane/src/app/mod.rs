@@ -11,6 +11,7 @@ pub mod console_tokens;
 pub mod edge;
 pub mod error;
 pub mod keys;
+pub mod leases;
 pub mod principal;
 pub mod requests_csv;
 pub mod workspaces;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub admin_token: Token,
     pub filter_token: Token,
     pub key_cache_ttl_ms: u64,
+    /// The longest a budget lease lasts.
+    pub lease_ttl_ms: u64,
 }
 
 impl AppState {
@@ -39,12 +42,14 @@ impl AppState {
         admin_token: Token,
         filter_token: Token,
         key_cache_ttl_ms: u64,
+        lease_ttl_ms: u64,
     ) -> AppState {
         AppState {
             store,
             admin_token,
             filter_token,
             key_cache_ttl_ms,
+            lease_ttl_ms,
         }
     }
 

@@ -8,6 +8,7 @@ use super::{or_dash, table, CliError, CreateKeyArgs, UpdateKeyArgs};
 use crate::domain::wire::{
     AllowInput, CreateKey, CreditsInput, KeyView, PatchKey, QuotasInput, RateLimitsInput,
 };
+use crate::domain::Leased;
 
 pub(super) fn create_body(args: &CreateKeyArgs) -> Result<CreateKey, CliError> {
     let quotas = QuotasInput {
@@ -180,6 +181,7 @@ pub(super) fn key_details(key: &KeyView) -> String {
         ),
         ("rate_limits", rate_limits_text(key)),
         ("credits", credits_text(key)),
+        ("leased", Leased::from(key.leased).to_string()),
         ("external_id", or_dash(key.external_id.clone())),
         ("meta", meta_text(key)),
         ("prefix", key.prefix.clone()),

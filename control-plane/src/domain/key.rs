@@ -1,6 +1,7 @@
 //! An API key as the control plane holds it (never its secret: a hash and a display prefix),
 //! its quotas, rate limits, credit budget, allowed endpoints and owner (`external_id`, `meta`),
-//! the changes a patch or rotation makes, and what a lookup answers the filter.
+//! the changes a patch or rotation makes, what it has leased out, and what a lookup answers the
+//! filter.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::credits::{CreditBudget, PeriodBounds};
 use super::names::{Alias, Category, Description, ExternalId};
 use super::plan::Plan;
-use super::usage::Recent;
 use crate::secret::SecretHash;
 
 /// `last_used_at` is only rewritten when it is older than this, so a busy key costs one write a
@@ -54,7 +54,8 @@ pub struct Quotas {
     pub monthly: Option<u64>,
 }
 
-/// Requests counted per window, in the same shape as [`Quotas`].
+/// Requests charged per window (by settled and expired `calls` leases), in the same shape as
+/// [`Quotas`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub total: u64,
@@ -91,11 +92,54 @@ pub struct ApiKey {
     pub calls_this_month: u64,
     pub rate_limits: RateLimits,
     pub credits: Option<CreditBudget>,
-    /// Credits spent by admitted requests in the budget's current period; without a budget,
-    /// in the current calendar month (UTC).
+    /// Credits charged to the budget in its current period (by settled and expired `credits`
+    /// leases); without a budget, credits of the admitted records of the current calendar month
+    /// (UTC).
     pub credits_used: u64,
     pub external_id: Option<String>,
     pub meta: Meta,
+    /// What its live leases hold.
+    pub leased: Leased,
+}
+
+/// The units of a key's live (not yet settled or swept) leases per meter, and how many Envoy
+/// instances hold any of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leased {
+    pub calls: u64,
+    pub credits: u64,
+    pub holders: u64,
+}
+
+impl Leased {
+    pub fn is_empty(&self) -> bool {
+        self.calls == 0 && self.credits == 0
+    }
+}
+
+/// `12 calls, 40 credits to 2 Envoys`, or `nothing`.
+impl std::fmt::Display for Leased {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing");
+        }
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let parts: Vec<String> = [
+            (self.calls, "call", "calls"),
+            (self.credits, "credit", "credits"),
+        ]
+        .into_iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| plural(n, one, many))
+        .collect();
+        write!(
+            f,
+            "{} to {}",
+            parts.join(", "),
+            plural(self.holders, "Envoy", "Envoys")
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,10 +310,8 @@ pub struct KeyLookup {
     pub secret_valid_until: Option<i64>,
     pub allowed: Vec<AllowRule>,
     pub quotas: Quotas,
-    /// Counted only for keys with at least one quota (zeros otherwise: the filter ignores it).
+    /// Charged, counted only for keys with at least one quota (zeros otherwise).
     pub usage: Usage,
-    /// Present when the lookup asked for it ([`RecentQuery`]).
-    pub recent: Option<Recent>,
     pub plan: Plan,
     pub last_used_at: Option<i64>,
     pub rate_limits: RateLimits,
@@ -279,11 +321,33 @@ pub struct KeyLookup {
     pub meta: Meta,
 }
 
-/// A lookup's credit budget: `used` = credits of the key's admitted records stored since
-/// `period.start_ms`.
+/// A lookup's credit budget: `used` = the credits charged to its current period, which starts
+/// at `period.start_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CreditsLookup {
     pub budget: CreditBudget,
     pub used: u64,
     pub period: PeriodBounds,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leased_reads_as_a_sentence() {
+        assert_eq!(Leased::default().to_string(), "nothing");
+        let l = Leased {
+            calls: 12,
+            credits: 40,
+            holders: 2,
+        };
+        assert_eq!(l.to_string(), "12 calls, 40 credits to 2 Envoys");
+        let l = Leased {
+            calls: 0,
+            credits: 1,
+            holders: 1,
+        };
+        assert_eq!(l.to_string(), "1 credit to 1 Envoy");
+    }
 }

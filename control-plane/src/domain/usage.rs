@@ -8,10 +8,6 @@ use super::names::ValidationError;
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
-/// Bucket width of the per-instance counts behind `recent` (the filter's ledger uses the same).
-pub const RECENT_BUCKET_MS: i64 = 10_000;
-/// How long per-instance buckets are kept; a lookup's `since_ms` must be within it.
-pub const RECENT_BUCKET_HORIZON_MS: i64 = DAY_MS;
 /// Longest quota window (`monthly` = 30 days); per-key minute counts older than this plus an
 /// hour can be dropped.
 pub const LONGEST_WINDOW_MS: i64 = 30 * DAY_MS;
@@ -72,22 +68,6 @@ pub struct IngestRejection {
     pub position: usize,
     pub request_id: Option<String>,
     pub error: ValidationError,
-}
-
-/// `?instance=&since_ms=` of the filter lookup.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RecentQuery {
-    pub instance: String,
-    pub since_ms: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Recent {
-    pub since_ms: i64,
-    pub count: u64,
-    /// Credits of those records since `max(since_ms, credits.period_start_ms)`; 0 for a key
-    /// without a budget.
-    pub credits: u64,
 }
 
 /// Start of the rolling window of length `window_ms` at `now_ms`, at minute granularity: the

@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::credits::CreditBudget;
-use super::key::{AllowRule, ApiKey, Meta, Quotas, RateLimits};
+use super::key::{AllowRule, ApiKey, Leased, Meta, Quotas, RateLimits};
 use super::workspace::Workspace;
 use crate::clock;
 
@@ -262,7 +262,8 @@ pub struct KeyView {
     /// `null` without a budget.
     #[serde(default)]
     pub credits: Option<CreditBudget>,
-    /// Credits spent in the budget's current period (the calendar month, UTC, without one).
+    /// Credits charged to the budget's current period (without one: spent by the admitted
+    /// records of the calendar month, UTC).
     #[serde(default)]
     pub credits_used: u64,
     /// `limit - credits_used`, at least 0; `null` without a budget.
@@ -272,6 +273,9 @@ pub struct KeyView {
     pub external_id: Option<String>,
     #[serde(default)]
     pub meta: Meta,
+    /// What the key's live budget leases hold.
+    #[serde(default)]
+    pub leased: LeasedView,
     pub prefix: String,
     pub hash: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,6 +296,7 @@ impl KeyView {
             credits_used: key.credits_used,
             external_id: key.external_id,
             meta: key.meta,
+            leased: key.leased.into(),
             id: key.id,
             workspace_id: key.workspace_id,
             alias: key.alias,
@@ -311,6 +316,34 @@ impl KeyView {
         let mut view = Self::new(key, now_ms);
         view.secret = Some(secret.to_owned());
         view
+    }
+}
+
+/// `leased` of a key: units of its live leases per meter, and the Envoys holding them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct LeasedView {
+    pub calls: u64,
+    pub credits: u64,
+    pub envoys: u64,
+}
+
+impl From<Leased> for LeasedView {
+    fn from(l: Leased) -> Self {
+        Self {
+            calls: l.calls,
+            credits: l.credits,
+            envoys: l.holders,
+        }
+    }
+}
+
+impl From<LeasedView> for Leased {
+    fn from(l: LeasedView) -> Self {
+        Self {
+            calls: l.calls,
+            credits: l.credits,
+            holders: l.envoys,
+        }
     }
 }
 

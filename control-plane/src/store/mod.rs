@@ -2,7 +2,8 @@
 //! more implementation (with its own migrations folder) and no handler changes.
 //!
 //! The trait is shaped around what the API needs rather than around tables: usage ingest takes a
-//! validated batch, analytics read rollups, the filter lookup reads per-key counts.
+//! validated batch, analytics read rollups, the filter lookup reads per-key charges, budget
+//! leases reserve and charge units of a key's budgets.
 
 mod group_commit;
 pub mod postgres;
@@ -16,9 +17,9 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, PlanName, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery,
-    UsageRecord, UsageReport, Workspace,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, LeaseAnswer,
+    LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, PlanName, RequestFilter,
+    RequestPage, Rotation, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
 
@@ -77,22 +78,33 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_key(&self, id: &str) -> StoreResult<()>;
 
     /// The key a secret hash authenticates at `now_ms`; `None` for an unknown hash or an old
-    /// secret whose grace has ended. `usage` and `recent` come from one consistent snapshot.
-    /// Read-only: must stay cheap (backends may cache it until the next write).
-    async fn lookup_key(
-        &self,
-        hash: &SecretHash,
-        now_ms: i64,
-        recent: Option<&RecentQuery>,
-    ) -> StoreResult<Option<KeyLookup>>;
+    /// secret whose grace has ended. Its `usage` and `credits.used` (the charges) come from one
+    /// consistent snapshot. Read-only: must stay cheap (backends may cache it until the next
+    /// write).
+    async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>>;
     /// Sets `last_used_at = now_ms` unless it is already within `resolution_ms` of it. May be
     /// written after the call returns, but always before a later `delete_key` decides.
     async fn touch_key(&self, key_id: &str, now_ms: i64, resolution_ms: i64) -> StoreResult<()>;
 
+    /// Budget leases of one Envoy at `now_ms` (`docs/protocol.md`): applies `request.settle`
+    /// (charging what each lease spent; unknown leases are ignored), then answers each of
+    /// `request.grant` in order, reserving units of what is left of the key's budget for at
+    /// most `lease_ttl_ms`. Atomic per key, across callers and control planes sharing the store.
+    async fn lease(
+        &self,
+        request: &LeaseRequest,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> StoreResult<LeaseAnswer>;
+    /// Charges in full and deletes the leases more than `LEASE_GRACE_MS` past their
+    /// `expires_at` at `now_ms`; how many.
+    async fn sweep_leases(&self, now_ms: i64) -> StoreResult<u64>;
+
     /// Stores a batch in one transaction (possibly shared with batches sent concurrently): raw
-    /// records (new `request_id`s only), rollups, quota
-    /// counts, `calls_this_month` and `last_used_at`. Records whose key does not exist or belongs
-    /// to another workspace are rejected (their position in `records`); the others are stored.
+    /// records (new `request_id`s only), rollups, `calls_this_month` (and the month's credits)
+    /// and `last_used_at`. Usage records are analytics: they charge no budget. Records whose key
+    /// does not exist or belongs to another workspace are rejected (their position in
+    /// `records`); the others are stored.
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome>;
     /// Analytics from rollups over `[query.from_ms, query.to_ms)` (see [`UsageQuery`]).
     /// `WorkspaceNotFound`/`KeyNotFound` when the scope does not exist.
@@ -101,7 +113,7 @@ pub trait Store: Send + Sync + 'static {
     async fn requests(&self, filter: &RequestFilter) -> StoreResult<RequestPage>;
     /// Deletes up to `batch` raw records older than `before_ms`; returns how many it deleted.
     async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64>;
-    /// Deletes rollups (and per-key quota minutes no window can reach) older than `before_ms`.
+    /// Deletes rollups (and per-key charges no window can reach) older than `before_ms`.
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64>;
 
     async fn create_console_token(&self, token: NewConsoleToken) -> StoreResult<ConsoleToken>;

@@ -238,6 +238,13 @@ pub fn summary(key: &ApiKey) -> Markup {
                         }
                     }
                 }
+                div {
+                    dt { "Budget leases" }
+                    dd #key-leased {
+                        @if key.leased.is_empty() { span.muted { "Nothing leased out" } }
+                        @else { "Leased out: " (key.leased) }
+                    }
+                }
                 div { dt { "External ID" } dd #key-external-id { @match &key.external_id { Some(x) => { code { (x) } } None => { span.muted { "—" } } } } }
                 div {
                     dt { "Meta" }

@@ -498,3 +498,85 @@ pub fn month_bounds(ms: i64) -> (i64, i64) {
     };
     (first(t.year(), t.month()), next)
 }
+
+/// A store opened directly (no server, so no background sweep of leases): SQLite in a
+/// temporary directory, or a fresh PostgreSQL database with `TOLLGATE_TEST_DATABASE_URL`. For
+/// tests that set the clock themselves (`now_ms` of leases and lookups).
+pub struct StoreFixture {
+    pub store: Arc<dyn tollgate_control_plane::store::Store>,
+    pub app: tollgate_control_plane::app::AppState,
+    pub workspace: String,
+    database: Option<TestDatabase>,
+    _dir: TempDir,
+}
+
+impl StoreFixture {
+    pub async fn open() -> Self {
+        use tollgate_control_plane::app::{workspaces, AppState, Principal};
+        use tollgate_control_plane::store::{PostgresStore, SqliteStore, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, database): (Arc<dyn Store>, _) = match postgres_url() {
+            Some(admin_url) => {
+                let db = TestDatabase::create(&admin_url).await;
+                (
+                    Arc::new(PostgresStore::open(&db.url).await.unwrap()),
+                    Some(db),
+                )
+            }
+            None => (
+                Arc::new(
+                    SqliteStore::open(&dir.path().join("tollgate.db"))
+                        .await
+                        .unwrap(),
+                ),
+                None,
+            ),
+        };
+        let app = AppState::new(
+            store.clone(),
+            Token::new(ADMIN).unwrap(),
+            Token::new(FILTER).unwrap(),
+            5_000,
+            30_000,
+        );
+        let workspace = workspaces::create(&app, &Principal::Admin, "Acme", "enterprise")
+            .await
+            .unwrap()
+            .id;
+        Self {
+            store,
+            app,
+            workspace,
+            database,
+            _dir: dir,
+        }
+    }
+
+    /// Another store on the same PostgreSQL database (a second control plane); `None` on SQLite.
+    pub async fn second_store(&self) -> Option<Arc<dyn tollgate_control_plane::store::Store>> {
+        let db = self.database.as_ref()?;
+        let store = tollgate_control_plane::store::PostgresStore::open(&db.url)
+            .await
+            .unwrap();
+        Some(Arc::new(store))
+    }
+
+    /// A key of the fixture's workspace from a key creation body (as the API takes it); its id
+    /// and secret hash.
+    pub async fn key(&self, body: Value) -> (String, tollgate_control_plane::secret::SecretHash) {
+        use tollgate_control_plane::app::{keys, Principal};
+        let created = keys::create(
+            &self.app,
+            &Principal::Admin,
+            &self.workspace,
+            serde_json::from_value(body).unwrap(),
+        )
+        .await
+        .unwrap();
+        (created.key.id, created.secret.hash())
+    }
+
+    pub async fn close(self) {
+        self.store.close().await;
+    }
+}

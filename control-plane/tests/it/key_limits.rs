@@ -1,10 +1,11 @@
 //! Per-key rate limits, credit budgets and owners (`external_id`, `meta`): the key API and the
-//! filter's lookup answer (`credits`, `recent.credits`), docs/protocol.md. Analytics credits
+//! filter's lookup answer (`credits`, charged by leases), docs/protocol.md. Analytics credits
 //! and the `external_id` filters of reports and the request log: `credits_analytics.rs`.
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::common::{lookup, month_bounds, now_ms, record, with, TestServer};
+use crate::common::{lookup, month_bounds, now_ms, record, with, TestServer, FILTER};
 
 const SECOND: i64 = 1_000;
 const MINUTE: i64 = 60 * SECOND;
@@ -284,12 +285,44 @@ fn records(key: &Value, rows: &[(&str, i64, u32, bool, &str)]) -> Vec<Value> {
         .collect()
 }
 
+/// `POST /v1/filter/leases` of `body` (filter token), expected 200.
+async fn lease(srv: &TestServer, body: Value) -> Value {
+    let (status, answer) = srv
+        .send(
+            Method::POST,
+            "/v1/filter/leases",
+            Some(FILTER),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}: {answer}");
+    answer
+}
+
+/// Charges `spent` credits to `key`'s budget now: a credits lease of `spent` units granted to
+/// `instance` and settled in full.
+async fn charge_credits(srv: &TestServer, key: &Value, instance: &str, lease_id: &str, spent: u64) {
+    let lease_id = format!("{instance}.{lease_id}");
+    let a = lease(
+        srv,
+        json!({"instance": instance, "grant": [{"lease": lease_id, "key_id": key["id"],
+               "meter": "credits", "want": spent, "min": spent}]}),
+    )
+    .await;
+    assert_eq!(a["grants"][0]["units"], spent, "{a}");
+    let a = lease(
+        srv,
+        json!({"instance": instance, "settle": [{"lease": lease_id, "spent": spent}]}),
+    )
+    .await;
+    assert_eq!(a["settled"], 1, "{a}");
+}
+
 #[tokio::test]
-async fn key_objects_show_credits_spent_in_the_budget_period() {
+async fn key_objects_show_credits_charged_in_the_budget_period() {
     let srv = TestServer::start().await;
     let ws = srv.workspace("pro").await;
     let now = now_ms();
-    let today = now - now % DAY;
     let (month, _) = month_bounds(now);
     let day_key = srv
         .key(
@@ -298,6 +331,7 @@ async fn key_objects_show_credits_spent_in_the_budget_period() {
         )
         .await;
     let none_key = srv.key(&ws, json!({"alias": "none"})).await;
+    let today = now - now % DAY;
     let rows = [
         ("today-1", now - SECOND, 3, true, "i_a"),
         ("today-2", today.max(now - 2 * MINUTE), 1, true, "i_b"),
@@ -308,15 +342,20 @@ async fn key_objects_show_credits_spent_in_the_budget_period() {
     srv.ingest(&records(&day_key, &rows)).await;
     srv.ingest(&records(&none_key, &rows)).await;
 
-    let k = srv
-        .get(
-            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
-            200,
-        )
-        .await;
+    // The budget counts what leases charged, not the records.
+    let path = format!("/v1/keys/{}", day_key["id"].as_str().unwrap());
+    let k = srv.get(&path, 200).await;
+    assert_eq!(
+        (k["credits_used"].clone(), k["credits_remaining"].clone()),
+        (json!(0), json!(10))
+    );
+    charge_credits(&srv, &day_key, "i_a", "c1", 3).await;
+    charge_credits(&srv, &day_key, "i_b", "c1", 1).await;
+    let k = srv.get(&path, 200).await;
     assert_eq!(k["credits_used"], 4, "{k}");
     assert_eq!(k["credits_remaining"], 6);
-    // Without a budget: the calendar month's credits, and no remaining.
+    // Without a budget: the credits of the calendar month's admitted records (analytics), and
+    // no remaining.
     let k = srv
         .get(
             &format!("/v1/keys/{}", none_key["id"].as_str().unwrap()),
@@ -331,36 +370,36 @@ async fn key_objects_show_credits_spent_in_the_budget_period() {
     assert_eq!(k["credits_used"], this_month, "{k}");
     assert_eq!(k["credits_remaining"], Value::Null);
 
-    // Spent past the limit: remaining stays at 0.
-    srv.ingest(&records(
-        &day_key,
-        &[("more", now - SECOND, 20, true, "i_a")],
-    ))
-    .await;
+    // A budget lowered below what is charged: remaining stays at 0.
     let k = srv
-        .get(
-            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
+        .patch(
+            &path,
+            json!({"credits": {"limit": 3, "period": "day"}}),
             200,
         )
         .await;
-    assert_eq!(k["credits_used"], 24);
+    assert_eq!(k["credits_used"], 4);
     assert_eq!(k["credits_remaining"], 0);
     // The list shows the same.
     let list = srv.get(&format!("/v1/workspaces/{ws}/keys"), 200).await;
-    assert_eq!(list["data"][0]["credits_used"], 24);
-    // A patch that changes the period answers with the new period's spending.
+    assert_eq!(list["data"][0]["credits_used"], 4);
+    // A patch that changes the period answers with the new period's charges.
     let k = srv
         .patch(
-            &format!("/v1/keys/{}", day_key["id"].as_str().unwrap()),
+            &path,
             json!({"credits": {"limit": 1000, "period": "total"}}),
             200,
         )
         .await;
-    assert_eq!(k["credits_used"], 3 + 1 + 50 + 70 + 20);
+    assert_eq!(k["credits_used"], 4);
+    charge_credits(&srv, &day_key, "i_a", "c2", 20).await;
+    let k = srv.get(&path, 200).await;
+    assert_eq!(k["credits_used"], 24);
+    assert_eq!(k["credits_remaining"], 1000 - 24);
 }
 
 #[tokio::test]
-async fn lookup_answers_the_budget_its_period_and_recent_credits_per_instance() {
+async fn lookup_answers_the_budget_its_period_and_the_credits_charged() {
     // A configured TTL longer than any period, so the period's end is what bounds it.
     let configured_ttl = 40 * DAY;
     let srv = TestServer::start_with_ttl(Some(configured_ttl as u64)).await;
@@ -368,15 +407,6 @@ async fn lookup_answers_the_budget_its_period_and_recent_credits_per_instance() 
     let now = now_ms();
     let today = now - now % DAY;
     let (month, next_month) = month_bounds(now);
-    let since = (now - 2 * MINUTE) - (now - 2 * MINUTE) % 10_000;
-    let rows = [
-        ("a-now", now - SECOND, 3, true, "i_a"),
-        ("a-denied", now - SECOND, 5, false, "i_a"),
-        ("b-now", now - SECOND, 7, true, "i_b"),
-        ("a-before-since", since - 10 * SECOND, 11, true, "i_a"),
-        ("a-yesterday", today - 10 * SECOND, 13, true, "i_a"),
-        ("a-last-month", month - 10 * SECOND, 17, true, "i_a"),
-    ];
     for (period, start, resets) in [
         ("day", today, Some(today + DAY)),
         ("month", month, Some(next_month)),
@@ -390,27 +420,19 @@ async fn lookup_answers_the_budget_its_period_and_recent_credits_per_instance() 
                        "external_id": "cus_4f2a", "meta": {"tier": "gold"}}),
             )
             .await;
-        srv.ingest(&records(&key, &rows)).await;
-        let l = lookup(&srv, &key, &format!("?instance=i_a&since_ms={since}")).await;
-        let used: u64 = rows
-            .iter()
-            .filter(|r| r.3 && r.1 >= start)
-            .map(|r| u64::from(r.2))
-            .sum();
-        let split = since.max(start);
-        let recent: u64 = rows
-            .iter()
-            .filter(|r| r.3 && r.4 == "i_a" && r.1 >= split)
-            .map(|r| u64::from(r.2))
-            .sum();
+        // Records are analytics: they charge nothing.
+        srv.ingest(&records(&key, &[("a-now", now - SECOND, 3, true, "i_a")]))
+            .await;
+        charge_credits(&srv, &key, "i_a", "c1", 7).await;
+        charge_credits(&srv, &key, "i_b", "c1", 11).await;
+        let l = lookup(&srv, &key, "").await;
         assert_eq!(
             l["credits"],
-            json!({"limit": 1000, "period": period, "used": used,
+            json!({"limit": 1000, "period": period, "used": 18,
                    "period_start_ms": start, "resets_at_ms": resets}),
             "{period}: {l}"
         );
-        assert_eq!(l["recent"]["credits"], recent, "{period}: {l}");
-        assert_eq!(l["recent"]["count"], 0, "no quota: not counted");
+        assert!(l.get("recent").is_none(), "{l}");
         assert_eq!(
             l["rate_limits"],
             json!({"per_second": 10, "per_minute": null, "per_hour": 5000})
@@ -425,15 +447,11 @@ async fn lookup_answers_the_budget_its_period_and_recent_credits_per_instance() 
             resets.map_or(configured_ttl, |r| r - answered),
             "{period}: {l}"
         );
-        // Without the query parameters there is no `recent`.
-        assert!(lookup(&srv, &key, "").await.get("recent").is_none());
     }
-    // A key without a budget: no `credits`, `recent.credits` 0.
+    // A key without a budget: no `credits`.
     let plain = srv.key(&ws, json!({"alias": "plain"})).await;
-    srv.ingest(&records(&plain, &rows)).await;
-    let l = lookup(&srv, &plain, &format!("?instance=i_a&since_ms={since}")).await;
+    let l = lookup(&srv, &plain, "").await;
     assert_eq!(l["credits"], Value::Null);
-    assert_eq!(l["recent"]["credits"], 0);
     assert_eq!(l["external_id"], Value::Null);
     assert_eq!(l["meta"], json!({}));
 }

@@ -15,6 +15,8 @@ mod filter;
 mod ingest;
 mod key_limits;
 mod keys;
+mod leases;
+mod leases_in_time;
 mod lookup_usage;
 mod migration;
 mod postgres;

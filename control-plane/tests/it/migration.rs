@@ -10,8 +10,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 use tollgate_control_plane::domain::{
-    CreditBudget, CreditPeriod, KeyPatch, RateLimits, RecentQuery, RequestFilter, UsageQuery,
-    UsageRecord, UsageScope, UsageStatus,
+    CreditBudget, CreditPeriod, KeyPatch, RateLimits, RequestFilter, UsageQuery, UsageRecord,
+    UsageScope, UsageStatus,
 };
 use tollgate_control_plane::domain::{DAY_MS, HOUR_MS, MINUTE_MS};
 use tollgate_control_plane::secret::SecretHash;
@@ -472,8 +472,8 @@ async fn a_database_migrated_by_sqlx_opens_and_keeps_its_data() {
     assert_eq!(ids, ["fx-1", "fx-2", "fx-3"]);
 
     // 0012: the key has no limits, budget or owner, and the credits its stored admitted
-    // records spent (three of 1 credit, instance i_fx) are counted all time, per day and per
-    // instance bucket, so a budget set now starts from them.
+    // records spent (three of 1 credit) are counted all time and per day, so a budget set now
+    // starts from them (0013 keeps them as charges).
     let key = &keys[0];
     assert_eq!(key.rate_limits, RateLimits::default());
     assert_eq!((key.credits, key.external_id.as_deref()), (None, None));
@@ -482,27 +482,40 @@ async fn a_database_migrated_by_sqlx_opens_and_keeps_its_data() {
         SecretHash::parse("7b822270a735f719565cffa697681202e3a1c2553ee9b58981d29bce0ca57087")
             .unwrap();
     let at = 1_796_205_640_000; // just after the fixture's records
-    let recent = RecentQuery {
-        instance: "i_fx".to_owned(),
-        since_ms: 1_796_205_630_000,
-    };
     for period in [CreditPeriod::Total, CreditPeriod::Day, CreditPeriod::Month] {
         let patch = KeyPatch {
             credits: Some(Some(CreditBudget { limit: 10, period })),
             ..KeyPatch::default()
         };
         store.update_key(&key.id, patch).await.unwrap();
-        let found = store
-            .lookup_key(&hash, at, Some(&recent))
-            .await
-            .unwrap()
-            .unwrap();
+        let found = store.lookup_key(&hash, at).await.unwrap().unwrap();
         assert_eq!(found.credits.map(|c| c.used), Some(3), "{period:?}");
-        assert_eq!(found.recent.map(|r| r.credits), Some(3), "{period:?}");
     }
     store.close().await;
 
     let conn = Connection::open(&path).unwrap();
+    // 0013: the month's credits of a key's records (what a key without a budget shows), from
+    // the per-day credits; the per-instance buckets are gone, the leases' table is there.
+    let month_credits: i64 = conn
+        .query_row(
+            "SELECT credits FROM key_month_calls WHERE key_id = ?1 AND month = 202612",
+            [&key.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(month_credits, 3);
+    let tables = |name: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        (tables("key_instance_buckets"), tables("key_leases")),
+        (0, 1)
+    );
     let after = installed(&conn);
     assert_eq!(
         after[..before.len()],

@@ -2,7 +2,7 @@
 //! other test runs on PostgreSQL too when `TOLLGATE_TEST_DATABASE_URL` is set; these need a
 //! shared database, so on SQLite they return at once (saying so).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use crate::common::{
 };
 
 /// A second control plane on `first`'s database (same tokens); `None` on SQLite.
-async fn second(first: &TestServer) -> Option<TestServer> {
+pub(crate) async fn second(first: &TestServer) -> Option<TestServer> {
     let Some(url) = first.database_url().map(str::to_owned) else {
         eprintln!("skipped: needs TOLLGATE_TEST_DATABASE_URL (a PostgreSQL shared by two servers)");
         return None;
@@ -69,8 +69,9 @@ async fn the_same_batch_sent_to_two_control_planes_is_stored_once() {
         300
     );
 
+    // Records are analytics: the quota is charged by leases only.
     let (_, found) = b.lookup(&secret_hash(&key)).await;
-    assert_eq!(found["usage"]["daily"], 300, "{found}");
+    assert_eq!(found["usage"]["daily"], 0, "{found}");
     let id = key["id"].as_str().unwrap();
     assert_eq!(
         a.get(&format!("/v1/keys/{id}"), 200).await["calls_this_month"],
@@ -106,11 +107,11 @@ async fn migrated_through(count: usize) -> Option<(crate::common::TestDatabase, 
 
 /// Migration 0003 on a database the previous build made (migrations 0001 and 0002, with a
 /// key and its records): the key keeps its data, and the credits its stored admitted records
-/// spent are counted all time, per day and per instance bucket, so a budget set now starts from
-/// them. PostgreSQL only (the SQLite one: `migration.rs`).
+/// spent are counted all time and per day, so a budget set now starts from them (0006 keeps
+/// them as charges). PostgreSQL only (the SQLite one: `migration.rs`).
 #[tokio::test]
 async fn migration_0003_keeps_keys_and_counts_the_credits_already_spent() {
-    use tollgate_control_plane::domain::{CreditBudget, CreditPeriod, KeyPatch, RecentQuery};
+    use tollgate_control_plane::domain::{CreditBudget, CreditPeriod, KeyPatch};
     use tollgate_control_plane::secret::SecretHash;
     use tollgate_control_plane::store::{PostgresStore, Store};
 
@@ -159,10 +160,6 @@ async fn migration_0003_keeps_keys_and_counts_the_credits_already_spent() {
     assert_eq!((key.credits, key.external_id.as_deref()), (None, None));
     assert!(key.meta.is_empty());
     let hash = SecretHash::parse(&hash).unwrap();
-    let recent = RecentQuery {
-        instance: "i_pg".to_owned(),
-        since_ms: t,
-    };
     for (period, used) in [
         (CreditPeriod::Total, 13),
         (CreditPeriod::Month, 13),
@@ -173,13 +170,8 @@ async fn migration_0003_keeps_keys_and_counts_the_credits_already_spent() {
             ..KeyPatch::default()
         };
         store.update_key("key_pg", patch).await.unwrap();
-        let found = store
-            .lookup_key(&hash, t + 10_000, Some(&recent))
-            .await
-            .unwrap()
-            .unwrap();
+        let found = store.lookup_key(&hash, t + 10_000).await.unwrap().unwrap();
         assert_eq!(found.credits.map(|c| c.used), Some(used), "{period:?}");
-        assert_eq!(found.recent.map(|r| r.credits), Some(6), "{period:?}");
         assert_eq!(found.quotas.daily, Some(100));
     }
     store.close().await;
@@ -190,8 +182,8 @@ const INSTANCES: [&str; 2] = ["i_a", "i_b"];
 /// Credit budget of the corpora's second key (period `total`: no day or month boundary).
 const BUDGET: u64 = 1_000_000_000;
 
-/// A workspace with three keys, each with daily and total quotas (so lookups count them); the
-/// second also has a credit budget.
+/// A workspace with three keys, each with daily and total quotas; the second also has a credit
+/// budget.
 async fn corpus_keys(srv: &TestServer) -> (String, Vec<Value>) {
     let ws = srv.workspace("pro").await;
     let quotas = json!({"daily": 100_000_000, "total": 1_000_000_000});
@@ -251,13 +243,11 @@ fn corpus(
 }
 
 /// A timestamp base for a corpus: 30 s ago, but within this calendar month (so
-/// `calls_this_month` and unbudgeted `credits_used` count every record) and after the
-/// `since_ms` of the `recent` split (returned too: a 10-second bucket start 2 minutes ago).
-fn corpus_times() -> (i64, i64) {
+/// `calls_this_month` and unbudgeted `credits_used` count every record).
+fn corpus_times() -> i64 {
     let now = now_ms();
     let (month, _) = month_bounds(now);
-    let since = (now - 120_000) - (now - 120_000).rem_euclid(10_000);
-    ((now - 30_000).max(month), since)
+    (now - 30_000).max(month)
 }
 
 /// What the records of one key must add up to.
@@ -270,8 +260,6 @@ struct Counts {
     admitted: u64,
     /// Credits of admitted records (spent).
     credits: u64,
-    /// Admitted records and their credits per instance.
-    by_instance: BTreeMap<String, (u64, u64)>,
 }
 
 fn counts_of<'a>(records: impl Iterator<Item = &'a Value>) -> Counts {
@@ -284,15 +272,8 @@ fn counts_of<'a>(records: impl Iterator<Item = &'a Value>) -> Counts {
             _ => c.rate_limited += 1,
         }
         if r["admitted"] == true {
-            let credits = r["credits"].as_u64().unwrap();
             c.admitted += 1;
-            c.credits += credits;
-            let i = c
-                .by_instance
-                .entry(r["instance"].as_str().unwrap().to_owned())
-                .or_default();
-            i.0 += 1;
-            i.1 += credits;
+            c.credits += r["credits"].as_u64().unwrap();
         }
     }
     c
@@ -309,14 +290,13 @@ fn assert_totals(report: &Value, want: &Counts, what: &str) {
 
 /// Everything `srv` reports about `records` (the distinct records sent) is exact: the request
 /// log holds each once with its fields, the usage reports of every key and of the workspace,
-/// each key's `calls_this_month` and `credits_used`, and the lookup's `usage`, `recent` per
-/// instance and `credits.used`.
+/// each key's `calls_this_month` and unbudgeted `credits_used`; and they charge no budget (the
+/// lookup's `usage` and `credits.used` are the leases').
 async fn assert_stored_exactly_once(
     srv: &TestServer,
     ws: &str,
     keys: &[Value],
     records: &[&Value],
-    since: i64,
 ) {
     let log = srv.all_requests(&format!("workspace_id={ws}"), ADMIN).await;
     let sent: HashMap<&str, &Value> = records
@@ -370,26 +350,18 @@ async fn assert_stored_exactly_once(
         assert_totals(&usage, &want, &format!("usage of {id}"));
         let k = srv.get(&format!("/v1/keys/{id}"), 200).await;
         assert_eq!(k["calls_this_month"], want.calls, "{k}");
-        assert_eq!(k["credits_used"], want.credits, "{k}");
         let budget = !key["credits"].is_null();
         if budget {
-            assert_eq!(k["credits_remaining"], BUDGET - want.credits, "{k}");
+            assert_eq!(k["credits_used"], 0, "{k}");
+            assert_eq!(k["credits_remaining"], BUDGET, "{k}");
+        } else {
+            assert_eq!(k["credits_used"], want.credits, "{k}");
         }
-        for instance in INSTANCES {
-            let l = lookup(srv, key, &format!("?instance={instance}&since_ms={since}")).await;
-            assert_eq!(l["usage"]["daily"], want.admitted, "{id}: {l}");
-            assert_eq!(l["usage"]["total"], want.admitted, "{id}: {l}");
-            let (count, credits) = want.by_instance.get(instance).copied().unwrap_or_default();
-            assert!(count > 0, "the corpus has records of {instance}");
-            assert_eq!(l["recent"]["count"], count, "{id} {instance}: {l}");
-            assert_eq!(
-                l["recent"]["credits"],
-                if budget { credits } else { 0 },
-                "{id} {instance}: {l}"
-            );
-            if budget {
-                assert_eq!(l["credits"]["used"], want.credits, "{id}: {l}");
-            }
+        let l = lookup(srv, key, "").await;
+        assert_eq!(l["usage"]["daily"], 0, "{id}: {l}");
+        assert_eq!(l["usage"]["total"], 0, "{id}: {l}");
+        if budget {
+            assert_eq!(l["credits"]["used"], 0, "{id}: {l}");
         }
     }
 }
@@ -448,7 +420,7 @@ async fn batches_delivered_to_two_control_planes_at_once_are_each_stored_once() 
     let a = TestServer::start().await;
     let Some(b) = second(&a).await else { return };
     let (ws, keys) = corpus_keys(&a).await;
-    let (base, since) = corpus_times();
+    let base = corpus_times();
     let batches = corpus(&keys, "twice", BATCHES, PER_BATCH, base);
     let bodies = bodies(&batches);
 
@@ -482,8 +454,8 @@ async fn batches_delivered_to_two_control_planes_at_once_are_each_stored_once() 
     }
 
     let records: Vec<&Value> = batches.iter().flatten().collect();
-    assert_stored_exactly_once(&a, &ws, &keys, &records, since).await;
-    assert_stored_exactly_once(&b, &ws, &keys, &records, since).await;
+    assert_stored_exactly_once(&a, &ws, &keys, &records).await;
+    assert_stored_exactly_once(&b, &ws, &keys, &records).await;
 
     // A third delivery, to either, stores nothing.
     for (i, body) in bodies.iter().enumerate() {
@@ -559,7 +531,7 @@ async fn a_replica_killed_mid_ingest_loses_and_duplicates_nothing_on_redelivery(
         return;
     };
     let (ws, keys) = corpus_keys(&a).await;
-    let (base, since) = corpus_times();
+    let base = corpus_times();
     let batches = corpus(&keys, "killed", BATCHES, PER_BATCH, base);
     let bodies = bodies(&batches);
     let dir = tempfile::tempdir().unwrap();
@@ -639,7 +611,7 @@ async fn a_replica_killed_mid_ingest_loses_and_duplicates_nothing_on_redelivery(
     );
 
     let records: Vec<&Value> = batches.iter().flatten().collect();
-    assert_stored_exactly_once(&a, &ws, &keys, &records, since).await;
+    assert_stored_exactly_once(&a, &ws, &keys, &records).await;
     a.stop().await;
 }
 

@@ -1,35 +1,27 @@
 //! What a group of records adds beside the records themselves: per-minute aggregates appended
-//! to `usage_tail` (rolled into the analytics rollups by `rollup.rs`), the per-key counts of one
-//! slot (`calls_this_month`, quota windows, credits, `recent`) and `last_used_at`. Each is
-//! summed in memory first, so a group writes one row per distinct combination, not per record.
+//! to `usage_tail` (rolled into the analytics rollups by `rollup.rs`), the per-key month counts
+//! of one slot (`calls_this_month` and the month's credits) and `last_used_at`. Each is summed in
+//! memory first, so a group writes one row per distinct combination, not per record. Usage
+//! records charge no budget (the leases do, `store/sql/leases.rs`).
 
 use std::collections::BTreeMap;
 
 use sqlx::PgConnection;
 
 use crate::clock;
-use crate::domain::{
-    floor_to, UsageRecord, DAY_MS, HOUR_MS, LAST_USED_RESOLUTION_MS, MINUTE_MS, RECENT_BUCKET_MS,
-};
+use crate::domain::{floor_to, UsageRecord, LAST_USED_RESOLUTION_MS, MINUTE_MS};
 use crate::store::StoreResult;
 
 /// (key, workspace, minute, endpoint, method, response code, status) of a tail row.
 type TailKey<'a> = (&'a str, &'a str, i64, &'a str, &'a str, i64, &'static str);
 
-/// What a group of batches adds to the tail and to one slot of the per-key counts, each map in the
-/// order its rows are written.
+/// What a group of batches adds to the tail and to one slot of the per-key month counts, each map
+/// in the order its rows are written.
 #[derive(Default)]
 pub(super) struct BatchCounts<'a> {
     tail: BTreeMap<TailKey<'a>, (i64, i64, f64)>,
-    /// Per key, admitted records and their credits, all time.
-    admitted_totals: BTreeMap<&'a str, (i64, i64)>,
-    admitted_minutes: BTreeMap<(&'a str, i64), i64>,
-    admitted_hours: BTreeMap<(&'a str, i64), i64>,
-    /// Per key and UTC day, credits of admitted records (rows only for credits spent).
-    credit_days: BTreeMap<(&'a str, i64), i64>,
-    /// Per key, instance and 10-s bucket, admitted records and their credits.
-    instance_buckets: BTreeMap<(&'a str, &'a str, i64), (i64, i64)>,
-    month_calls: BTreeMap<(&'a str, i64), i64>,
+    /// Per key and calendar month (`YYYYMM`): records, and credits of the admitted ones.
+    month_calls: BTreeMap<(&'a str, i64), (i64, i64)>,
     last_used: BTreeMap<&'a str, i64>,
 }
 
@@ -53,35 +45,12 @@ impl<'a> BatchCounts<'a> {
         tail.0 += 1;
         tail.1 += credits;
         tail.2 += r.duration_ms;
-        if r.admitted {
-            let total = self.admitted_totals.entry(key).or_default();
-            total.0 += 1;
-            total.1 += credits;
-            if credits > 0 {
-                *self
-                    .credit_days
-                    .entry((key, floor_to(r.timestamp, DAY_MS)))
-                    .or_default() += credits;
-            }
-            *self
-                .admitted_minutes
-                .entry((key, floor_to(r.timestamp, MINUTE_MS)))
-                .or_default() += 1;
-            *self
-                .admitted_hours
-                .entry((key, floor_to(r.timestamp, HOUR_MS)))
-                .or_default() += 1;
-            let bucket = self
-                .instance_buckets
-                .entry((key, &r.instance, floor_to(r.timestamp, RECENT_BUCKET_MS)))
-                .or_default();
-            bucket.0 += 1;
-            bucket.1 += credits;
-        }
-        *self
+        let month = self
             .month_calls
             .entry((key, clock::utc_month(r.timestamp)))
-            .or_default() += 1;
+            .or_default();
+        month.0 += 1;
+        month.1 += credits;
         let last = self.last_used.entry(key).or_insert(r.timestamp);
         *last = (*last).max(r.timestamp);
     }
@@ -102,7 +71,7 @@ const KEY: (&str, &str) = ("key_id", "text");
 
 /// Every table a group writes beside the records, in the order of the statement's CTEs (table
 /// then key order for the row locks, see `ingest.rs`).
-const SUM_TABLES: [SumTable; 7] = [
+const SUM_TABLES: [SumTable; 2] = [
     SumTable {
         table: "usage_tail",
         keys: &[
@@ -122,39 +91,9 @@ const SUM_TABLES: [SumTable; 7] = [
         upsert: false,
     },
     SumTable {
-        table: "key_admitted_totals",
-        keys: &[KEY],
-        sums: &[("admitted", "int8"), ("credits", "int8")],
-        upsert: true,
-    },
-    SumTable {
-        table: "key_admitted_minutes",
-        keys: &[KEY, ("minute", "int8")],
-        sums: &[("admitted", "int8")],
-        upsert: true,
-    },
-    SumTable {
-        table: "key_admitted_hours",
-        keys: &[KEY, ("hour", "int8")],
-        sums: &[("admitted", "int8")],
-        upsert: true,
-    },
-    SumTable {
-        table: "key_credit_days",
-        keys: &[KEY, ("day", "int8")],
-        sums: &[("credits", "int8")],
-        upsert: true,
-    },
-    SumTable {
-        table: "key_instance_buckets",
-        keys: &[KEY, ("instance", "text"), ("bucket", "int8")],
-        sums: &[("admitted", "int8"), ("credits", "int8")],
-        upsert: true,
-    },
-    SumTable {
         table: "key_month_calls",
         keys: &[KEY, ("month", "int8")],
-        sums: &[("calls", "int8")],
+        sums: &[("calls", "int8"), ("credits", "int8")],
         upsert: true,
     },
 ];
@@ -228,7 +167,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Appends the group's aggregates to the tail and adds its counts to `slot`'s rows, in one
+/// Appends the group's aggregates to the tail and adds its month counts to `slot`'s rows, in one
 /// statement (one round trip and one plan, whatever the group's size).
 pub(super) async fn write_sums(
     conn: &mut PgConnection,
@@ -248,29 +187,11 @@ pub(super) async fn write_sums(
     c.int(tail.values().map(|v| v.0));
     c.int(tail.values().map(|v| v.1));
     c.float(tail.values().map(|v| v.2));
-    let totals = &counts.admitted_totals;
-    c.text(totals.keys().copied());
-    c.int(totals.values().map(|v| v.0));
-    c.int(totals.values().map(|v| v.1));
-    for map in [
-        &counts.admitted_minutes,
-        &counts.admitted_hours,
-        &counts.credit_days,
-    ] {
-        c.text(map.keys().map(|k| k.0));
-        c.int(map.keys().map(|k| k.1));
-        c.int(map.values().copied());
-    }
-    let buckets = &counts.instance_buckets;
-    c.text(buckets.keys().map(|k| k.0));
-    c.text(buckets.keys().map(|k| k.1));
-    c.int(buckets.keys().map(|k| k.2));
-    c.int(buckets.values().map(|v| v.0));
-    c.int(buckets.values().map(|v| v.1));
     let months = &counts.month_calls;
     c.text(months.keys().map(|k| k.0));
     c.int(months.keys().map(|k| k.1));
-    c.int(months.values().copied());
+    c.int(months.values().map(|v| v.0));
+    c.int(months.values().map(|v| v.1));
 
     let mut query = sqlx::query(&SQL).bind(slot);
     for column in &c.query {

@@ -11,7 +11,7 @@
 //!      same record makes this one wait for it, then skip it). Redeliveries are rare, so
 //!      nearly every group takes the `COPY`, which costs half as much per record;
 //!   3. appends the new records' per-minute aggregates to `usage_tail`, adds them to the
-//!      per-key counts of one slot and sets `last_used_at` where it is stale (`counts.rs`).
+//!      per-key month counts of one slot and sets `last_used_at` where it is stale (`counts.rs`).
 //!
 //! Idempotency is on `(timestamp, SHA-256(request_id)[..8])`: two different request ids with the
 //! same millisecond would have to share 64 hash bits to be taken for one another.
@@ -28,8 +28,8 @@ use crate::store::postgres::counts::{write_last_used, write_sums, BatchCounts};
 use crate::store::postgres::names::Known;
 use crate::store::StoreResult;
 
-/// Slots of the per-key counts (see `counts.rs`); readers sum at most this many rows per key and
-/// bucket.
+/// Slots of the per-key counts (see `counts.rs`; charges take slot 0); readers sum at most this
+/// many rows per key and bucket.
 pub(super) const COUNT_SLOTS: i16 = 16;
 
 /// The connection's staging table for [`Insert::SkipStored`] (created when the pool opens the

@@ -6,9 +6,11 @@
 //! from transactions and row locks here: creating a key locks its workspace row (plan key limit,
 //! alias), changing or deleting a key locks the key row, and usage ingest locks the rows of the
 //! keys it stores records for (so a key gets its first record or is deleted, never both).
-//! Nothing is cached in the process: another control plane may change the database at any time.
+//! Budget leases lock their key's row, so control planes sharing the database lease one at a
+//! time per key. Nothing is cached in the process: another control plane may change the
+//! database at any time.
 //!
-//! Plans, workspaces, keys, console tokens and the lookup: the shared SQL
+//! Plans, workspaces, keys, console tokens, the lookup and budget leases: the shared SQL
 //! ([`crate::store::sql`], through `transaction.rs`). Usage ingest: group commit in `writer.rs`,
 //! a group's transaction in `ingest.rs` (with `copy_in.rs`, `counts.rs` and `names.rs`); the
 //! roll-up of its tail and retention by partition: `rollup.rs`; analytics and the request log:
@@ -34,9 +36,9 @@ use tokio::task::AbortHandle;
 
 use crate::domain::PlanName;
 use crate::domain::{
-    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
-    UsageReport, Workspace,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, LeaseAnswer,
+    LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, RequestFilter, RequestPage,
+    Rotation, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
 use crate::store::postgres::transaction::{bind, pg_row};
@@ -233,18 +235,13 @@ impl Store for PostgresStore {
     }
 
     /// One statement on the pool, no transaction: it is one snapshot already.
-    async fn lookup_key(
-        &self,
-        hash: &SecretHash,
-        now_ms: i64,
-        recent: Option<&RecentQuery>,
-    ) -> StoreResult<Option<KeyLookup>> {
-        let args = lookup::lookup_args(hash, now_ms, recent);
+    async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>> {
+        let args = lookup::lookup_args(hash, now_ms);
         let row = bind(sqlx::query(lookup::LOOKUP_SQL), args)
             .fetch_optional(&self.lookups)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let found = lookup::lookup_from_row(&pg_row(&row)?, now_ms, recent)?;
+        let found = lookup::lookup_from_row(&pg_row(&row)?, now_ms)?;
         Ok(Some(found).filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)))
     }
 
@@ -259,6 +256,20 @@ impl Store for PostgresStore {
             .await?;
         self.remember_touch(key_id, now_ms);
         Ok(())
+    }
+
+    async fn lease(
+        &self,
+        request: &LeaseRequest,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> StoreResult<LeaseAnswer> {
+        let outcome = sql::leases::lease(self, request, now_ms, lease_ttl_ms).await?;
+        Ok(outcome.answer)
+    }
+
+    async fn sweep_leases(&self, now_ms: i64) -> StoreResult<u64> {
+        Ok(sql::leases::sweep(self, now_ms).await?.0)
     }
 
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {

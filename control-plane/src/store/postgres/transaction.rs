@@ -115,6 +115,14 @@ impl Sql for PgTx {
     fn for_update(&self) -> &'static str {
         " FOR UPDATE"
     }
+
+    fn for_no_key_update(&self) -> &'static str {
+        " FOR NO KEY UPDATE"
+    }
+
+    fn count_slot(&self) -> &'static str {
+        ", slot"
+    }
 }
 
 #[async_trait]

@@ -3,9 +3,10 @@
 
 use crate::clock;
 use crate::domain::credits::month_bounds;
-use crate::domain::{floor_to, ApiKey, ExternalId, KeyPatch, NewKey, Rotation, DAY_MS};
+use crate::domain::lease::LEASE_GRACE_MS;
+use crate::domain::{floor_to, ApiKey, ExternalId, KeyPatch, Leased, NewKey, Rotation, DAY_MS};
 use crate::store::rows::{
-    allowed_column, allowed_from_column, credits_from_row, meta_column, meta_from_column,
+    allowed_column, allowed_from_column, count, credits_from_row, meta_column, meta_from_column,
     period_column, quota_column, quotas_from_row, rate_limits_from_row,
 };
 use crate::store::sql::catalog::require_workspace;
@@ -19,9 +20,10 @@ const KEY_COLUMNS: &str = "id, workspace_id, alias, description, category, activ
      hash, prefix, rate_limit_per_second, rate_limit_per_minute, rate_limit_per_hour, \
      credits_limit, credits_period, external_id, meta";
 
-/// `KEY_COLUMNS` plus `calls_this_month` and `credits_used` (the budget's period; the calendar
-/// month without a budget); binds [`select_args`] as `$1`-`$3`, so `condition`'s own start at
-/// `$4`.
+/// `KEY_COLUMNS` plus `calls_this_month`, `credits_used` (charged to the budget's period;
+/// without a budget, the admitted records' credits of the calendar month) and what its live
+/// leases hold (`leased_calls`, `leased_credits`, `leased_holders`); binds [`select_args`] as
+/// `$1`-`$4`, so `condition`'s own start at `$5`.
 fn select_keys(condition: &str) -> String {
     format!(
         "SELECT {KEY_COLUMNS}, coalesce((SELECT CAST(sum(calls) AS BIGINT) \
@@ -31,19 +33,30 @@ fn select_keys(condition: &str) -> String {
            FROM key_admitted_totals t WHERE t.key_id = api_keys.id), 0) \
          WHEN credits_period = 'day' THEN coalesce((SELECT CAST(sum(credits) AS BIGINT) \
            FROM key_credit_days d WHERE d.key_id = api_keys.id AND d.day = $2), 0) \
-         ELSE coalesce((SELECT CAST(sum(credits) AS BIGINT) FROM key_credit_days d \
-           WHERE d.key_id = api_keys.id AND d.day >= $3), 0) END AS credits_used \
+         WHEN credits_period = 'month' THEN coalesce((SELECT CAST(sum(credits) AS BIGINT) \
+           FROM key_credit_days d WHERE d.key_id = api_keys.id AND d.day >= $3), 0) \
+         ELSE coalesce((SELECT CAST(sum(credits) AS BIGINT) FROM key_month_calls c \
+           WHERE c.key_id = api_keys.id AND c.month = $1), 0) END AS credits_used, \
+         coalesce((SELECT CAST(sum(units) AS BIGINT) FROM key_leases l \
+           WHERE l.key_id = api_keys.id AND l.meter = 'calls' AND l.expires_at >= $4), 0) \
+           AS leased_calls, \
+         coalesce((SELECT CAST(sum(units) AS BIGINT) FROM key_leases l \
+           WHERE l.key_id = api_keys.id AND l.meter = 'credits' AND l.expires_at >= $4), 0) \
+           AS leased_credits, \
+         (SELECT CAST(count(DISTINCT instance) AS BIGINT) FROM key_leases l \
+           WHERE l.key_id = api_keys.id AND l.expires_at >= $4) AS leased_holders \
          FROM api_keys WHERE {condition}"
     )
 }
 
 /// [`select_keys`]' own parameters at `now_ms`: the month (`YYYYMM`), today's start and the
-/// month's start (UTC).
+/// month's start (UTC), and the oldest `expires_at` of a live lease (one not yet swept).
 fn select_args(now_ms: i64) -> Vec<Value> {
     args![
         clock::utc_month(now_ms),
         floor_to(now_ms, DAY_MS),
-        month_bounds(now_ms).0
+        month_bounds(now_ms).0,
+        now_ms - LEASE_GRACE_MS
     ]
 }
 
@@ -62,12 +75,17 @@ fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
         last_used_at: r.get("last_used_at")?,
         hash: r.get("hash")?,
         prefix: r.get("prefix")?,
-        calls_this_month: u64::try_from(r.get::<i64>("calls_this_month")?).unwrap_or(0),
+        calls_this_month: count(r.get("calls_this_month")?),
         rate_limits: rate_limits_from_row(r)?,
         credits: credits_from_row(r)?,
-        credits_used: u64::try_from(r.get::<i64>("credits_used")?).unwrap_or(0),
+        credits_used: count(r.get("credits_used")?),
         external_id: r.get("external_id")?,
         meta: meta_from_column(&r.get::<String>("meta")?)?,
+        leased: Leased {
+            calls: count(r.get("leased_calls")?),
+            credits: count(r.get("leased_credits")?),
+            holders: count(r.get("leased_holders")?),
+        },
     })
 }
 
@@ -75,7 +93,7 @@ fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
 /// applies to this one's result, not to the same old row).
 async fn fetch_key(tx: &mut dyn Sql, id: &str, lock: bool) -> StoreResult<ApiKey> {
     let lock = if lock { tx.for_update() } else { "" };
-    let sql = format!("{}{lock}", select_keys("id = $4"));
+    let sql = format!("{}{lock}", select_keys("id = $5"));
     let mut values = select_args(clock::now_ms());
     values.extend(args![id]);
     let row = tx.row(&sql, values).await?;
@@ -127,6 +145,7 @@ pub(crate) async fn create<D: Database>(db: &D, key: NewKey) -> StoreResult<ApiK
         credits_used: 0,
         external_id: key.external_id.map(ExternalId::into_inner),
         meta: key.meta,
+        leased: Leased::default(),
     })
 }
 
@@ -205,7 +224,7 @@ async fn insert(tx: &mut dyn Sql, key: &NewKey) -> StoreResult<()> {
 pub(crate) async fn list<D: Database>(db: &D, workspace_id: &str) -> StoreResult<Vec<ApiKey>> {
     in_read!(db, |tx| {
         require_workspace(tx, workspace_id).await?;
-        let sql = select_keys("workspace_id = $4 ORDER BY created_at, id");
+        let sql = select_keys("workspace_id = $5 ORDER BY created_at, id");
         let mut values = select_args(clock::now_ms());
         values.extend(args![workspace_id]);
         let rows = tx.rows(&sql, values).await?;
@@ -227,9 +246,9 @@ pub(crate) async fn with_external_id<D: Database>(
             Some(ws) => {
                 require_workspace(tx, ws).await?;
                 values.extend(args![ws]);
-                select_keys("workspace_id = $5 AND external_id = $4 ORDER BY created_at, id")
+                select_keys("workspace_id = $6 AND external_id = $5 ORDER BY created_at, id")
             }
-            None => select_keys("external_id = $4 ORDER BY created_at, id"),
+            None => select_keys("external_id = $5 ORDER BY created_at, id"),
         };
         let rows = tx.rows(&sql, values).await?;
         rows.iter().map(key_from_row).collect()

@@ -1,5 +1,5 @@
-//! The SQL both backends share, written once: plans, workspaces, keys, console tokens and the
-//! filter's lookup, and the usage report. Statements use `$1`, `$2`… (PostgreSQL's form, which SQLite reads as named
+//! The SQL both backends share, written once: plans, workspaces, keys, console tokens, the
+//! filter's lookup, budget leases and their charges, and the usage report. Statements use `$1`, `$2`… (PostgreSQL's form, which SQLite reads as named
 //! parameters) and only what both dialects accept (`CAST(… AS BIGINT)`, `RETURNING`).
 //!
 //! A backend supplies a [`Database`]: transactions that run a statement with [`Value`]s and
@@ -10,8 +10,10 @@
 //! design (SQLite's deferred indexes) and live in each backend.
 
 pub(crate) mod catalog;
+mod charges;
 pub(crate) mod console_tokens;
 pub(crate) mod keys;
+pub(crate) mod leases;
 pub(crate) mod lookup;
 mod query;
 pub(crate) mod report;
@@ -36,6 +38,13 @@ pub(crate) trait Sql: Send {
     /// transaction ends (PostgreSQL: ` FOR UPDATE`; SQLite: nothing, its write transaction
     /// already excludes every other writer).
     fn for_update(&self) -> &'static str;
+    /// Like [`Sql::for_update`], but readers that only keep the row from being deleted (ingest's
+    /// `FOR KEY SHARE` on a key) do not wait for it (PostgreSQL: ` FOR NO KEY UPDATE`).
+    fn for_no_key_update(&self) -> &'static str;
+    /// The key columns of the per-key count tables after the key and its bucket, for an upsert's
+    /// conflict target (PostgreSQL: `, slot`, several rows per key and bucket; a row written
+    /// without it takes slot 0, the column's default. SQLite: nothing, one row).
+    fn count_slot(&self) -> &'static str;
 }
 
 impl dyn Sql + '_ {

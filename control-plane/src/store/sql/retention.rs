@@ -1,11 +1,11 @@
-//! Retention of the rollups and the per-key counts: what is older than its horizon goes.
+//! Retention of the rollups and the per-key charges: what is older than its horizon goes.
 
 use crate::domain::credits::CREDIT_DAYS_KEPT_MS;
-use crate::domain::{DAY_MS, HOUR_MS, LONGEST_WINDOW_MS, RECENT_BUCKET_HORIZON_MS};
+use crate::domain::{DAY_MS, LONGEST_WINDOW_MS};
 use crate::store::sql::{args, in_write, Database};
 use crate::store::StoreResult;
 
-/// Deletes the rollups before `before_ms` and the counts no lookup reads any more, in one
+/// Deletes the rollups before `before_ms` and the charges no window reads any more, in one
 /// transaction; how many rows went. `minutes_before` bounds the minute rollups in terms of `$1`
 /// (SQLite keeps the minutes not yet rolled into hours and days: migration 0009). `alone`, where
 /// several control planes share the database, is a statement answering one boolean column
@@ -53,10 +53,6 @@ pub(crate) async fn purge_rollups<D: Database>(
         (
             "DELETE FROM key_credit_days WHERE day < $1".to_owned(),
             now_ms - CREDIT_DAYS_KEPT_MS,
-        ),
-        (
-            "DELETE FROM key_instance_buckets WHERE bucket < $1".to_owned(),
-            now_ms - RECENT_BUCKET_HORIZON_MS - HOUR_MS,
         ),
     ];
     in_write!(db, |tx| {

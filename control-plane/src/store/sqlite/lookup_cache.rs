@@ -1,16 +1,17 @@
 //! The SQLite store's cache of filter lookups: an answer is kept until a write could change it.
-//! Shared by the store (which reads and fills it) and the ingest writer (which invalidates the
-//! keys it stored records of), so it stands apart from both.
+//! Shared by the store (which reads and fills it, and invalidates the keys a lease charged) and
+//! the ingest writer (which invalidates the keys it stored records of: their `last_used_at`), so
+//! it stands apart from both.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::domain::{KeyLookup, RecentQuery};
+use crate::domain::KeyLookup;
 
 /// Lookup answers kept until a write could change them: any change to keys (global epoch), or
-/// usage ingested for that key (per-key version), or the next minute (rolling windows move by
-/// the minute). One process owns the database (every write goes through this store), so a
+/// usage ingested or charges written for that key (per-key version), or the next minute
+/// (rolling windows move by the minute). One process owns the database (every write goes through this store), so a
 /// cached answer is exactly what the database would say.
 #[derive(Debug, Default)]
 pub(super) struct LookupCache {
@@ -18,15 +19,14 @@ pub(super) struct LookupCache {
     inner: Mutex<CacheInner>,
 }
 
-pub(super) type CacheKey = (String, Option<RecentQuery>);
-
 #[derive(Debug, Default)]
 struct CacheInner {
-    entries: HashMap<CacheKey, CachedLookup>,
-    /// Bumped for a key by every ingest that stored records of it.
+    /// By secret hash.
+    entries: HashMap<String, CachedLookup>,
+    /// Bumped for a key by every write of its counts (an ingest of its records, a charge).
     key_versions: HashMap<String, u64>,
-    /// Bumped by every ingest: an answer read while one committed is not kept.
-    ingests: u64,
+    /// Bumped by every such write: an answer read while one committed is not kept.
+    writes: u64,
     /// When each key's `last_used_at` was last written, to skip redundant writes.
     touched: HashMap<String, i64>,
 }
@@ -48,10 +48,10 @@ impl LookupCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// After an ingest committed records of `key_ids`.
+    /// After a write committed counts of `key_ids` (an ingest of their records, charges).
     pub(super) fn invalidate_keys<'a>(&self, key_ids: impl IntoIterator<Item = &'a str>) {
         if let Ok(mut inner) = self.inner.lock() {
-            inner.ingests += 1;
+            inner.writes += 1;
             for id in key_ids {
                 match inner.key_versions.get_mut(id) {
                     Some(v) => *v += 1,
@@ -63,15 +63,15 @@ impl LookupCache {
         }
     }
 
-    /// The epoch and ingest count to pass to [`put`](Self::put), read before the database.
+    /// The epoch and write count to pass to [`put`](Self::put), read before the database.
     pub(super) fn snapshot(&self) -> (u64, u64) {
-        let ingests = self.inner.lock().map_or(u64::MAX, |i| i.ingests);
-        (self.epoch.load(Ordering::Acquire), ingests)
+        let writes = self.inner.lock().map_or(u64::MAX, |i| i.writes);
+        (self.epoch.load(Ordering::Acquire), writes)
     }
 
-    pub(super) fn get(&self, key: &CacheKey, now_ms: i64) -> Option<Option<KeyLookup>> {
+    pub(super) fn get(&self, hash: &str, now_ms: i64) -> Option<Option<KeyLookup>> {
         let inner = self.inner.lock().ok()?;
-        let hit = inner.entries.get(key)?;
+        let hit = inner.entries.get(hash)?;
         let key_version = |l: &KeyLookup| inner.key_versions.get(&l.key_id).copied().unwrap_or(0);
         let fresh = hit.epoch == self.epoch.load(Ordering::Acquire)
             && hit.minute == now_ms.div_euclid(60_000)
@@ -84,15 +84,15 @@ impl LookupCache {
 
     pub(super) fn put(
         &self,
-        key: CacheKey,
-        (epoch, ingests): (u64, u64),
+        hash: String,
+        (epoch, writes): (u64, u64),
         now_ms: i64,
         lookup: Option<KeyLookup>,
     ) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if inner.ingests != ingests {
+        if inner.writes != writes {
             return;
         }
         if inner.entries.len() >= LOOKUP_CACHE_MAX {
@@ -103,7 +103,7 @@ impl LookupCache {
             .and_then(|l| inner.key_versions.get(&l.key_id).copied())
             .unwrap_or(0);
         inner.entries.insert(
-            key,
+            hash,
             CachedLookup {
                 epoch,
                 key_version,

@@ -30,9 +30,9 @@ mod usage;
 use async_trait::async_trait;
 
 use crate::domain::{
-    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, NewConsoleToken, NewKey,
-    NewWorkspace, Plan, RecentQuery, RequestFilter, RequestPage, Rotation, UsageQuery, UsageRecord,
-    UsageReport, Workspace,
+    ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, LeaseAnswer,
+    LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, RequestFilter, RequestPage,
+    Rotation, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
 use crate::secret::SecretHash;
 use crate::store::group_commit::{self, IngestJob};
@@ -94,6 +94,14 @@ impl SqliteStore {
     async fn settle_touches(&self) {
         if let Err(e) = self.touches.flush(&self.db).await {
             tracing::warn!(error = %e, "cannot record key use");
+        }
+    }
+
+    /// After leases charged `key_ids`: their cached lookup answers (`usage`, `credits.used`) go.
+    fn charged(&self, key_ids: &[String]) {
+        if !key_ids.is_empty() {
+            self.lookups
+                .invalidate_keys(key_ids.iter().map(String::as_str));
         }
     }
 
@@ -174,23 +182,18 @@ impl Store for SqliteStore {
         self.changed(sql::keys::delete(&*self.db, id).await)
     }
 
-    async fn lookup_key(
-        &self,
-        hash: &SecretHash,
-        now_ms: i64,
-        recent: Option<&RecentQuery>,
-    ) -> StoreResult<Option<KeyLookup>> {
-        let cache_key = (hash.as_str().to_owned(), recent.cloned());
-        if let Some(hit) = self.lookups.get(&cache_key, now_ms) {
+    async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>> {
+        if let Some(hit) = self.lookups.get(hash.as_str(), now_ms) {
             return Ok(hit.filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)));
         }
         let snapshot = self.lookups.snapshot();
-        let args = sql::lookup::lookup_args(hash, now_ms, recent);
+        let args = sql::lookup::lookup_args(hash, now_ms);
         let found = match self.lookup_reader.read(args)? {
-            Some(row) => Some(sql::lookup::lookup_from_row(&row, now_ms, recent)?),
+            Some(row) => Some(sql::lookup::lookup_from_row(&row, now_ms)?),
             None => None,
         };
-        self.lookups.put(cache_key, snapshot, now_ms, found.clone());
+        self.lookups
+            .put(hash.as_str().to_owned(), snapshot, now_ms, found.clone());
         Ok(found.filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)))
     }
 
@@ -201,6 +204,23 @@ impl Store for SqliteStore {
         }
         self.touches.request(key_id, now_ms, resolution_ms);
         Ok(())
+    }
+
+    async fn lease(
+        &self,
+        request: &LeaseRequest,
+        now_ms: i64,
+        lease_ttl_ms: i64,
+    ) -> StoreResult<LeaseAnswer> {
+        let outcome = sql::leases::lease(&*self.db, request, now_ms, lease_ttl_ms).await?;
+        self.charged(&outcome.charged);
+        Ok(outcome.answer)
+    }
+
+    async fn sweep_leases(&self, now_ms: i64) -> StoreResult<u64> {
+        let (swept, charged) = sql::leases::sweep(&*self.db, now_ms).await?;
+        self.charged(&charged);
+        Ok(swept)
     }
 
     async fn ingest_usage(&self, records: Vec<UsageRecord>) -> StoreResult<IngestOutcome> {
@@ -216,8 +236,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_records(&self, before_ms: i64, batch: u32) -> StoreResult<u64> {
-        let deleted = self
-            .db
+        self.db
             .writer
             .lease()
             .await?
@@ -246,12 +265,7 @@ impl Store for SqliteStore {
                 }
                 Ok(deleted)
             })
-            .await?;
-        if deleted > 0 {
-            // `recent` older than the bucket horizon reads raw records.
-            self.lookups.invalidate();
-        }
-        Ok(deleted)
+            .await
     }
 
     async fn purge_rollups(&self, before_ms: i64, now_ms: i64) -> StoreResult<u64> {

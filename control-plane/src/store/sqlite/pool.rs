@@ -218,6 +218,14 @@ impl Sql for SqliteTx {
     fn for_update(&self) -> &'static str {
         ""
     }
+
+    fn for_no_key_update(&self) -> &'static str {
+        ""
+    }
+
+    fn count_slot(&self) -> &'static str {
+        ""
+    }
 }
 
 #[async_trait]

@@ -21,8 +21,7 @@ pub(super) struct RollupValue<'a> {
 pub(super) struct Combination<'a> {
     pub(super) key_id: &'a str,
     pub(super) workspace_id: &'a str,
-    pub(super) instance: &'a str,
-    /// Start of the record's [`RECENT_BUCKET_MS`] bucket: its minute, hour, day and month too.
+    /// Start of the record's minute: its hour, day and month too.
     pub(super) bucket: i64,
     pub(super) endpoint: &'a str,
     pub(super) method: &'a str,
@@ -61,8 +60,7 @@ impl<'a> Aggregates<'a> {
         let c = Combination {
             key_id: &r.key_id,
             workspace_id: &r.workspace_id,
-            instance: &r.instance,
-            bucket: floor_to(r.timestamp, RECENT_BUCKET_MS),
+            bucket: floor_to(r.timestamp, MINUTE_MS),
             endpoint: &r.endpoint,
             method: &r.method,
             response_code: r.response_code,
@@ -110,15 +108,8 @@ pub(super) struct CountRows<'a> {
     pub(super) keys: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
     /// Per workspace (the key slot holds the workspace id): minutes, hours, days.
     pub(super) workspaces: [BTreeMap<RollupKey<'a>, RollupValue<'a>>; 3],
-    /// Per key, admitted records and their credits, all time.
-    pub(super) admitted_totals: BTreeMap<&'a str, (i64, i64)>,
-    pub(super) admitted_minutes: BTreeMap<(&'a str, i64), i64>,
-    pub(super) admitted_hours: BTreeMap<(&'a str, i64), i64>,
-    /// Per key and UTC day, credits of admitted records (rows only for credits spent).
-    pub(super) credit_days: BTreeMap<(&'a str, i64), i64>,
-    /// Per key, instance and 10-s bucket, admitted records and their credits.
-    pub(super) instance_buckets: BTreeMap<(&'a str, &'a str, i64), (i64, i64)>,
-    pub(super) month_calls: BTreeMap<(&'a str, i64), i64>,
+    /// Per key and calendar month (`YYYYMM`): records, and credits of the admitted ones.
+    pub(super) month_calls: BTreeMap<(&'a str, i64), (i64, i64)>,
     pub(super) last_used: BTreeMap<&'a str, i64>,
 }
 
@@ -168,36 +159,13 @@ impl<'a> CountRows<'a> {
                 v.duration_ms += s.duration_ms;
             }
         }
-        if c.admitted {
-            let total = self.admitted_totals.entry(c.key_id).or_default();
-            total.0 += s.count;
-            total.1 += credits;
-            if credits > 0 {
-                *self
-                    .credit_days
-                    .entry((c.key_id, floor_to(c.bucket, DAY_MS)))
-                    .or_default() += credits;
-            }
-            *self
-                .admitted_minutes
-                .entry((c.key_id, floor_to(c.bucket, MINUTE_MS)))
-                .or_default() += s.count;
-            *self
-                .admitted_hours
-                .entry((c.key_id, floor_to(c.bucket, HOUR_MS)))
-                .or_default() += s.count;
-            let bucket = self
-                .instance_buckets
-                .entry((c.key_id, c.instance, c.bucket))
-                .or_default();
-            bucket.0 += s.count;
-            bucket.1 += credits;
-        }
         // Months start at a UTC midnight, so the bucket is in the record's month.
-        *self
+        let month = self
             .month_calls
             .entry((c.key_id, clock::utc_month(c.bucket)))
-            .or_default() += s.count;
+            .or_default();
+        month.0 += s.count;
+        month.1 += credits;
         let last = self.last_used.entry(c.key_id).or_insert(s.newest);
         *last = (*last).max(s.newest);
     }

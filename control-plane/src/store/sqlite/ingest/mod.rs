@@ -1,7 +1,8 @@
 //! SQLite usage ingest: one writer thread with its own connection (rusqlite, prepared statements
 //! kept across batches), taking every batch queued while the previous transaction ran and
-//! storing them in one `BEGIN IMMEDIATE` transaction (group commit): raw records, every rollup
-//! and count table, `last_used_at`.
+//! storing them in one `BEGIN IMMEDIATE` transaction (group commit): raw records, every rollup,
+//! the per-key month counts, `last_used_at`. Usage records are analytics: they charge no budget
+//! (the leases do, `store/sql/leases.rs`).
 //!
 //! Raw records are narrow (migration 0004): names (key, workspace, method, endpoint, instance)
 //! are integer references into `usage_names`, cached here.
@@ -45,7 +46,6 @@ use crate::clock;
 use crate::domain::ValidationError;
 use crate::domain::{
     floor_to, IngestOutcome, IngestRejection, UsageRecord, UsageStatus, DAY_MS, HOUR_MS, MINUTE_MS,
-    RECENT_BUCKET_MS,
 };
 use crate::store::group_commit::{self, IngestJob};
 use crate::store::sqlite::checkpoint::Checkpointer;

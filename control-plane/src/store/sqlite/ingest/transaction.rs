@@ -6,7 +6,7 @@ use super::*;
 /// What one ingest transaction did.
 pub(super) struct Stored<'a> {
     pub(super) outcomes: Vec<IngestOutcome>,
-    /// Keys whose counts changed.
+    /// Keys whose records it stored.
     pub(super) touched: Vec<String>,
     /// The records it stored: `(timestamp, request_id)` -> (hash, id).
     pub(super) fresh: HashMap<(i64, &'a str), (i64, i64)>,
@@ -236,53 +236,12 @@ impl Writer {
         }
         {
             let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_admitted_totals (key_id, admitted, credits) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key_id) DO UPDATE SET admitted = admitted + excluded.admitted, \
-                 credits = credits + excluded.credits",
+                "INSERT INTO key_month_calls (key_id, month, calls, credits) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key_id, month) \
+                 DO UPDATE SET calls = calls + excluded.calls, credits = credits + excluded.credits",
             )?;
-            for (k, (n, credits)) in &a.admitted_totals {
-                stmt.execute(params![k, n, credits])?;
-            }
-        }
-        {
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_credit_days (key_id, day, credits) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key_id, day) DO UPDATE SET credits = credits + excluded.credits",
-            )?;
-            for ((k, day), credits) in &a.credit_days {
-                stmt.execute(params![k, day, credits])?;
-            }
-        }
-        for (table, column, rows) in [
-            ("key_admitted_minutes", "minute", &a.admitted_minutes),
-            ("key_admitted_hours", "hour", &a.admitted_hours),
-        ] {
-            let mut stmt = conn.prepare_cached(&format!(
-                "INSERT INTO {table} (key_id, {column}, admitted) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key_id, {column}) DO UPDATE SET admitted = admitted + excluded.admitted"
-            ))?;
-            for ((k, t), n) in rows {
-                stmt.execute(params![k, t, n])?;
-            }
-        }
-        {
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_instance_buckets (key_id, instance, bucket, admitted, credits) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key_id, instance, bucket) \
-                 DO UPDATE SET admitted = admitted + excluded.admitted, \
-                 credits = credits + excluded.credits",
-            )?;
-            for ((k, i, b), (n, credits)) in &a.instance_buckets {
-                stmt.execute(params![k, i, b, n, credits])?;
-            }
-        }
-        {
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO key_month_calls (key_id, month, calls) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (key_id, month) DO UPDATE SET calls = calls + excluded.calls",
-            )?;
-            for ((k, m), n) in &a.month_calls {
-                stmt.execute(params![k, m, n])?;
+            for ((k, m), (n, credits)) in &a.month_calls {
+                stmt.execute(params![k, m, n, credits])?;
             }
         }
         {

@@ -117,7 +117,8 @@ impl Budgets {
         }
     }
 
-    fn hold(&mut self, hash: KeyHash, meter: Meter, now_ms: u64) {
+    /// Looks at the key's record on the root's ticks from now on (until it holds no lease).
+    pub fn hold(&mut self, hash: KeyHash, meter: Meter, now_ms: u64) {
         if self.held.len() >= MAX_KEYS && !self.held.contains_key(&(hash, meter)) {
             // Forgotten records are settled by another worker's tick or, at worst, charged in
             // full at their expiry by the control plane: never over.
@@ -245,6 +246,7 @@ mod tests {
         let full = Answer::Exhausted {
             settled: vec![],
             exhausted: Some(Exhausted::Quota(QuotaWindow::Total)),
+            min: 1,
             retry_ms: 1_000,
         };
         install(&host, &at, &full, 2_000).unwrap();

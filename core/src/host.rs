@@ -74,6 +74,9 @@ pub struct FakeCallout {
     pub token: u32,
     /// The context it was dispatched for.
     pub ctx: u32,
+    /// The context the host was called for when it was sent (`FakeHost::entered`): the SDK
+    /// gives the answer to it, and drops the answer if it has ended by then.
+    pub answer_to: u32,
     pub cluster: String,
     pub path: String,
     pub body: Option<Vec<u8>>,
@@ -101,6 +104,8 @@ pub struct FakeHost {
     pub peer_ip: RefCell<String>,
     /// How many times the peer address was read.
     pub peer_reads: Cell<u64>,
+    /// The context Envoy called the filter for (a test sets it with each call it makes).
+    pub entered: Cell<u32>,
 }
 
 impl FakeHost {
@@ -147,6 +152,7 @@ impl Host for FakeHost {
         callouts.push(FakeCallout {
             token,
             ctx,
+            answer_to: self.entered.get(),
             cluster: cluster.to_string(),
             path,
             body: body.map(<[u8]>::to_vec),

@@ -4,12 +4,12 @@
 //! taken at once, so what the record says was taken is never less than what was admitted.
 //!
 //! The record also coordinates the callouts: the worker whose take brings what is left down to
-//! the low-water mark **claims** the renewal (one per key per Envoy) and sends it with the
+//! the low-water mark **claims** the renewal (one per key per Envoy); every callout carries the
 //! settlements of the leases that ended. After a grant with no units (or a failed callout) the
 //! record stays **quiet** for a while: a request that finds no units is denied without asking.
 //!
-//! Layout: `HEADER` words (owner tag, claim and quiet deadlines, what is exhausted, the last
-//! take), then `SLOTS` leases of `SLOT_WORDS` words. A lease **ends** when its deadline passes,
+//! Layout: `HEADER` words (owner tag, claim and quiet deadlines, the smallest cost the quiet
+//! applies to, what is exhausted, the last take), then `SLOTS` leases of `SLOT_WORDS` words. A lease **ends** when its deadline passes,
 //! when it is used up, or when it is frozen (deadline 0) because the key went idle; an ended
 //! lease stays until its settlement has been answered.
 
@@ -22,9 +22,10 @@ use crate::host::SharedStore;
 const OWNER: usize = 0;
 const CLAIM_UNTIL: usize = 1;
 const QUIET_UNTIL: usize = 2;
-const EXHAUSTED: usize = 3;
-const LAST_TAKE: usize = 4;
-const HEADER: usize = 5;
+const QUIET_MIN: usize = 3;
+const EXHAUSTED: usize = 4;
+const LAST_TAKE: usize = 5;
+const HEADER: usize = 6;
 /// Leases one record holds: the one being spent, the next one, and room for ended ones that
 /// wait for their settlement and for a worker's own grant while another worker renews.
 pub const SLOTS: usize = 4;
@@ -74,6 +75,9 @@ pub struct LeaseRecord {
     pub owner: u64,
     pub claim_until_ms: u64,
     pub quiet_until_ms: u64,
+    /// Requests costing less than this may still ask while quiet: the control plane refused
+    /// a lease of this many units, not fewer.
+    pub quiet_min: u64,
     pub exhausted: Option<Exhausted>,
     pub last_take_ms: u64,
     pub leases: [Lease; SLOTS],
@@ -107,6 +111,7 @@ impl LeaseRecord {
                     owner,
                     claim_until_ms: w[CLAIM_UNTIL],
                     quiet_until_ms: w[QUIET_UNTIL],
+                    quiet_min: w[QUIET_MIN],
                     exhausted: Exhausted::from_code(w[EXHAUSTED]),
                     last_take_ms: w[LAST_TAKE],
                     leases,
@@ -121,6 +126,7 @@ impl LeaseRecord {
         w[OWNER] = self.owner;
         w[CLAIM_UNTIL] = self.claim_until_ms;
         w[QUIET_UNTIL] = self.quiet_until_ms;
+        w[QUIET_MIN] = self.quiet_min;
         w[EXHAUSTED] = self.exhausted.map_or(0, Exhausted::code);
         w[LAST_TAKE] = self.last_take_ms;
         for (i, l) in self.leases.iter().enumerate() {
@@ -208,8 +214,9 @@ pub struct Settlement {
     pub spent: u64,
 }
 
-/// What a lease callout for the record asks: the settlements of its ended leases (only the
-/// claimant sends them) and, unless it only settles, a grant of `want` units, at least `min`.
+/// What a lease callout for the record asks: the settlements of its ended leases (every
+/// callout carries them: settling twice is harmless, the control plane ignores a lease it no
+/// longer holds) and, unless it only settles, a grant of `want` units, at least `min`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Renewal {
     pub settle: Vec<Settlement>,
@@ -292,23 +299,17 @@ pub fn take(
                 },
             );
         }
-        if record.quiet_until_ms > now_ms {
+        if record.quiet_until_ms > now_ms && cost >= record.quiet_min {
             return Update::Keep(Take::Quiet(record.exhausted));
         }
         let claimed = record.claim(now_ms, claim_ms);
-        if claimed {
-            // Leases too small for this request go back with the callout, so the control
-            // plane can grant their units again together with the rest.
-            for lease in record.leases.iter_mut().filter(|l| l.is_live(now_ms)) {
-                lease.deadline_ms = 0;
-            }
+        // Leases too small for this request go back with the callout, so the control plane can
+        // grant their units again together with the rest.
+        for lease in record.leases.iter_mut().filter(|l| l.is_live(now_ms)) {
+            lease.deadline_ms = 0;
         }
         let renewal = Renewal {
-            settle: if claimed {
-                record.ended(now_ms)
-            } else {
-                Vec::new()
-            },
+            settle: record.ended(now_ms),
             want: record.want(cost, now_ms),
             min: cost,
             claimed,
@@ -334,10 +335,12 @@ pub enum Answer {
         settled: Vec<u64>,
         grant: Option<Granted>,
     },
-    /// The grant had no units: deny until `retry_ms` from now.
+    /// The grant of at least `min` units had none: deny requests costing `min` or more until
+    /// `retry_ms` from now.
     Exhausted {
         settled: Vec<u64>,
         exhausted: Option<Exhausted>,
+        min: u64,
         retry_ms: u64,
     },
     /// No usable answer: the settlements stay to be sent again; requests that find no units
@@ -345,14 +348,16 @@ pub enum Answer {
     Failed { backoff_ms: u64 },
 }
 
-/// Writes a callout's answer into the record and releases the claim.
+/// Writes a callout's answer into the record and releases the claim. Answers the leases a
+/// grant had to displace (every slot was held): they are settled by another callout.
 pub fn install(
     store: &dyn SharedStore,
     at: &RecordKey,
     answer: &Answer,
     now_ms: u64,
-) -> Result<(), CounterError> {
+) -> Result<Vec<Settlement>, CounterError> {
     update(store, &at.key, WORDS, |words| {
+        let mut displaced = Vec::new();
         let mut record = LeaseRecord::of(words, at.owner);
         record.claim_until_ms = 0;
         let settled: &[u64] = match answer {
@@ -378,12 +383,19 @@ pub fn install(
                         deadline_ms: g.deadline_ms,
                         granted_ms: now_ms,
                     };
-                    // An empty slot, else the live lease with the least left: its units are
-                    // lost, never over-spent (the control plane charges it at its expiry).
+                    // An empty slot, else the lease with the least left, frozen: it goes back
+                    // to the caller to be settled (what workers took of it counts as spent).
                     let slot = (0..SLOTS)
                         .find(|&i| record.leases[i].is_empty())
                         .or_else(|| (0..SLOTS).min_by_key(|&i| record.leases[i].left()));
                     if let Some(i) = slot {
+                        let old = record.leases[i];
+                        if !old.is_empty() {
+                            displaced.push(Settlement {
+                                id: old.id,
+                                spent: old.taken.min(old.units),
+                            });
+                        }
                         record.leases[i] = lease;
                     }
                 }
@@ -391,18 +403,21 @@ pub fn install(
             Answer::Applied { grant: None, .. } => {}
             Answer::Exhausted {
                 exhausted,
+                min,
                 retry_ms,
                 ..
             } => {
                 record.quiet_until_ms = now_ms + retry_ms;
+                record.quiet_min = (*min).max(1);
                 record.exhausted = *exhausted;
             }
             Answer::Failed { backoff_ms } => {
                 record.quiet_until_ms = record.quiet_until_ms.max(now_ms + backoff_ms);
+                record.quiet_min = 1;
                 record.exhausted = None;
             }
         }
-        Update::Write(record.words(), ())
+        Update::Write(record.words(), displaced)
     })
 }
 
@@ -568,6 +583,7 @@ mod tests {
         let answer = Answer::Exhausted {
             settled: vec![1],
             exhausted: Some(Exhausted::Quota(QuotaWindow::Daily)),
+            min: 1,
             retry_ms: 1_000,
         };
         install(&host, &at(), &answer, 20).unwrap();
@@ -662,6 +678,31 @@ mod tests {
         let record = read(&host, &at()).unwrap();
         assert_eq!(record.leases.iter().filter(|l| l.id == 4).count(), 1);
         assert_eq!(due(&host, &other, 10, 5_000, CLAIM).unwrap(), Due::Gone);
+    }
+
+    #[test]
+    fn a_grant_into_a_full_record_displaces_the_lease_with_least_left_for_settlement() {
+        let host = FakeHost::default();
+        for (id, units) in [(1, 5), (2, 9), (3, 7), (4, 8)] {
+            grant(&host, id, units, 60_000, 0);
+        }
+        for t in 0..5 {
+            take(&host, &at(), 1, t, CLAIM).unwrap();
+        }
+        let answer = Answer::Applied {
+            settled: vec![],
+            grant: Some(Granted {
+                id: 5,
+                units: 3,
+                deadline_ms: 60_000,
+            }),
+        };
+        let displaced = install(&host, &at(), &answer, 10).unwrap();
+        // Lease 1 (5 units, taken first: none left) goes, with what was taken of it.
+        assert_eq!(displaced, vec![Settlement { id: 1, spent: 5 }]);
+        let record = read(&host, &at()).unwrap();
+        assert!(record.leases.iter().any(|l| l.id == 5));
+        assert!(!record.leases.iter().any(|l| l.id == 1));
     }
 
     #[test]

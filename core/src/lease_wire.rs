@@ -97,16 +97,23 @@ struct AnswerWire {
     grants: Vec<GrantAnswerWire>,
 }
 
+/// The lease a callout asked for: its id and the fewest units of use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asked {
+    pub id: u64,
+    pub min: u64,
+}
+
 /// What the callout's answer means for the record. `sent_ms` is when the request was sent (a
-/// lease's deadline counts from it); `settle` the leases it settled; `grant_id` the lease it
-/// asked for, if any. A status other than 200 or an unusable body → `Failed`.
+/// lease's deadline counts from it); `settled` the leases it settled; `asked` the lease it
+/// asked for, if any. A status other than 200 or an unusable body is an error.
 pub fn answer(
     instance: &str,
     meter: Meter,
     status: Option<&str>,
     body: Option<&[u8]>,
     settled: &[u64],
-    grant_id: Option<u64>,
+    asked: Option<Asked>,
     sent_ms: u64,
 ) -> Result<Answer, String> {
     match status {
@@ -122,7 +129,7 @@ pub fn answer(
     let wire: AnswerWire = serde_json::from_slice(body.unwrap_or_default())
         .map_err(|e| format!("malformed lease answer: {e}"))?;
     let settled = settled.to_vec();
-    let Some(grant_id) = grant_id else {
+    let Some(asked) = asked else {
         return Ok(Answer::Applied {
             settled,
             grant: None,
@@ -131,7 +138,7 @@ pub fn answer(
     let grant = wire
         .grants
         .iter()
-        .find(|g| lease_id(instance, &g.lease) == Some(grant_id))
+        .find(|g| lease_id(instance, &g.lease) == Some(asked.id))
         .ok_or("the answer has no grant for the lease asked")?;
     if grant.units == 0 {
         return Ok(Answer::Exhausted {
@@ -140,13 +147,14 @@ pub fn answer(
                 .exhausted
                 .as_deref()
                 .and_then(|name| Exhausted::parse(meter, name)),
+            min: asked.min,
             retry_ms: grant.retry_ms.unwrap_or(DEFAULT_RETRY_MS),
         });
     }
     Ok(Answer::Applied {
         settled,
         grant: Some(Granted {
-            id: grant_id,
+            id: asked.id,
             units: grant.units,
             deadline_ms: sent_ms.saturating_add(grant.ttl_ms),
         }),
@@ -160,6 +168,10 @@ mod tests {
     use crate::lease_record::Settlement;
 
     const I: &str = "i_00ff";
+
+    fn asked(id: u64) -> Asked {
+        Asked { id, min: 1 }
+    }
 
     #[test]
     fn the_body_carries_settlements_and_the_grant() {
@@ -199,7 +211,7 @@ mod tests {
                 Some("200"),
                 Some(granted),
                 &[1],
-                Some(0xabc),
+                Some(asked(0xabc)),
                 100
             ),
             Ok(Answer::Applied {
@@ -220,12 +232,13 @@ mod tests {
                 Some("200"),
                 Some(full),
                 &[],
-                Some(0xabc),
+                Some(asked(0xabc)),
                 0
             ),
             Ok(Answer::Exhausted {
                 settled: vec![],
                 exhausted: Some(Exhausted::Quota(QuotaWindow::Daily)),
+                min: 1,
                 retry_ms: 2_000
             })
         );
@@ -237,6 +250,15 @@ mod tests {
         assert!(answer(I, Meter::Calls, Some("200"), Some(b"{"), &[], None, 0).is_err());
         let other =
             br#"{"grants": [{"lease": "i_00ff.0000000000000001", "units": 3, "ttl_ms": 1}]}"#;
-        assert!(answer(I, Meter::Calls, Some("200"), Some(other), &[], Some(2), 0).is_err());
+        assert!(answer(
+            I,
+            Meter::Calls,
+            Some("200"),
+            Some(other),
+            &[],
+            Some(asked(2)),
+            0
+        )
+        .is_err());
     }
 }

@@ -30,7 +30,7 @@ use crate::record_batch::RecordBatchWriter;
 use crate::usage_record::UsageRecord;
 use crate::worker_leases::LeaseCalls;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// While the control plane fails, a stale key is trusted this long before asking again.
@@ -105,6 +105,9 @@ pub struct Worker {
     pub(crate) limiter: RefCell<Limiter>,
     /// Lease callouts in flight or queued for the root's tick (`worker_leases.rs`).
     pub(crate) leases: RefCell<LeaseCalls>,
+    /// The context Envoy called the core for (a request, or the root on a tick): the SDK hands
+    /// the answer of a callout sent during that call to it, whichever request it is for.
+    pub(crate) entered: Cell<u32>,
 }
 
 impl Worker {
@@ -127,7 +130,17 @@ impl Worker {
             blocked: RefCell::new(BlockedView::default()),
             limiter: RefCell::new(Limiter::new(config.cache.max_keys, claim_ms)),
             leases: RefCell::new(LeaseCalls::new(nonce)),
+            entered: Cell::new(root_context),
             config: Rc::new(config),
+        }
+    }
+
+    /// Who owns a callout sent now: the context Envoy called the core for, which the SDK gives
+    /// its answer to (a request's end orphans it; the root's never ends).
+    pub(crate) fn callout_owner(&self) -> Owner {
+        match self.entered.get() {
+            ctx if ctx == self.root_context => Owner::Root,
+            ctx => Owner::Context(ctx),
         }
     }
 
@@ -150,6 +163,7 @@ impl Worker {
         head: &RequestHead,
         resume: &mut Resume,
     ) -> Action<'a> {
+        self.entered.set(ctx);
         let now = head.now_ms;
         let facts = &head.facts;
         if self.blocks_any_ip() && self.blocked.borrow().is_blocked(&facts.client_ip, now) {
@@ -237,6 +251,7 @@ impl Worker {
         body: Option<&[u8]>,
         resume: &mut Resume,
     ) {
+        self.entered.set(ctx);
         let completed = self.lookups.borrow_mut().complete(token);
         let Some((hash, waiters)) = completed else {
             if !self.on_lease_answer(host, ctx, token, status, body, resume) {
@@ -308,17 +323,21 @@ impl Worker {
         now: u64,
         resume: &mut Resume,
     ) {
+        // The effective context: each waiter is decided in its own (the answering context may
+        // come after others in the list).
+        let mut current = ctx;
         for waiter in waiters {
             let Waiter {
                 context_id: id,
                 request: facts,
                 hide,
             } = waiter;
-            if id != ctx {
+            if id != current {
                 if let Err(e) = host.switch_to(id) {
                     log::debug!("[ctx {id}] waiter gone before its answer: {e}");
                     continue;
                 }
+                current = id;
             }
             let action = match &verdict {
                 Verdict::Known(entry) => {
@@ -333,8 +352,10 @@ impl Worker {
                 resume(id, action);
             }
         }
-        if let Err(e) = host.switch_to(ctx) {
-            log::error!("[ctx {ctx}] cannot restore the effective context: {e}");
+        if current != ctx {
+            if let Err(e) = host.switch_to(ctx) {
+                log::error!("[ctx {ctx}] cannot restore the effective context: {e}");
+            }
         }
     }
 
@@ -503,6 +524,7 @@ impl Worker {
     /// Root tick: lookups whose dispatcher went away are sent again if someone still waits.
     pub fn rescue_orphans<H: Host>(&self, host: &H, resume: &mut Resume) {
         let root = self.root_context;
+        self.entered.set(root);
         let orphans = self.lookups.borrow_mut().orphans();
         for hash in orphans {
             self.count(Counter::LookupRescued);

@@ -14,29 +14,65 @@ use crate::cache::CacheLookup;
 use crate::fast_hash::FastMap;
 use crate::host::{Host, HostError};
 use crate::key_state::KeyState;
-use crate::lease_record::{self, Answer, Renewal};
-use crate::lease_wire::{self, FAILURE_BACKOFF_MS, LEASES_PATH};
+use crate::lease_record::{self, Answer, Renewal, Settlement};
+use crate::lease_wire::{self, Asked, FAILURE_BACKOFF_MS, LEASES_PATH};
 use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::Counter;
 use crate::worker::{Resume, Verdict, Worker};
 
 /// Keys and meters with a lease callout in flight on one worker (bounded memory).
 const MAX_IN_FLIGHT: usize = 4_096;
+/// Settlements of displaced leases kept per key until a callout carries them.
+const MAX_LOOSE: usize = 16;
 
 type LeaseKey = (KeyHash, Meter);
 
-/// What a lease callout carries, kept until it is answered.
+/// What a lease callout carries, kept until it is answered (its body is made from it, the
+/// same each time it is sent).
 struct LeaseCall {
-    body: String,
-    settle: Vec<u64>,
-    grant: Option<u64>,
+    key_id: String,
+    renewal: Renewal,
+    /// Settlements of leases no longer in the record (displaced by a grant), also in
+    /// `renewal`: back in `LeaseCalls::loose` if the callout fails.
+    loose: Vec<Settlement>,
+    grant: Option<Asked>,
     /// When it was last sent: a lease's deadline counts from it.
     sent_ms: u64,
+}
+
+impl LeaseCall {
+    fn body(&self, instance: &str, meter: Meter) -> String {
+        let id = self.grant.map_or(0, |g| g.id);
+        lease_wire::request_body(instance, &self.key_id, meter, &self.renewal, id)
+    }
+
+    /// Folds a request's renewal into this call before it is sent: every settlement once
+    /// (with the most spent), the larger want and the larger minimum.
+    fn merge(&mut self, key_id: &str, renewal: &Renewal) {
+        add_settlements(&mut self.renewal.settle, &renewal.settle);
+        self.renewal.want = self.renewal.want.max(renewal.want);
+        self.renewal.min = self.renewal.min.max(renewal.min);
+        if !key_id.is_empty() {
+            self.key_id = key_id.to_string();
+        }
+    }
+}
+
+/// Adds `more` to `settle`, each lease once, with the most spent seen.
+fn add_settlements(settle: &mut Vec<Settlement>, more: &[Settlement]) {
+    for s in more {
+        match settle.iter_mut().find(|r| r.id == s.id) {
+            Some(r) => r.spent = r.spent.max(s.spent),
+            None => settle.push(*s),
+        }
+    }
 }
 
 pub struct LeaseCalls {
     pub waits: Lookups<LeaseKey>,
     calls: FastMap<LeaseKey, LeaseCall>,
+    /// Settlements of displaced leases waiting for the next callout for their key.
+    loose: FastMap<LeaseKey, Vec<Settlement>>,
     nonce: u64,
     issued: u64,
 }
@@ -46,6 +82,7 @@ impl LeaseCalls {
         LeaseCalls {
             waits: Lookups::keeping_unwaited(MAX_IN_FLIGHT),
             calls: FastMap::default(),
+            loose: FastMap::default(),
             nonce,
             issued: 0,
         }
@@ -68,16 +105,61 @@ impl LeaseCalls {
         }
     }
 
-    fn prepare(&mut self, instance: &str, key_id: &str, key: LeaseKey, renewal: &Renewal) {
-        let grant = (renewal.want > 0).then(|| self.next_id());
-        let body = lease_wire::request_body(instance, key_id, key.1, renewal, grant.unwrap_or(0));
-        let call = LeaseCall {
-            body,
-            settle: renewal.settle.iter().map(|s| s.id).collect(),
-            grant,
-            sent_ms: 0,
-        };
-        self.calls.insert(key, call);
+    /// The callout for `key` with `renewal`: a new one, or, if one waits unsent, that one with
+    /// `renewal` folded in.
+    fn prepare(&mut self, key_id: &str, key: LeaseKey, renewal: &Renewal) {
+        let loose = self.loose.remove(&key).unwrap_or_default();
+        if let Some(call) = self.calls.get_mut(&key) {
+            if call.sent_ms == 0 {
+                call.merge(key_id, renewal);
+                add_settlements(&mut call.renewal.settle, &loose);
+                call.loose.extend(loose);
+            } else {
+                // Sent before and lost with its sender: it goes again unchanged (the control
+                // plane may have granted its lease id); this renewal's needs wait for its answer.
+                if !loose.is_empty() {
+                    self.loose.insert(key, loose);
+                }
+            }
+        } else {
+            let mut renewal = renewal.clone();
+            add_settlements(&mut renewal.settle, &loose);
+            let call = LeaseCall {
+                key_id: key_id.to_string(),
+                renewal,
+                loose,
+                grant: None,
+                sent_ms: 0,
+            };
+            self.calls.insert(key, call);
+        }
+        let next = self.next_id();
+        if let Some(call) = self.calls.get_mut(&key) {
+            if call.renewal.want > 0 && call.grant.is_none() {
+                call.grant = Some(Asked { id: next, min: 1 });
+            }
+            if let Some(grant) = call.grant.as_mut() {
+                grant.min = call.renewal.min.max(1);
+            }
+        }
+    }
+
+    /// Keeps settlements of leases gone from the record for the next callout for `key`.
+    fn keep_loose(&mut self, key: LeaseKey, settlements: Vec<Settlement>) {
+        if settlements.is_empty() {
+            return;
+        }
+        if self.loose.len() >= MAX_IN_FLIGHT && !self.loose.contains_key(&key) {
+            // Never over: the control plane charges these leases in full at their expiry.
+            log::warn!(
+                "too many lease settlements waiting; {} dropped",
+                settlements.len()
+            );
+            return;
+        }
+        let kept = self.loose.entry(key).or_default();
+        kept.extend(settlements);
+        kept.truncate(MAX_LOOSE);
     }
 }
 
@@ -94,7 +176,7 @@ impl Worker {
         for (meter, renewal) in renewals {
             let mut leases = self.leases.borrow_mut();
             if leases.waits.start_background((hash, meter)) {
-                leases.prepare(&self.instance, key_id, (hash, meter), &renewal);
+                leases.prepare(key_id, (hash, meter), &renewal);
             }
         }
     }
@@ -120,10 +202,18 @@ impl Worker {
         let send = match join {
             Join::Dispatch => {
                 let mut leases = self.leases.borrow_mut();
-                leases.prepare(&self.instance, &state.wire.key_id, key, &renewal);
+                leases.prepare(&state.wire.key_id, key, &renewal);
                 true
             }
-            Join::Wait => self.leases.borrow().waits.is_unsent(key),
+            Join::Wait => {
+                let mut leases = self.leases.borrow_mut();
+                let unsent = leases.waits.is_unsent(key);
+                if unsent {
+                    // A renewal queued for the tick: it goes now, with this request's needs.
+                    leases.prepare(&state.wire.key_id, key, &renewal);
+                }
+                unsent
+            }
             Join::Full => {
                 log::warn!(
                     "[ctx {ctx}] too many lease callouts in flight; key {}",
@@ -133,7 +223,10 @@ impl Worker {
             }
         };
         if send {
-            if let Err(waiters) = self.send_lease_call(host, ctx, key, Owner::Context(ctx)) {
+            // Sent for this request, but owned by the context Envoy called the core for (it
+            // differs while the answer of another callout is being given to its waiters).
+            let owner = self.callout_owner();
+            if let Err(waiters) = self.send_lease_call(host, ctx, key, owner) {
                 // No lease can be had: this request is denied now, any other waiter too.
                 let others = waiters
                     .into_iter()
@@ -164,7 +257,7 @@ impl Worker {
             match leases.calls.get_mut(&key) {
                 Some(call) => {
                     call.sent_ms = now;
-                    Some(call.body.clone())
+                    Some(call.body(&self.instance, key.1))
                 }
                 None => None,
             }
@@ -192,7 +285,9 @@ impl Worker {
                     "[ctx {ctx}] cannot ask the control plane at {upstream} for a lease: {e}"
                 );
                 let mut leases = self.leases.borrow_mut();
-                leases.calls.remove(&key);
+                if let Some(call) = leases.calls.remove(&key) {
+                    leases.keep_loose(key, call.loose);
+                }
                 Err(leases.waits.abandon(key))
             }
         }
@@ -219,12 +314,13 @@ impl Worker {
             return true;
         };
         let (hash, meter) = key;
+        let settled: Vec<u64> = call.renewal.settle.iter().map(|s| s.id).collect();
         let answer = lease_wire::answer(
             &self.instance,
             meter,
             status,
             body,
-            &call.settle,
+            &settled,
             call.grant,
             call.sent_ms,
         )
@@ -238,6 +334,9 @@ impl Worker {
                 backoff_ms: FAILURE_BACKOFF_MS,
             }
         });
+        if matches!(answer, Answer::Failed { .. }) {
+            self.leases.borrow_mut().keep_loose(key, call.loose);
+        }
         self.settle_answer(host, ctx, key, answer, waiters, resume);
         true
     }
@@ -253,14 +352,34 @@ impl Worker {
         resume: &mut Resume,
     ) {
         let now = host.now_ms();
-        let at = self.limiter.borrow().budgets.record(hash, meter);
-        if let Err(e) = lease_record::install(host, &at, &answer, now) {
+        let at = {
+            let mut limiter = self.limiter.borrow_mut();
+            // A lease installed while nobody spends is still given back by this worker's tick.
+            limiter.budgets.hold(hash, meter, now);
+            limiter.budgets.record(hash, meter)
+        };
+        match lease_record::install(host, &at, &answer, now) {
+            Ok(displaced) if !displaced.is_empty() => {
+                let mut leases = self.leases.borrow_mut();
+                leases.keep_loose((hash, meter), displaced);
+                // Settled by the root's next tick unless a callout for the key goes first.
+                if leases.waits.start_background((hash, meter)) {
+                    let settle_only = Renewal {
+                        settle: Vec::new(),
+                        want: 0,
+                        min: 0,
+                        claimed: false,
+                    };
+                    leases.prepare("", (hash, meter), &settle_only);
+                }
+            }
+            Ok(_) => {}
             // The record keeps its claim until it lapses; the control plane charges what it
             // granted at the lease's expiry: never over.
-            log::warn!(
+            Err(e) => log::warn!(
                 "[ctx {ctx}] lease record of key {} not updated: {e:?}",
                 hash.short()
-            );
+            ),
         }
         if waiters.is_empty() {
             return;
@@ -276,12 +395,13 @@ impl Worker {
     /// Root tick: settlements of ended and idle leases, renewals queued by requests, and
     /// callouts whose sender went away are sent from the root.
     pub fn tick_leases<H: Host>(&self, host: &H, resume: &mut Resume) {
+        self.entered.set(self.root_context);
         let now = host.now_ms();
         let due = self.limiter.borrow_mut().budgets.due(host, now);
         for (hash, meter, renewal) in due {
             let mut leases = self.leases.borrow_mut();
             if leases.waits.start_background((hash, meter)) {
-                leases.prepare(&self.instance, "", (hash, meter), &renewal);
+                leases.prepare("", (hash, meter), &renewal);
             }
         }
         let unsent = self.leases.borrow_mut().waits.orphans();

@@ -15,6 +15,8 @@ pub struct FakeControlPlane {
     pub ttl_ms: u64,
     /// Units charged by settlements, per key id and meter.
     pub charged: HashMap<(String, String), u64>,
+    /// The most units one grant gives (the protocol's size rule near the end of a budget).
+    pub max_units: Option<u64>,
 }
 
 impl FakeControlPlane {
@@ -106,7 +108,7 @@ impl FakeControlPlane {
                 continue;
             }
             let room = rooms.iter().map(|(_, r)| *r).min().unwrap_or(0);
-            let units = want.min(room);
+            let units = want.min(room).min(self.max_units.unwrap_or(u64::MAX));
             for (_, r) in rooms.iter_mut() {
                 *r -= units;
             }

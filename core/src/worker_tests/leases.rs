@@ -248,3 +248,171 @@ fn a_costly_request_gives_a_too_small_lease_back_and_asks_for_its_cost() {
     assert_eq!(post(&mut f, 12), 401);
     assert_eq!(f.request(13, &k).status(), 200);
 }
+
+/// Two workers of one Envoy (one shared data, one control plane), requests of 1 and 5 credits
+/// alternating between them until the budget is spent: never above, and once the key is idle
+/// every lease is settled and the charges are what was admitted.
+#[test]
+fn two_workers_spend_a_credit_budget_and_settle_everything_when_idle() {
+    let config = r#"{"control_plane":{"cluster":"cp"},
+        "usage":{"routes":[{"method":"POST","path":"/v1/things","credits":5}]}}"#;
+    let config = FilterConfig::parse(config.as_bytes(), |_| Some("t0k".into())).unwrap();
+    let host = FakeHost::at(T0).with_queue();
+    let roots = [1u32, 2];
+    let workers = [
+        Worker::new(config.clone(), "i_test".into(), roots[0], 11),
+        Worker::new(config, "i_test".into(), roots[1], 22),
+    ];
+    let mut cp = FakeControlPlane::new();
+    let body = state(
+        "key_w",
+        r#""credits":{"limit":300,"period":"total","used":0,"period_start_ms":0}"#,
+    );
+    cp.learn(&body);
+    let k = key(77);
+    let mut served: HashSet<u32> = HashSet::new();
+    let mut decided: Vec<(u32, Seen)> = Vec::new();
+    // Contexts 1000.. on worker 0 (even) and worker 1 (odd); Envoy answers a callout to the
+    // context that sent it, on that context's worker.
+    let worker_of = |ctx: u32| -> usize {
+        if roots.contains(&ctx) {
+            (ctx - 1) as usize
+        } else {
+            (ctx % 2) as usize
+        }
+    };
+    let serve = |cp: &mut FakeControlPlane,
+                 served: &mut HashSet<u32>,
+                 decided: &mut Vec<(u32, Seen)>,
+                 lookup: Option<&str>| loop {
+        let pending: Vec<_> = host
+            .callouts
+            .borrow()
+            .iter()
+            .filter(|c| !served.contains(&c.token))
+            .cloned()
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        for c in pending {
+            served.insert(c.token);
+            let answer = if c.path == LEASES_PATH {
+                cp.answer(c.body.as_deref().unwrap())
+            } else {
+                lookup.unwrap_or(&body).to_string()
+            };
+            host.current.set(c.ctx);
+            workers[worker_of(c.ctx)].on_callout_answer(
+                &host,
+                c.ctx,
+                c.token,
+                Some("200"),
+                Some(answer.as_bytes()),
+                &mut |id, action| decided.push((id, Seen::of(action))),
+            );
+        }
+    };
+    let mut spent = 0;
+    for ctx in 1_000u32..1_200 {
+        let post = ctx % 4 >= 2;
+        let (method, cost) = if post { ("POST", 5) } else { ("GET", 1) };
+        let w = &workers[worker_of(ctx)];
+        host.current.set(ctx);
+        let headers: Vec<(&str, &[u8])> = vec![
+            (":method", method.as_bytes()),
+            (":path", b"/v1/things"),
+            ("x-api-key", k.as_bytes()),
+        ];
+        let head = RequestHead {
+            headers: &headers,
+            facts: request_facts(&headers, "10.0.0.1".into()),
+            now_ms: host.now_ms.get(),
+        };
+        let seen = Seen::of(w.on_request_headers(&host, ctx, &head, &mut |id, a| {
+            decided.push((id, Seen::of(a)))
+        }));
+        if seen != Seen::Wait {
+            decided.push((ctx, seen));
+        }
+        // The control plane answers a few requests later: callouts overlap.
+        if ctx % 3 == 0 {
+            serve(&mut cp, &mut served, &mut decided, None);
+        }
+        for (id, seen) in decided.drain(..) {
+            if seen.status() == 200 {
+                spent += if id % 4 >= 2 { 5 } else { 1 };
+            }
+            workers[worker_of(id)].finish(id, true);
+        }
+        host.advance(7);
+        if ctx % 25 == 0 {
+            for (w, root) in workers.iter().zip(roots) {
+                host.current.set(root);
+                w.tick_leases(&host, &mut |id, a| decided.push((id, Seen::of(a))));
+            }
+            serve(&mut cp, &mut served, &mut decided, None);
+        }
+        let _ = cost;
+    }
+    assert!(spent <= 300, "{spent} credits admitted");
+    assert!(spent >= 290, "{spent} credits admitted");
+    // Idle: each worker's tick gives back what its Envoy holds.
+    for _ in 0..10 {
+        host.advance(1_000);
+        for (w, root) in workers.iter().zip(roots) {
+            host.current.set(root);
+            w.tick_leases(&host, &mut |id, a| decided.push((id, Seen::of(a))));
+        }
+        serve(&mut cp, &mut served, &mut decided, None);
+    }
+    assert_eq!(cp.leased("key_w", "credits"), 0, "everything settled");
+    assert_eq!(
+        cp.charged[&("key_w".to_string(), "credits".to_string())],
+        spent
+    );
+}
+
+/// The answer of one request's lease callout decides every request that waited for it; one
+/// that finds no unit left asks again, during that answer. Envoy gives the new callout's answer
+/// to the context it was called for (the first request), so when that request has ended the
+/// callout is sent again by the root, and the waiting request is decided.
+#[test]
+fn a_lease_asked_while_another_requests_answer_is_handled_survives_that_requests_end() {
+    let mut f = Filter::plain();
+    f.cp.max_units = Some(1);
+    let k = f.known(9, &daily("key_s", 100));
+    // The lookup's own request spent the first lease (1 unit).
+    f.hold_leases = true;
+    assert_eq!(f.request(10, &k), Seen::Wait);
+    assert_eq!(f.request(11, &k), Seen::Wait);
+    let asked = lease_callouts(&f).last().cloned().unwrap();
+    assert_eq!(asked.answer_to, 10);
+    f.served.insert(asked.token);
+    let answer = f.cp.answer(asked.body.as_deref().unwrap());
+    f.deliver(10, asked.token, "200", &answer);
+    // 10 got the unit; 11 asked again while 10's answer was being handled.
+    assert_eq!(f.take_resumed(), [(10, passed("key_s"))]);
+    let again = lease_callouts(&f).last().cloned().unwrap();
+    assert_eq!((again.ctx, again.answer_to), (11, 10));
+    // 10 is done before that answer (2 units): Envoy drops it.
+    f.cp.max_units = Some(2);
+    f.worker.finish(10, true);
+    f.host.ended.borrow_mut().insert(10);
+    f.serve_leases();
+    assert!(f.take_resumed().is_empty());
+    // Another request finds no unit either: it sends the lost callout again, unchanged (the
+    // control plane may have granted that lease id already).
+    assert_eq!(f.request(12, &k), Seen::Wait);
+    let resent = lease_callouts(&f).last().cloned().unwrap();
+    assert_eq!((resent.answer_to, &resent.body), (12, &again.body));
+    // Its answer (2 units) decides both, each in its own context, though it comes to 12 and
+    // 11 waited first.
+    let before = lease_callouts(&f).len();
+    f.serve_leases();
+    assert_eq!(
+        f.take_resumed(),
+        [(11, passed("key_s")), (12, passed("key_s"))]
+    );
+    assert_eq!(lease_callouts(&f).len(), before);
+}

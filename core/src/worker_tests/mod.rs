@@ -162,6 +162,7 @@ impl Filter {
         ip: &str,
     ) -> Seen {
         self.host.current.set(ctx);
+        self.host.entered.set(ctx);
         let mut all: Vec<(&str, &[u8])> =
             vec![(":method", method.as_bytes()), (":path", path.as_bytes())];
         all.extend(headers.iter().map(|(k, v)| (*k, v.as_bytes())));
@@ -243,6 +244,7 @@ impl Filter {
     /// Envoy delivers the answer to callout `token` to `ctx`, which it makes current.
     fn deliver(&mut self, ctx: u32, token: u32, status: &str, body: &str) {
         self.host.current.set(ctx);
+        self.host.entered.set(ctx);
         let (host, resumed) = (&self.host, &mut self.resumed);
         self.worker.on_callout_answer(
             host,
@@ -262,6 +264,7 @@ impl Filter {
     /// The root's tick: orphaned lookups sent again, lease callouts sent, records flushed.
     fn tick(&mut self) {
         self.host.current.set(ROOT);
+        self.host.entered.set(ROOT);
         let (host, resumed) = (&self.host, &mut self.resumed);
         self.worker.rescue_orphans(host, &mut |id, action| {
             resumed.push((id, host.current.get(), Seen::of(action)))

@@ -105,6 +105,29 @@ impl Admin {
         self.create_key(&workspace, &body)
     }
 
+    /// What the filter's lookup answers for the key (`GET /v1/filter/keys/{hash}` with the
+    /// filter token): its budgets and what leases have charged to them (`usage`,
+    /// `credits.used`).
+    pub fn filter_lookup(&self, key_id: &str) -> Value {
+        let hash = self.get_key(key_id)["hash"]
+            .as_str()
+            .expect("the key's hash")
+            .to_string();
+        let auth = format!("Bearer {}", crate::FILTER_TOKEN);
+        let url = format!("{}/v1/filter/keys/{hash}", self.base);
+        let response = request("GET", &url, &[("authorization", &auth)], None);
+        expect_status(&response, 200, "filter lookup");
+        response.json()
+    }
+
+    /// The key's units leased out and not settled (`leased` of `GET /v1/keys/{id}`):
+    /// (calls, credits, Envoys holding any).
+    pub fn leased(&self, key_id: &str) -> (u64, u64, u64) {
+        let leased = &self.get_key(key_id)["leased"];
+        let n = |field: &str| leased[field].as_u64().unwrap_or(0);
+        (n("calls"), n("credits"), n("envoys"))
+    }
+
     pub fn get_key(&self, key_id: &str) -> Value {
         let response = self.call("GET", &format!("/v1/keys/{key_id}"), None);
         expect_status(&response, 200, "get key");

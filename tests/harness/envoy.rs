@@ -58,10 +58,7 @@ static_resources:
       cluster_name: tollgate_control_plane
       endpoints:
       - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: {{CONTROL_PLANE_PORT}} }
-  - name: demo_upstream
+{{CONTROL_PLANE_ENDPOINTS}}  - name: demo_upstream
     type: STATIC
     connect_timeout: 1s
     load_assignment:
@@ -166,6 +163,9 @@ pub struct EnvoyOptions {
     /// `None`: no wasm filter at all (listener → router), for checking the harness itself.
     pub plugin_config: Option<Value>,
     pub control_plane_port: u16,
+    /// Further control planes (replicas on one PostgreSQL database): the filter's cluster
+    /// balances its callouts over all of them.
+    pub replica_ports: Vec<u16>,
     pub upstream_port: u16,
     pub concurrency: u32,
     /// Value of `TOLLGATE_FILTER_TOKEN` in Envoy's environment.
@@ -187,6 +187,7 @@ impl EnvoyOptions {
         EnvoyOptions {
             plugin_config: Some(default_plugin_config()),
             control_plane_port,
+            replica_ports: Vec::new(),
             upstream_port,
             concurrency: 2,
             filter_token: FILTER_TOKEN.to_string(),
@@ -258,11 +259,21 @@ pub fn render_with_access_log(
         .replace("{{USAGE_SERVICE}}", &usage_service)
         .replace("{{ADMIN_PORT}}", &admin_port.to_string())
         .replace("{{LISTEN_PORT}}", &listen_port.to_string())
-        .replace(
-            "{{CONTROL_PLANE_PORT}}",
-            &options.control_plane_port.to_string(),
-        )
+        .replace("{{CONTROL_PLANE_ENDPOINTS}}", &control_plane_endpoints(options))
         .replace("{{UPSTREAM_PORT}}", &options.upstream_port.to_string())
+}
+
+/// The control plane's `lb_endpoints`: the first one and its replicas.
+fn control_plane_endpoints(options: &EnvoyOptions) -> String {
+    std::iter::once(options.control_plane_port)
+        .chain(options.replica_ports.iter().copied())
+        .map(|port| {
+            format!(
+                "        - endpoint:\n            address:\n              \
+                 socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+            )
+        })
+        .collect()
 }
 
 /// A `--base-id` no other Envoy of this machine's test runs uses at the same time.

@@ -24,6 +24,7 @@ pub struct StackBuilder {
     with_envoy: bool,
     concurrency: u32,
     envoys: usize,
+    replicas: usize,
     control_plane_args: Vec<String>,
     backend: Backend,
     stdout_access_log: bool,
@@ -98,6 +99,13 @@ impl StackBuilder {
 
     /// `tollgate serve --key-cache-ttl-ms`: the longest the control plane lets the filter cache
     /// a lookup (its default is 5 s whatever `cache.ttl` says).
+    /// `n` more control planes on the same PostgreSQL database (replicas); each Envoy's
+    /// control-plane cluster balances over all of them.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
     pub fn key_cache_ttl_ms(mut self, ms: u64) -> Self {
         self.control_plane_args
             .extend(["--key-cache-ttl-ms".to_string(), ms.to_string()]);
@@ -151,6 +159,7 @@ impl StackBuilder {
             more_envoys: Vec::new(),
             control_plane_args: self.control_plane_args,
             control_plane: None,
+            replicas: Vec::new(),
             upstream: None,
             control_plane_port: free_port(),
             upstream_port: free_port(),
@@ -159,9 +168,20 @@ impl StackBuilder {
             logs,
         };
         stack.start_control_plane();
+        assert!(
+            self.replicas == 0 || stack.database.is_some(),
+            "control-plane replicas share a PostgreSQL database"
+        );
+        for n in 1..=self.replicas {
+            let port = free_port();
+            let name = format!("control-plane-{}", n + 1);
+            let proc = stack.spawn_control_plane(&name, port);
+            stack.replicas.push((port, proc));
+        }
         stack.start_upstream();
         if self.with_envoy {
             let mut options = EnvoyOptions::new(stack.control_plane_port, stack.upstream_port);
+            options.replica_ports = stack.replicas.iter().map(|(port, _)| *port).collect();
             options.plugin_config = self.plugin_config;
             options.concurrency = self.concurrency;
             options.stdout_access_log = self.stdout_access_log;
@@ -185,6 +205,8 @@ pub struct Stack {
     pub more_envoys: Vec<Envoy>,
     control_plane_args: Vec<String>,
     control_plane: Option<Proc>,
+    /// Further control planes on the same database: (port, process).
+    replicas: Vec<(u16, Proc)>,
     upstream: Option<Proc>,
     pub control_plane_port: u16,
     pub upstream_port: u16,
@@ -203,6 +225,7 @@ impl Stack {
             with_envoy: true,
             concurrency: 2,
             envoys: 1,
+            replicas: 0,
             control_plane_args: Vec::new(),
             backend: Backend::Sqlite,
             stdout_access_log: true,
@@ -267,11 +290,17 @@ impl Stack {
         if let Some(mut old) = self.control_plane.take() {
             old.stop();
         }
+        let proc = self.spawn_control_plane("control-plane", self.control_plane_port);
+        self.control_plane = Some(proc);
+    }
+
+    /// A control plane named `name` on `port` (the stack's data directory and database), ready.
+    fn spawn_control_plane(&self, name: &str, port: u16) -> Proc {
         let mut command = Command::new(tollgate_binary());
         command
             .arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.control_plane_port))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(self.data.path())
             .args(&self.control_plane_args)
@@ -286,17 +315,12 @@ impl Stack {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        let mut proc = Proc::spawn(
-            "control-plane",
-            &mut command,
-            &self.logs.file("control-plane"),
-        );
-        let url = format!("{}/healthz", self.control_plane_url());
-        let ready = wait_http_ok(&mut proc, &url);
-        self.control_plane = Some(proc);
-        if let Err(e) = ready {
-            panic!("control plane: {e}");
+        let mut proc = Proc::spawn(name, &mut command, &self.logs.file(name));
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        if let Err(e) = wait_http_ok(&mut proc, &url) {
+            panic!("{name}: {e}");
         }
+        proc
     }
 
     /// Stops the control plane gracefully (SIGTERM: it drains requests and exits). Start it
@@ -368,6 +392,7 @@ impl Drop for Stack {
         for proc in [self.control_plane.as_mut(), self.upstream.as_mut()]
             .into_iter()
             .flatten()
+            .chain(self.replicas.iter_mut().map(|(_, proc)| proc))
         {
             proc.stop();
         }

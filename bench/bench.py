@@ -220,9 +220,10 @@ def wait_http(proc: Proc, port: int, path: str, what: str, timeout: float = 30.0
 class ControlPlane:
     """`tollgate serve`: on SQLite under `out`, or on PostgreSQL at `database_url`."""
 
-    def __init__(self, out: Path, database_url: str | None = None, name: str = "control-plane"):
+    def __init__(self, out: Path, database_url: str | None = None, name: str = "control-plane",
+                 data: Path | None = None, args: list[str] | None = None):
         self.port = free_port()
-        self.data = out / f"{name}-data"
+        self.data = data or out / f"{name}-data"
         self.data.mkdir(parents=True, exist_ok=True)
         binary = ROOT / "target/release/tollgate"
         if not binary.exists():
@@ -231,6 +232,7 @@ class ControlPlane:
                 "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)]
         if database_url:
             argv += ["--database-url", database_url]
+        argv += args or []
         self.proc = Proc(
             name,
             argv,
@@ -748,20 +750,27 @@ def measure_control_plane(cp, info, out, results, notes, ingest):
     hashes.write_text("\n".join(info["cold_hashes"]) + "\n")
     env = {"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN}
     # Answers the control plane's cache holds (many Envoys asking about the same keys), and
-    # answers it must read from the database (each request as another instance): the verdict is
-    # on the second, the cold path's.
-    for name, uncached in (("lookups", False), ("lookups_uncached", True)):
-        lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",
-                 env={**env, "BENCH_UNCACHED": "1" if uncached else "0"})
-        results[name] = lk
-        if lk["non_2xx"]:
-            notes_add(notes, f"{name}: {lk['non_2xx']} non-2xx answers")
-        log(f"control plane {name}: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} us, "
-            f"p99 {lk['latency_us']['p99']} us)")
-    # The control plane's share of the cold path: a database lookup against the cached check D
-    # makes, one connection each (wrk shares the control plane's core here).
-    one = wrk(cp.port, 2, script="lookups.lua", path="/", connections=1,
-              env={**env, "BENCH_UNCACHED": "1"})
+    # answers it must read from the database (a second control plane on the same database with
+    # its answer cache off, `--lookup-cache 0`): the verdict is on the second, the cold path's.
+    cold = ControlPlane(out, name="control-plane-uncached", data=cp.data,
+                        args=["--lookup-cache", "0"])
+    try:
+        pin_control_plane(cold, ENVOY_CORE)
+        for name, port in (("lookups", cp.port), ("lookups_uncached", cold.port)):
+            lk = wrk(port, CP_RUN_S, script="lookups.lua", path="/", env=env)
+            results[name] = lk
+            if lk["non_2xx"]:
+                notes_add(notes, f"{name}: {lk['non_2xx']} non-2xx answers")
+            log(f"control plane {name}: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} us, "
+                f"p99 {lk['latency_us']['p99']} us)")
+        # The control plane's share of the cold path: a database lookup against the cached
+        # check D makes, one connection each (wrk shares the control plane's core here).
+        one = wrk(cold.port, 2, script="lookups.lua", path="/", connections=1, env=env)
+    finally:
+        cold.proc.stop()
+        RUNNING.remove(cold.proc)
+        WATCH["control_plane"] = cp.proc.pid
+        pin_control_plane(cp, ENVOY_CORE)
     ea = info["ext_authz"]
     token = {ea["token_header"]: ea["token_value"]} if ea.get("token_header") else {}
     check = wrk(cp.port, 2, path=f"/v1/ext-authz/check{PATH}", connections=1,
@@ -875,13 +884,12 @@ def run_ingest_postgres(out: Path, notes: list, replicas: int = 1) -> dict | Non
 
 
 def run_lookups_postgres(cp, info, out, notes) -> dict:
-    """Key lookups from PostgreSQL (after its ingest run, so the keys have usage to count): keys
-    with quotas, each request as another Envoy instance with `since_ms`, as the filter asks."""
+    """Key lookups from PostgreSQL (after its ingest run): keys with quotas, whose lookups read
+    their charges. PostgreSQL's store keeps no answer cache: every lookup reads the database."""
     hashes = out / f"hashes-{cp.port}.txt"
     hashes.write_text("".join(f"{h}\n" for _, _, h in info["ingest_keys"] if h))
     lk = wrk(cp.port, CP_RUN_S, script="lookups.lua", path="/",
-             env={"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN,
-                  "BENCH_UNCACHED": "1"})
+             env={"BENCH_KEYS_FILE": str(hashes), "BENCH_FILTER_TOKEN": FILTER_TOKEN})
     if lk["non_2xx"]:
         notes_add(notes, f"lookups on PostgreSQL: {lk['non_2xx']} non-2xx answers")
     log(f"control plane lookups on PostgreSQL: {lk['rps']:.0f}/s (p50 {lk['latency_us']['p50']} "

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{
     Retention, ServeConfig, DEFAULT_DATA_DIR, DEFAULT_DEMO_UPSTREAM_LISTEN,
-    DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_RETENTION_DAYS,
+    DEFAULT_KEY_CACHE_TTL_MS, DEFAULT_LISTEN, DEFAULT_LOOKUP_CACHE_ENTRIES, DEFAULT_RETENTION_DAYS,
     DEFAULT_ROLLUP_RETENTION_DAYS, DEFAULT_URL, MAX_LEASE_TTL_MS,
 };
 use crate::domain::wire::{CreateWorkspace, KeyView, List, PatchKey, RotateKey, WorkspaceView};
@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// The longest a budget lease lasts (`250ms`, `30s`, `2m`, `1h`; at most 1h).
     #[arg(long, env = "TOLLGATE_LEASE_TTL", default_value = "30s", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
+    /// Filter lookup answers kept in memory until a write could change them (SQLite only;
+    /// 0 keeps none, so every lookup reads the database).
+    #[arg(long, env = "TOLLGATE_LOOKUP_CACHE", default_value_t = DEFAULT_LOOKUP_CACHE_ENTRIES)]
+    pub lookup_cache: usize,
 }
 
 /// A duration as the filter's configuration writes one: a positive integer and `ms`, `s`, `m`
@@ -290,6 +294,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
         filter_token: args.filter_token.clone().and_then(Token::new),
         key_cache_ttl_ms: args.key_cache_ttl_ms,
         lease_ttl_ms: u64::try_from(args.lease_ttl.as_millis()).unwrap_or(MAX_LEASE_TTL_MS),
+        lookup_cache_entries: args.lookup_cache,
         retention: Retention {
             raw_days: args.retention_days,
             rollup_days: args.rollup_retention_days,

@@ -12,6 +12,8 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_KEY_CACHE_TTL_MS: u64 = 5000;
 pub const DATABASE_FILE: &str = "tollgate.db";
+/// Filter lookup answers the SQLite store keeps by default (`--lookup-cache`).
+pub const DEFAULT_LOOKUP_CACHE_ENTRIES: usize = 50_000;
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_ROLLUP_RETENTION_DAYS: u32 = 400;
 /// The longest a budget lease lasts (`--lease-ttl`).
@@ -56,6 +58,8 @@ pub struct ServeConfig {
     pub key_cache_ttl_ms: u64,
     /// The longest a budget lease lasts (its `ttl_ms`).
     pub lease_ttl_ms: u64,
+    /// Filter lookup answers SQLite keeps until a write could change them (0: none).
+    pub lookup_cache_entries: usize,
     pub retention: Retention,
 }
 
@@ -68,6 +72,7 @@ impl ServeConfig {
             filter_token: None,
             key_cache_ttl_ms: DEFAULT_KEY_CACHE_TTL_MS,
             lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
+            lookup_cache_entries: DEFAULT_LOOKUP_CACHE_ENTRIES,
             retention: Retention::default(),
         }
     }

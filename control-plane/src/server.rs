@@ -98,7 +98,7 @@ async fn build_state(config: ServeConfig) -> Result<(AppState, Arc<dyn Store>), 
         None => {
             let path = config.database_path();
             Arc::new(
-                SqliteStore::open(&path)
+                SqliteStore::open_with_lookup_cache(&path, config.lookup_cache_entries)
                     .await
                     .map_err(|source| ServeError::Database { path, source })?,
             )

@@ -259,7 +259,10 @@ pub fn render_with_access_log(
         .replace("{{USAGE_SERVICE}}", &usage_service)
         .replace("{{ADMIN_PORT}}", &admin_port.to_string())
         .replace("{{LISTEN_PORT}}", &listen_port.to_string())
-        .replace("{{CONTROL_PLANE_ENDPOINTS}}", &control_plane_endpoints(options))
+        .replace(
+            "{{CONTROL_PLANE_ENDPOINTS}}",
+            &control_plane_endpoints(options),
+        )
         .replace("{{UPSTREAM_PORT}}", &options.upstream_port.to_string())
 }
 

@@ -13,10 +13,13 @@ use crate::domain::KeyLookup;
 /// usage ingested or charges written for that key (per-key version), or the next minute
 /// (rolling windows move by the minute). One process owns the database (every write goes through this store), so a
 /// cached answer is exactly what the database would say.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LookupCache {
     epoch: AtomicU64,
     inner: Mutex<CacheInner>,
+    /// At most this many answers, then it starts over (an unknown-hash flood cannot grow it);
+    /// 0 keeps none (every lookup reads the database). `tollgate serve --lookup-cache`.
+    max_entries: usize,
 }
 
 #[derive(Debug, Default)]
@@ -39,10 +42,24 @@ struct CachedLookup {
     lookup: Option<KeyLookup>,
 }
 
-/// Beyond this many answers the cache starts over (an unknown-hash flood cannot grow it).
-const LOOKUP_CACHE_MAX: usize = 50_000;
+/// Keys whose last `last_used_at` write is remembered.
+const TOUCHED_MAX: usize = 50_000;
+
+impl Default for LookupCache {
+    fn default() -> Self {
+        LookupCache::new(crate::config::DEFAULT_LOOKUP_CACHE_ENTRIES)
+    }
+}
 
 impl LookupCache {
+    pub(super) fn new(max_entries: usize) -> LookupCache {
+        LookupCache {
+            epoch: AtomicU64::new(0),
+            inner: Mutex::default(),
+            max_entries,
+        }
+    }
+
     /// After every committed change to keys, secrets or plans.
     pub(super) fn invalidate(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -92,10 +109,10 @@ impl LookupCache {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if inner.writes != writes {
+        if inner.writes != writes || self.max_entries == 0 {
             return;
         }
-        if inner.entries.len() >= LOOKUP_CACHE_MAX {
+        if inner.entries.len() >= self.max_entries {
             inner.entries.clear();
         }
         let key_version = lookup
@@ -125,7 +142,7 @@ impl LookupCache {
         {
             return true;
         }
-        if inner.touched.len() >= LOOKUP_CACHE_MAX {
+        if inner.touched.len() >= TOUCHED_MAX {
             inner.touched.clear();
         }
         inner.touched.insert(key_id.to_owned(), now_ms);

@@ -29,6 +29,7 @@ mod usage;
 
 use async_trait::async_trait;
 
+use crate::config::DEFAULT_LOOKUP_CACHE_ENTRIES;
 use crate::domain::{
     ApiKey, ConsoleToken, ExternalId, IngestOutcome, KeyLookup, KeyPatch, LeaseAnswer,
     LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, RequestFilter, RequestPage,
@@ -59,8 +60,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs pending migrations.
+    /// Opens (creating if needed) the database file and runs pending migrations, with the
+    /// default lookup cache.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with_lookup_cache(path, DEFAULT_LOOKUP_CACHE_ENTRIES).await
+    }
+
+    /// [`open`](Self::open), keeping at most `lookup_cache` filter lookup answers (0: none).
+    pub async fn open_with_lookup_cache(path: &Path, lookup_cache: usize) -> StoreResult<Self> {
         let writer = Pool::new(path, Access::ReadWrite, 1);
         writer
             .lease()
@@ -75,7 +82,7 @@ impl SqliteStore {
         // One reader now, so a database it cannot read fails at startup.
         drop(readers.lease().await?);
         let db = Arc::new(SqliteDb { writer, readers });
-        let lookups: Arc<LookupCache> = Arc::default();
+        let lookups = Arc::new(LookupCache::new(lookup_cache));
         let (ingest, jobs) = mpsc::channel(256);
         let ingest_conn = open_writer(path, BUSY_TIMEOUT)?;
         spawn_writer(path, ingest_conn, lookups.clone(), jobs)?;

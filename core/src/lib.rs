@@ -38,5 +38,6 @@ pub mod usage_buffer;
 pub mod usage_record;
 pub mod worker;
 mod worker_leases;
+mod worker_records;
 #[cfg(test)]
 mod worker_tests;

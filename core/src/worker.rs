@@ -18,7 +18,7 @@ use crate::decision::{decide, Decision, RequestFacts};
 use crate::denial::Denial;
 use crate::fast_hash::FastMap;
 use crate::header_map;
-use crate::host::{Host, QueueError};
+use crate::host::Host;
 use crate::ip_block::{record_failure, BlockedView};
 use crate::key_source::{read_key, without_param, KeyRead};
 use crate::key_state::KeyState;
@@ -27,8 +27,8 @@ use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::rate_limit::RateView;
 use crate::record_batch::RecordBatchWriter;
-use crate::usage_record::UsageRecord;
 use crate::worker_leases::LeaseCalls;
+use crate::worker_records::{RECORD_BATCH, RECORD_BYTES};
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -37,10 +37,6 @@ use std::rc::Rc;
 const FAILURE_BACKOFF_MS: u64 = 1_000;
 /// Distinct keys with a callout in flight on one worker (bounded memory).
 const MAX_IN_FLIGHT: usize = 4_096;
-/// Records are handed to the usage service in batches of at most this many.
-pub const RECORD_BATCH: usize = 64;
-/// A typical record's JSON size, to reserve a batch's room once.
-const RECORD_BYTES: usize = 384;
 /// The largest lookup answer body the adapter needs to read.
 pub const MAX_LOOKUP_ANSWER: usize = 64 * 1024;
 
@@ -95,8 +91,8 @@ pub struct Worker {
     pub counts: RefCell<PendingCounts>,
     /// Outcomes of requests still running, keyed by context id (bounded by live requests).
     outcomes: RefCell<FastMap<u32, Outcome>>,
-    /// Records not yet handed to the usage service (at most `RECORD_BATCH`).
-    records: RefCell<RecordBatchWriter>,
+    /// Records not yet handed to the usage service (`worker_records.rs`).
+    pub(crate) records: RefCell<RecordBatchWriter>,
     /// This Envoy's instance id (shared by its workers), sent with lookups and records.
     pub instance: String,
     /// The worker's root context, which owns lookups nobody else can (see `rescue_orphans`).
@@ -549,53 +545,6 @@ impl Worker {
             self.leases.borrow_mut().waits.leave(ctx);
         }
         self.outcomes.borrow_mut().remove(&ctx)
-    }
-
-    /// Adds one record to this worker's batch, handing the batch over when full.
-    pub fn push_record<H: Host>(&self, host: &H, ctx: u32, record: &UsageRecord) {
-        let (stored, full) = {
-            let mut records = self.records.borrow_mut();
-            let stored = records.push(|out| record.write_json(out));
-            (stored, records.len() >= RECORD_BATCH)
-        };
-        if !stored {
-            self.counts.borrow_mut().add(Counter::RecordDropped);
-        }
-        if full || !stored {
-            self.flush_records(host, ctx);
-        }
-    }
-
-    /// Hands the batch to the usage service through the shared queue.
-    pub fn flush_records<H: Host>(&self, host: &H, ctx: u32) {
-        let (batch, count) = {
-            let mut records = self.records.borrow_mut();
-            if records.is_empty() {
-                return;
-            }
-            let count = records.len();
-            (records.finish(), count)
-        };
-        let delivered = match host.enqueue_records(&batch) {
-            Ok(()) => true,
-            Err(QueueError::Refused(e)) => {
-                log::warn!("[ctx {ctx}] usage queue refused a batch: {e}");
-                false
-            }
-            Err(QueueError::NotFound(queue)) => {
-                log::warn!(
-                    "[ctx {ctx}] no usage service: {queue} not found; {count} records dropped \
-                     (add the envoy.bootstrap.wasm service)"
-                );
-                false
-            }
-        };
-        let counter = if delivered {
-            Counter::RecordQueued
-        } else {
-            Counter::RecordDropped
-        };
-        self.counts.borrow_mut().add_n(counter, count as u64);
     }
 }
 

@@ -175,6 +175,10 @@ def main() -> None:
             v = dict(v)
             key = info["nolimits_secret"] if v.pop("secret", False) else info["secret"]
             run(name, render_b("B", v), key)
+        if bench.BASELINE_WASM:
+            # BENCH_BASELINE_WASM=path: B with another commit's build, for a before/after.
+            wasm = str(Path(bench.BASELINE_WASM).resolve())
+            run("B-baseline", render_b("B", {"wasm": wasm}), info["secret"])
         base = run("probe-none", probe_yaml(cp, info, ""), info["secret"])
         for op, what in PROBES:
             res = run(f"probe-{op}", probe_yaml(cp, info, f"{op}={REPEAT}"), info["secret"])
@@ -196,6 +200,9 @@ def main() -> None:
         lines.append(f"profile B/N throughput {c['N'] / c['B']:.2f}   (instructions N / B)")
     if "A" in c and "B" in c:
         lines.append(f"profile B/A throughput {c['A'] / c['B']:.2f}")
+    if "B" in c and "B-baseline" in c:
+        lines.append(f"profile B/B-baseline throughput {c['B-baseline'] / c['B']:.2f}"
+                     f"   (this build against {bench.BASELINE_WASM})")
     if "B" in c and "B-nousage" in c:
         lines.append(f"profile B/B-nousage throughput {c['B-nousage'] / c['B']:.2f}"
                      "   (what usage records cost)")

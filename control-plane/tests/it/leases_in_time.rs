@@ -210,3 +210,43 @@ async fn the_daily_window_rolls_and_the_total_counts_for_good() {
     );
     f.close().await;
 }
+
+/// A settled lease is charged at its expiry minute, not when it is settled: its workers may
+/// still spend units they took until its deadline, so the charge must not leave the daily
+/// window before them.
+#[tokio::test]
+async fn a_settled_lease_is_charged_at_its_expiry_minute() {
+    let f = StoreFixture::open().await;
+    let (key, hash) = f.key(json!({"alias": "q", "quotas": {"daily": 100}})).await;
+    // 50 s into a minute: the lease (30 s) expires in the next one.
+    let start = now_ms() - 2 * DAY;
+    let t0 = start - start.rem_euclid(MINUTE) + 50_000;
+    let r = request("i_a", &[], &[("i_a.1", &key, Meter::Calls, 10, 1)]);
+    assert_eq!(
+        f.store.lease(&r, t0, TTL).await.unwrap().grants[0].units,
+        10
+    );
+    let r = request("i_a", &[("i_a.1", 4)], &[]);
+    assert_eq!(f.store.lease(&r, t0 + 100, TTL).await.unwrap().settled, 1);
+    let daily = |t: i64| {
+        let store = f.store.clone();
+        let hash = hash.clone();
+        async move {
+            store
+                .lookup_key(&hash, t)
+                .await
+                .unwrap()
+                .unwrap()
+                .usage
+                .daily
+        }
+    };
+    let settled_minute = t0 - t0.rem_euclid(MINUTE);
+    let expiry_minute = settled_minute + MINUTE;
+    // A day after the minute it was settled in, it still counts ...
+    assert_eq!(daily(settled_minute + DAY + MINUTE).await, 4);
+    // ... until a day after its expiry minute.
+    assert_eq!(daily(expiry_minute + DAY + MINUTE - 1).await, 4);
+    assert_eq!(daily(expiry_minute + DAY + MINUTE).await, 0);
+    f.close().await;
+}

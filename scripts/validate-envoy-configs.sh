@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs `envoy --mode validate` on every Envoy configuration shipped in envoy/ (*.yaml).
-# Validation loads the wasm filter and runs its on_configure, so the plugin configuration is
-# checked too. Needs `make wasm` and `make envoy` first.
+# Validation loads the filter (the wasm filter's on_configure, the native module's program init
+# and configuration hooks), so the plugin configuration is checked too. Needs `make wasm`,
+# `make native` and `make envoy` first.
 #
 # Configs for containers name the filter /etc/tollgate/tollgate.wasm; they are validated from a
 # copy with that path pointing at target/tollgate.wasm.
@@ -14,6 +15,7 @@ envoy_path_file="$root/target/envoy-path"
 envoy="$(cat "$envoy_path_file")"
 [[ -x "$envoy" ]] || { echo "error: $envoy is not executable: run 'make envoy'" >&2; exit 1; }
 [[ -s "$root/target/tollgate.wasm" ]] || { echo "error: target/tollgate.wasm missing: run 'make wasm'" >&2; exit 1; }
+[[ -s "$root/target/libtollgate_native.so" ]] || { echo "error: target/libtollgate_native.so missing: run 'make native'" >&2; exit 1; }
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

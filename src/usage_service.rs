@@ -1,7 +1,7 @@
 //! The usage service: an `envoy.bootstrap.wasm` singleton (same `vm_id`, same `.wasm`, root id
 //! `tollgate-usage`) on Envoy's main thread. It is the only consumer of the shared queue the
-//! HTTP filters feed, buffers records (bounded, see `usage_buffer`) and POSTs them in batches
-//! to the control plane's `POST /v1/filter/usage`, retrying with backoff.
+//! HTTP filters feed; the core's `UsageDelivery` buffers the records (bounded) and says when to
+//! POST them to the control plane's `POST /v1/filter/usage` and what each answer means.
 
 use crate::wasm_host::{describe, WasmHost};
 use crate::worker::USAGE_QUEUE;
@@ -9,21 +9,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use tollgate_core::config::FilterConfig;
 use tollgate_core::host::Clock;
-use tollgate_core::ingest_answer;
-use tollgate_core::metrics::{Counter, PendingCounts};
-use tollgate_core::record_batch::RecordBatch;
-use tollgate_core::usage_buffer::UsageBuffer;
+use tollgate_core::metrics::PendingCounts;
+use tollgate_core::usage_delivery::UsageDelivery;
 
 pub const USAGE_ROOT_ID: &str = "tollgate-usage";
-const INGEST_PATH: &str = "/v1/filter/usage";
+/// The largest ingest answer read (it lists rejected records at most).
+const MAX_INGEST_ANSWER: usize = 1 << 20;
 
 pub struct UsageService {
     context_id: u32,
-    config: FilterConfig,
-    authorization: String,
     queue_id: u32,
-    buffer: UsageBuffer,
-    reported: tollgate_core::usage_buffer::UsageCounts,
+    delivery: UsageDelivery,
 }
 
 impl UsageService {
@@ -32,11 +28,8 @@ impl UsageService {
             .map_err(|s| format!("cannot register queue '{USAGE_QUEUE}': {}", describe(s)))?;
         Ok(UsageService {
             context_id,
-            authorization: format!("Bearer {}", config.filter_token),
-            buffer: UsageBuffer::new(config.usage.delivery),
-            config,
             queue_id,
-            reported: Default::default(),
+            delivery: UsageDelivery::new(&config),
         })
     }
 
@@ -47,11 +40,7 @@ impl UsageService {
         let now = WasmHost.now_ms();
         loop {
             match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(bytes)) => match RecordBatch::parse(bytes) {
-                    Ok(batch) => self.buffer.push_batch(batch, now),
-                    // Written by this same .wasm: a damaged batch is a bug, never input.
-                    Err(e) => log::error!("[ctx {}] usage batch dropped: {e}", self.context_id),
-                },
+                Ok(Some(bytes)) => self.delivery.push(bytes, now),
                 Ok(None) => break,
                 Err(status) => {
                     log::warn!(
@@ -72,88 +61,45 @@ impl UsageService {
     }
 
     fn maybe_send(&mut self, now: u64) {
-        if !self.buffer.should_send(now) {
+        let Some(post) = self.delivery.due(now) else {
             return;
-        }
-        let (body, count) = self.buffer.next_body();
-        let upstream = &self.config.control_plane;
-        let headers = upstream.post_headers(INGEST_PATH, &self.authorization);
-        match hostcalls::dispatch_http_call(
-            &upstream.cluster,
-            headers,
-            Some(&body),
+        };
+        let cluster = &self.delivery.upstream().cluster;
+        let sent = hostcalls::dispatch_http_call(
+            cluster,
+            self.delivery.headers(),
+            Some(&post.body),
             vec![],
-            upstream.timeout.max(std::time::Duration::from_secs(5)),
-        ) {
-            Ok(token) => self.buffer.sent(token, count),
+            post.timeout,
+        );
+        match sent {
+            Ok(token) => self.delivery.sent(token, post.count),
             Err(status) => {
-                log::warn!(
-                    "[ctx {}] cannot send usage to the control plane at {upstream}: {}",
-                    self.context_id,
-                    describe(status)
-                );
-                self.buffer.dispatch_failed(now);
+                log::debug!("[ctx {}] dispatch: {}", self.context_id, describe(status));
+                self.delivery.dispatch_failed(now);
             }
         }
     }
 
     pub fn on_answer(&mut self, token: u32) {
-        if !self.buffer.is_in_flight(token) {
+        if !self.delivery.is_in_flight(token) {
             return;
         }
         let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
             .ok()
-            .flatten()
-            .unwrap_or_default();
-        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, 1 << 20)
+            .flatten();
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, MAX_INGEST_ANSWER)
             .ok()
             .flatten()
             .unwrap_or_default();
         let now = WasmHost.now_ms();
-        let ctx = self.context_id;
-        match status.as_str() {
-            "200" | "201" | "202" => {
-                let rejected = ingest_answer::rejected(&body);
-                if !rejected.is_empty() {
-                    log::warn!(
-                        "[ctx {ctx}] control plane rejected {} usage records, e.g. {}",
-                        rejected.len(),
-                        rejected[..rejected.len().min(3)].join("; ")
-                    );
-                }
-                self.buffer.acknowledged(token, rejected.len() as u64);
-            }
-            "400" | "413" | "422" => {
-                let n = self.buffer.discard_in_flight(token);
-                log::error!(
-                    "[ctx {ctx}] control plane refused a usage batch of {n} records ({status}): {}",
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                );
-            }
-            _ => {
-                let delay = self.buffer.failed(token, now);
-                log::warn!(
-                    "[ctx {ctx}] usage delivery failed ({status} {}); {} records kept, retry in {delay} ms",
-                    String::from_utf8_lossy(&body[..body.len().min(120)]),
-                    self.buffer.len()
-                );
-            }
-        }
+        self.delivery.answered(token, status.as_deref(), &body, now);
         // More may be waiting: keep the pipe full.
         self.maybe_send(now);
     }
 
-    /// Moves the buffer's counters into the metric counts.
+    /// Moves the delivery counters into the metric counts; answers the records buffered.
     pub fn report(&mut self, counts: &mut PendingCounts) -> u64 {
-        let now = self.buffer.counts;
-        let before = std::mem::replace(&mut self.reported, now);
-        counts.add_n(Counter::UsageDelivered, now.delivered - before.delivered);
-        counts.add_n(Counter::UsageDropped, now.dropped - before.dropped);
-        counts.add_n(Counter::UsageRejected, now.rejected - before.rejected);
-        counts.add_n(
-            Counter::UsageDeliveryFailed,
-            now.failed_attempts - before.failed_attempts,
-        );
-        self.buffer.len() as u64
+        self.delivery.report(counts)
     }
 }

@@ -35,6 +35,7 @@ pub mod record_batch;
 pub mod routes;
 pub mod upstream;
 pub mod usage_buffer;
+pub mod usage_delivery;
 pub mod usage_record;
 pub mod worker;
 mod worker_leases;

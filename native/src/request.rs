@@ -1,0 +1,364 @@
+//! One stream through the native filter: reads the request once, lets its worker's core
+//! decide, carries out the decision, and at the end turns a request with a known key into a
+//! usage record and the filter-state summary. The same steps as the wasm build's
+//! `src/request.rs`, over the dynamic-module ABI. No decision is made here.
+
+use crate::abi::{AttributeId, EnvoyHttpHeader, HttpHeaderType};
+use crate::envoy::{header_bytes, header_pairs, CalloutAnswer, Filter};
+use crate::plugin::Plugin;
+use crate::resumed::Resumed;
+use crate::worker_slot::{gather, now_ns, Caller, Decided, NativeHost, NativeWorker, WorkerSlot};
+use std::sync::Arc;
+use tollgate_core::action::{is_reserved_header, Action, HeaderChange, LocalReply};
+use tollgate_core::config::ClientIpSource;
+use tollgate_core::decision::RequestFacts;
+use tollgate_core::denial::Denial;
+use tollgate_core::header_map;
+use tollgate_core::limit_headers::rate_limit_headers;
+use tollgate_core::routes;
+use tollgate_core::usage_record::{
+    filter_state_summary, forwarded_client, ip_of, UsageRecord, UsageStatus,
+};
+use tollgate_core::worker::{client_ip_or_downstream, request_facts, RequestHead};
+
+/// The filter-state key of the summary (`%FILTER_STATE(tollgate:PLAIN)%` in an access log).
+pub const FILTER_STATE_KEY: &str = "tollgate";
+/// `%RESPONSE_CODE_DETAILS%` of Tollgate's local replies.
+const DENIAL_DETAILS: &str = "tollgate_denied";
+
+/// What a request hook does once the worker's lock is released.
+pub enum Verdict {
+    Continue,
+    Pause,
+    Reply(LocalReply),
+}
+
+pub struct RequestFilter {
+    plugin: Arc<Plugin>,
+    worker: usize,
+    ctx: u32,
+    /// The request waited for an answer (its context is in the worker's `waiting`).
+    paused: bool,
+    /// The core has been told the request is over.
+    finished: bool,
+    facts: Option<RequestFacts>,
+    request_id: String,
+    start_ns: u64,
+    first_byte_ns: u64,
+    response_code: u32,
+}
+
+impl RequestFilter {
+    pub fn new(plugin: Arc<Plugin>, filter: Filter) -> RequestFilter {
+        let (worker, _) = plugin.worker(filter.worker_index());
+        let ctx = plugin.new_context();
+        RequestFilter {
+            plugin,
+            worker,
+            ctx,
+            paused: false,
+            finished: false,
+            facts: None,
+            request_id: String::new(),
+            start_ns: 0,
+            first_byte_ns: 0,
+            response_code: 0,
+        }
+    }
+
+    fn slot(&self) -> &WorkerSlot {
+        self.plugin.worker(self.worker as u32).1
+    }
+
+    pub fn on_request_headers(&mut self, filter: Filter) -> Verdict {
+        self.start_ns = now_ns();
+        let mut raw: Vec<EnvoyHttpHeader> = Vec::new();
+        if !filter.headers_into(HttpHeaderType::REQUEST_HEADER, &mut raw) {
+            log::error!("[ctx {}] cannot read the request headers", self.ctx);
+            return Verdict::Reply(unavailable());
+        }
+        // SAFETY: Envoy's header pointers, valid until the first header change below (every
+        // change is made after the last read of `headers`).
+        let headers = header_pairs(raw.iter().map(|h| unsafe { header_bytes(h) }));
+        // Removed before Tollgate's own are added, so a client cannot spoof them.
+        let reserved: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| is_reserved_header(name))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let plugin = self.plugin.clone();
+        let config = &plugin.config;
+        let client_ip = match config.client_ip {
+            ClientIpSource::ForwardedFor { trusted_hops } => {
+                let xff = header_map::get(&headers, "x-forwarded-for").unwrap_or_default();
+                forwarded_client(&String::from_utf8_lossy(xff), trusted_hops)
+                    .map(str::to_string)
+                    .unwrap_or_default()
+            }
+            ClientIpSource::Downstream => String::new(),
+        };
+        // With IP blocking on, the address is read now (a plain call here): a request decided
+        // later, on another thread, must not need its stream to tell it.
+        let client_ip = if client_ip.is_empty() && config.ip_blocking.is_some() {
+            filter
+                .attribute_string(AttributeId::SOURCE_ADDRESS)
+                .map(|a| ip_of(&a).to_string())
+                .unwrap_or_default()
+        } else {
+            client_ip
+        };
+        if config.usage.enabled {
+            self.request_id = header_map::text(&headers, "x-request-id");
+        }
+        let head = RequestHead {
+            headers: &headers,
+            facts: request_facts(&headers, client_ip),
+            now_ms: self.start_ns / 1_000_000,
+        };
+        let ctx = self.ctx;
+        let (verdict, paused) = self.slot().with(|worker| {
+            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
+            let mut decided = Decided::new();
+            let action =
+                worker
+                    .core
+                    .on_request_headers(&host, ctx, &head, &mut gather(&mut decided));
+            // Its own decision may have come at once (a callout that could not be sent).
+            let own = decided
+                .iter()
+                .position(|(c, _)| *c == ctx)
+                .map(|i| decided.swap_remove(i).1);
+            worker.deliver(decided);
+            for name in &reserved {
+                filter.set_header(HttpHeaderType::REQUEST_HEADER, name, None);
+            }
+            match (action, own) {
+                (Action::Wait, Some(resumed)) => (carry_out_here(filter, resumed), false),
+                (Action::Wait, None) => match filter.new_scheduler() {
+                    Some(scheduler) => {
+                        worker.wait(ctx, scheduler);
+                        (Verdict::Pause, true)
+                    }
+                    None => {
+                        log::error!("[ctx {ctx}] Envoy gave no scheduler to wait with");
+                        (Verdict::Reply(unavailable()), false)
+                    }
+                },
+                (Action::Pass(pass), _) => {
+                    for change in pass.header_changes() {
+                        apply(filter, ctx, change);
+                    }
+                    (Verdict::Continue, false)
+                }
+                (Action::Deny(reply), _) => (Verdict::Reply(reply), false),
+            }
+        });
+        self.facts = Some(head.facts);
+        self.paused = paused;
+        verdict
+    }
+
+    /// A decision for this waiting request arrived (its scheduler's event).
+    pub fn on_scheduled(&mut self, filter: Filter) {
+        let ctx = self.ctx;
+        let Some(resumed) = self.slot().with(|worker| worker.take_resumed(ctx)) else {
+            return;
+        };
+        match carry_out_here(filter, resumed) {
+            Verdict::Continue => filter.continue_decoding(),
+            Verdict::Reply(reply) => send_denial(filter, ctx, &reply),
+            Verdict::Pause => {}
+        }
+    }
+
+    /// The answer to a callout this stream sent.
+    pub fn on_callout_answer(&mut self, filter: Filter, id: u64, answer: CalloutAnswer) {
+        let ctx = self.ctx;
+        let plugin = self.plugin.clone();
+        self.slot().with(|worker: &NativeWorker| {
+            let Some(token) = worker.stream_callout_answered(ctx, id) else {
+                return;
+            };
+            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
+            let mut decided = Decided::new();
+            worker.core.on_callout_answer(
+                &host,
+                ctx,
+                token,
+                answer.status.as_deref(),
+                Some(&answer.body),
+                &mut gather(&mut decided),
+            );
+            worker.deliver(decided);
+        });
+    }
+
+    pub fn on_response_headers(&mut self, filter: Filter) {
+        let ctx = self.ctx;
+        let plugin = self.plugin.clone();
+        let usage = plugin.config.usage.enabled;
+        let mode = plugin.config.limits.headers;
+        let known = self.slot().with(|worker| {
+            let outcome = worker.core.outcome(ctx)?;
+            // Denials carry these headers already (sent with the local reply).
+            if let (None, Some(view)) = (outcome.denial, outcome.rate) {
+                for (name, value) in rate_limit_headers(mode, &view) {
+                    filter.set_header(HttpHeaderType::RESPONSE_HEADER, name, Some(&value));
+                }
+            }
+            Some(())
+        });
+        if known.is_some() && usage {
+            self.first_byte_ns = now_ns();
+            self.response_code = filter
+                .header(HttpHeaderType::RESPONSE_HEADER, ":status")
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+
+    /// The stream is complete (before the access log is written): the record and summary.
+    pub fn on_stream_complete(&mut self, filter: Filter) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let ctx = self.ctx;
+        let paused = self.paused;
+        let plugin = self.plugin.clone();
+        let Some(facts) = self.facts.as_ref() else {
+            // Never reached the request headers: nothing to forget.
+            return;
+        };
+        let response_code = if self.response_code != 0 {
+            self.response_code
+        } else {
+            filter
+                .attribute_int(AttributeId::RESPONSE_CODE)
+                .unwrap_or(0) as u32
+        };
+        let end_ns = if self.first_byte_ns != 0 {
+            self.first_byte_ns
+        } else {
+            now_ns()
+        };
+        let start_ns = self.start_ns;
+        let request_id = &self.request_id;
+        let summary = self.slot().with(|worker| {
+            let outcome = worker.core.finish(ctx, paused)?;
+            let config = &plugin.config;
+            if !config.usage.enabled {
+                return None;
+            }
+            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
+            let endpoint = routes::classify(&config.usage.routes, &facts.method, &facts.path);
+            let client_ip = client_ip_or_downstream(&host, &facts.client_ip);
+            let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
+            let status = UsageStatus::classify(response_code, quota_denial);
+            let summary = filter_state_summary(
+                outcome.key_id(),
+                outcome.workspace_id(),
+                status,
+                endpoint.credits,
+            );
+            let record = UsageRecord {
+                request_id,
+                timestamp: start_ns / 1_000_000,
+                key_id: outcome.key_id(),
+                workspace_id: outcome.workspace_id(),
+                method: &facts.method,
+                endpoint: endpoint.name,
+                resource_id: endpoint.resource_id,
+                response_code,
+                status,
+                duration_us: end_ns.saturating_sub(start_ns) / 1_000,
+                client_ip: &client_ip,
+                credits: endpoint.credits,
+                admitted: outcome.admitted(),
+                instance: &worker.core.instance,
+            };
+            worker.core.push_record(&host, ctx, &record);
+            Some(summary)
+        });
+        if let Some(summary) = summary {
+            if !filter.set_filter_state(FILTER_STATE_KEY, summary.as_bytes()) {
+                log::debug!("[ctx {ctx}] cannot set filter state");
+            }
+        }
+    }
+
+    /// The stream is destroyed: forget it in the worker; its scheduler is deleted here, after
+    /// the lock (no thread can commit to it any more).
+    pub fn on_destroy(&mut self) {
+        let ctx = self.ctx;
+        let paused = self.paused;
+        let finished = self.finished;
+        let scheduler = self.slot().with(|worker| {
+            if !finished && paused {
+                worker.core.finish(ctx, paused);
+            }
+            if paused {
+                worker.forget(ctx)
+            } else {
+                None
+            }
+        });
+        drop(scheduler);
+    }
+}
+
+/// Carries out a decision for the request whose hook is running (the lock may be held:
+/// header changes never call back into the module).
+fn carry_out_here(filter: Filter, resumed: Resumed) -> Verdict {
+    match resumed {
+        Resumed::Pass(changes) => {
+            for change in &changes {
+                apply(filter, 0, change.borrowed());
+            }
+            Verdict::Continue
+        }
+        Resumed::Deny(reply) => Verdict::Reply(reply),
+    }
+}
+
+fn apply(filter: Filter, ctx: u32, change: HeaderChange) {
+    let (name, done) = match change {
+        HeaderChange::Add(name, value) => (
+            name,
+            filter.add_header(HttpHeaderType::REQUEST_HEADER, name, value),
+        ),
+        HeaderChange::Remove(name) => (
+            name,
+            filter.set_header(HttpHeaderType::REQUEST_HEADER, name, None),
+        ),
+        HeaderChange::Set(name, value) => (
+            name,
+            filter.set_header(HttpHeaderType::REQUEST_HEADER, name, Some(value)),
+        ),
+    };
+    if !done {
+        log::debug!("[ctx {ctx}] request header {name} unchanged");
+    }
+}
+
+/// Sends a denial (never with the worker locked: Envoy may finish the stream inside).
+pub fn send_denial(filter: Filter, ctx: u32, reply: &LocalReply) {
+    let body = reply.body();
+    log::trace!("[ctx {ctx}] {} denial", reply.denial.code());
+    filter.send_response(
+        reply.status,
+        &reply.headers(),
+        body.as_bytes(),
+        DENIAL_DETAILS,
+    );
+}
+
+/// The local reply when the filter cannot do its work for a request.
+pub fn unavailable() -> LocalReply {
+    LocalReply::new(
+        Denial::VerificationUnavailable,
+        429,
+        tollgate_core::config::LimitHeaders::None,
+        None,
+    )
+}

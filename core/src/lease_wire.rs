@@ -14,14 +14,56 @@ pub const FAILURE_BACKOFF_MS: u64 = 1_000;
 /// The largest answer read (one grant: a few hundred bytes).
 pub const MAX_LEASE_ANSWER: usize = 16 * 1024;
 
-/// A lease's id on the wire: the instance, a dot, 16 hex digits.
-pub fn lease_name(instance: &str, id: u64) -> String {
-    format!("{instance}.{id:016x}")
+/// Set in the id of a lease granted with a key lookup (docs/protocol.md, "The first leases,
+/// granted with the lookup"); the filter's own lease ids never have it.
+pub const LOOKUP_LEASE: u64 = 1 << 63;
+/// Set in the id of a lookup's `credits` lease (wire suffix `k`; `calls`: `c`).
+const LOOKUP_CREDITS: u64 = 1 << 62;
+/// The bits of a lookup's lease id base: 62, so a base and its meter fit one 64-bit id.
+pub const LOOKUP_BASE_BITS: u64 = LOOKUP_CREDITS - 1;
+
+/// The id of the lease of `meter` a lookup with lease id base `base` asks for.
+pub fn lookup_lease_id(base: u64, meter: Meter) -> u64 {
+    let credits = match meter {
+        Meter::Calls => 0,
+        Meter::Credits => LOOKUP_CREDITS,
+    };
+    LOOKUP_LEASE | credits | (base & LOOKUP_BASE_BITS)
 }
 
+/// A lease's id on the wire: the instance, a dot, 16 hex digits; a lookup's lease adds `c`
+/// (`calls`) or `k` (`credits`) to its base.
+pub fn lease_name(instance: &str, id: u64) -> String {
+    if id & LOOKUP_LEASE == 0 {
+        return format!("{instance}.{id:016x}");
+    }
+    let meter = if id & LOOKUP_CREDITS == 0 { 'c' } else { 'k' };
+    format!("{instance}.{:016x}{meter}", id & LOOKUP_BASE_BITS)
+}
+
+/// The lease id base of a lookup on the wire: the instance, a dot, 16 hex digits.
+pub fn lookup_base_name(instance: &str, base: u64) -> String {
+    format!("{instance}.{:016x}", base & LOOKUP_BASE_BITS)
+}
+
+/// The id [`lease_name`] named `name`, if it is one of this instance's.
 fn lease_id(instance: &str, name: &str) -> Option<u64> {
-    let hex = name.strip_prefix(instance)?.strip_prefix('.')?;
-    u64::from_str_radix(hex, 16).ok()
+    let rest = name.strip_prefix(instance)?.strip_prefix('.')?;
+    let (hex, meter) = match rest.len() {
+        16 => (rest, None),
+        17 => match rest.split_at(16) {
+            (hex, "c") => (hex, Some(Meter::Calls)),
+            (hex, "k") => (hex, Some(Meter::Credits)),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let value = u64::from_str_radix(hex, 16).ok()?;
+    match meter {
+        None => Some(value),
+        Some(_) if value > LOOKUP_BASE_BITS => None,
+        Some(meter) => Some(lookup_lease_id(value, meter)),
+    }
 }
 
 #[derive(Serialize)]
@@ -97,6 +139,13 @@ struct AnswerWire {
     grants: Vec<GrantAnswerWire>,
 }
 
+/// The part of a lookup answer the filter reads when it asked for the first leases.
+#[derive(Deserialize)]
+struct LookupLeasesWire {
+    #[serde(default)]
+    leases: Vec<GrantAnswerWire>,
+}
+
 /// The lease a callout asked for: its id and the fewest units of use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Asked {
@@ -140,8 +189,19 @@ pub fn answer(
         .iter()
         .find(|g| lease_id(instance, &g.lease) == Some(asked.id))
         .ok_or("the answer has no grant for the lease asked")?;
+    Ok(granted(meter, grant, asked, settled, sent_ms))
+}
+
+/// What grant `grant` of lease `asked` means for the record.
+fn granted(
+    meter: Meter,
+    grant: &GrantAnswerWire,
+    asked: Asked,
+    settled: Vec<u64>,
+    sent_ms: u64,
+) -> Answer {
     if grant.units == 0 {
-        return Ok(Answer::Exhausted {
+        return Answer::Exhausted {
             settled,
             exhausted: grant
                 .exhausted
@@ -149,16 +209,48 @@ pub fn answer(
                 .and_then(|name| Exhausted::parse(meter, name)),
             min: asked.min,
             retry_ms: grant.retry_ms.unwrap_or(DEFAULT_RETRY_MS),
-        });
+        };
     }
-    Ok(Answer::Applied {
+    Answer::Applied {
         settled,
         grant: Some(Granted {
             id: asked.id,
             units: grant.units,
             deadline_ms: sent_ms.saturating_add(grant.ttl_ms),
         }),
-    })
+    }
+}
+
+/// The query a lookup adds to ask for the first leases of its key: lease id base `base`,
+/// `want` units each.
+pub fn lookup_query(instance: &str, base: u64, want: u64) -> String {
+    format!("?lease={}&want={want}", lookup_base_name(instance, base))
+}
+
+/// The leases a lookup answer (`body`, status 200) carries for lease id base `base`, each with
+/// what it means for its meter's record, like a lease callout's grant. Entries that are not of
+/// this base are ignored (never spent: the control plane charges them at their expiry).
+pub fn lookup_leases(
+    instance: &str,
+    body: &[u8],
+    base: u64,
+    sent_ms: u64,
+) -> Result<Vec<(Meter, Answer)>, String> {
+    let wire: LookupLeasesWire =
+        serde_json::from_slice(body).map_err(|e| format!("malformed leases: {e}"))?;
+    let mut answers: Vec<(Meter, Answer)> = Vec::new();
+    for meter in [Meter::Calls, Meter::Credits] {
+        let id = lookup_lease_id(base, meter);
+        let grant = wire
+            .leases
+            .iter()
+            .find(|g| lease_id(instance, &g.lease) == Some(id));
+        if let Some(grant) = grant {
+            let asked = Asked { id, min: 1 };
+            answers.push((meter, granted(meter, grant, asked, Vec::new(), sent_ms)));
+        }
+    }
+    Ok(answers)
 }
 
 #[cfg(test)]
@@ -196,6 +288,69 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&request_body(I, "", Meter::Calls, &settle_only, 0)).unwrap();
         assert_eq!(json["grant"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_lookups_lease_ids_round_trip_and_never_meet_the_filters_own() {
+        let base = 0x0123_4567_89ab_cdef;
+        let calls = lookup_lease_id(base, Meter::Calls);
+        let credits = lookup_lease_id(base, Meter::Credits);
+        assert_eq!(lease_name(I, calls), "i_00ff.0123456789abcdefc");
+        assert_eq!(lease_name(I, credits), "i_00ff.0123456789abcdefk");
+        assert_eq!(lookup_base_name(I, base), "i_00ff.0123456789abcdef");
+        for id in [calls, credits, 0xabc] {
+            assert_eq!(lease_id(I, &lease_name(I, id)), Some(id));
+        }
+        assert_ne!(calls, credits);
+        assert!(calls & LOOKUP_LEASE != 0 && 0xabc & LOOKUP_LEASE == 0);
+        assert_eq!(
+            lease_id(I, "i_00ff.f123456789abcdefc"),
+            None,
+            "base too wide"
+        );
+        assert_eq!(lease_id(I, "i_00ff.0123456789abcdefx"), None);
+        assert_eq!(
+            lookup_query(I, base, 10),
+            "?lease=i_00ff.0123456789abcdef&want=10"
+        );
+    }
+
+    #[test]
+    fn a_lookups_leases_become_what_each_record_needs() {
+        let body = br#"{"key_id": "key_1", "active": true, "leases": [
+            {"lease": "i_00ff.0000000000000007c", "key_id": "key_1", "meter": "calls",
+             "units": 10, "ttl_ms": 30000, "exhausted": null, "retry_ms": null},
+            {"lease": "i_00ff.0000000000000007k", "key_id": "key_1", "meter": "credits",
+             "units": 0, "ttl_ms": 0, "exhausted": "month", "retry_ms": 1000},
+            {"lease": "i_00ff.0000000000000008c", "units": 5, "ttl_ms": 1}]}"#;
+        let answers = lookup_leases(I, body, 7, 100).unwrap();
+        assert_eq!(
+            answers,
+            vec![
+                (
+                    Meter::Calls,
+                    Answer::Applied {
+                        settled: vec![],
+                        grant: Some(Granted {
+                            id: lookup_lease_id(7, Meter::Calls),
+                            units: 10,
+                            deadline_ms: 30_100
+                        })
+                    }
+                ),
+                (
+                    Meter::Credits,
+                    Answer::Exhausted {
+                        settled: vec![],
+                        exhausted: Exhausted::parse(Meter::Credits, "month"),
+                        min: 1,
+                        retry_ms: 1_000
+                    }
+                )
+            ]
+        );
+        assert_eq!(lookup_leases(I, br#"{"key_id": "k"}"#, 7, 0), Ok(vec![]));
+        assert!(lookup_leases(I, br#"{"leases": 3}"#, 7, 0).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod usage_delivery;
 pub mod usage_record;
 pub mod worker;
 mod worker_leases;
+mod worker_lookup_leases;
 mod worker_records;
 #[cfg(test)]
 mod worker_tests;

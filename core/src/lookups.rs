@@ -33,6 +33,17 @@ struct InFlight {
     owner: Owner,
     token: Option<u32>,
     waiters: Vec<Waiter>,
+    /// The first leases a key lookup asks for (docs/protocol.md, "key lookup").
+    lease_ask: Option<LeaseAsk>,
+}
+
+/// The first leases a key lookup asks for with the key: their lease id base (kept when the
+/// lookup is sent again, so a retry asks for the same leases) and when it was last sent (their
+/// deadlines count from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAsk {
+    pub base: u64,
+    pub sent_ms: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -89,6 +100,7 @@ impl<K: Copy + Eq + Hash> Lookups<K> {
                 owner: Owner::Nobody,
                 token: None,
                 waiters: vec![waiter],
+                lease_ask: None,
             },
         );
         Join::Dispatch
@@ -105,6 +117,7 @@ impl<K: Copy + Eq + Hash> Lookups<K> {
                 owner: Owner::Nobody,
                 token: None,
                 waiters: Vec::new(),
+                lease_ask: None,
             },
         );
         true
@@ -133,9 +146,27 @@ impl<K: Copy + Eq + Hash> Lookups<K> {
 
     /// The answer arrived: who was waiting for it.
     pub fn complete(&mut self, token: u32) -> Option<(K, Vec<Waiter>)> {
+        self.complete_asking(token)
+            .map(|(hash, waiters, _)| (hash, waiters))
+    }
+
+    /// The answer arrived: who was waiting for it, and the leases the callout asked for.
+    pub fn complete_asking(&mut self, token: u32) -> Option<(K, Vec<Waiter>, Option<LeaseAsk>)> {
         let hash = self.by_token.remove(&token)?;
         let in_flight = self.by_hash.remove(&hash)?;
-        Some((hash, in_flight.waiters))
+        Some((hash, in_flight.waiters, in_flight.lease_ask))
+    }
+
+    /// The leases the callout for `hash` asks for (`None`: none, or it is not in flight).
+    pub fn lease_ask(&self, hash: K) -> Option<LeaseAsk> {
+        self.by_hash.get(&hash).and_then(|f| f.lease_ask)
+    }
+
+    /// The callout for `hash` asks for leases `ask` (it keeps them when it is sent again).
+    pub fn set_lease_ask(&mut self, hash: K, ask: LeaseAsk) {
+        if let Some(in_flight) = self.by_hash.get_mut(&hash) {
+            in_flight.lease_ask = Some(ask);
+        }
     }
 
     /// A request context ended (answered, or its client went away).

@@ -47,8 +47,7 @@ impl UsageDelivery {
 
     /// The request headers of a usage POST.
     pub fn headers(&self) -> Vec<(&str, &str)> {
-        self.upstream
-            .post_headers(INGEST_PATH, &self.authorization)
+        self.upstream.post_headers(INGEST_PATH, &self.authorization)
     }
 
     /// A worker's batch (`record_batch` framing) arrived.

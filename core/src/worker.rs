@@ -23,7 +23,7 @@ use crate::ip_block::{record_failure, BlockedView};
 use crate::key_source::{read_key, without_param, KeyRead};
 use crate::key_state::KeyState;
 use crate::limiter::Limiter;
-use crate::lookups::{Join, Lookups, Owner, Waiter};
+use crate::lookups::{Join, LeaseAsk, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::rate_limit::RateView;
 use crate::record_batch::RecordBatchWriter;
@@ -196,6 +196,9 @@ impl Worker {
                 let join = self.lookups.borrow_mut().join(hash, waiter);
                 match join {
                     Join::Dispatch => {
+                        if let Some(ask) = self.first_lease_ask(host, hash, now) {
+                            self.lookups.borrow_mut().set_lease_ask(hash, ask);
+                        }
                         if !self.dispatch(host, ctx, hash, Owner::Context(ctx)) {
                             let waiters = self.lookups.borrow_mut().abandon(hash);
                             let verdict = Verdict::Unavailable(hash);
@@ -216,15 +219,29 @@ impl Worker {
         }
     }
 
-    /// Sends the lookup callout for context `ctx`; false if it could not be sent.
+    /// Sends the lookup callout for context `ctx` (with the first leases it asks for, the same
+    /// each time it is sent); false if it could not be sent.
     fn dispatch<H: Host>(&self, host: &H, ctx: u32, hash: KeyHash, owner: Owner) -> bool {
-        let path = format!("/v1/filter/keys/{}", hash.to_hex());
+        let ask = self.lookups.borrow().lease_ask(hash);
+        let path = self.lookup_path(hash, ask);
         let upstream = &self.config.control_plane;
         let headers = upstream.get_headers(&path, &self.authorization);
+        let now = host.now_ms();
         match host.dispatch(ctx, &upstream.cluster, headers, None, upstream.timeout) {
             Ok(token) => {
                 self.count(Counter::LookupDispatched);
-                self.lookups.borrow_mut().dispatched(hash, owner, token);
+                let mut lookups = self.lookups.borrow_mut();
+                lookups.dispatched(hash, owner, token);
+                if let Some(ask) = ask {
+                    // The leases' deadlines count from when it was sent.
+                    lookups.set_lease_ask(
+                        hash,
+                        LeaseAsk {
+                            sent_ms: now,
+                            ..ask
+                        },
+                    );
+                }
                 true
             }
             Err(e) => {
@@ -248,8 +265,8 @@ impl Worker {
         resume: &mut Resume,
     ) {
         self.entered.set(ctx);
-        let completed = self.lookups.borrow_mut().complete(token);
-        let Some((hash, waiters)) = completed else {
+        let completed = self.lookups.borrow_mut().complete_asking(token);
+        let Some((hash, waiters, lease_ask)) = completed else {
             if !self.on_lease_answer(host, ctx, token, status, body, resume) {
                 log::debug!("[ctx {ctx}] answer for a callout nobody waits for (token {token})");
             }
@@ -262,7 +279,7 @@ impl Worker {
             LookupAnswer::Found(state) => {
                 let suggested = state.wire.cache_ttl_ms.unwrap_or(u64::MAX);
                 let ttl_ms = (ttl.ttl.as_millis() as u64).min(suggested);
-                self.store(
+                let verdict = self.store(
                     host,
                     ctx,
                     CacheEntry {
@@ -272,7 +289,12 @@ impl Worker {
                         fresh_until_ms: now + ttl_ms,
                         retry_after_ms: 0,
                     },
-                )
+                );
+                // Before the waiters are decided: they spend from these leases at once.
+                if let (Some(ask), Some(body)) = (lease_ask, body) {
+                    self.install_lookup_leases(host, ctx, hash, ask, body, resume);
+                }
+                verdict
             }
             LookupAnswer::NotFound => self.store(
                 host,

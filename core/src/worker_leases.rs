@@ -15,7 +15,9 @@ use crate::fast_hash::FastMap;
 use crate::host::{Host, HostError};
 use crate::key_state::KeyState;
 use crate::lease_record::{self, Answer, Renewal, Settlement};
-use crate::lease_wire::{self, Asked, FAILURE_BACKOFF_MS, LEASES_PATH};
+use crate::lease_wire::{
+    self, Asked, FAILURE_BACKOFF_MS, LEASES_PATH, LOOKUP_BASE_BITS, LOOKUP_LEASE,
+};
 use crate::lookups::{Join, Lookups, Owner, Waiter};
 use crate::metrics::Counter;
 use crate::worker::{Resume, Verdict, Worker};
@@ -89,7 +91,7 @@ impl LeaseCalls {
     }
 
     /// A lease id no other lease of this Envoy has: this worker's nonce and a count, mixed
-    /// (splitmix64), never 0.
+    /// (splitmix64), never 0, never with the bit of a lookup's leases (`LOOKUP_LEASE`).
     fn next_id(&mut self) -> u64 {
         loop {
             self.issued += 1;
@@ -99,10 +101,17 @@ impl LeaseCalls {
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^= z >> 31;
+            z &= !LOOKUP_LEASE;
             if z != 0 {
                 return z;
             }
         }
+    }
+
+    /// A fresh lease id base for a key lookup that asks for the first leases (62 bits: a base
+    /// and its meter make one lease id, `lease_wire::lookup_lease_id`).
+    pub(crate) fn next_lookup_base(&mut self) -> u64 {
+        self.next_id() & LOOKUP_BASE_BITS
     }
 
     /// The callout for `key` with `renewal`: a new one, or, if one waits unsent, that one with
@@ -341,8 +350,9 @@ impl Worker {
         true
     }
 
-    /// Writes `answer` into the key's record, then decides for every request that waited.
-    fn settle_answer<H: Host>(
+    /// Writes `answer` into the key's record, then decides for every request that waited
+    /// (also the grants that came with a key lookup, with no waiters of their own).
+    pub(crate) fn settle_answer<H: Host>(
         &self,
         host: &H,
         ctx: u32,

@@ -3,6 +3,10 @@
 //! glue: it checks the pointers Envoy hands over, runs its body through the panic barrier,
 //! and hands over to `RequestFilter` (a stream) or `Plugin` (a configuration).
 
+// The hooks are entry points only Envoy calls, with pointers it owns and the ABI describes;
+// each is checked (null, and the lengths Envoy gives) before it is read.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use crate::abi::*;
 use crate::abi_check;
 use crate::barrier::guard;

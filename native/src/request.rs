@@ -294,7 +294,9 @@ impl RequestFilter {
         let paused = self.paused;
         let finished = self.finished;
         let scheduler = self.slot().with(|worker| {
-            if !finished && paused {
+            // Envoy always completes a stream before destroying it; should it not, the core
+            // still forgets the request.
+            if !finished {
                 worker.core.finish(ctx, paused);
             }
             if paused {

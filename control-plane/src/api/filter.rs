@@ -1,15 +1,17 @@
-//! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`). Query
-//! parameters are ignored (filters before budget leases sent `instance` and `since_ms`).
+//! `GET /v1/filter/keys/{hash}`: the lookup the Envoy filter makes (`docs/protocol.md`), with
+//! the first leases of the key when it asks (`lease`, `want`). Other query parameters are
+//! ignored (filters before budget leases sent `instance` and `since_ms`).
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AppState, PathParam};
-use crate::app::edge::find_key;
+use crate::app::edge;
+use crate::app::leases::LookupLeases;
 use crate::clock;
 use crate::domain::{
-    AllowRule, CreditPeriod, CreditsLookup, KeyLookup, Meta, Quotas, RateLimits, Usage,
+    AllowRule, CreditPeriod, CreditsLookup, Grant, KeyLookup, Meta, Quotas, RateLimits, Usage,
 };
 use crate::error::ApiError;
 use crate::secret::SecretHash;
@@ -32,6 +34,16 @@ pub struct LookupView {
     meta: Meta,
     cache_ttl_ms: u64,
     now_ms: i64,
+    /// The first leases, granted with the lookup; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    leases: Vec<Grant>,
+}
+
+/// The query parameters the lookup reads.
+#[derive(Debug, Default, Deserialize)]
+struct LookupParams {
+    lease: Option<String>,
+    want: Option<String>,
 }
 
 /// `credits` of the answer (`docs/protocol.md`).
@@ -76,7 +88,7 @@ pub fn cache_ttl_ms(configured: u64, now_ms: i64, deadlines: &[Option<i64>]) -> 
 }
 
 impl LookupView {
-    fn new(k: KeyLookup, configured_ttl_ms: u64, now_ms: i64) -> Self {
+    fn new(k: KeyLookup, leases: Vec<Grant>, configured_ttl_ms: u64, now_ms: i64) -> Self {
         Self {
             cache_ttl_ms: cache_ttl_ms(
                 configured_ttl_ms,
@@ -106,6 +118,7 @@ impl LookupView {
             external_id: k.external_id,
             meta: k.meta,
             now_ms,
+            leases,
         }
     }
 }
@@ -113,15 +126,24 @@ impl LookupView {
 pub async fn lookup(
     State(state): State<AppState>,
     PathParam(hash): PathParam,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<LookupView>, ApiError> {
     let hash = SecretHash::parse(&hash).ok_or_else(|| {
         ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
     })?;
+    let params: LookupParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+    let asked = LookupLeases::parse(params.lease.as_deref(), params.want.as_deref())?;
     let now = clock::now_ms();
-    let found = find_key(&state, &hash, now)
+    let (found, leases) = edge::lookup(&state, &hash, asked.as_ref(), now)
         .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".to_owned()))?;
-    Ok(Json(LookupView::new(found, state.key_cache_ttl_ms, now)))
+    Ok(Json(LookupView::new(
+        found,
+        leases,
+        state.key_cache_ttl_ms,
+        now,
+    )))
 }
 
 #[cfg(test)]

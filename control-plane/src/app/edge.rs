@@ -1,8 +1,9 @@
 //! What the edge asks of the control plane: the key a secret hash authenticates (the filter's
 //! lookup, ext_authz), and the storage of its usage records. Its budget leases: `leases.rs`.
 
+use super::leases::{self, LookupLeases};
 use super::{AppError, AppState};
-use crate::domain::{IngestOutcome, KeyLookup, UsageRecord, LAST_USED_RESOLUTION_MS};
+use crate::domain::{Grant, IngestOutcome, KeyLookup, UsageRecord, LAST_USED_RESOLUTION_MS};
 use crate::secret::SecretHash;
 
 /// The key a hash authenticates, marked as used: a request was made with it at the edge.
@@ -29,6 +30,24 @@ pub async fn find_key(
         }
     }
     Ok(Some(found))
+}
+
+/// The filter's lookup (`docs/protocol.md`, "key lookup"): the key a hash authenticates, marked
+/// as used, and the first leases the lookup asked for (`asked`; none when `None`).
+pub async fn lookup(
+    app: &AppState,
+    hash: &SecretHash,
+    asked: Option<&LookupLeases>,
+    now: i64,
+) -> Result<Option<(KeyLookup, Vec<Grant>)>, AppError> {
+    let Some(found) = find_key(app, hash, now).await? else {
+        return Ok(None);
+    };
+    let leases = match asked {
+        Some(asked) => leases::grant_with_lookup(app, &found, asked, now).await?,
+        None => Vec::new(),
+    };
+    Ok(Some((found, leases)))
 }
 
 /// Stores a batch of validated records (exactly once each, see `Store::ingest_usage`).

@@ -8,7 +8,9 @@ use serde_json::Value;
 use super::{AppError, AppState};
 use crate::clock;
 use crate::domain::lease::{self, MAX_ENTRIES, MAX_WANT};
-use crate::domain::{GrantRequest, LeaseAnswer, LeaseRequest, Meter, Settlement, ValidationError};
+use crate::domain::{
+    Grant, GrantRequest, KeyLookup, LeaseAnswer, LeaseRequest, Meter, Settlement, ValidationError,
+};
 
 /// `POST /v1/filter/leases` as sent. Numbers and the meter stay raw, so that every bad value is
 /// refused with a message naming its field.
@@ -52,6 +54,111 @@ pub async fn lease(app: &AppState, body: LeaseBody) -> Result<(i64, LeaseAnswer)
     let ttl = i64::try_from(app.lease_ttl_ms).unwrap_or(i64::MAX);
     let answer = app.store().lease(&request, now, ttl).await?;
     Ok((now, answer))
+}
+
+/// The first leases a key lookup asks for (`docs/protocol.md`, "The first leases, granted
+/// with the lookup"): lease ids `{base}c` (`calls`) and `{base}k` (`credits`), `want` units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupLeases {
+    instance: String,
+    base: String,
+    want: u64,
+}
+
+/// What a lookup asks for when it sends none: the filter's initial want.
+pub const LOOKUP_WANT: u64 = 10;
+
+impl LookupLeases {
+    /// The lookup's `lease` and `want` query parameters as sent, or the first bad one. `None`:
+    /// no lease asked (`want` alone is refused: it would be silently ignored).
+    pub fn parse(lease: Option<&str>, want: Option<&str>) -> Result<Option<Self>, ValidationError> {
+        let want = want
+            .map(|w| {
+                w.parse::<u64>()
+                    .ok()
+                    .filter(|w| (1..=MAX_WANT).contains(w))
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "want",
+                            format!("must be an integer from 1 to {MAX_WANT}"),
+                        )
+                    })
+            })
+            .transpose()?;
+        let Some(base) = lease else {
+            return match want {
+                Some(_) => Err(ValidationError::new("want", "needs lease")),
+                None => Ok(None),
+            };
+        };
+        let bad = || {
+            ValidationError::new(
+                "lease",
+                format!(
+                    "must be the instance id, '.' and 1-{} characters [A-Za-z0-9]",
+                    lease::LEASE_SUFFIX_MAX - 1
+                ),
+            )
+        };
+        let (instance, suffix) = base.rsplit_once('.').ok_or_else(bad)?;
+        lease::instance("lease", instance)?;
+        let suffix_ok = (1..lease::LEASE_SUFFIX_MAX).contains(&suffix.len())
+            && suffix.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !suffix_ok {
+            return Err(bad());
+        }
+        Ok(Some(Self {
+            instance: instance.to_owned(),
+            base: base.to_owned(),
+            want: want.unwrap_or(LOOKUP_WANT),
+        }))
+    }
+
+    /// The lease id of `meter`.
+    fn lease_id(&self, meter: Meter) -> String {
+        let tag = match meter {
+            Meter::Calls => 'c',
+            Meter::Credits => 'k',
+        };
+        format!("{}{tag}", self.base)
+    }
+}
+
+/// The first leases of key `found` a lookup asked for at `now` (the lookup's clock): one per
+/// meter it has a budget on, granted by the same store call as `POST /v1/filter/leases`
+/// (never from a cache); none for a key that is inactive, expired or without budgets.
+pub async fn grant_with_lookup(
+    app: &AppState,
+    found: &KeyLookup,
+    asked: &LookupLeases,
+    now: i64,
+) -> Result<Vec<Grant>, AppError> {
+    let usable = found.active && found.expires_at.is_none_or(|t| t > now);
+    let meters = [
+        (Meter::Calls, found.quotas.any()),
+        (Meter::Credits, found.credits.is_some()),
+    ];
+    let grant: Vec<GrantRequest> = meters
+        .into_iter()
+        .filter(|&(_, budget)| usable && budget)
+        .map(|(meter, _)| GrantRequest {
+            lease: asked.lease_id(meter),
+            key_id: found.key_id.clone(),
+            meter,
+            want: asked.want,
+            min: 1,
+        })
+        .collect();
+    if grant.is_empty() {
+        return Ok(Vec::new());
+    }
+    let request = LeaseRequest {
+        instance: asked.instance.clone(),
+        settle: Vec::new(),
+        grant,
+    };
+    let ttl = i64::try_from(app.lease_ttl_ms).unwrap_or(i64::MAX);
+    Ok(app.store().lease(&request, now, ttl).await?.grants)
 }
 
 /// `body` as a [`LeaseRequest`], or the first bad field.

@@ -54,6 +54,15 @@ pub struct Quotas {
     pub monthly: Option<u64>,
 }
 
+impl Quotas {
+    /// Some window has a quota: the key has a budget on the `calls` meter.
+    pub fn any(&self) -> bool {
+        [self.total, self.daily, self.weekly, self.monthly]
+            .iter()
+            .any(Option::is_some)
+    }
+}
+
 /// Requests charged per window (by settled and expired `calls` leases), in the same shape as
 /// [`Quotas`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -17,6 +17,7 @@ mod key_limits;
 mod keys;
 mod leases;
 mod leases_in_time;
+mod lookup_leases;
 mod lookup_usage;
 mod migration;
 mod postgres;

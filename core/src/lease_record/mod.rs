@@ -474,6 +474,14 @@ pub enum Due {
     Gone,
 }
 
+/// A key lookup may ask for the record's first lease: it holds no live lease, and it is not
+/// quiet (the budget was full, or a callout failed, a moment ago: asking waits for the retry).
+pub fn wants_first_lease(store: &dyn SharedStore, at: &RecordKey, now_ms: u64) -> bool {
+    read(store, at).is_none_or(|record| {
+        record.quiet_until_ms <= now_ms && !record.leases.iter().any(|l| l.is_live(now_ms))
+    })
+}
+
 /// The record as stored, for tests and diagnostics.
 pub fn read(store: &dyn SharedStore, at: &RecordKey) -> Option<LeaseRecord> {
     let (bytes, _) = store.get(&at.key).ok()??;

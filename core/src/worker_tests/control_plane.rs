@@ -1,6 +1,7 @@
 //! A control plane that answers lease callouts as docs/protocol.md ("Budget leases") says,
 //! reduced to what the worker tests need: each key's room per window (or credit period),
-//! leases that reserve it, settlements that give back what was not spent.
+//! leases that reserve it, settlements that give back what was not spent; and the first leases
+//! a key lookup asks for ("The first leases, granted with the lookup").
 
 use crate::key_state::KeyStateWire;
 use serde_json::{json, Value};
@@ -66,6 +67,45 @@ impl FakeControlPlane {
             .filter(|(k, m, _)| k == key_id && m == meter)
             .map(|(_, _, units)| units)
             .sum()
+    }
+
+    /// The lookup answer `body` for lookup `path`, with the first leases it asks for
+    /// (`?lease={base}&want={units}`), granted as `POST /v1/filter/leases` grants them.
+    pub fn lookup_answer(&mut self, path: &str, body: &str) -> String {
+        self.learn(body);
+        let mut answer: Value = serde_json::from_str(body).unwrap();
+        let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        let Some(base) = param("lease") else {
+            return body.to_string();
+        };
+        let want: u64 = param("want").map_or(10, |w| w.parse().unwrap());
+        let key_id = answer["key_id"].as_str().unwrap().to_string();
+        let grant: Vec<Value> = [("calls", 'c'), ("credits", 'k')]
+            .into_iter()
+            .filter(|(meter, _)| {
+                self.rooms
+                    .contains_key(&(key_id.clone(), meter.to_string()))
+            })
+            .map(|(meter, tag)| {
+                json!({"lease": format!("{base}{tag}"), "key_id": key_id, "meter": meter,
+                       "want": want, "min": 1})
+            })
+            .collect();
+        if grant.is_empty() {
+            return body.to_string();
+        }
+        let instance = base.rsplit_once('.').unwrap().0;
+        let request = json!({"instance": instance, "settle": [], "grant": grant});
+        let granted: Value =
+            serde_json::from_str(&self.answer(request.to_string().as_bytes())).unwrap();
+        answer["leases"] = granted["grants"].clone();
+        answer.to_string()
     }
 
     /// The answer to a `POST /v1/filter/leases` body.

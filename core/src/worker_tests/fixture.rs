@@ -229,6 +229,24 @@ impl Filter {
         }
     }
 
+    /// Envoy answers lookup `token` (to `ctx`) with `body` and the first leases the lookup
+    /// asked for, granted by the control plane; then lease callouts are answered.
+    pub(super) fn answer_with_leases(&mut self, ctx: u32, token: u32, body: &str) {
+        let path = self.lookup_path(token);
+        let body = self.cp.lookup_answer(&path, body);
+        self.deliver(ctx, token, "200", &body);
+        if !self.hold_leases {
+            self.serve_leases();
+        }
+    }
+
+    /// The path of lookup callout `token`.
+    pub(super) fn lookup_path(&self, token: u32) -> String {
+        let callouts = self.host.callouts.borrow();
+        let lookup = callouts.iter().find(|c| c.token == token);
+        lookup.unwrap().path.clone()
+    }
+
     /// Envoy delivers the answer to callout `token` to `ctx`, which it makes current.
     pub(super) fn deliver(&mut self, ctx: u32, token: u32, status: &str, body: &str) {
         self.host.current.set(ctx);

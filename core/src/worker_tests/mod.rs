@@ -21,6 +21,7 @@ mod control_plane;
 mod fixture;
 mod key_limits;
 mod leases;
+mod lookup_leases;
 mod records;
 
 use crate::lease_wire::LEASES_PATH;
@@ -37,10 +38,10 @@ fn miss_asks_the_control_plane_once_then_a_fresh_hit_passes_without_a_callout() 
     let hash = parse_key(k.as_bytes()).unwrap().to_hex();
     assert_eq!(callout.cluster, "cp");
     assert_eq!(callout.ctx, 10);
-    assert!(
-        callout.path == format!("/v1/filter/keys/{hash}"),
-        "{callout:?}"
-    );
+    // A never-seen key: the lookup asks for its first leases too.
+    let asked = format!("/v1/filter/keys/{hash}?lease=i_test.");
+    assert!(callout.path.starts_with(&asked), "{callout:?}");
+    assert!(callout.path.ends_with("&want=10"), "{callout:?}");
     f.answer(10, callout.token, "200", &state("key_1", ""));
     assert_eq!(f.take_resumed(), [(10, passed("key_1"))]);
     assert_eq!(f.worker.outcome(10).unwrap().key_id(), "key_1");

@@ -2,7 +2,7 @@
 //! Envoy. Every pointer Envoy hands over is checked before use (null → nothing), every length
 //! is bounded by what Envoy said, and every failure comes back as a value.
 //!
-//! Threads (docs/architecture.md, "Native build"): a `Filter` is used only on its stream's
+//! Threads (docs/architecture.md, "The native build"): a `Filter` is used only on its stream's
 //! worker thread, inside one of its hooks; a `Config` only on Envoy's main thread; a
 //! `Scheduler`'s `commit` from any thread.
 

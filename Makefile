@@ -50,10 +50,11 @@ DEBIAN_WASM_PACKAGES := rustc-web cargo-web rust-web-src rust-web-llvm lld-22 wa
 RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # make test: everything make run needs (a test runs scripts/run.sh), the dashboard's browser
 # tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres and
-# psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs).
+# psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs), nm to check
+# that Envoy exports every callback the native module declares (tests/tests/native_abi.rs).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
-  pg_isready=deb:postgresql-client psql=deb:postgresql-client
+  pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
@@ -162,7 +163,9 @@ debian-wasm-toolchain:
 native:
 	@mkdir -p $(ROOT)/target
 	cd $(ROOT) && $(CARGO) build --profile native -p tollgate-native
-	cp $(ROOT)/target/native/libtollgate_native.so $(NATIVE)
+	@# A new file, renamed into place: an Envoy running the old module keeps its mapping (copying
+	@# over a loaded library in place crashes the processes that have it loaded).
+	cp $(ROOT)/target/native/libtollgate_native.so $(NATIVE).tmp && mv -f $(NATIVE).tmp $(NATIVE)
 	@echo "==> $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +231,8 @@ test: build tools-test
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast -- --skip _on_postgres
+	@echo "==> the real-Envoy tests again with the native build (TOLLGATE_TEST_FILTER=native)"
+	cd $(ROOT) && TOLLGATE_TEST_FILTER=native $(CARGO) test -p tollgate-integration-tests --no-fail-fast -- --skip _on_postgres
 	$(MAKE) test-postgres
 
 # On PostgreSQL (control-plane/README.md, "PostgreSQL"): the control plane's API tests, and the
@@ -252,8 +257,11 @@ test-postgres: build tools-test
 	echo "==> control plane API tests on PostgreSQL at $$host:$$port"; \
 	cd $(ROOT); \
 	TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-control-plane --test it; \
-	echo "==> real-Envoy tests on PostgreSQL at $$host:$$port (*_on_postgres)"; \
-	TOLLGATE_TEST_DATABASE_URL="$$url" $(CARGO) test -p tollgate-integration-tests -- _on_postgres
+	for filter in wasm native; do \
+	  echo "==> real-Envoy tests on PostgreSQL at $$host:$$port (*_on_postgres), $$filter build"; \
+	  TOLLGATE_TEST_FILTER=$$filter TOLLGATE_TEST_DATABASE_URL="$$url" \
+	    $(CARGO) test -p tollgate-integration-tests -- _on_postgres; \
+	done
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark (bench/README.md): A no filter, B Tollgate, C native api_key_auth + local_ratelimit,

@@ -1,5 +1,7 @@
 //! Envoy under test: a bootstrap rendered from [`TEMPLATE`] for each test, run from the real
-//! binary with its own ports and `--base-id`.
+//! binary with its own ports and `--base-id`, with the filter build under test
+//! ([`FilterBuild::under_test`]): the wasm filter and its usage-service singleton, or the dynamic
+//! module.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -8,16 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::filter_build::FilterBuild;
 use crate::http::{free_port, percent_encode, request, try_request, Response};
 use crate::logs::LogDir;
-use crate::paths::wasm_file;
 use crate::process::Proc;
 use crate::tools::program;
 use crate::FILTER_TOKEN;
 
-/// Listener on `{{LISTEN_PORT}}` → optional tollgate wasm filter → router → `demo_upstream`.
-/// `tollgate_control_plane` is the cluster the filter calls (see docs/protocol.md).
-pub const TEMPLATE: &str = r#"
+/// Listener on `{{LISTEN_PORT}}` → optional tollgate filter (either build) → router →
+/// `demo_upstream`. `tollgate_control_plane` is the cluster the filter calls (see
+/// docs/protocol.md).
+pub const TEMPLATE: &str = r#"# Tollgate integration test, filter build: {{FILTER_BUILD}}
 admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: {{ADMIN_PORT}} }
@@ -41,7 +44,7 @@ static_resources:
 {{DIRECT_RESPONSES}}              - match: { prefix: "/" }
                 route: { cluster: demo_upstream }
           http_filters:
-{{WASM_FILTER}}
+{{FILTER}}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -86,7 +89,8 @@ const STDOUT_ACCESS_LOG: &str = r#"          - name: envoy.access_loggers.stdout
 "#;
 
 /// An optional access log file (one JSON object a line) with the filter's summary in filter
-/// state (`%FILTER_STATE(wasm.tollgate:PLAIN)%`, see README) and the request id.
+/// state (`%FILTER_STATE(<key>:PLAIN)%`, the key of [`FilterBuild::filter_state_key`]:
+/// `wasm.tollgate` or `tollgate`, see README) and the request id.
 const FILE_ACCESS_LOG: &str = r#"          - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
@@ -100,9 +104,10 @@ const FILE_ACCESS_LOG: &str = r#"          - name: envoy.access_loggers.file
                   details: "%RESPONSE_CODE_DETAILS%"
                   request_id: "%REQ(X-REQUEST-ID)%"
                   xff: "%REQ(X-FORWARDED-FOR)%"
-                  tollgate: "%FILTER_STATE(wasm.tollgate:PLAIN)%"
+                  tollgate: "%FILTER_STATE({{FILTER_STATE_KEY}}:PLAIN)%"
 "#;
 
+/// The wasm build: proxy-wasm in Envoy's V8.
 const WASM_FILTER: &str = r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -119,8 +124,25 @@ const WASM_FILTER: &str = r#"          - name: envoy.filters.http.wasm
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {{PLUGIN_CONFIG}}"#;
 
-/// The usage service: the same .wasm as a main-thread singleton (root id `tollgate-usage`) that
-/// drains the workers' usage queue and posts batches to the control plane.
+/// The native build: the dynamic module, which reads `TOLLGATE_FILTER_TOKEN` from Envoy's own
+/// environment and delivers usage records itself from Envoy's main thread (no bootstrap
+/// extension). `do_not_close`: Envoy never `dlclose`s the module, so its process-wide state
+/// outlives any one filter configuration.
+const NATIVE_FILTER: &str = r#"          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                name: tollgate_native
+                module: { local: { filename: {{NATIVE_PATH}} } }
+                do_not_close: true
+              filter_name: tollgate
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {{PLUGIN_CONFIG}}"#;
+
+/// The wasm build's usage service: the same .wasm as a main-thread singleton (root id
+/// `tollgate-usage`) that drains the workers' usage queue and posts batches to the control
+/// plane.
 const USAGE_SERVICE: &str = r#"bootstrap_extensions:
 - name: envoy.bootstrap.wasm
   typed_config:
@@ -160,7 +182,10 @@ pub fn default_plugin_config() -> Value {
 
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
-    /// `None`: no wasm filter at all (listener → router), for checking the harness itself.
+    /// The build of the filter to load (default: [`FilterBuild::under_test`]). Also decides
+    /// the prefix of [`Envoy::filter_stat`] and the filter-state key of the access log file.
+    pub filter: FilterBuild,
+    /// `None`: no filter at all (listener → router), for checking the harness itself.
     pub plugin_config: Option<Value>,
     pub control_plane_port: u16,
     /// Further control planes (replicas on one PostgreSQL database): the filter's cluster
@@ -170,7 +195,11 @@ pub struct EnvoyOptions {
     pub concurrency: u32,
     /// Value of `TOLLGATE_FILTER_TOKEN` in Envoy's environment.
     pub filter_token: String,
-    /// Whether to run the usage service (`envoy.bootstrap.wasm` singleton) next to the filter.
+    /// Wasm build: whether to run the usage service (`envoy.bootstrap.wasm` singleton) next to
+    /// the filter (without it no usage record leaves Envoy). Ignored by the native build, which
+    /// has no separate service: the module delivers records from Envoy's main thread itself
+    /// (turn delivery off in either build with `usage.enabled: false`,
+    /// [`StackBuilder::without_usage`](crate::StackBuilder::without_usage)).
     pub usage_service: bool,
     /// The JSON access log on stdout (`envoy.log`); off for load tests.
     pub stdout_access_log: bool,
@@ -185,6 +214,7 @@ pub struct EnvoyOptions {
 impl EnvoyOptions {
     pub fn new(control_plane_port: u16, upstream_port: u16) -> EnvoyOptions {
         EnvoyOptions {
+            filter: FilterBuild::under_test(),
             plugin_config: Some(default_plugin_config()),
             control_plane_port,
             replica_ports: Vec::new(),
@@ -213,22 +243,12 @@ pub fn render_with_access_log(
 ) -> String {
     let (filter, usage_service) = match &options.plugin_config {
         None => (String::new(), String::new()),
-        Some(config) => {
-            // A JSON string literal is a valid YAML double-quoted scalar.
-            let as_yaml_string = Value::String(config.to_string()).to_string();
-            let wasm = wasm_file().display().to_string();
-            let fill = |template: &str| {
-                template
-                    .replace("{{WASM_PATH}}", &wasm)
-                    .replace("{{PLUGIN_CONFIG}}", &as_yaml_string)
-            };
-            let usage_service = if options.usage_service {
-                fill(USAGE_SERVICE)
-            } else {
-                String::new()
-            };
-            (fill(WASM_FILTER), usage_service)
-        }
+        Some(config) => filter_yaml(
+            options.filter,
+            options.filter.artifact(),
+            config,
+            options.usage_service,
+        ),
     };
     let mut access_logs = String::new();
     if options.stdout_access_log {
@@ -236,7 +256,11 @@ pub fn render_with_access_log(
     }
     if let (true, Some(path)) = (options.access_log_file, access_log) {
         let quoted = Value::String(path.display().to_string()).to_string();
-        access_logs.push_str(&FILE_ACCESS_LOG.replace("{{ACCESS_LOG_PATH}}", &quoted));
+        access_logs.push_str(
+            &FILE_ACCESS_LOG
+                .replace("{{ACCESS_LOG_PATH}}", &quoted)
+                .replace("{{FILTER_STATE_KEY}}", options.filter.filter_state_key()),
+        );
     }
     if !access_logs.is_empty() {
         access_logs.insert_str(0, "          access_log:\n");
@@ -255,7 +279,8 @@ pub fn render_with_access_log(
     TEMPLATE
         .replace("{{ACCESS_LOGS}}", &access_logs)
         .replace("{{DIRECT_RESPONSES}}", &direct_responses)
-        .replace("{{WASM_FILTER}}", &filter)
+        .replace("{{FILTER_BUILD}}", options.filter.name())
+        .replace("{{FILTER}}", &filter)
         .replace("{{USAGE_SERVICE}}", &usage_service)
         .replace("{{ADMIN_PORT}}", &admin_port.to_string())
         .replace("{{LISTEN_PORT}}", &listen_port.to_string())
@@ -264,6 +289,39 @@ pub fn render_with_access_log(
             &control_plane_endpoints(options),
         )
         .replace("{{UPSTREAM_PORT}}", &options.upstream_port.to_string())
+}
+
+/// The filter's entry in `http_filters` and the bootstrap extensions it needs (empty for the
+/// native build, and for wasm without `usage_service`), for `build` loaded from `artifact` with
+/// the plugin configuration `config`. Independent of the environment and of the files, so the
+/// harness checks render both builds.
+pub fn filter_yaml(
+    build: FilterBuild,
+    artifact: &Path,
+    config: &Value,
+    usage_service: bool,
+) -> (String, String) {
+    // A JSON string literal is a valid YAML double-quoted scalar.
+    let as_yaml_string = Value::String(config.to_string()).to_string();
+    let artifact = Value::String(artifact.display().to_string()).to_string();
+    let fill = |template: &str| {
+        template
+            .replace("{{WASM_PATH}}", &artifact)
+            .replace("{{NATIVE_PATH}}", &artifact)
+            .replace("{{PLUGIN_CONFIG}}", &as_yaml_string)
+    };
+    match build {
+        FilterBuild::Wasm => {
+            let usage_service = if usage_service {
+                fill(USAGE_SERVICE)
+            } else {
+                String::new()
+            };
+            (fill(WASM_FILTER), usage_service)
+        }
+        // The module is the usage service as well: nothing to add to the bootstrap.
+        FilterBuild::Native => (fill(NATIVE_FILTER), String::new()),
+    }
 }
 
 /// The control plane's `lb_endpoints`: the first one and its replicas.
@@ -288,6 +346,8 @@ fn unique_base_id() -> u32 {
 
 pub struct Envoy {
     proc: Proc,
+    /// The filter build this Envoy loaded ([`EnvoyOptions::filter`]).
+    pub filter: FilterBuild,
     pub listen_port: u16,
     pub admin_port: u16,
     pub base_id: u32,
@@ -331,6 +391,7 @@ impl Envoy {
         let proc = Proc::spawn(name, &mut command, &logs.file(name));
         Envoy {
             proc,
+            filter: options.filter,
             listen_port,
             admin_port,
             base_id,
@@ -405,8 +466,40 @@ impl Envoy {
         )
     }
 
-    /// Value of counter or gauge `name` (0 when Envoy has not created it).
+    /// Value of Envoy's counter or gauge `name` (0 when Envoy has not created it), e.g.
+    /// `cluster.tollgate_control_plane.upstream_rq_total`. The filter's own metrics:
+    /// [`filter_stat`](Self::filter_stat) (this panics for a name with a build's prefix).
     pub fn stat(&self, name: &str) -> u64 {
+        refuse_build_prefix(name);
+        self.raw_stat(name)
+    }
+
+    /// The filter's metric `tollgate.<name>`, e.g. `filter_stat("usage.dropped")`: in `/stats`
+    /// `wasmcustom.tollgate.usage.dropped` (wasm) or `dynamicmodulescustom.tollgate.usage.dropped`
+    /// (native). 0 when the filter has not reported it yet.
+    pub fn filter_stat(&self, name: &str) -> u64 {
+        self.raw_stat(&self.filter.stat_name(name))
+    }
+
+    /// Every metric of the filter whose name (after `tollgate.`) starts with `prefix`, e.g.
+    /// `filter_stats_with_prefix("leases")`, named without the build's prefix
+    /// (`leases.granted`, not `wasmcustom.tollgate.leases.granted`).
+    pub fn filter_stats_with_prefix(&self, prefix: &str) -> Vec<(String, u64)> {
+        let full = self.filter.stat_name(prefix);
+        let strip = self.filter.stats_prefix();
+        self.raw_stats_with_prefix(&full)
+            .into_iter()
+            .map(|(name, value)| (name.strip_prefix(strip).unwrap_or(&name).to_string(), value))
+            .collect()
+    }
+
+    /// [`settled_stat`](Self::settled_stat) of the filter's metric `name` (as
+    /// [`filter_stat`](Self::filter_stat) names it).
+    pub fn settled_filter_stat(&self, name: &str, quiet: Duration, timeout: Duration) -> u64 {
+        self.settle(&self.filter.stat_name(name), quiet, timeout)
+    }
+
+    fn raw_stat(&self, name: &str) -> u64 {
         let filter = format!("^{}$", name.replace('.', "\\."));
         let response = self.admin_get(&format!("/stats?filter={}", percent_encode(&filter)));
         assert_eq!(response.status, 200, "stats: {response:?}");
@@ -419,8 +512,17 @@ impl Envoy {
             .unwrap_or(0)
     }
 
-    /// Every counter and gauge whose name starts with `prefix`, e.g. `wasmcustom.tollgate.`.
+    /// Every counter and gauge of Envoy whose name starts with `prefix`, e.g.
+    /// `cluster.tollgate_control_plane.`. The filter's own: [`filter_stats_with_prefix`]
+    /// (this panics for a prefix with a build's prefix).
+    ///
+    /// [`filter_stats_with_prefix`]: Self::filter_stats_with_prefix
     pub fn stats_with_prefix(&self, prefix: &str) -> Vec<(String, u64)> {
+        refuse_build_prefix(prefix);
+        self.raw_stats_with_prefix(prefix)
+    }
+
+    fn raw_stats_with_prefix(&self, prefix: &str) -> Vec<(String, u64)> {
         let filter = format!("^{}", prefix.replace('.', "\\."));
         let response = self.admin_get(&format!("/stats?filter={}", percent_encode(&filter)));
         assert_eq!(response.status, 200, "stats: {response:?}");
@@ -432,15 +534,21 @@ impl Envoy {
             .collect()
     }
 
-    /// Waits until counter `name` stops moving (the filter flushes metrics on a 100–250 ms
-    /// tick) and returns its value: unchanged over `quiet`, or the last value after `timeout`.
+    /// Waits until Envoy's counter `name` stops moving and returns its value: unchanged over
+    /// `quiet`, or the last value after `timeout`. The filter's own metrics (it flushes them on
+    /// a 100–250 ms tick): [`settled_filter_stat`](Self::settled_filter_stat).
     pub fn settled_stat(&self, name: &str, quiet: Duration, timeout: Duration) -> u64 {
+        refuse_build_prefix(name);
+        self.settle(name, quiet, timeout)
+    }
+
+    fn settle(&self, name: &str, quiet: Duration, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
-        let mut last = self.stat(name);
+        let mut last = self.raw_stat(name);
         let mut since = Instant::now();
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
-            let now = self.stat(name);
+            let now = self.raw_stat(name);
             if now != last {
                 last = now;
                 since = Instant::now();
@@ -490,7 +598,10 @@ impl Envoy {
 }
 
 /// Envoy's memory: tcmalloc's view from the admin API (the C++ heap: shared data, connections,
-/// stats) and the resident set of the process (also the wasm VMs' linear memories).
+/// stats) and the resident set of the process. The wasm build's per-worker state lives in the V8
+/// VMs' linear memories, outside tcmalloc (only in the resident set); the native module
+/// allocates with `malloc`, which resolves to the tcmalloc Envoy exports, so its state is in
+/// both.
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {
     pub allocated: u64,
@@ -512,6 +623,21 @@ fn rss_bytes(pid: u32) -> u64 {
                 .ok()
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Panics when a test reads one build's filter metric by its full name: under the other build it
+/// would silently read 0.
+fn refuse_build_prefix(name: &str) {
+    for prefix in FilterBuild::ALL.map(FilterBuild::stats_prefix) {
+        let namespace = prefix.trim_end_matches("tollgate.");
+        if name.starts_with(namespace) {
+            panic!(
+                "stat {name:?} names one filter build's metric: use filter_stat / \
+                 settled_filter_stat / filter_stats_with_prefix with the name after \
+                 {prefix:?}, which the harness prefixes for the build under test"
+            );
+        }
+    }
 }
 
 impl Drop for Envoy {

@@ -1,8 +1,12 @@
 //! Harness for Tollgate's end-to-end tests.
 //!
-//! Everything runs for real: the Envoy binary from `make envoy`, the filter from `make wasm`
-//! (`target/tollgate.wasm`), the control plane from `make control-plane`
-//! (`target/release/tollgate serve`) and its demo upstream (`tollgate demo-upstream`).
+//! Everything runs for real: the Envoy binary from `make envoy`, the filter, the control plane
+//! from `make control-plane` (`target/release/tollgate serve`) and its demo upstream (`tollgate
+//! demo-upstream`). The filter is the build `TOLLGATE_TEST_FILTER` names ([`FilterBuild`]): the
+//! proxy-wasm filter from `make wasm` (`target/tollgate.wasm`, the default) or the Envoy dynamic
+//! module from `make native` (`target/libtollgate_native.so`). Tests name what differs between
+//! the two through the harness: the filter's metrics with [`Envoy::filter_stat`], its
+//! filter-state key with [`FilterBuild::filter_state_key`].
 //!
 //! A [`Stack`] starts the three processes on free ports with a fresh data directory, waits until
 //! each is ready, and stops them when dropped. Each process writes its output to a log file; when
@@ -20,6 +24,7 @@
 pub mod admin;
 pub mod browser;
 pub mod envoy;
+pub mod filter_build;
 pub mod http;
 pub mod keys;
 pub mod load;
@@ -35,6 +40,7 @@ pub mod wrk;
 
 pub use admin::{Admin, CreatedKey, Plan};
 pub use envoy::{Envoy, EnvoyOptions};
+pub use filter_build::FilterBuild;
 pub use http::{Echo, Response};
 pub use postgres::Backend;
 pub use stack::{eventually, Stack, StackBuilder};

@@ -1,5 +1,6 @@
-//! Where the binaries under test live (external programs, Envoy among them: `tools`). Each lookup panics with the `make` target to run when the
-//! file is missing, and warns when it looks older than its sources.
+//! Where the binaries under test live (external programs, Envoy among them: `tools`). Each lookup
+//! panics with the `make` target to run when the file is missing, and warns when it looks older
+//! than its sources. Which of the two filter builds a test loads: `filter_build`.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,19 +18,43 @@ pub fn repo_root() -> &'static Path {
     })
 }
 
-/// The filter: `target/tollgate.wasm`.
+/// The proxy-wasm build of the filter: `target/tollgate.wasm` (`make wasm`).
 pub fn wasm_file() -> &'static Path {
     static WASM: OnceLock<PathBuf> = OnceLock::new();
     WASM.get_or_init(|| {
         let path = require(
             repo_root().join("target/tollgate.wasm"),
-            "the filter",
+            "the wasm filter (TOLLGATE_TEST_FILTER=wasm, the default)",
             "wasm",
         );
         warn_if_stale(
             &path,
+            "wasm",
             &[
                 repo_root().join("src"),
+                repo_root().join("core"),
+                repo_root().join("Cargo.toml"),
+            ],
+        );
+        path
+    })
+}
+
+/// The native build of the filter, an Envoy dynamic module: `target/libtollgate_native.so`
+/// (`make native`).
+pub fn native_module() -> &'static Path {
+    static NATIVE: OnceLock<PathBuf> = OnceLock::new();
+    NATIVE.get_or_init(|| {
+        let path = require(
+            repo_root().join("target/libtollgate_native.so"),
+            "the native filter, an Envoy dynamic module (TOLLGATE_TEST_FILTER=native),",
+            "native",
+        );
+        warn_if_stale(
+            &path,
+            "native",
+            &[
+                repo_root().join("native"),
                 repo_root().join("core"),
                 repo_root().join("Cargo.toml"),
             ],
@@ -47,7 +72,7 @@ pub fn tollgate_binary() -> &'static Path {
             "the control plane binary",
             "control-plane",
         );
-        warn_if_stale(&path, &[repo_root().join("control-plane")]);
+        warn_if_stale(&path, "control-plane", &[repo_root().join("control-plane")]);
         path
     })
 }
@@ -64,15 +89,21 @@ pub fn artifacts_dir() -> PathBuf {
 
 fn require(path: PathBuf, what: &str, make_target: &str) -> PathBuf {
     if !path.is_file() {
+        // `make build` builds wasm, envoy and the control plane, not the native module.
+        let or_build = if make_target == "native" {
+            ""
+        } else {
+            " (or `make build`)"
+        };
         panic!(
-            "{what} not found at {}: run `make {make_target}` (or `make build`) first",
+            "{what} not found at {}: run `make {make_target}`{or_build} first",
             path.display()
         );
     }
     path
 }
 
-fn warn_if_stale(artifact: &Path, sources: &[PathBuf]) {
+fn warn_if_stale(artifact: &Path, make_target: &str, sources: &[PathBuf]) {
     let Ok(built) = std::fs::metadata(artifact).and_then(|m| m.modified()) else {
         return;
     };
@@ -80,7 +111,8 @@ fn warn_if_stale(artifact: &Path, sources: &[PathBuf]) {
     if let Some(newest) = newest {
         if newest > built {
             eprintln!(
-                "warning: {} is older than its sources; rebuild it (make build) to test current code",
+                "warning: {} is older than its sources; rebuild it (make {make_target}) to test \
+                 current code",
                 artifact.display()
             );
         }

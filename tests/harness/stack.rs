@@ -40,7 +40,7 @@ impl StackBuilder {
         self
     }
 
-    /// Replaces the whole plugin configuration (`None` = Envoy without the wasm filter).
+    /// Replaces the whole plugin configuration (`None` = Envoy without the filter).
     pub fn plugin_config(mut self, config: Option<Value>) -> Self {
         self.plugin_config = config;
         self
@@ -72,7 +72,7 @@ impl StackBuilder {
         self.set("/usage/enabled", false)
     }
 
-    /// Envoy without the wasm filter: listener → router → upstream (harness checks).
+    /// Envoy without the filter (either build): listener → router → upstream (harness checks).
     pub fn without_filter(self) -> Self {
         self.plugin_config(None)
     }

@@ -1,6 +1,7 @@
 //! The web dashboard in a real headless Chromium (chromedriver + fantoccini) against the real
-//! stack: control plane, demo upstream and Envoy with `target/tollgate.wasm` and its usage
-//! service. Screenshots of every page are kept in `tests/artifacts/dashboard/` (and refreshed in
+//! stack: control plane, demo upstream and Envoy with the filter build under test
+//! (`target/tollgate.wasm` and its usage service, or `target/libtollgate_native.so`).
+//! Screenshots of every page are kept in `tests/artifacts/dashboard/` (and refreshed in
 //! `docs/screenshots/` with `TOLLGATE_UPDATE_SCREENSHOTS=1`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`.

@@ -92,8 +92,8 @@ fn twenty_failures_block_the_ip_even_with_a_valid_key_and_the_block_ends() {
     passes(&stack, bystander, &key);
     assert_eq!(blocked_ips(&stack), 1);
     // Metrics reach Envoy on the filter's tick.
-    let denied_blocked = stack.envoy().settled_stat(
-        "wasmcustom.tollgate.requests.denied.ip_blocked",
+    let denied_blocked = stack.envoy().settled_filter_stat(
+        "requests.denied.ip_blocked",
         Duration::from_millis(300),
         Duration::from_secs(2),
     );
@@ -123,8 +123,8 @@ fn failures_from_many_ips_below_the_threshold_block_nobody() {
 
 /// `tollgate.ip.blocked` once it has settled: counters reach Envoy's stats on the filter's tick.
 fn blocked_ips(stack: &Stack) -> u64 {
-    stack.envoy().settled_stat(
-        "wasmcustom.tollgate.ip.blocked",
+    stack.envoy().settled_filter_stat(
+        "ip.blocked",
         Duration::from_millis(300),
         Duration::from_secs(3),
     )

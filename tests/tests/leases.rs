@@ -172,10 +172,7 @@ fn a_credit_budget_holds_across_two_envoys(backend: Backend) {
     let outcomes = hammer(&stack, &key, 200, 100.0, route);
     let (_, leased, holders) = admin.leased(&key.id);
     for envoy in stack.envoys() {
-        println!(
-            "{:?}",
-            envoy.stats_with_prefix("wasmcustom.tollgate.leases")
-        );
+        println!("{:?}", envoy.filter_stats_with_prefix("leases"));
     }
     let cost = |o: &Outcome| if route(o.index).0 == "POST" { 5 } else { 1 };
     let spent: u64 = outcomes
@@ -306,4 +303,48 @@ fn a_lease_given_back_when_its_key_goes_idle_is_available_to_the_other_envoy() {
     for o in first.iter().chain(&second).filter(|o| o.status() != 200) {
         assert_denied(o.response(), 401, "Rate limit exceeded: quota total");
     }
+}
+
+/// A never-seen key with a quota costs one round trip to the control plane: its first lease
+/// comes with the key lookup (docs/protocol.md, "The first leases, granted with the lookup"),
+/// so the first request passes without a lease callout, and the lease is the control plane's
+/// like any other.
+#[test]
+fn a_cold_key_with_a_quota_passes_after_one_round_trip() {
+    let _serial = exclusive();
+    let stack = Stack::builder().start();
+    let admin = stack.admin();
+    let ws = admin.create_workspace("leased-cold", Plan::Enterprise);
+    let key = admin.create_key(&ws, &json!({"alias": "k", "quotas": {"daily": 1000}}));
+    let envoy = stack.envoy();
+    let (lookups_before, leases_before) = (
+        envoy.filter_stat("lookup.dispatched"),
+        envoy.filter_stat("leases.dispatched"),
+    );
+
+    let first = envoy.request("GET", "/v1/things", &[("x-api-key", &key.secret)]);
+    assert_eq!(first.status, 200, "{first:?}");
+    // Counters reach Envoy's stats on the worker's next tick; the key goes idle (and its lease
+    // is given back with a callout) only after 5 s.
+    let lookups = envoy.settled_filter_stat(
+        "lookup.dispatched",
+        Duration::from_millis(300),
+        Duration::from_secs(3),
+    );
+    let leases = envoy.filter_stat("leases.dispatched");
+    assert_eq!(lookups - lookups_before, 1, "one lookup");
+    assert_eq!(
+        leases - leases_before,
+        0,
+        "no lease callout: the lease came with the lookup"
+    );
+    let (calls, _, holders) = admin.leased(&key.id);
+    assert!(
+        calls >= 1 && holders == 1,
+        "{calls} leased out on {holders} Envoys"
+    );
+
+    // Given back like any lease once the key is idle: charged exactly what was admitted.
+    let lookup = settled(&admin, &key.id);
+    assert_eq!(lookup["usage"]["daily"], 1, "{lookup}");
 }

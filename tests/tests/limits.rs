@@ -50,8 +50,8 @@ fn check_quota_overload(stack: &Stack, key: &CreatedKey, status: u16) {
         "only {admitted} admitted with daily = {DAILY} (at least 980 expected)"
     );
     assert_eq!(
-        stack.envoy().settled_stat(
-            "wasmcustom.tollgate.limits.untracked",
+        stack.envoy().settled_filter_stat(
+            "limits.untracked",
             Duration::from_millis(300),
             Duration::from_secs(2)
         ),
@@ -111,8 +111,8 @@ fn quota_stays_exact_after_records_are_ingested_and_the_cache_refreshes(backend:
         assert_denied(o.response(), 401, QUOTA_BODY);
     }
     // Counters reach Envoy's stats on the worker's next tick: wait for them to settle.
-    let lookups = stack.envoy().settled_stat(
-        "wasmcustom.tollgate.lookup.dispatched",
+    let lookups = stack.envoy().settled_filter_stat(
+        "lookup.dispatched",
         Duration::from_millis(300),
         Duration::from_secs(3),
     );

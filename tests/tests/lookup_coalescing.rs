@@ -112,7 +112,8 @@ fn clients_leaving_during_a_lookup_leave_nothing_stuck() {
     let head = String::from_utf8_lossy(&answer);
     assert!(head.starts_with("HTTP/1.1 200"), "waiting request: {head}");
 
-    // Both keys work afterwards, and the VM is alive (a panic would fail every request).
+    // Both keys work afterwards, and the filter is alive (a panic would fail every request:
+    // it kills the wasm VM, or is caught at the native module's boundary and denies).
     assert_passed(&stack.get_with_key("/a", &key.secret), &key);
     assert_passed(&stack.get_with_key("/a", &other.secret), &other);
 }

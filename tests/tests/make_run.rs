@@ -11,7 +11,7 @@ use tollgate_integration_tests::http::{free_port, try_request};
 use tollgate_integration_tests::logs::LogDir;
 use tollgate_integration_tests::paths::run_script;
 use tollgate_integration_tests::process::{signal, Proc};
-use tollgate_integration_tests::Admin;
+use tollgate_integration_tests::{Admin, FilterBuild};
 
 const READY: &str = "Press Ctrl-C to stop.";
 
@@ -40,6 +40,8 @@ fn start(admin_token: Option<&str>) -> Run {
     let mut command = std::process::Command::new(run_script());
     command
         .env("TOLLGATE_SKIP_BUILD", "1")
+        // `make run FILTER=native` for the native build.
+        .env("TOLLGATE_FILTER", FilterBuild::under_test().name())
         .env("TOLLGATE_DATA_DIR", dir.path().join("data"))
         // Its logs beside the script's own, printed and kept if the test fails.
         .env("TOLLGATE_RUN_DIR", logs.path())

@@ -4,12 +4,14 @@
 //!
 //! Bound. docs/architecture.md ("Bounds") fixes every table the filter keeps; with the defaults
 //! the README puts the filter's shared data (in Envoy's C++ heap) under ~12 MiB and each
-//! worker's key cache (wasm linear memory, outside tcmalloc) under a few MiB. Nothing else in
+//! worker's key cache under a few MiB (wasm build: in the VM's linear memory, outside tcmalloc;
+//! native build: `malloc`, which is Envoy's tcmalloc). Nothing else in
 //! this flood grows with distinct keys or IPs: unknown keys make no usage records, and Envoy's
 //! per-connection buffers are bounded by wrk's 64 connections. So growth must stay under
 //! 12 MiB (shared data) + 2 × 4 MiB (worker caches) + 16 MiB (connections, callouts and
 //! allocator slack) + headroom = **64 MiB**, both in tcmalloc's `allocated` (`/memory`) and in
-//! the process's resident set (which also sees the wasm VMs).
+//! the process's resident set (which also sees the wasm VMs). The bound is the same for both
+//! builds.
 //!
 //! Both run by default: the 1,000,000-request flood (about a minute on 2 cores) and a
 //! 50,000-request flood without IP blocking (every key looked up and cached as unknown).
@@ -199,8 +201,8 @@ fn flood(requests: u64, blocking: bool) {
         mib(after.heap_size),
         mib(after.rss)
     );
-    let lookups = envoy.stat("wasmcustom.tollgate.lookup.dispatched");
-    let blocked = envoy.stat("wasmcustom.tollgate.ip.blocked");
+    let lookups = envoy.filter_stat("lookup.dispatched");
+    let blocked = envoy.filter_stat("ip.blocked");
     println!("lookups {lookups}, IPs blocked {blocked}");
     println!("{}", run.stdout);
 

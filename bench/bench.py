@@ -2,8 +2,10 @@
 """Tollgate benchmark orchestrator (`make bench`; `BENCH_QUICK=1 make bench` for a sanity run).
 
 Starts the control plane once, then every Envoy configuration itself, interleaved
-(A B C D N, A B C D N, ...), drives each with wrk on its own core, and prints medians, ratios
-and PASS/MISS against the targets. See bench/README.md for what each configuration is.
+(A B B-native C D N, A B B-native C D N, ...), drives each with wrk on its own core, and prints
+medians, ratios and PASS/MISS against the targets. See bench/README.md for what each
+configuration is. B and B-native are the two builds of one filter core: the proxy-wasm filter
+(target/tollgate.wasm) and the Envoy dynamic module (target/libtollgate_native.so).
 
 Layout on this 2-core machine: Envoy (--concurrency 1) on core 0; the load generator (wrk,
 bench-loadgen) and the control plane on core 1 (taskset). For the control plane's own
@@ -83,18 +85,59 @@ else:
     CP_RUN_S = 5
     SOAK_REQUESTS, SOAK_MAX_S = 1_000_000, 900
     DIAG_S = 5
+# The memory soak's bound on Envoy's growth (allocated and RSS), as tests/tests/memory.rs derives
+# it from the README's bounds: 12 MiB shared data + worker key caches + connections + headroom.
+SOAK_BOUND_MIB = 64
 if ONLY == "diag":
     DIAG_S = 5
 
 CONFIGS = {
     "A": "no auth filter (ceiling)",
     "B": "Tollgate: warm key, quotas, plan limits, usage records, IP blocking",
+    "B-native": "B as the native Envoy dynamic module (libtollgate_native.so)",
     "C": "native api_key_auth + local_ratelimit",
     "D": "ext_authz (HTTP) -> control plane per request",
     "N": "empty proxy-wasm filter (floor)",
     "B-nousage": "B without usage records (what records cost, issue #3)",
 }
-ORDER = ["A", "B", "C", "D", "N", "B-nousage"]
+ORDER = ["A", "B", "B-native", "C", "D", "N", "B-nousage"]
+# The two builds of Tollgate's filter: configuration -> its filter stats' prefix (proxy-wasm:
+# `wasmcustom.`; dynamic module: `dynamicmodulescustom.`), e.g. `<prefix>tollgate.usage.delivered`.
+STATS_PREFIX = {"B": "wasmcustom.", "B-native": "dynamicmodulescustom."}
+NATIVE_SO = ROOT / "target/libtollgate_native.so"
+# The module B-native's Envoys load: a private copy of NATIVE_SO made at the start of the run
+# (snapshot_native). Envoy maps the .so; `make native` rewrites target/libtollgate_native.so in
+# place (cp), which kills a running Envoy with SIGBUS, so a rebuild during a run must not touch
+# the file the bench's Envoys use. The copy also pins the build measured for the whole run.
+NATIVE_MODULE = [NATIVE_SO]
+
+
+def snapshot_native(out: Path) -> Path:
+    """Copies target/libtollgate_native.so to `out` and points B-native's configs at the copy."""
+    copy = out / NATIVE_SO.name
+    shutil.copy2(NATIVE_SO, copy)
+    NATIVE_MODULE[0] = copy
+    return copy
+# Configurations whose throughput run is followed by the fixed-rate run at half of A's maximum.
+FIXED_RATE = ("A", "B", "B-native")
+
+
+def build_of(kind: str) -> str:
+    """'B-native' for the dynamic-module build (and its variants), else 'B' (the wasm build)."""
+    return "B-native" if kind.startswith("B-native") else "B"
+
+
+def tollgate_stat(stats: dict, kind: str, name: str):
+    """One of Tollgate's counters (`usage.delivered`, `lookup.dispatched`, `leases.dispatched`,
+    ...) from Envoy.wasm_stats() of configuration `kind`, whichever build it is."""
+    return stats.get(f"{STATS_PREFIX[build_of(kind)]}tollgate.{name}")
+
+
+def stats_brief(stats: dict, kind: str) -> str:
+    """The filter counters a log line shows: what the filter delivered and asked for."""
+    return ", ".join(f"{n} {tollgate_stat(stats, kind, n)}" for n in
+                     ("usage.delivered", "lookup.dispatched", "leases.dispatched"))
+
 # Configurations measured in the rounds that are B with one feature off: (kind, variant).
 ROUND_VARIANTS = {"B-nousage": ("B", {"usage": False})}
 # BENCH_BASELINE_WASM=path: B is measured a second time in every round with that build of the
@@ -107,12 +150,20 @@ if BASELINE_WASM:
     ROUND_VARIANTS["B-baseline"] = ("B", {"wasm": str(Path(BASELINE_WASM).resolve())})
 
 TARGETS = {
-    "B/A": (">=", 0.80),
-    "B/N": (">=", 0.92),
+    # The wasm build's targets restated to what V8 allows (issue 19; see "Profile" in
+    # bench/README.md: the contract's host calls alone cap B/N at ~0.64).
+    "B/A": (">=", 0.60),
+    "B/N": (">=", 0.70),
     "B/C": (">=", 0.85),
     "B/D": (">=", 2.0),
     "p99 B/A": ("<=", 1.3),
     "cold/D p50": ("<=", 1.1),
+    # The native build (issue 19).
+    "B-native/A": (">=", 0.85),
+    "B-native/C": (">=", 1.00),
+    "p99 B-native/A": ("<=", 1.3),
+    "cold B-native/D p50": ("<=", 1.1),
+    "soak growth MiB": ("<=", SOAK_BOUND_MIB),
     "B/B-nousage": (">=", 0.90),
     "lookups/s": (">=", 20_000),
     "ingest records/s": (">=", 100_000),
@@ -299,13 +350,16 @@ def setup_tollgate(cp: ControlPlane, notes: list[str]) -> dict:
             raise RuntimeError(f"creating cold key {i}: {s} {d}")
         return d["secret"], d["hash"]
 
+    # COLD_KEYS for B's cold path (their hashes are the lookup benchmark's), as many again for
+    # B-native's (its own fresh keys: B's would be in the control plane's answer cache).
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        cold = list(pool.map(make_key, range(COLD_KEYS)))
-    info["cold_keys_created_per_s"] = COLD_KEYS / (time.time() - t0)
-    info["cold_secrets"] = [c[0] for c in cold]
-    info["cold_hashes"] = [c[1] for c in cold]
-    log(f"created {COLD_KEYS} keys in {time.time() - t0:.1f} s")
+        cold = list(pool.map(make_key, range(2 * COLD_KEYS)))
+    info["cold_keys_created_per_s"] = 2 * COLD_KEYS / (time.time() - t0)
+    info["cold_secrets"] = [c[0] for c in cold[:COLD_KEYS]]
+    info["cold_hashes"] = [c[1] for c in cold[:COLD_KEYS]]
+    info["cold_native_secrets"] = [c[0] for c in cold[COLD_KEYS:]]
+    log(f"created {2 * COLD_KEYS} keys in {time.time() - t0:.1f} s")
     info["ingest_keys"] = make_ingest_keys(cp, stamp)
 
     # Does usage ingest exist? An empty batch is harmless.
@@ -430,11 +484,13 @@ def render(kind: str, cp: ControlPlane, info: dict, admin_port: int, listen_port
     out = base.replace("{{HTTP_FILTERS}}", filters.rstrip("\n"))
     out = out.replace("{{BOOTSTRAP_EXTENSIONS}}", bootstrap.rstrip("\n"))
     out = out.replace("{{EXT_AUTHZ_HEADERS_TO_ADD}}", ext_headers.rstrip("\n"))
-    pc = plugin_config(cp, **{k: v for k, v in variant.items() if k not in ("secret", "wasm")})
+    pc = plugin_config(cp, **{k: v for k, v in variant.items()
+                              if k not in ("secret", "wasm", "native")})
     subs = {
         "ADMIN_PORT": str(admin_port), "LISTEN_PORT": str(listen_port),
         "CONTROL_PLANE_PORT": str(cp.port),
         "TOLLGATE_WASM": variant.get("wasm", str(ROOT / "target/tollgate.wasm")),
+        "TOLLGATE_NATIVE": variant.get("native", str(NATIVE_MODULE[0])),
         "EMPTY_WASM": str(ROOT / "target/bench-empty-filter.wasm"),
         "PLUGIN_CONFIG": json.dumps(pc),
         "API_KEY": info["secret"], "KEY_ID": info["key_id"],
@@ -492,8 +548,13 @@ class Envoy:
         return out
 
     def wasm_stats(self) -> dict:
-        d = self.admin("/stats?format=json&filter=wasmcustom") or {}
+        """Tollgate's filter stats, full names, with the prefix of this Envoy's build:
+        `wasmcustom.tollgate.*` (B, proxy-wasm) or `dynamicmodulescustom.tollgate.*` (B-native)."""
+        prefix = STATS_PREFIX[build_of(self.kind)]
+        d = self.admin(f"/stats?format=json&filter=^{prefix}") or {}
         return {s["name"]: s.get("value") for s in d.get("stats", []) if "name" in s}
+
+    filter_stats = wasm_stats
 
     def stop(self) -> None:
         WATCH.pop("envoy", None)
@@ -645,7 +706,7 @@ def median(xs):
 def run_rounds(cp, info, out, results, notes):
     headers = {"x-api-key": info["secret"]}
     runs = {k: [] for k in ORDER}
-    fixed = {"A": [], "B": []}
+    fixed = {k: [] for k in FIXED_RATE}
     d_ok = info["ext_authz"]["ok"]
     for rnd in range(1, ROUNDS + 1):
         a_rps = None
@@ -662,8 +723,13 @@ def run_rounds(cp, info, out, results, notes):
                 wrk(env.port, WARMUP_S, headers=headers)
                 res = wrk(env.port, RUN_S, headers=headers)
                 res["round"] = rnd
-                if kind == "B":
+                if kind in STATS_PREFIX:
                     res["wasm_stats"] = env.wasm_stats()
+                    delivered = tollgate_stat(res["wasm_stats"], kind, "usage.delivered")
+                    if not delivered:
+                        notes_add(notes, f"{kind} round {rnd}: no usage records delivered "
+                                  f"({stats_brief(res['wasm_stats'], kind)}): it did less work "
+                                  "than the real path")
                 runs[kind].append(res)
                 if res["non_2xx"] and (kind != "D" or d_ok):
                     notes_add(notes, f"{kind} round {rnd}: {res['non_2xx']} non-2xx answers")
@@ -707,23 +773,36 @@ def notes_add(notes: list, msg: str) -> None:
         notes.append(msg)
 
 
+# The cold path of each build: (configuration, its keys in `info`, its key in `results`). Each
+# build gets keys of its own, so neither finds the other's answers in the control plane's
+# answer cache.
+COLD_RUNS = (("B", "cold_secrets", "cold"), ("B-native", "cold_native_secrets", "cold_native"))
+
+
 def run_cold(cp, info, out, results, notes):
-    """Cold key (one callout each) on a fresh B vs D's per-request check, both at 1 connection."""
-    keys_file = out / "cold-keys.txt"
-    keys_file.write_text("\n".join(info["cold_secrets"]) + "\n")
-    env = Envoy("B", "B-cold", cp, info, out)
-    try:
-        # Warm the main key only (the cold keys stay unseen); the VM is otherwise warm.
-        wrk(env.port, 1, headers={"x-api-key": info["secret"]}, connections=4)
-        before = env.wasm_stats()
-        cold = wrk(env.port, COLD_MAX_S, script="cold.lua", connections=1,
-                   env={"BENCH_KEYS_FILE": str(keys_file), "BENCH_PATH": PATH})
-        cold["wasm_stats_before"], cold["wasm_stats_after"] = before, env.wasm_stats()
-    finally:
-        env.stop()
-    results["cold"] = cold
-    if cold["non_2xx"]:
-        notes_add(notes, f"cold path: {cold['non_2xx']} non-2xx answers")
+    """Cold key (one callout each) on a fresh B, and on a fresh B-native, vs D's per-request
+    check, all at 1 connection."""
+    for kind, keys, slot in COLD_RUNS:
+        keys_file = out / f"{slot}-keys.txt"
+        keys_file.write_text("\n".join(info[keys]) + "\n")
+        env = Envoy(kind, f"{kind}-cold", cp, info, out)
+        try:
+            # Warm the main key only (the cold keys stay unseen); the filter is otherwise warm.
+            wrk(env.port, 1, headers={"x-api-key": info["secret"]}, connections=4)
+            before = env.wasm_stats()
+            cold = wrk(env.port, COLD_MAX_S, script="cold.lua", connections=1,
+                       env={"BENCH_KEYS_FILE": str(keys_file), "BENCH_PATH": PATH})
+            cold["wasm_stats_before"], cold["wasm_stats_after"] = before, env.wasm_stats()
+        finally:
+            env.stop()
+        results[slot] = cold
+        if cold["non_2xx"]:
+            notes_add(notes, f"cold path {kind}: {cold['non_2xx']} non-2xx answers")
+        looked_up = [tollgate_stat(cold[f"wasm_stats_{w}"], kind, "lookup.dispatched") or 0
+                     for w in ("before", "after")]
+        log(f"cold key {kind} (1 conn): {cold['requests']} requests, p50 "
+            f"{cold['latency_us']['p50']} us, {cold['rps']:.0f}/s, "
+            f"{looked_up[1] - looked_up[0]} lookups dispatched")
     env = Envoy("D", "D-1conn", cp, info, out)
     try:
         wrk(env.port, 1, headers={"x-api-key": info["secret"]}, connections=1)
@@ -732,8 +811,7 @@ def run_cold(cp, info, out, results, notes):
     finally:
         env.stop()
     results["d_one_connection"] = d1
-    log(f"cold key (1 conn): {cold['requests']} requests, p50 {cold['latency_us']['p50']} us, "
-        f"{cold['rps']:.0f}/s; D (1 conn): p50 {d1['latency_us']['p50']} us, {d1['rps']:.0f}/s")
+    log(f"D (1 conn): p50 {d1['latency_us']['p50']} us, {d1['rps']:.0f}/s")
 
 
 def run_control_plane(cp, info, out, results, notes, ingest=True):
@@ -973,39 +1051,73 @@ def run_diagnostics(cp, info, out, results):
     results["diagnostics"] = diag
 
 
+# The memory soak of each build: (configuration, its key in `results`), in this order.
+SOAK_RUNS = (("B", "soak"), ("B-native", "soak_native"))
+
+
 def run_soak(cp, info, out, results, notes):
-    """Distinct keys through B's Envoy; Envoy memory before and after."""
+    """Distinct keys through B's Envoy, then through B-native's; Envoy memory before and after.
+    In make bench the soaks share what is left of the 10-minute budget: B gets half of it, then
+    B-native whatever is left (at least 15 s each); BENCH_ONLY=soak runs both fully."""
+    for i, (kind, slot) in enumerate(SOAK_RUNS):
+        soak_one(cp, info, out, results, notes, kind, slot, builds_left=len(SOAK_RUNS) - i)
+
+
+def soak_one(cp, info, out, results, notes, kind, slot, builds_left):
     # Each request's x-forwarded-for names its own client; Envoy (use_remote_address) appends
     # the peer, so that client is 2 entries from the right, as behind one trusted proxy.
     variant = {"client_ip": {"source": "x_forwarded_for", "trusted_hops": 2}}
-    env = Envoy("B", "B-soak", cp, info, out, variant)
+    env = Envoy(kind, f"{kind}-soak", cp, info, out, variant)
     try:
         check_envoy(env, {"x-api-key": info["secret"], "x-forwarded-for": "192.0.2.1"})
         wrk(env.port, 2, headers={"x-api-key": info["secret"], "x-forwarded-for": "192.0.2.1"})
         time.sleep(1)
         before = env.memory()
         t0 = time.time()
-        max_s = SOAK_MAX_S if ONLY == "soak" else max(15, min(SOAK_MAX_S,
-                                                              BUDGET_S - (t0 - STARTED)))
+        left = BUDGET_S - (t0 - STARTED)
+        max_s = SOAK_MAX_S if ONLY == "soak" else max(15, min(SOAK_MAX_S, left / builds_left))
         soak = wrk(env.port, max_s, script="soak.lua",
                    env={"BENCH_SOAK_REQUESTS": str(SOAK_REQUESTS),
-                        "BENCH_RUN_ID": f"{os.getpid()}{int(time.time())}"})
+                        "BENCH_RUN_ID": f"{os.getpid()}{int(time.time())}{kind}"})
         elapsed = time.time() - t0
         time.sleep(2)
-        after = env.memory()
-        stats = env.wasm_stats()
+        crashed = None if env.proc.alive() else env.proc.tail(8)
+        after = env.memory() if not crashed else {}
+        stats = env.wasm_stats() if not crashed else {}
     finally:
         env.stop()
-    soak.update({"memory_before": before, "memory_after": after, "elapsed_s": elapsed,
-                 "max_s": max_s,
-                 "target_requests": SOAK_REQUESTS, "wasm_stats": stats})
-    results["soak"] = soak
-    if soak["requests"] < SOAK_REQUESTS:
-        notes_add(notes, f"soak reached {soak['requests']} of {SOAK_REQUESTS} requests in the "
-                  f"{max_s:.0f} s left of the 10-minute budget (make bench-soak runs all of them)")
-    log(f"soak: {soak['requests']} requests ({soak['rps']:.0f}/s); Envoy allocated "
+    if crashed:
+        notes_add(notes, f"soak {kind}: Envoy exited during the soak (log: "
+                  f"{env.proc.logfile.relative_to(ROOT)}); no memory figure")
+        log(f"soak {kind}: Envoy exited during the soak:\n{crashed}")
+    soak.update({"config": kind, "crashed": bool(crashed),
+                 "memory_before": before, "memory_after": after,
+                 "elapsed_s": elapsed, "max_s": max_s, "budget_left_s": left,
+                 "target_requests": SOAK_REQUESTS, "wasm_stats": stats,
+                 "growth_mib": soak_growth_mib(before, after), "bound_mib": SOAK_BOUND_MIB})
+    results[slot] = soak
+    if soak["requests"] < 0.99 * SOAK_REQUESTS:  # wrk stops a few requests short of the count
+        if ONLY != "soak" and left / builds_left < SOAK_MAX_S:
+            share = "" if builds_left == 1 else f" (its 1/{builds_left} share)"
+            notes_add(notes, f"soak {kind} reached {soak['requests']} of {SOAK_REQUESTS} requests "
+                      f"in the {max_s:.0f} s{share} left of the 10-minute budget (make bench-soak "
+                      "runs all of them for both builds)")
+        else:
+            notes_add(notes, f"soak {kind} reached {soak['requests']} of {SOAK_REQUESTS} requests "
+                      f"in its {max_s:.0f} s time box")
+    g = soak["growth_mib"]
+    log(f"soak {kind}: {soak['requests']} requests ({soak['rps']:.0f}/s); Envoy allocated "
         f"{mib(before.get('allocated'))} -> {mib(after.get('allocated'))} MiB, RSS "
-        f"{mib(before.get('rss'))} -> {mib(after.get('rss'))} MiB")
+        f"{mib(before.get('rss'))} -> {mib(after.get('rss'))} MiB; growth "
+        f"{'?' if g is None else f'{g:.1f}'} MiB (bound {SOAK_BOUND_MIB} MiB)")
+
+
+def soak_growth_mib(before: dict, after: dict):
+    """Envoy's growth over the soak: the larger of tcmalloc's `allocated` and RSS (the bound
+    holds for both, as in tests/tests/memory.rs); None if neither was read."""
+    grew = [(after[k] - before[k]) / 1048576 for k in ("allocated", "rss")
+            if before.get(k) and after.get(k)]
+    return max(grew) if grew else None
 
 
 def mib(v) -> str:
@@ -1077,6 +1189,9 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
         "B/D": ratio(summ["B"]["rps"], summ["D"]["rps"]),
         "B/B-nousage": ratio(summ["B"]["rps"], summ["B-nousage"]["rps"]),
         "p99 B/A": ratio(fsum["B"]["p99_us"], fsum["A"]["p99_us"]),
+        "B-native/A": ratio(summ["B-native"]["rps"], summ["A"]["rps"]),
+        "B-native/C": ratio(summ["B-native"]["rps"], summ["C"]["rps"]),
+        "p99 B-native/A": ratio(fsum["B-native"]["p99_us"], fsum["A"]["p99_us"]),
     }
     if BASELINE_WASM:
         ratios["B/B-baseline"] = ratio(summ["B"]["rps"], summ["B-baseline"]["rps"])
@@ -1085,6 +1200,9 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     cold_p50 = cold.get("latency_us", {}).get("p50")
     d_p50 = d1.get("latency_us", {}).get("p50")
     ratios["cold/D p50"] = ratio(cold_p50, d_p50)
+    cold_n = results.get("cold_native", {})
+    cold_n_p50 = cold_n.get("latency_us", {}).get("p50")
+    ratios["cold B-native/D p50"] = ratio(cold_n_p50, d_p50)
     lookups = results.get("lookups", {}).get("rps")
     lookups_uncached = results.get("lookups_uncached", {}).get("rps")
     cp1 = results.get("cp_one_connection", {})
@@ -1112,13 +1230,15 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     L.append("")
     L.append(f"fixed rate (open loop, bench-loadgen, {CONNECTIONS} connections, latency from the "
              f"scheduled send time) at half of A's throughput:")
-    for k in ("A", "B"):
+    for k in FIXED_RATE:
         f = fsum[k]
         L.append(f"  {k}: {f['rate'] or 0:.0f} req/s  p50 {f['p50_us'] or 0:.1f} us  "
                  f"p99 {f['p99_us'] or 0:.1f} us")
     L.append(f"cold key, 1 connection, {cold.get('requests', 0)} distinct keys each once: p50 "
              f"{cold_p50} us, p99 {cold.get('latency_us', {}).get('p99')} us; D at 1 "
              f"connection: p50 {d_p50} us, p99 {d1.get('latency_us', {}).get('p99')} us")
+    L.append(f"cold key B-native, 1 connection, {cold_n.get('requests', 0)} distinct keys each "
+             f"once: p50 {cold_n_p50} us, p99 {cold_n.get('latency_us', {}).get('p99')} us")
     if cp1:
         L.append(f"control plane alone, 1 connection: database lookup p50 "
                  f"{cp1['lookup_uncached_p50_us']} us, D's (cached) check p50 "
@@ -1131,6 +1251,9 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     soak = results.get("soak")
     if soak:
         L.append(soak_line(soak))
+    soak_n = results.get("soak_native")
+    if soak_n:
+        L.append(soak_line(soak_n, "B-native"))
     diag = results.get("diagnostics")
     if diag:
         L.append("")
@@ -1152,18 +1275,28 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     L.append(line("ratio B/N throughput", "B/N", ratios["B/N"]))
     L.append(line("ratio B/C throughput", "B/C", ratios["B/C"]))
     L.append(line("ratio B/D throughput", "B/D", ratios["B/D"], invalid=not d_ok))
-    p99_line = line("ratio p99 B/A", "p99 B/A", ratios["p99 B/A"])
-    fb = fixed.get("B", [])
-    if any(f["rate"] < 0.97 * f["target_rate"] or f["max_backlog"] > f["target_rate"] * 0.05
-           for f in fb):
-        p99_line += " (B saturated below half of A's maximum: its p99 is queueing)"
-    L.append(p99_line)
+    def p99_line(kind):
+        text = line(f"ratio p99 {kind}/A", f"p99 {kind}/A", ratios[f"p99 {kind}/A"])
+        if any(f["rate"] < 0.97 * f["target_rate"] or f["max_backlog"] > f["target_rate"] * 0.05
+               for f in fixed.get(kind, [])):
+            text += f" ({kind} saturated below half of A's maximum: its p99 is queueing)"
+        return text
+
+    L.append(p99_line("B"))
     L.append(line("ratio cold/D p50", "cold/D p50", ratios["cold/D p50"], invalid=not d_ok))
+    L.append(line("ratio B-native/A throughput", "B-native/A", ratios["B-native/A"]))
+    L.append(line("ratio B-native/C throughput", "B-native/C", ratios["B-native/C"]))
+    L.append(p99_line("B-native"))
+    L.append(line("ratio cold B-native/D p50", "cold B-native/D p50",
+                  ratios["cold B-native/D p50"], invalid=not d_ok))
     L.append(line("ratio B/B-nousage throughput", "B/B-nousage", ratios["B/B-nousage"]))
     if BASELINE_WASM:
         b = ratios["B/B-baseline"]
         L.append(f"ratio B/B-baseline throughput {'n/a' if b is None else f'{b:.3f}'}   "
                  f"(this build against {BASELINE_WASM}, same rounds)")
+    for kind, slot in SOAK_RUNS:
+        if results.get(slot):
+            L.append(soak_verdict(results[slot], kind))
     L.append(line("control plane lookups/s", "lookups/s", lookups_uncached, "{:.0f}"))
     L.append(line("control plane ingest records/s", "ingest records/s", ingest, "{:.0f}"))
     pg = results.get("ingest_postgres", {}).get("records_per_s")
@@ -1190,9 +1323,22 @@ def report(results: dict, info: dict, notes: list) -> list[str]:
     return L
 
 
-def soak_line(soak: dict) -> str:
+def soak_verdict(soak: dict, kind: str) -> str:
+    """`memory soak <build> growth MiB <g>   (target <= 64)  PASS`, and how far the soak got."""
+    g = soak.get("growth_mib")
+    op, t = TARGETS["soak growth MiB"]
+    text = (f"memory soak {kind} growth MiB {'n/a' if g is None else f'{g:.1f}'}   "
+            f"(target {op} {t:g})  "
+            f"{'CRASHED' if soak.get('crashed') else verdict('soak growth MiB', g)}")
+    if soak["requests"] < 0.99 * soak["target_requests"]:
+        text += f" (after {soak['requests']} of {soak['target_requests']} requests)"
+    return text
+
+
+def soak_line(soak: dict, kind: str = "") -> str:
     b, a = soak["memory_before"], soak["memory_after"]
-    return (f"memory soak: {soak['requests']} requests with distinct keys and client IPs "
+    return (f"memory soak{' ' + kind if kind else ''}: {soak['requests']} requests with "
+            f"distinct keys and client IPs "
             f"({soak['rps']:.0f}/s): Envoy allocated {mib(b.get('allocated'))} -> "
             f"{mib(a.get('allocated'))} MiB, heap {mib(b.get('heap_size'))} -> "
             f"{mib(a.get('heap_size'))} MiB, RSS {mib(b.get('rss'))} -> {mib(a.get('rss'))} MiB")
@@ -1200,11 +1346,16 @@ def soak_line(soak: dict) -> str:
 
 def soak_report(results: dict, notes: list) -> list[str]:
     m = results["machine"]
-    lines = ["", f"Tollgate memory soak (Envoy {m['envoy']} --concurrency 1, {m['cpu']})",
-             soak_line(results["soak"])]
-    stats = results["soak"].get("wasm_stats", {})
-    lines.append("filter counters: " + ", ".join(
-        f"{k.removeprefix('wasmcustom.tollgate.')}={v}" for k, v in sorted(stats.items()) if v))
+    lines = ["", f"Tollgate memory soak (Envoy {m['envoy']} --concurrency 1, {m['cpu']})"]
+    for kind, slot in SOAK_RUNS:
+        soak = results[slot]
+        lines.append(soak_line(soak, "" if kind == "B" else kind))
+        prefix = STATS_PREFIX[kind] + "tollgate."
+        lines.append(f"filter counters{'' if kind == 'B' else f' ({kind})'}: " + ", ".join(
+            f"{k.removeprefix(prefix)}={v}" for k, v in sorted(soak.get("wasm_stats", {}).items())
+            if v))
+    lines.append("")
+    lines += [soak_verdict(results[slot], kind) for kind, slot in SOAK_RUNS]
     if notes:
         lines += ["", "notes:"] + [f"  - {n}" for n in notes]
     return lines
@@ -1217,6 +1368,8 @@ def main() -> None:
     for f in ("target/tollgate.wasm", "target/bench-empty-filter.wasm", "target/bench-loadgen"):
         if not (ROOT / f).exists():
             die(f"{f} missing: run 'make build bench-tools'")
+    if not NATIVE_SO.exists():
+        die(f"{NATIVE_SO.relative_to(ROOT)} missing (configuration B-native): run 'make native'")
     if (os.cpu_count() or 1) < 2:
         die("needs 2 cores (Envoy on one, the load generator on the other)")
 
@@ -1232,6 +1385,7 @@ def main() -> None:
     try:
         results["machine"] = machine()
         log(f"results in {out.relative_to(ROOT)}")
+        results["native_module"] = str(snapshot_native(out).relative_to(ROOT))
         if ONLY == "ingest":
             lines = run_ingest_only(out, results, notes)
             results["elapsed_s"] = round(time.time() - STARTED, 1)
@@ -1242,6 +1396,7 @@ def main() -> None:
         info = setup_tollgate(cp, notes)
         results["setup"] = {k: v for k, v in info.items()
                             if k not in ("cold_secrets", "cold_hashes", "secret",
+                                         "cold_native_secrets",
                                          "nolimits_secret", "ingest_keys")}
         if ONLY == "soak":
             run_soak(cp, info, out, results, notes)

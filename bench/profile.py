@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Deterministic profile (`make bench-profile`): Envoy's CPU instructions per request, counted by
-valgrind's callgrind, for A (no filter), N (empty wasm filter), B and its diagnostic variants,
-and each kind of proxy-wasm host call alone (bench/hostcall-probe).
+valgrind's callgrind, for A (no filter), C (Envoy's native api_key_auth + local_ratelimit),
+N (empty wasm filter), B and its diagnostic variants, B-native (the same filter core as an Envoy
+dynamic module), and each kind of proxy-wasm host call alone (bench/hostcall-probe).
 
 Instruction counts do not depend on what else the machine is doing, so this explains the
 throughput ratios of `make bench` (which are wall-clock, and noisy on a shared machine): on one
@@ -26,7 +27,8 @@ ROOT = bench.ROOT
 PROBE_WASM = ROOT / "target/bench-hostcall-probe.wasm"
 MEASURE_S = 4
 # PROFILE_ONLY=B,B-nousage: only these configurations (and no host-call probes unless "probes"
-# is listed), for iterating on one change.
+# is listed), for iterating on one change. Names: A, C, N, B, the B variants below, B-native,
+# B-baseline (with BENCH_BASELINE_WASM), probes.
 ONLY = {x for x in os.environ.get("PROFILE_ONLY", "").split(",") if x}
 REPEAT = 10  # each probed host call is made this many times per request
 
@@ -150,8 +152,12 @@ def main() -> None:
             bench.die(f"{tool} not found (make bench-profile installs it)")
     if not PROBE_WASM.exists() and (not ONLY or "probes" in ONLY):
         bench.die(f"{PROBE_WASM} missing: run 'make bench-profile'")
+    if not bench.NATIVE_SO.exists() and (not ONLY or "B-native" in ONLY):
+        bench.die(f"{bench.NATIVE_SO} missing: run 'make native'")
     out = ROOT / "bench/results" / (time.strftime("%Y%m%d-%H%M%S") + "-profile")
     out.mkdir(parents=True, exist_ok=True)
+    if bench.NATIVE_SO.exists():
+        bench.snapshot_native(out)  # B-native loads a private copy (see bench.NATIVE_MODULE)
     bench.COLD_KEYS = 2
     cp = bench.ControlPlane(out)
     info = bench.setup_tollgate(cp, [])
@@ -170,11 +176,15 @@ def main() -> None:
             return placeholders(bench.render(kind, cp, info, 1, 2, variant))
 
         run("A", render_b("A"), info["secret"])
+        # C's credential list holds the same key (bench's filters-c.yaml renders it in).
+        run("C", render_b("C"), info["secret"])
         run("N", render_b("N"), info["secret"])
         for name, v in B_VARIANTS.items():
             v = dict(v)
             key = info["nolimits_secret"] if v.pop("secret", False) else info["secret"]
             run(name, render_b("B", v), key)
+        # The native build of the same core: B's plugin configuration, the dynamic module.
+        run("B-native", render_b("B-native"), info["secret"])
         if bench.BASELINE_WASM:
             # BENCH_BASELINE_WASM=path: B with another commit's build, for a before/after.
             wasm = str(Path(bench.BASELINE_WASM).resolve())
@@ -206,6 +216,11 @@ def main() -> None:
     if "B" in c and "B-nousage" in c:
         lines.append(f"profile B/B-nousage throughput {c['B-nousage'] / c['B']:.2f}"
                      "   (what usage records cost)")
+    for other, target in (("A", 0.85), ("C", 1.00)):
+        if other in c and "B-native" in c:
+            v = c[other] / c["B-native"]
+            lines.append(f"profile B-native/{other} throughput {v:.2f}   (instructions {other} / "
+                         f"B-native; target >= {target:g})  {'PASS' if v >= target else 'MISS'}")
     if "N" in c and "A" in c and results["host_calls"]:
         lines.append("")
         lines.append(f"cost of one host call (instructions; N itself costs {c['N'] - c['A']:.0f} "

@@ -446,7 +446,9 @@ def envoy_binary() -> str:
     return ENVOY_BIN
 
 
-def plugin_config(cp: ControlPlane, *, usage=True, ip_blocking=True, headers="all",
+# headers: the filter's default, the IETF pair (RateLimit-Policy, RateLimit); "all" adds the
+# X-RateLimit-* trio, three more header-map writes per response.
+def plugin_config(cp: ControlPlane, *, usage=True, ip_blocking=True, headers="ietf",
                   client_ip=None) -> str:
     cfg = {
         "control_plane": {"cluster": "tollgate_control_plane",

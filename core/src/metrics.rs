@@ -136,6 +136,15 @@ impl PendingCounts {
         self.counters.iter().position(|c| *c == counter)
     }
 
+    /// Adds what `drain` answered elsewhere (another worker's counts).
+    pub fn merge(&mut self, drained: &[(usize, u64)]) {
+        for &(i, n) in drained {
+            if let Some(pending) = self.pending.get_mut(i) {
+                *pending += n;
+            }
+        }
+    }
+
     /// (index into `all()`, delta) for every counter that moved; resets them.
     pub fn drain(&mut self) -> Vec<(usize, u64)> {
         let mut out = Vec::new();

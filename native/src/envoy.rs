@@ -52,8 +52,9 @@ pub unsafe fn header_bytes<'a>(header: &EnvoyHttpHeader) -> (&'a [u8], &'a [u8])
 pub fn header_pairs<'a>(
     raw: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Vec<(&'a str, &'a [u8])> {
-    raw.filter_map(|(name, value)| Some((std::str::from_utf8(name).ok()?, value)))
-        .collect()
+    let mut pairs = Vec::with_capacity(raw.size_hint().0);
+    pairs.extend(raw.filter_map(|(name, value)| Some((std::str::from_utf8(name).ok()?, value))));
+    pairs
 }
 
 /// What a callout's answer says: its `:status` (none when the callout failed or reset) and

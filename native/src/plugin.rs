@@ -197,13 +197,9 @@ impl Plugin {
                 worker.core.refresh_blocked(&host, now_ns() / 1_000_000);
                 drop(resume);
                 worker.deliver(decided);
-                std::mem::take(&mut *worker.core.counts.borrow_mut()).drain()
+                worker.core.counts.borrow_mut().drain()
             });
-            for (i, n) in moved {
-                if let Some((counter, _)) = metrics::all().get(i) {
-                    counts.add_n(*counter, n);
-                }
-            }
+            counts.merge(&moved);
         }
         self.send_usage();
         let buffered = lock(&self.usage).report(&mut counts);

@@ -26,6 +26,12 @@ pub const FILTER_STATE_KEY: &str = "tollgate";
 /// `%RESPONSE_CODE_DETAILS%` of Tollgate's local replies.
 const DENIAL_DETAILS: &str = "tollgate_denied";
 
+thread_local! {
+    /// The array Envoy writes a request's header entries into (its pointers are Envoy's).
+    static HEADER_ENTRIES: std::cell::Cell<Vec<EnvoyHttpHeader>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// What a request hook does once the worker's lock is released.
 pub enum Verdict {
     Continue,
@@ -72,8 +78,16 @@ impl RequestFilter {
 
     pub fn on_request_headers(&mut self, filter: Filter) -> Verdict {
         self.start_ns = now_ns();
-        let mut raw: Vec<EnvoyHttpHeader> = Vec::new();
-        if !filter.headers_into(HttpHeaderType::REQUEST_HEADER, &mut raw) {
+        // The entries' array is reused from request to request on this thread.
+        let mut raw = HEADER_ENTRIES.with(|entries| entries.take());
+        let verdict = self.read_request(filter, &mut raw);
+        HEADER_ENTRIES.with(|entries| entries.replace(raw));
+        verdict
+    }
+
+    /// The request headers into `raw`, then the core's decision on them.
+    fn read_request(&mut self, filter: Filter, raw: &mut Vec<EnvoyHttpHeader>) -> Verdict {
+        if !filter.headers_into(HttpHeaderType::REQUEST_HEADER, raw) {
             log::error!("[ctx {}] cannot read the request headers", self.ctx);
             return Verdict::Reply(unavailable());
         }

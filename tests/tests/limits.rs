@@ -166,6 +166,8 @@ fn plan_per_second_limit_holds_at_twice_the_rate_over_ten_seconds() {
     let _serial = exclusive();
     let stack = Stack::builder()
         .set("/usage/flush_interval", "500ms")
+        // The IETF pair and the X-RateLimit-* trio (the default is the pair alone).
+        .set("/limits/headers", "all")
         // No lookup during the run: every request is decided at its arrival, the record's
         // timestamp (a request waiting for a lookup is decided when the answer comes).
         .cache_ttl("60s")

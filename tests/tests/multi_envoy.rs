@@ -28,6 +28,8 @@ fn plan_limit_split_across_two_envoys_never_exceeds_the_limit_in_any_second() {
     let stack = Stack::builder()
         .envoys(2)
         .set("/limits/instances", 2)
+        // X-RateLimit-Limit shows each Envoy's share (the default sends only the IETF pair).
+        .set("/limits/headers", "all")
         .set("/usage/flush_interval", "500ms")
         // No lookup during the run: every request is decided at its arrival, the record's
         // timestamp (a request waiting for a lookup is decided when the answer comes).
@@ -126,6 +128,8 @@ fn a_key_limit_split_across_two_envoys_never_exceeds_it_in_any_second() {
     let stack = Stack::builder()
         .envoys(2)
         .set("/limits/instances", 2)
+        // X-RateLimit-Limit shows each Envoy's share (the default sends only the IETF pair).
+        .set("/limits/headers", "all")
         .set("/usage/flush_interval", "500ms")
         .cache_ttl("60s")
         .key_cache_ttl_ms(60_000)

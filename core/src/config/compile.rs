@@ -10,7 +10,7 @@ pub(super) fn compile_limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError
     }
     Ok(LimitsConfig {
         quota_status,
-        headers: raw.headers.unwrap_or(LimitHeaders::All),
+        headers: raw.headers.unwrap_or(LimitHeaders::Ietf),
         rate_slots: table_size("limits.rate_slots", raw.rate_slots, 4096)?,
         key_rate_slots: table_size("limits.key_rate_slots", raw.key_rate_slots, 16_384)?,
         instances: match raw.instances.unwrap_or(1) {

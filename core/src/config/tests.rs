@@ -33,7 +33,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.usage.delivery.max_records, 300_000);
     assert_eq!(config.usage.delivery.max_age_ms, 1_000);
     assert_eq!(config.limits.quota_status, 401);
-    assert_eq!(config.limits.headers, LimitHeaders::All);
+    assert_eq!(config.limits.headers, LimitHeaders::Ietf);
     let ip = config.ip_blocking.unwrap();
     assert_eq!(
         (ip.max_failures, ip.window_ms, ip.block_ms),

@@ -292,8 +292,9 @@ fn plan_limit_denies_with_retry_after_and_gives_the_quota_unit_back() {
         denied(Denial::RateLimited(RateWindow::Second))
     );
     assert_eq!(limited.header("retry-after"), Some("1"));
-    assert_eq!(limited.header("x-ratelimit-limit"), Some("1"));
-    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(limited.header("ratelimit"), Some("\"per-second\";r=0;t=1"));
+    // The default is the IETF pair alone.
+    assert_eq!(limited.header("x-ratelimit-limit"), None);
     // The refused request did not spend the daily quota (3: the first request, 70 and 72),
     // so the next second admits one more, and only then is the quota used up.
     f.host.advance(1_000);

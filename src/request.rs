@@ -13,11 +13,9 @@ use tollgate_core::decision::RequestFacts;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::routes;
-use tollgate_core::usage_record::{
-    filter_state_summary, forwarded_client, UsageRecord, UsageStatus,
-};
-use tollgate_core::worker::{client_ip_or_downstream, request_facts, Outcome, RequestHead};
+use tollgate_core::usage_record::forwarded_client;
+use tollgate_core::worker::{request_facts, RequestHead};
+use tollgate_core::worker_records::{Measured, RequestEnd};
 
 pub struct TollgateRequest {
     context_id: u32,
@@ -63,50 +61,35 @@ impl TollgateRequest {
         Action::Pause
     }
 
-    fn record(&self, worker: &WasmWorker, outcome: Outcome) {
-        let Some(facts) = &self.facts else { return };
+    /// The request's record and summary, when it had a known key (`Worker::end_request`).
+    fn end(&self, worker: &WasmWorker) {
         let ctx = self.context_id;
-        let response_code = if self.response_code != 0 {
-            self.response_code
-        } else {
-            property_u64(&["response", "code"]).unwrap_or(0) as u32
-        };
-        let end_ns = if self.first_byte_ns != 0 {
-            self.first_byte_ns
-        } else {
-            now_ns()
-        };
-        let core = &worker.core;
-        let endpoint = routes::classify(&core.config.usage.routes, &facts.method, &facts.path);
-        let client_ip = client_ip_or_downstream(&worker.host, &facts.client_ip);
-        let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
-        let status = UsageStatus::classify(response_code, quota_denial);
-        let summary = filter_state_summary(
-            outcome.key_id(),
-            outcome.workspace_id(),
-            status,
-            endpoint.credits,
-        );
-        if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes())) {
-            log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
-        }
-        let record = UsageRecord {
+        let end = self.facts.as_ref().map(|facts| RequestEnd {
+            facts,
             request_id: &self.request_id,
-            timestamp: self.start_ns / 1_000_000,
-            key_id: outcome.key_id(),
-            workspace_id: outcome.workspace_id(),
-            method: &facts.method,
-            endpoint: endpoint.name,
-            resource_id: endpoint.resource_id,
-            response_code,
-            status,
-            duration_us: end_ns.saturating_sub(self.start_ns) / 1_000,
-            client_ip: &client_ip,
-            credits: endpoint.credits,
-            admitted: outcome.admitted(),
-            instance: &core.instance,
+            start_ns: self.start_ns,
+        });
+        let measure = || Measured {
+            response_code: if self.response_code != 0 {
+                self.response_code
+            } else {
+                property_u64(&["response", "code"]).unwrap_or(0) as u32
+            },
+            end_ns: if self.first_byte_ns != 0 {
+                self.first_byte_ns
+            } else {
+                now_ns()
+            },
         };
-        core.push_record(&worker.host, ctx, &record);
+        let summary = worker
+            .core
+            .end_request(&worker.host, ctx, self.paused, end, measure);
+        if let Some(summary) = summary {
+            if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes()))
+            {
+                log::debug!("[ctx {ctx}] cannot set filter state: {}", describe(status));
+            }
+        }
     }
 }
 
@@ -223,11 +206,6 @@ impl HttpContext for TollgateRequest {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        let outcome = worker.core.finish(self.context_id, self.paused);
-        if let Some(outcome) = outcome {
-            if worker.core.config.usage.enabled {
-                self.record(&worker, outcome);
-            }
-        }
+        self.end(&worker);
     }
 }

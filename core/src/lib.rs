@@ -40,6 +40,6 @@ pub mod usage_record;
 pub mod worker;
 mod worker_leases;
 mod worker_lookup_leases;
-mod worker_records;
+pub mod worker_records;
 #[cfg(test)]
 mod worker_tests;

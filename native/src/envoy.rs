@@ -124,6 +124,57 @@ fn timeout_ms(timeout: Duration) -> u64 {
     (timeout.as_millis() as u64).max(1)
 }
 
+/// The shape of both callout callbacks: a stream's and a configuration's.
+type SendCallout<P> = unsafe extern "C" fn(
+    P,
+    *mut u64,
+    ModuleBuffer,
+    *mut ModuleHttpHeader,
+    usize,
+    ModuleBuffer,
+    u64,
+) -> HttpCalloutInitResult;
+
+/// The shape of the configuration's metric definitions (counter, gauge).
+type DefineMetric = unsafe extern "C" fn(
+    HttpFilterConfigEnvoyPtr,
+    ModuleBuffer,
+    *mut ModuleBuffer,
+    usize,
+    *mut usize,
+) -> MetricsResult;
+
+/// Starts a callout with `send` on `target`; Envoy's id for it.
+///
+/// # Safety
+/// `target` must be live for `send` (a stream in its hook, a configuration on the main thread).
+unsafe fn send_callout<P>(
+    send: SendCallout<P>,
+    target: P,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u64, HttpCalloutInitResult> {
+    let mut headers = module_headers(headers);
+    let mut id = 0u64;
+    // Every buffer outlives the call; `id` is a local out-parameter.
+    let result = send(
+        target,
+        &mut id,
+        buffer(cluster),
+        headers.as_mut_ptr(),
+        headers.len(),
+        body.map_or(ModuleBuffer::null(), ModuleBuffer::from_bytes),
+        timeout_ms(timeout),
+    );
+    if result == HttpCalloutInitResult::SUCCESS {
+        Ok(id)
+    } else {
+        Err(result)
+    }
+}
+
 /// One stream's filter in Envoy. Copy it only within the hook it was handed to.
 #[derive(Clone, Copy)]
 pub struct Filter(HttpFilterEnvoyPtr);
@@ -253,24 +304,16 @@ impl Filter {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u64, HttpCalloutInitResult> {
-        let mut headers = module_headers(headers);
-        let mut id = 0u64;
-        // SAFETY: a live filter pointer; every buffer outlives the call.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_http_callout(
+        // SAFETY: a live filter pointer.
+        unsafe {
+            send_callout(
+                envoy_dynamic_module_callback_http_filter_http_callout,
                 self.0,
-                &mut id,
-                buffer(cluster),
-                headers.as_mut_ptr(),
-                headers.len(),
-                body.map_or(ModuleBuffer::null(), ModuleBuffer::from_bytes),
-                timeout_ms(timeout),
+                cluster,
+                headers,
+                body,
+                timeout,
             )
-        };
-        if result == HttpCalloutInitResult::SUCCESS {
-            Ok(id)
-        } else {
-            Err(result)
         }
     }
 
@@ -328,59 +371,39 @@ impl Config {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<u64, HttpCalloutInitResult> {
-        let mut headers = module_headers(headers);
-        let mut id = 0u64;
-        // SAFETY: a live configuration; every buffer outlives the call.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
+        // SAFETY: a live configuration.
+        unsafe {
+            send_callout(
+                envoy_dynamic_module_callback_http_filter_config_http_callout,
                 self.0,
-                &mut id,
-                buffer(cluster),
-                headers.as_mut_ptr(),
-                headers.len(),
-                body.map_or(ModuleBuffer::null(), ModuleBuffer::from_bytes),
-                timeout_ms(timeout),
+                cluster,
+                headers,
+                body,
+                timeout,
             )
-        };
-        if result == HttpCalloutInitResult::SUCCESS {
-            Ok(id)
-        } else {
-            Err(result)
         }
     }
 
     /// Defines a counter (only while the configuration is being created).
     pub fn define_counter(&self, name: &str) -> Result<usize, MetricsResult> {
-        let mut id = 0usize;
-        // SAFETY: a live configuration; no labels.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_define_counter(
-                self.0,
-                buffer(name),
-                std::ptr::null_mut(),
-                0,
-                &mut id,
-            )
-        };
-        if result == MetricsResult::SUCCESS {
-            Ok(id)
-        } else {
-            Err(result)
-        }
+        self.define(
+            envoy_dynamic_module_callback_http_filter_config_define_counter,
+            name,
+        )
     }
 
+    /// Defines a gauge (only while the configuration is being created).
     pub fn define_gauge(&self, name: &str) -> Result<usize, MetricsResult> {
+        self.define(
+            envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            name,
+        )
+    }
+
+    fn define(&self, define: DefineMetric, name: &str) -> Result<usize, MetricsResult> {
         let mut id = 0usize;
-        // SAFETY: a live configuration; no labels.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                self.0,
-                buffer(name),
-                std::ptr::null_mut(),
-                0,
-                &mut id,
-            )
-        };
+        // SAFETY: a live configuration; no labels; a local out-parameter.
+        let result = unsafe { define(self.0, buffer(name), std::ptr::null_mut(), 0, &mut id) };
         if result == MetricsResult::SUCCESS {
             Ok(id)
         } else {

@@ -15,11 +15,9 @@ use tollgate_core::decision::RequestFacts;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::routes;
-use tollgate_core::usage_record::{
-    filter_state_summary, forwarded_client, ip_of, UsageRecord, UsageStatus,
-};
-use tollgate_core::worker::{client_ip_or_downstream, request_facts, RequestHead};
+use tollgate_core::usage_record::{forwarded_client, ip_of};
+use tollgate_core::worker::{request_facts, RequestHead};
+use tollgate_core::worker_records::{Measured, RequestEnd};
 
 /// The filter-state key of the summary (`%FILTER_STATE(tollgate:PLAIN)%` in an access log).
 pub const FILTER_STATE_KEY: &str = "tollgate";
@@ -231,68 +229,38 @@ impl RequestFilter {
         }
     }
 
-    /// The stream is complete (before the access log is written): the record and summary.
+    /// The stream is complete (before the access log is written): the record and summary
+    /// (`Worker::end_request`).
     pub fn on_stream_complete(&mut self, filter: Filter) {
         if self.finished {
             return;
         }
         self.finished = true;
         let ctx = self.ctx;
-        let paused = self.paused;
         let plugin = self.plugin.clone();
-        let Some(facts) = self.facts.as_ref() else {
-            // Never reached the request headers: nothing to forget.
-            return;
+        let end = self.facts.as_ref().map(|facts| RequestEnd {
+            facts,
+            request_id: &self.request_id,
+            start_ns: self.start_ns,
+        });
+        let measure = || Measured {
+            response_code: if self.response_code != 0 {
+                self.response_code
+            } else {
+                filter
+                    .attribute_int(AttributeId::RESPONSE_CODE)
+                    .unwrap_or(0) as u32
+            },
+            end_ns: if self.first_byte_ns != 0 {
+                self.first_byte_ns
+            } else {
+                now_ns()
+            },
         };
-        let response_code = if self.response_code != 0 {
-            self.response_code
-        } else {
-            filter
-                .attribute_int(AttributeId::RESPONSE_CODE)
-                .unwrap_or(0) as u32
-        };
-        let end_ns = if self.first_byte_ns != 0 {
-            self.first_byte_ns
-        } else {
-            now_ns()
-        };
-        let start_ns = self.start_ns;
-        let request_id = &self.request_id;
+        let paused = self.paused;
         let summary = self.slot().with(|worker| {
-            let outcome = worker.core.finish(ctx, paused)?;
-            let config = &plugin.config;
-            if !config.usage.enabled {
-                return None;
-            }
             let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
-            let endpoint = routes::classify(&config.usage.routes, &facts.method, &facts.path);
-            let client_ip = client_ip_or_downstream(&host, &facts.client_ip);
-            let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
-            let status = UsageStatus::classify(response_code, quota_denial);
-            let summary = filter_state_summary(
-                outcome.key_id(),
-                outcome.workspace_id(),
-                status,
-                endpoint.credits,
-            );
-            let record = UsageRecord {
-                request_id,
-                timestamp: start_ns / 1_000_000,
-                key_id: outcome.key_id(),
-                workspace_id: outcome.workspace_id(),
-                method: &facts.method,
-                endpoint: endpoint.name,
-                resource_id: endpoint.resource_id,
-                response_code,
-                status,
-                duration_us: end_ns.saturating_sub(start_ns) / 1_000,
-                client_ip: &client_ip,
-                credits: endpoint.credits,
-                admitted: outcome.admitted(),
-                instance: &worker.core.instance,
-            };
-            worker.core.push_record(&host, ctx, &record);
-            Some(summary)
+            worker.core.end_request(&host, ctx, paused, end, measure)
         });
         if let Some(summary) = summary {
             if !filter.set_filter_state(FILTER_STATE_KEY, summary.as_bytes()) {

@@ -243,8 +243,9 @@ impl Host for NativeHost<'_> {
     }
 
     fn enqueue_records(&self, batch: &[u8]) -> Result<(), QueueError> {
-        self.plugin.enqueue_records(batch.to_vec(), self.now_ms());
-        Ok(())
+        self.plugin
+            .enqueue_records(batch.to_vec())
+            .map_err(QueueError::Refused)
     }
 
     /// Only a stream's own hook can read its peer: a request decided for another context (or

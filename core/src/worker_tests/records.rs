@@ -2,6 +2,8 @@
 //! usage service through the shared queue.
 
 use super::*;
+use crate::decision::RequestFacts;
+use crate::worker_records::{Measured, RequestEnd};
 
 #[test]
 fn finish_forgets_the_request() {
@@ -63,4 +65,73 @@ fn records_without_a_usage_service_are_counted_as_dropped() {
     f.tick();
     assert_eq!(f.counted(Counter::RecordDropped), 2);
     assert_eq!(f.counted(Counter::RecordQueued), 0);
+}
+
+fn facts() -> RequestFacts {
+    RequestFacts {
+        method: "GET".into(),
+        path: "/v1/things/1".into(),
+        client_ip: "10.0.0.1".into(),
+    }
+}
+
+fn end<'a>(facts: &'a RequestFacts, request_id: &'a str) -> Option<RequestEnd<'a>> {
+    Some(RequestEnd {
+        facts,
+        request_id,
+        start_ns: T0 * 1_000_000,
+    })
+}
+
+fn measured() -> Measured {
+    Measured {
+        response_code: 200,
+        end_ns: T0 * 1_000_000 + 2_500_000,
+    }
+}
+
+#[test]
+fn a_request_with_a_known_key_ends_with_its_record_and_summary() {
+    let mut f = Filter::plain();
+    let k = f.known(93, &state("key_e", ""));
+    f.request(11, &k);
+    let facts = facts();
+    let summary = f
+        .worker
+        .end_request(&f.host, 11, false, end(&facts, "req-11"), measured)
+        .unwrap();
+    assert!(summary.contains("\"key_id\":\"key_e\""), "{summary}");
+    assert!(summary.contains("\"status\":\"completed\""), "{summary}");
+    assert!(f.worker.outcome(11).is_none(), "forgotten");
+    f.tick();
+    let batches = f.host.queue.borrow().clone().unwrap();
+    let text = String::from_utf8_lossy(batches.last().unwrap()).into_owned();
+    assert!(text.contains("\"request_id\":\"req-11\""), "{text}");
+    assert!(text.contains("\"key_id\":\"key_e\""), "{text}");
+    assert!(text.contains("\"response_code\":200"), "{text}");
+}
+
+#[test]
+fn only_a_request_with_a_known_key_and_usage_on_is_measured() {
+    let facts = facts();
+    // No known key (a missing key's denial): nothing measured, nothing recorded.
+    let mut f = Filter::plain();
+    f.request_with(12, &[], "10.0.0.1");
+    let never = || -> Measured { panic!("measured a request without a known key") };
+    assert_eq!(
+        f.worker
+            .end_request(&f.host, 12, false, end(&facts, "r"), never),
+        None
+    );
+    // Usage records off: forgotten, not measured.
+    let mut f = Filter::new(r#"{"control_plane":{"cluster":"cp"},"usage":{"enabled":false}}"#);
+    let k = f.known(94, &state("key_o", ""));
+    f.request(13, &k);
+    let never = || -> Measured { panic!("measured with usage records off") };
+    assert_eq!(
+        f.worker
+            .end_request(&f.host, 13, false, end(&facts, "r"), never),
+        None
+    );
+    assert!(f.worker.outcome(13).is_none());
 }

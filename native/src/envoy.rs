@@ -322,29 +322,40 @@ impl Filter {
     pub fn new_scheduler(&self) -> Option<Scheduler> {
         // SAFETY: a live filter pointer.
         let ptr = unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(self.0) };
-        (!ptr.is_null()).then_some(Scheduler(ptr))
+        (!ptr.is_null()).then_some(Scheduler {
+            ptr,
+            commit: envoy_dynamic_module_callback_http_filter_scheduler_commit,
+            delete: envoy_dynamic_module_callback_http_filter_scheduler_delete,
+        })
     }
 }
 
-/// A stream's scheduler. `commit` is safe from any thread and a no-op once the stream has
-/// ended; it must never be called after `Drop` (which deletes it): its owner drops it only
-/// where no thread can commit any more (see `worker_slot.rs`).
-pub struct Scheduler(HttpFilterSchedulerModulePtr);
+/// A scheduler of a stream (events reach its scheduled hook on its worker) or of a
+/// configuration (its scheduled hook on the main thread). `commit` is safe from any thread and
+/// a no-op once its stream or configuration has gone; it must never be called after `Drop`
+/// (which deletes it): an owner drops it only where no thread can commit any more (see
+/// `worker_slot.rs` and the plugin's ticker).
+pub struct Scheduler {
+    ptr: *mut std::ffi::c_void,
+    commit: unsafe extern "C" fn(*mut std::ffi::c_void, u64),
+    delete: unsafe extern "C" fn(*mut std::ffi::c_void),
+}
 
 // SAFETY: Envoy documents commit as callable from any thread; delete happens once, in Drop.
 unsafe impl Send for Scheduler {}
+unsafe impl Sync for Scheduler {}
 
 impl Scheduler {
     pub fn commit(&self, event: u64) {
         // SAFETY: not deleted yet (deleted only in Drop).
-        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event) }
+        unsafe { (self.commit)(self.ptr, event) }
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        // SAFETY: created by scheduler_new, deleted exactly once.
-        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+        // SAFETY: created by its scheduler_new, deleted exactly once.
+        unsafe { (self.delete)(self.ptr) }
     }
 }
 
@@ -438,32 +449,14 @@ impl Config {
     }
 
     /// A scheduler whose events reach the configuration's scheduled hook on the main thread.
-    pub fn new_scheduler(&self) -> Option<ConfigScheduler> {
+    pub fn new_scheduler(&self) -> Option<Scheduler> {
         // SAFETY: a live configuration.
         let ptr = unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0) };
-        (!ptr.is_null()).then_some(ConfigScheduler(ptr))
-    }
-}
-
-/// The configuration's scheduler: the ticker thread commits to it; deleted (Drop) only after
-/// that thread has stopped.
-pub struct ConfigScheduler(HttpFilterConfigSchedulerModulePtr);
-
-// SAFETY: commit is callable from any thread; delete happens once, in Drop.
-unsafe impl Send for ConfigScheduler {}
-unsafe impl Sync for ConfigScheduler {}
-
-impl ConfigScheduler {
-    pub fn commit(&self, event: u64) {
-        // SAFETY: not deleted yet (deleted only in Drop).
-        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0, event) }
-    }
-}
-
-impl Drop for ConfigScheduler {
-    fn drop(&mut self) {
-        // SAFETY: created by scheduler_new, deleted exactly once.
-        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0) }
+        (!ptr.is_null()).then_some(Scheduler {
+            ptr,
+            commit: envoy_dynamic_module_callback_http_filter_config_scheduler_commit,
+            delete: envoy_dynamic_module_callback_http_filter_config_scheduler_delete,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! configuration's scheduler, and the answers to the configuration's callouts).
 
 use crate::barrier;
-use crate::envoy::{CalloutAnswer, Config, ConfigScheduler};
+use crate::envoy::{CalloutAnswer, Config, Scheduler};
 use crate::shared_memory::SharedMemory;
 use crate::worker_slot::{
     gather, now_ns, Caller, Decided, NativeHost, NativeWorker, WorkerSlot, TICK_CONTEXT,
@@ -326,11 +326,11 @@ impl Plugin {
 struct Ticker {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
-    scheduler: Arc<ConfigScheduler>,
+    scheduler: Arc<Scheduler>,
 }
 
 impl Ticker {
-    fn start(scheduler: ConfigScheduler) -> Result<Ticker, String> {
+    fn start(scheduler: Scheduler) -> Result<Ticker, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let scheduler = Arc::new(scheduler);
         let thread = {

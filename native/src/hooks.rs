@@ -13,7 +13,7 @@ use crate::barrier::guard;
 use crate::envoy::{envoy_bytes, is_validation_mode, CalloutAnswer, Config, Filter};
 use crate::logger;
 use crate::plugin::{Plugin, MAX_MAIN_ANSWER};
-use crate::request::{send_denial, RequestFilter, Verdict};
+use crate::request::{resume, send_denial, RequestFilter, Verdict};
 use std::sync::Arc;
 use tollgate_core::worker::MAX_LOOKUP_ANSWER;
 
@@ -321,8 +321,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
                 )
             };
             // SAFETY: Envoy's pointer to the stream it created with filter_new.
-            if let Some(stream) = unsafe { stream(filter_module_ptr) } {
-                stream.on_callout_answer(filter, callout_id, answer);
+            let verdict = unsafe { stream(filter_module_ptr) }
+                .and_then(|stream| stream.on_callout_answer(filter, callout_id, answer));
+            if let Some(verdict) = verdict {
+                resume(filter, verdict);
             }
         },
         || (),
@@ -342,8 +344,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         "http_filter_scheduled",
         || {
             // SAFETY: Envoy's pointer to the stream it created with filter_new.
-            if let Some(stream) = unsafe { stream(filter_module_ptr) } {
-                stream.on_scheduled(filter);
+            let verdict = unsafe { stream(filter_module_ptr) }.and_then(|s| s.on_scheduled(filter));
+            if let Some(verdict) = verdict {
+                resume(filter, verdict);
             }
         },
         // A waiting request whose decision panicked gets its 500 rather than hanging.

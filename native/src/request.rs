@@ -136,10 +136,7 @@ impl RequestFilter {
                     .core
                     .on_request_headers(&host, ctx, &head, &mut gather(&mut decided));
             // Its own decision may have come at once (a callout that could not be sent).
-            let own = decided
-                .iter()
-                .position(|(c, _)| *c == ctx)
-                .map(|i| decided.swap_remove(i).1);
+            let own = take_own(&mut decided, ctx);
             worker.deliver(decided);
             for name in &reserved {
                 filter.set_header(HttpHeaderType::REQUEST_HEADER, name, None);
@@ -171,26 +168,28 @@ impl RequestFilter {
     }
 
     /// A decision for this waiting request arrived (its scheduler's event).
-    pub fn on_scheduled(&mut self, filter: Filter) {
+    /// A decision for this waiting request arrived (its scheduler's event): what to do once
+    /// the hook's hold on the stream ends (`resume`).
+    pub fn on_scheduled(&mut self, filter: Filter) -> Option<Verdict> {
         let ctx = self.ctx;
-        let Some(resumed) = self.slot().with(|worker| worker.take_resumed(ctx)) else {
-            return;
-        };
-        match carry_out_here(filter, resumed) {
-            Verdict::Continue => filter.continue_decoding(),
-            Verdict::Reply(reply) => send_denial(filter, ctx, &reply),
-            Verdict::Pause => {}
-        }
+        let resumed = self.slot().with(|worker| worker.take_resumed(ctx))?;
+        Some(carry_out_here(filter, resumed))
     }
 
-    /// The answer to a callout this stream sent.
-    pub fn on_callout_answer(&mut self, filter: Filter, id: u64, answer: CalloutAnswer) {
+    /// The answer to a callout this stream sent. The other requests it decides are woken
+    /// through their schedulers; this stream's own decision, when it waited for the answer,
+    /// comes back to be carried out at once (`resume`), a trip through the scheduler fewer
+    /// on a never-seen key's request.
+    pub fn on_callout_answer(
+        &mut self,
+        filter: Filter,
+        id: u64,
+        answer: CalloutAnswer,
+    ) -> Option<Verdict> {
         let ctx = self.ctx;
         let plugin = self.plugin.clone();
-        self.slot().with(|worker: &NativeWorker| {
-            let Some(token) = worker.stream_callout_answered(ctx, id) else {
-                return;
-            };
+        let own = self.slot().with(|worker: &NativeWorker| {
+            let token = worker.stream_callout_answered(ctx, id)?;
             let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
             let mut decided = Decided::new();
             worker.core.on_callout_answer(
@@ -201,8 +200,11 @@ impl RequestFilter {
                 Some(&answer.body),
                 &mut gather(&mut decided),
             );
+            let own = take_own(&mut decided, ctx);
             worker.deliver(decided);
+            own
         });
+        own.map(|resumed| carry_out_here(filter, resumed))
     }
 
     pub fn on_response_headers(&mut self, filter: Filter) {
@@ -288,6 +290,22 @@ impl RequestFilter {
             }
         });
         drop(scheduler);
+    }
+}
+
+/// The decision for request `ctx` among `decided`, taken out.
+fn take_own(decided: &mut Decided, ctx: u32) -> Option<Resumed> {
+    let i = decided.iter().position(|(c, _)| *c == ctx)?;
+    Some(decided.swap_remove(i).1)
+}
+
+/// Resumes a request that waited, with its decision: on to the upstream, or its denial.
+/// Called once no borrow of the stream is held: Envoy may run the stream's next hooks inside.
+pub fn resume(filter: Filter, verdict: Verdict) {
+    match verdict {
+        Verdict::Continue => filter.continue_decoding(),
+        Verdict::Reply(reply) => send_denial(filter, 0, &reply),
+        Verdict::Pause => {}
     }
 }
 

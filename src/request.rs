@@ -8,25 +8,18 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use tollgate_core::action::is_reserved_header;
-use tollgate_core::config::ClientIpSource;
-use tollgate_core::decision::RequestFacts;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::usage_record::forwarded_client;
-use tollgate_core::worker::{request_facts, RequestHead};
-use tollgate_core::worker_records::{Measured, RequestEnd};
+use tollgate_core::worker::{header_client_ip, request_facts, RequestHead};
+use tollgate_core::worker_records::RequestNotes;
 
 pub struct TollgateRequest {
     context_id: u32,
     /// `None` only if configuration failed, in which case Envoy should not run requests at all.
     worker: Option<Rc<WasmWorker>>,
     paused: bool,
-    facts: Option<RequestFacts>,
-    request_id: String,
-    start_ns: u64,
-    first_byte_ns: u64,
-    response_code: u32,
+    notes: RequestNotes,
 }
 
 impl TollgateRequest {
@@ -35,11 +28,7 @@ impl TollgateRequest {
             context_id,
             worker,
             paused: false,
-            facts: None,
-            request_id: String::new(),
-            start_ns: 0,
-            first_byte_ns: 0,
-            response_code: 0,
+            notes: RequestNotes::default(),
         }
     }
 
@@ -64,26 +53,15 @@ impl TollgateRequest {
     /// The request's record and summary, when it had a known key (`Worker::end_request`).
     fn end(&self, worker: &WasmWorker) {
         let ctx = self.context_id;
-        let end = self.facts.as_ref().map(|facts| RequestEnd {
-            facts,
-            request_id: &self.request_id,
-            start_ns: self.start_ns,
-        });
-        let measure = || Measured {
-            response_code: if self.response_code != 0 {
-                self.response_code
-            } else {
-                property_u64(&["response", "code"]).unwrap_or(0) as u32
-            },
-            end_ns: if self.first_byte_ns != 0 {
-                self.first_byte_ns
-            } else {
-                now_ns()
-            },
-        };
-        let summary = worker
-            .core
-            .end_request(&worker.host, ctx, self.paused, end, measure);
+        let read_code = || property_u64(&["response", "code"]).unwrap_or(0) as u32;
+        let summary = worker.core.end_request(
+            &worker.host,
+            ctx,
+            self.paused,
+            &self.notes,
+            read_code,
+            now_ns,
+        );
         if let Some(summary) = summary {
             if let Err(status) = hostcalls::set_property(vec!["tollgate"], Some(summary.as_bytes()))
             {
@@ -136,20 +114,11 @@ impl HttpContext for TollgateRequest {
                 );
             }
         }
-        self.start_ns = now_ns();
+        self.notes.start_ns = now_ns();
         // The client address costs a host call when it comes from Envoy (`downstream`): read it
         // here only if a blocked address must be recognised; denials and records read it later.
         let config = &worker.core.config;
-        let client_ip = match config.client_ip {
-            ClientIpSource::ForwardedFor { trusted_hops } => {
-                let xff = header_map::get(&headers, "x-forwarded-for").unwrap_or_default();
-                let xff = String::from_utf8_lossy(xff);
-                forwarded_client(&xff, trusted_hops)
-                    .map(str::to_string)
-                    .unwrap_or_default()
-            }
-            ClientIpSource::Downstream => String::new(),
-        };
+        let client_ip = header_client_ip(config, &headers);
         let client_ip = if client_ip.is_empty() && worker.core.blocks_any_ip() {
             downstream_ip()
         } else {
@@ -158,13 +127,13 @@ impl HttpContext for TollgateRequest {
         let head = RequestHead {
             headers: &headers,
             facts: request_facts(&headers, client_ip),
-            now_ms: self.start_ns / 1_000_000,
+            now_ms: self.notes.start_ns / 1_000_000,
         };
         if config.usage.enabled {
-            self.request_id = header_map::text(&headers, "x-request-id");
+            self.notes.request_id = header_map::text(&headers, "x-request-id");
         }
         let action = worker.on_request_headers(self.context_id, &head);
-        self.facts = Some(head.facts);
+        self.notes.facts = Some(head.facts);
         self.paused = action == Action::Pause;
         action
     }
@@ -178,11 +147,11 @@ impl HttpContext for TollgateRequest {
             return Action::Continue;
         };
         if core.config.usage.enabled {
-            self.first_byte_ns = now_ns();
+            self.notes.first_byte_ns = now_ns();
             if let Ok(Some(code)) =
                 hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
             {
-                self.response_code = code.parse().unwrap_or(0);
+                self.notes.response_code = code.parse().unwrap_or(0);
             }
         }
         // Denials carry these headers already (sent with the local reply).

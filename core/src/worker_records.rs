@@ -13,51 +13,53 @@ pub const RECORD_BATCH: usize = 64;
 /// A typical record's JSON size, to reserve a batch's room once.
 pub(crate) const RECORD_BYTES: usize = 384;
 
-/// What an adapter kept of a request for its record.
-pub struct RequestEnd<'a> {
-    pub facts: &'a RequestFacts,
-    pub request_id: &'a str,
+/// What an adapter notes of a request as it passes, for its record: the facts of its headers
+/// (none until they came), its id, when it started, and when the response's first byte came
+/// with its status (0 until then, or for a local reply).
+#[derive(Debug, Default)]
+pub struct RequestNotes {
+    pub facts: Option<RequestFacts>,
+    pub request_id: String,
     pub start_ns: u64,
-}
-
-/// What an adapter reads when a request's record is written (reading may cost host calls,
-/// so only then): the response code and when the response's first byte came (now, for a
-/// local reply).
-pub struct Measured {
+    pub first_byte_ns: u64,
     pub response_code: u32,
-    pub end_ns: u64,
 }
 
 impl Worker {
     /// Request `ctx` is over: it is forgotten and, if it had a known key and usage records are
     /// on, its record is queued. Answers the request's summary for Envoy's filter state then
-    /// (`filter_state_summary`), none otherwise. `end` is `None` for a request that never
-    /// reached its headers.
+    /// (`filter_state_summary`), none otherwise. Only then are `read_code` (the status of a
+    /// response that never passed the adapter, a local reply's) and `now_ns` (its end) asked:
+    /// reading them may cost host calls.
     pub fn end_request<H: Host>(
         &self,
         host: &H,
         ctx: u32,
         waited: bool,
-        end: Option<RequestEnd>,
-        measure: impl FnOnce() -> Measured,
+        notes: &RequestNotes,
+        read_code: impl FnOnce() -> u32,
+        now_ns: impl FnOnce() -> u64,
     ) -> Option<String> {
         let outcome = self.finish(ctx, waited)?;
-        let end = end?;
+        let facts = notes.facts.as_ref()?;
         if !self.config.usage.enabled {
             return None;
         }
-        let Measured {
-            response_code,
-            end_ns,
-        } = measure();
-        let facts = end.facts;
+        let response_code = match notes.response_code {
+            0 => read_code(),
+            code => code,
+        };
+        let end_ns = match notes.first_byte_ns {
+            0 => now_ns(),
+            at => at,
+        };
         let endpoint = routes::classify(&self.config.usage.routes, &facts.method, &facts.path);
         let client_ip = client_ip_or_downstream(host, &facts.client_ip);
         let quota_denial = outcome.denial.is_some_and(|d| d.is_quota());
         let status = UsageStatus::classify(response_code, quota_denial);
         let record = UsageRecord {
-            request_id: end.request_id,
-            timestamp: end.start_ns / 1_000_000,
+            request_id: &notes.request_id,
+            timestamp: notes.start_ns / 1_000_000,
             key_id: outcome.key_id(),
             workspace_id: outcome.workspace_id(),
             method: &facts.method,
@@ -65,7 +67,7 @@ impl Worker {
             resource_id: endpoint.resource_id,
             response_code,
             status,
-            duration_us: end_ns.saturating_sub(end.start_ns) / 1_000,
+            duration_us: end_ns.saturating_sub(notes.start_ns) / 1_000,
             client_ip: &client_ip,
             credits: endpoint.credits,
             admitted: outcome.admitted(),

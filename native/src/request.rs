@@ -10,14 +10,12 @@ use crate::resumed::Resumed;
 use crate::worker_slot::{gather, now_ns, Caller, Decided, NativeHost, NativeWorker, WorkerSlot};
 use std::sync::Arc;
 use tollgate_core::action::{is_reserved_header, Action, HeaderChange, LocalReply};
-use tollgate_core::config::ClientIpSource;
-use tollgate_core::decision::RequestFacts;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::usage_record::{forwarded_client, ip_of};
-use tollgate_core::worker::{request_facts, RequestHead};
-use tollgate_core::worker_records::{Measured, RequestEnd};
+use tollgate_core::usage_record::ip_of;
+use tollgate_core::worker::{header_client_ip, request_facts, RequestHead};
+use tollgate_core::worker_records::RequestNotes;
 
 /// The filter-state key of the summary (`%FILTER_STATE(tollgate:PLAIN)%` in an access log).
 pub const FILTER_STATE_KEY: &str = "tollgate";
@@ -45,11 +43,7 @@ pub struct RequestFilter {
     paused: bool,
     /// The core has been told the request is over.
     finished: bool,
-    facts: Option<RequestFacts>,
-    request_id: String,
-    start_ns: u64,
-    first_byte_ns: u64,
-    response_code: u32,
+    notes: RequestNotes,
 }
 
 impl RequestFilter {
@@ -62,11 +56,7 @@ impl RequestFilter {
             ctx,
             paused: false,
             finished: false,
-            facts: None,
-            request_id: String::new(),
-            start_ns: 0,
-            first_byte_ns: 0,
-            response_code: 0,
+            notes: RequestNotes::default(),
         }
     }
 
@@ -75,7 +65,7 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, filter: Filter) -> Verdict {
-        self.start_ns = now_ns();
+        self.notes.start_ns = now_ns();
         // The entries' array is reused from request to request on this thread.
         let mut raw = HEADER_ENTRIES.with(|entries| entries.take());
         let verdict = self.read_request(filter, &mut raw);
@@ -98,17 +88,10 @@ impl RequestFilter {
             .filter(|(name, _)| is_reserved_header(name))
             .map(|(name, _)| name.to_string())
             .collect();
-        let plugin = self.plugin.clone();
+        // Borrowed, not cloned: every worker would write the one shared count.
+        let plugin = &*self.plugin;
         let config = &plugin.config;
-        let client_ip = match config.client_ip {
-            ClientIpSource::ForwardedFor { trusted_hops } => {
-                let xff = header_map::get(&headers, "x-forwarded-for").unwrap_or_default();
-                forwarded_client(&String::from_utf8_lossy(xff), trusted_hops)
-                    .map(str::to_string)
-                    .unwrap_or_default()
-            }
-            ClientIpSource::Downstream => String::new(),
-        };
+        let client_ip = header_client_ip(config, &headers);
         // With IP blocking on, the address is read now (a plain call here): a request decided
         // later, on another thread, must not need its stream to tell it.
         let client_ip = if client_ip.is_empty() && config.ip_blocking.is_some() {
@@ -119,17 +102,19 @@ impl RequestFilter {
         } else {
             client_ip
         };
-        if config.usage.enabled {
-            self.request_id = header_map::text(&headers, "x-request-id");
-        }
+        let request_id = if config.usage.enabled {
+            header_map::text(&headers, "x-request-id")
+        } else {
+            String::new()
+        };
         let head = RequestHead {
             headers: &headers,
             facts: request_facts(&headers, client_ip),
-            now_ms: self.start_ns / 1_000_000,
+            now_ms: self.notes.start_ns / 1_000_000,
         };
         let ctx = self.ctx;
         let (verdict, paused) = self.slot().with(|worker| {
-            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
+            let host = NativeHost::new(plugin, worker, Caller::Stream { filter, ctx });
             let mut decided = Decided::new();
             let action =
                 worker
@@ -162,7 +147,8 @@ impl RequestFilter {
                 (Action::Deny(reply), _) => (Verdict::Reply(reply), false),
             }
         });
-        self.facts = Some(head.facts);
+        self.notes.request_id = request_id;
+        self.notes.facts = Some(head.facts);
         self.paused = paused;
         verdict
     }
@@ -187,10 +173,10 @@ impl RequestFilter {
         answer: CalloutAnswer,
     ) -> Option<Verdict> {
         let ctx = self.ctx;
-        let plugin = self.plugin.clone();
+        let plugin = &*self.plugin;
         let own = self.slot().with(|worker: &NativeWorker| {
             let token = worker.stream_callout_answered(ctx, id)?;
-            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
+            let host = NativeHost::new(plugin, worker, Caller::Stream { filter, ctx });
             let mut decided = Decided::new();
             worker.core.on_callout_answer(
                 &host,
@@ -209,7 +195,7 @@ impl RequestFilter {
 
     pub fn on_response_headers(&mut self, filter: Filter) {
         let ctx = self.ctx;
-        let plugin = self.plugin.clone();
+        let plugin = &*self.plugin;
         let usage = plugin.config.usage.enabled;
         let mode = plugin.config.limits.headers;
         let known = self.slot().with(|worker| {
@@ -223,8 +209,8 @@ impl RequestFilter {
             Some(())
         });
         if known.is_some() && usage {
-            self.first_byte_ns = now_ns();
-            self.response_code = filter
+            self.notes.first_byte_ns = now_ns();
+            self.notes.response_code = filter
                 .header(HttpHeaderType::RESPONSE_HEADER, ":status")
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
                 .unwrap_or(0);
@@ -239,30 +225,19 @@ impl RequestFilter {
         }
         self.finished = true;
         let ctx = self.ctx;
-        let plugin = self.plugin.clone();
-        let end = self.facts.as_ref().map(|facts| RequestEnd {
-            facts,
-            request_id: &self.request_id,
-            start_ns: self.start_ns,
-        });
-        let measure = || Measured {
-            response_code: if self.response_code != 0 {
-                self.response_code
-            } else {
-                filter
-                    .attribute_int(AttributeId::RESPONSE_CODE)
-                    .unwrap_or(0) as u32
-            },
-            end_ns: if self.first_byte_ns != 0 {
-                self.first_byte_ns
-            } else {
-                now_ns()
-            },
+        let plugin = &*self.plugin;
+        let read_code = || {
+            filter
+                .attribute_int(AttributeId::RESPONSE_CODE)
+                .unwrap_or(0) as u32
         };
+        let notes = &self.notes;
         let paused = self.paused;
         let summary = self.slot().with(|worker| {
-            let host = NativeHost::new(&plugin, worker, Caller::Stream { filter, ctx });
-            worker.core.end_request(&host, ctx, paused, end, measure)
+            let host = NativeHost::new(plugin, worker, Caller::Stream { filter, ctx });
+            worker
+                .core
+                .end_request(&host, ctx, paused, notes, read_code, now_ns)
         });
         if let Some(summary) = summary {
             if !filter.set_filter_state(FILTER_STATE_KEY, summary.as_bytes()) {

@@ -319,3 +319,22 @@ impl Filter {
         key
     }
 }
+
+/// A key state with a daily quota of `quota`, none used.
+pub(super) fn daily(key_id: &str, quota: u64) -> String {
+    state(
+        key_id,
+        &format!(r#""quotas":{{"daily":{quota}}},"usage":{{"daily":0}}"#),
+    )
+}
+
+/// The lease callouts sent so far.
+pub(super) fn lease_callouts(f: &Filter) -> Vec<crate::host::FakeCallout> {
+    f.host
+        .callouts
+        .borrow()
+        .iter()
+        .filter(|c| c.path == LEASES_PATH)
+        .cloned()
+        .collect()
+}

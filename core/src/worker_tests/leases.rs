@@ -10,25 +10,8 @@ use crate::budgets::IDLE_MS;
 use crate::lease_record::{self, RecordKey, INITIAL_WANT};
 use serde_json::Value;
 
-fn lease_callouts(f: &Filter) -> Vec<crate::host::FakeCallout> {
-    f.host
-        .callouts
-        .borrow()
-        .iter()
-        .filter(|c| c.path == LEASES_PATH)
-        .cloned()
-        .collect()
-}
-
 fn body(callout: &crate::host::FakeCallout) -> Value {
     serde_json::from_slice(callout.body.as_deref().unwrap()).unwrap()
-}
-
-fn daily(key_id: &str, quota: u64) -> String {
-    state(
-        key_id,
-        &format!(r#""quotas":{{"daily":{quota}}},"usage":{{"daily":0}}"#),
-    )
 }
 
 #[test]

@@ -10,23 +10,6 @@ use crate::lease_record::{self, RecordKey, INITIAL_WANT};
 use crate::lease_wire::{lookup_lease_id, LOOKUP_LEASE};
 use serde_json::Value;
 
-fn daily(key_id: &str, quota: u64) -> String {
-    state(
-        key_id,
-        &format!(r#""quotas":{{"daily":{quota}}},"usage":{{"daily":0}}"#),
-    )
-}
-
-fn lease_callouts(f: &Filter) -> Vec<crate::host::FakeCallout> {
-    f.host
-        .callouts
-        .borrow()
-        .iter()
-        .filter(|c| c.path == LEASES_PATH)
-        .cloned()
-        .collect()
-}
-
 fn calls_record(f: &Filter, k: &str) -> lease_record::LeaseRecord {
     let at = RecordKey::new(Meter::Calls, parse_key(k.as_bytes()).unwrap(), 8192);
     lease_record::read(&f.host, &at).unwrap()

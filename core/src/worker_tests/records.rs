@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::decision::RequestFacts;
-use crate::worker_records::{Measured, RequestEnd};
+use crate::worker_records::RequestNotes;
 
 #[test]
 fn finish_forgets_the_request() {
@@ -67,27 +67,26 @@ fn records_without_a_usage_service_are_counted_as_dropped() {
     assert_eq!(f.counted(Counter::RecordQueued), 0);
 }
 
-fn facts() -> RequestFacts {
-    RequestFacts {
-        method: "GET".into(),
-        path: "/v1/things/1".into(),
-        client_ip: "10.0.0.1".into(),
-    }
-}
-
-fn end<'a>(facts: &'a RequestFacts, request_id: &'a str) -> Option<RequestEnd<'a>> {
-    Some(RequestEnd {
-        facts,
-        request_id,
+fn notes(request_id: &str) -> RequestNotes {
+    RequestNotes {
+        facts: Some(RequestFacts {
+            method: "GET".into(),
+            path: "/v1/things/1".into(),
+            client_ip: "10.0.0.1".into(),
+        }),
+        request_id: request_id.into(),
         start_ns: T0 * 1_000_000,
-    })
+        first_byte_ns: 0,
+        response_code: 0,
+    }
 }
 
-fn measured() -> Measured {
-    Measured {
-        response_code: 200,
-        end_ns: T0 * 1_000_000 + 2_500_000,
-    }
+fn code_200() -> u32 {
+    200
+}
+
+fn later_ns() -> u64 {
+    T0 * 1_000_000 + 2_500_000
 }
 
 #[test]
@@ -95,10 +94,9 @@ fn a_request_with_a_known_key_ends_with_its_record_and_summary() {
     let mut f = Filter::plain();
     let k = f.known(93, &state("key_e", ""));
     f.request(11, &k);
-    let facts = facts();
     let summary = f
         .worker
-        .end_request(&f.host, 11, false, end(&facts, "req-11"), measured)
+        .end_request(&f.host, 11, false, &notes("req-11"), code_200, later_ns)
         .unwrap();
     assert!(summary.contains("\"key_id\":\"key_e\""), "{summary}");
     assert!(summary.contains("\"status\":\"completed\""), "{summary}");
@@ -113,24 +111,25 @@ fn a_request_with_a_known_key_ends_with_its_record_and_summary() {
 
 #[test]
 fn only_a_request_with_a_known_key_and_usage_on_is_measured() {
-    let facts = facts();
     // No known key (a missing key's denial): nothing measured, nothing recorded.
     let mut f = Filter::plain();
     f.request_with(12, &[], "10.0.0.1");
-    let never = || -> Measured { panic!("measured a request without a known key") };
+    let never_code = || -> u32 { panic!("measured a request without a known key") };
+    let never_now = || -> u64 { panic!("measured a request without a known key") };
     assert_eq!(
         f.worker
-            .end_request(&f.host, 12, false, end(&facts, "r"), never),
+            .end_request(&f.host, 12, false, &notes("r"), never_code, never_now),
         None
     );
     // Usage records off: forgotten, not measured.
     let mut f = Filter::new(r#"{"control_plane":{"cluster":"cp"},"usage":{"enabled":false}}"#);
     let k = f.known(94, &state("key_o", ""));
     f.request(13, &k);
-    let never = || -> Measured { panic!("measured with usage records off") };
+    let never_code = || -> u32 { panic!("measured with usage records off") };
+    let never_now = || -> u64 { panic!("measured with usage records off") };
     assert_eq!(
         f.worker
-            .end_request(&f.host, 13, false, end(&facts, "r"), never),
+            .end_request(&f.host, 13, false, &notes("r"), never_code, never_now),
         None
     );
     assert!(f.worker.outcome(13).is_none());

@@ -1,7 +1,7 @@
-//! Over 600 lines (~900) on purpose: one suite over one writer, whose fixtures and scans every
-//! test shares (splitting it would copy them). The SQLite ingest writer against real databases:
-//! exact reports across the roll-up, hash collisions, duplicates, the request log's references
-//! and the tail, restarts, the backfill.
+//! Over 600 lines (~900) on purpose, as one concept: the suite of one writer, the SQLite ingest
+//! writer, whose fixtures and scans every test shares (split, each part would copy them).
+//! Against real databases: exact reports across the roll-up, hash collisions, duplicates, the
+//! request log's references and the tail, restarts, the backfill.
 
 use super::rollup::roll_target;
 use super::*;

@@ -22,6 +22,8 @@ const MAX_KEYS: usize = 8_192;
 /// Units of one lease a worker holds: spendable until `deadline_ms`.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
+    /// The lease its units were taken from.
+    lease: u64,
     left: u64,
     deadline_ms: u64,
 }
@@ -88,15 +90,21 @@ impl Budgets {
         let at = self.record(hash, meter);
         match lease_record::take(store, &at, cost, now_ms, self.claim_ms) {
             Ok(Take::Took {
+                lease,
                 units,
                 deadline_ms,
                 renew,
-                ..
             }) => {
                 // The old chunk's units, if any, stay counted as spent: never over.
                 let left = units - cost.min(units);
-                self.chunks
-                    .insert((hash, meter), Chunk { left, deadline_ms });
+                self.chunks.insert(
+                    (hash, meter),
+                    Chunk {
+                        lease,
+                        left,
+                        deadline_ms,
+                    },
+                );
                 Spend::Spent { renew }
             }
             Ok(Take::Starved(renewal)) => Spend::Starved(renewal),
@@ -110,10 +118,31 @@ impl Budgets {
         }
     }
 
-    /// Gives back units a request spent (a later limit refused it): to this worker's chunk.
-    pub fn refund(&mut self, hash: KeyHash, meter: Meter, units: u64) {
-        if let Some(chunk) = self.chunks.get_mut(&(hash, meter)) {
+    /// Gives back units a request spent (a later limit refused it). To this worker's chunk while
+    /// it holds more units of the lease (they are spent with them, or lost with them: the
+    /// chunk's bounded undershoot); else to the lease in the shared record, so a chunk of one
+    /// unit (small budgets) loses nothing and the whole budget stays spendable. The lease given
+    /// back to, if any: a settlement of it taken with the spend is no longer true.
+    pub fn refund(
+        &mut self,
+        store: &dyn SharedStore,
+        hash: KeyHash,
+        meter: Meter,
+        units: u64,
+    ) -> Option<u64> {
+        let at = self.record(hash, meter);
+        let chunk = self.chunks.get_mut(&(hash, meter))?;
+        if chunk.left > 0 {
             chunk.left += units;
+            return None;
+        }
+        match lease_record::give_back(store, &at, chunk.lease, units) {
+            Ok(()) => Some(chunk.lease),
+            Err(e) => {
+                // The units stay counted as taken: never over.
+                log::warn!("lease record of key {} not refunded: {e:?}", hash.short());
+                None
+            }
         }
     }
 
@@ -209,27 +238,55 @@ mod tests {
     }
 
     #[test]
-    fn a_key_without_budget_costs_nothing_and_a_refund_needs_no_host_call() {
+    fn a_key_without_budget_costs_nothing_and_a_refund_into_a_chunk_needs_no_host_call() {
         let host = FakeHost::default();
         let mut w = Budgets::new(64, 3_000);
-        let s = daily(10);
+        let s = daily(10_000);
         assert_eq!(
             w.spend(&host, H, Meter::Credits, &s, 5, 1),
             Spend::Unlimited
         );
         assert!(host.data.borrow().is_empty());
+        // A 2,000-unit lease is taken 10 units at a time: the refund joins the other nine.
+        grant(&host, &w, 1, 2_000, 60_000);
+        assert!(matches!(
+            w.spend(&host, H, Meter::Calls, &s, 1, 2),
+            Spend::Spent { .. }
+        ));
+        let gets = host.gets.get();
+        w.refund(&host, H, Meter::Calls, 1);
+        for now in 3..13 {
+            assert!(matches!(
+                w.spend(&host, H, Meter::Calls, &s, 1, now),
+                Spend::Spent { .. }
+            ));
+        }
+        assert_eq!(host.gets.get(), gets, "ten spent from the chunk");
+    }
+
+    #[test]
+    fn a_refund_of_a_one_unit_chunk_goes_back_to_the_lease_so_nothing_is_lost() {
+        let host = FakeHost::default();
+        let mut w = Budgets::new(64, 3_000);
+        let mut other = Budgets::new(64, 3_000);
+        let s = daily(3);
         grant(&host, &w, 1, 3, 60_000);
         assert!(matches!(
             w.spend(&host, H, Meter::Calls, &s, 1, 2),
             Spend::Spent { .. }
         ));
-        w.refund(H, Meter::Calls, 1);
-        let gets = host.gets.get();
-        assert!(matches!(
-            w.spend(&host, H, Meter::Calls, &s, 1, 3),
+        w.refund(&host, H, Meter::Calls, 1);
+        // All three units are still there, for any worker.
+        for now in 3..6 {
+            assert!(matches!(
+                other.spend(&host, H, Meter::Calls, &s, 1, now),
+                Spend::Spent { .. }
+            ));
+        }
+        assert!(!matches!(
+            other.spend(&host, H, Meter::Calls, &s, 1, 6),
             Spend::Spent { .. }
         ));
-        assert_eq!(host.gets.get(), gets);
     }
 
     #[test]

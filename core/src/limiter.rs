@@ -105,14 +105,14 @@ impl Limiter {
                     }
                 }
                 Spend::Starved(renewal) => {
-                    self.give_back(entry, &taken, now);
+                    self.give_back(store, entry, &taken, now, &mut check.renewals);
                     check.starved = Some((meter, renewal.clone()));
                     return check;
                 }
                 Spend::Denied(exhausted) | Spend::Failed(exhausted) => {
                     let denial = exhausted.denial();
                     check.lease_failed = matches!(spend, Spend::Failed(_));
-                    self.give_back(entry, &taken, now);
+                    self.give_back(store, entry, &taken, now, &mut check.renewals);
                     check.denial = Some(denial);
                     return check;
                 }
@@ -137,7 +137,7 @@ impl Limiter {
             &mut self.key_rate_chunks,
         ) {
             RateOutcome::Limited(status) => {
-                self.give_back(entry, &taken, now);
+                self.give_back(store, entry, &taken, now, &mut check.renewals);
                 check.denial = Some(Denial::KeyRateLimited(status.window));
                 check.rate = Some(view(status));
                 return check;
@@ -162,7 +162,7 @@ impl Limiter {
             &mut self.plan_rate_chunks,
         ) {
             RateOutcome::Limited(status) => {
-                self.give_back(entry, &taken, now);
+                self.give_back(store, entry, &taken, now, &mut check.renewals);
                 check.denial = Some(Denial::RateLimited(status.window));
                 check.rate = Some(view(status));
                 return check;
@@ -178,13 +178,29 @@ impl Limiter {
         check
     }
 
-    fn give_back(&mut self, entry: &CacheEntry, taken: &Taken, now: u64) {
-        if taken.calls {
-            self.budgets.refund(entry.hash, Meter::Calls, 1);
-        }
-        if taken.credits > 0 {
-            self.budgets
-                .refund(entry.hash, Meter::Credits, taken.credits);
+    /// Gives back what this request took before a later limit refused it. A unit given back to
+    /// a lease makes it live again: a settlement of it claimed by the same take (it had used
+    /// the lease up) must not go out, or the control plane would charge the unit.
+    fn give_back(
+        &mut self,
+        store: &dyn SharedStore,
+        entry: &CacheEntry,
+        taken: &Taken,
+        now: u64,
+        renewals: &mut [(Meter, Renewal)],
+    ) {
+        for (meter, units) in [
+            (Meter::Calls, u64::from(taken.calls)),
+            (Meter::Credits, taken.credits),
+        ] {
+            if units == 0 {
+                continue;
+            }
+            if let Some(lease) = self.budgets.refund(store, entry.hash, meter, units) {
+                for (_, renewal) in renewals.iter_mut().filter(|(m, _)| *m == meter) {
+                    renewal.settle.retain(|s| s.id != lease);
+                }
+            }
         }
         if taken.key_rate {
             rate_limit::refund(key_owner(entry), now, &mut self.key_rate_chunks);

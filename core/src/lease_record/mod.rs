@@ -318,6 +318,31 @@ pub fn take(
     })
 }
 
+/// Gives `units` taken from lease `lease` back to it: a request spent them, then a later limit
+/// refused it. Nothing when the lease is gone (its settlement was answered): those units stay
+/// charged, which is conservative.
+pub fn give_back(
+    store: &dyn SharedStore,
+    at: &RecordKey,
+    lease: u64,
+    units: u64,
+) -> Result<(), CounterError> {
+    update(store, &at.key, WORDS, |words| {
+        let mut record = LeaseRecord::of(words, at.owner);
+        match record
+            .leases
+            .iter_mut()
+            .find(|l| !l.is_empty() && l.id == lease && l.taken >= units)
+        {
+            Some(l) => {
+                l.taken -= units;
+                Update::Write(record.words(), ())
+            }
+            None => Update::Keep(()),
+        }
+    })
+}
+
 /// A granted lease as this Envoy holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Granted {

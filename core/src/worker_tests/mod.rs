@@ -3,7 +3,7 @@
 //! same fixture: the limits a key carries itself and what it tells the upstream in
 //! `key_limits.rs`; budgets spent from leases of `FakeControlPlane` (`control_plane.rs`) in
 //! `leases.rs`; the end of a request (forgotten, its record batched for the usage service) in
-//! `records.rs`.
+//! `records.rs`; random interleavings of all of it against a reference model in `model.rs`.
 
 use crate::action::{HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::parse_key;
@@ -22,6 +22,7 @@ mod fixture;
 mod key_limits;
 mod leases;
 mod lookup_leases;
+mod model;
 mod records;
 
 use crate::lease_wire::LEASES_PATH;

@@ -156,6 +156,7 @@ impl StackBuilder {
         };
         let mut stack = Stack {
             envoy: None,
+            envoy_options: None,
             more_envoys: Vec::new(),
             control_plane_args: self.control_plane_args,
             control_plane: None,
@@ -188,6 +189,7 @@ impl StackBuilder {
             options.access_log_file = self.access_log_file;
             options.direct_responses = self.direct_responses;
             stack.envoy = Some(Envoy::spawn(&options, &stack.logs));
+            stack.envoy_options = Some(options.clone());
             for n in 2..=self.envoys {
                 let name = format!("envoy-{n}");
                 stack
@@ -201,6 +203,8 @@ impl StackBuilder {
 
 pub struct Stack {
     pub envoy: Option<Envoy>,
+    /// What the first Envoy was started with (to start it again).
+    envoy_options: Option<EnvoyOptions>,
     /// The second and further Envoys of [`StackBuilder::envoys`].
     pub more_envoys: Vec<Envoy>,
     control_plane_args: Vec<String>,
@@ -351,6 +355,23 @@ impl Stack {
             signal(pid, sig),
             "signal {sig} to the control plane ({pid}) failed"
         );
+    }
+
+    /// Stops the first Envoy (SIGTERM) and starts a new one with the same options (new ports,
+    /// an empty memory: what its filter held is gone), ready.
+    pub fn restart_envoy(&mut self) {
+        let options = self
+            .envoy_options
+            .clone()
+            .expect("the stack was started with an Envoy");
+        if let Some(mut old) = self.envoy.take() {
+            old.stop();
+        }
+        let mut envoy = Envoy::spawn(&options, &self.logs);
+        if let Err(e) = envoy.wait_ready(STARTUP_TIMEOUT) {
+            panic!("restarted Envoy: {e}");
+        }
+        self.envoy = Some(envoy);
     }
 
     /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.

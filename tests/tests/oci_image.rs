@@ -104,9 +104,16 @@ fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_la
     let oci_layout = json(&std::fs::read(layout.join("oci-layout")).unwrap());
     assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
     let index = json(&std::fs::read(layout.join("index.json")).unwrap());
-    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1), "{index}");
     assert_eq!(
-        str_at(&index, "/manifests/0/annotations/org.opencontainers.image.ref.name"),
+        index["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{index}"
+    );
+    assert_eq!(
+        str_at(
+            &index,
+            "/manifests/0/annotations/org.opencontainers.image.ref.name"
+        ),
         TAG
     );
 
@@ -123,7 +130,11 @@ fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_la
 
     // Istio and Envoy Gateway want exactly two layers, one of them the raw wasm module.
     let layers = manifest["layers"].as_array().expect("layers");
-    assert_eq!(layers.len(), 2, "the fetchers refuse any other count: {manifest}");
+    assert_eq!(
+        layers.len(),
+        2,
+        "the fetchers refuse any other count: {manifest}"
+    );
     let wasm_layers: Vec<&Value> = layers
         .iter()
         .filter(|l| l["mediaType"] == WASM_LAYER)
@@ -140,7 +151,10 @@ fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_la
         str_at(layer, "/annotations/org.opencontainers.image.title"),
         "tollgate.wasm"
     );
-    let other = layers.iter().find(|l| l["mediaType"] != WASM_LAYER).unwrap();
+    let other = layers
+        .iter()
+        .find(|l| l["mediaType"] != WASM_LAYER)
+        .unwrap();
     assert_eq!(str_at(other, "/mediaType"), WASM_CONFIG);
     assert_eq!(other["digest"], manifest["config"]["digest"]);
 
@@ -167,7 +181,10 @@ fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_la
         str_at(&manifest, "/config/digest"),
         format!("sha256:{}", sha256_hex(&raw_config))
     );
-    assert_eq!(manifest["config"]["size"].as_u64(), Some(raw_config.len() as u64));
+    assert_eq!(
+        manifest["config"]["size"].as_u64(),
+        Some(raw_config.len() as u64)
+    );
     let config = json(&raw_config);
     assert_eq!(str_at(&config, "/type"), "envoy_proxy");
     assert_eq!(config["abiVersions"][0], "proxy_abi_version_0_2_1");
@@ -224,7 +241,10 @@ fn skopeo_copies_the_wasm_out_of_the_layout_byte_for_byte() {
         .expect("a wasm layer in the copied manifest");
     let hex = str_at(layer, "/digest").strip_prefix("sha256:").unwrap();
     let copied = std::fs::read(copy.join(hex)).unwrap();
-    assert!(copied == wasm, "the copied wasm layer differs from target/tollgate.wasm");
+    assert!(
+        copied == wasm,
+        "the copied wasm layer differs from target/tollgate.wasm"
+    );
 }
 
 #[test]
@@ -233,8 +253,14 @@ fn the_same_wasm_gives_the_same_digests_and_another_wasm_another_layer() {
     let dir = tempfile::tempdir().unwrap();
     let files = |layout: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = vec![
-            (PathBuf::from("index.json"), std::fs::read(layout.join("index.json")).unwrap()),
-            (PathBuf::from("oci-layout"), std::fs::read(layout.join("oci-layout")).unwrap()),
+            (
+                PathBuf::from("index.json"),
+                std::fs::read(layout.join("index.json")).unwrap(),
+            ),
+            (
+                PathBuf::from("oci-layout"),
+                std::fs::read(layout.join("oci-layout")).unwrap(),
+            ),
         ];
         let mut blobs: Vec<PathBuf> = std::fs::read_dir(layout.join("blobs/sha256"))
             .unwrap()

@@ -196,11 +196,13 @@ OCI_SOURCE ?= $(shell git -C $(ROOT) remote get-url origin 2>/dev/null)
 
 .PHONY: oci
 oci: wasm tools-oci
-	@revision="$$(git -C $(ROOT) rev-parse HEAD)"; \
-	created="$$(TZ=UTC0 git -C $(ROOT) log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd HEAD)"; \
+	@# Outside a git checkout: revision "unknown" and no creation time.
+	@revision="$$(git -C $(ROOT) rev-parse HEAD 2>/dev/null || echo unknown)"; \
+	created="$$(TZ=UTC0 git -C $(ROOT) log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd HEAD 2>/dev/null || true)"; \
 	$(PYTHON) $(ROOT)/scripts/oci-image.py --wasm $(WASM) --out $(OCI_DIR) \
 	  --tag '$(OCI_TAG)' --version '$(OCI_VERSION)' --revision "$$revision" \
 	  --created "$$created" --source '$(OCI_SOURCE)'
+	@[ -n '$(OCI_SOURCE)' ] || echo "    no org.opencontainers.image.source: git has no remote origin (set OCI_SOURCE=URL)"
 	@echo "    push: skopeo copy oci:$(OCI_DIR):$(OCI_TAG) docker://REGISTRY/tollgate/tollgate-filter:$(OCI_TAG)"
 
 # ---------------------------------------------------------------------------------------------

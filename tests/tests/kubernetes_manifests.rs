@@ -445,6 +445,8 @@ fn envoy_gateway_problems(docs: &[Value]) -> Vec<String> {
             "targetSelectors",
             "wasm",
             "extProc",
+            "dynamicModule",
+            "mergeType",
             "lua",
         ],
         what,
@@ -480,7 +482,11 @@ fn envoy_gateway_problems(docs: &[Value]) -> Vec<String> {
     p.check(code.get("http").is_none(), || {
         format!("{what}: code type Image with an http field")
     });
-    p.known_fields(&code["image"], &["url", "pullSecretRef"], what);
+    p.known_fields(
+        &code["image"],
+        &["url", "pullSecretRef", "sha256", "tls"],
+        what,
+    );
     let image = p.string(code, "/image/url", what);
     p.image(image, what);
     p.one_of(code, "/pullPolicy", &["IfNotPresent", "Always"], what);

@@ -104,7 +104,9 @@ impl Problems {
         }
     }
 
-    fn known_fields(&mut self, object: &Value, known: &[&str], what: &str) {
+    /// `known`: the CRD's field names, separated by spaces.
+    fn known_fields(&mut self, object: &Value, known: &str, what: &str) {
+        let known: Vec<&str> = known.split_whitespace().collect();
         if let Some(map) = object.as_object() {
             for key in map.keys() {
                 self.check(known.contains(&key.as_str()), || {
@@ -125,17 +127,14 @@ impl Problems {
         }) {
             Err(e) => self.0.push(format!("{what}: the filter refuses it: {e}")),
             Ok(parsed) => {
-                self.check(parsed.control_plane.cluster == cluster, || {
+                let (ours, host) = (parsed.control_plane.cluster, parsed.control_plane.authority);
+                self.check(ours == cluster, || {
                     format!(
-                        "{what}: control_plane.cluster is {:?}, but the manifests make {cluster:?}",
-                        parsed.control_plane.cluster
+                        "{what}: control_plane.cluster {ours:?}; the manifests make {cluster:?}"
                     )
                 });
-                self.check(parsed.control_plane.authority == authority, || {
-                    format!(
-                        "{what}: control_plane.authority is {:?}, not the control plane's host {authority:?}",
-                        parsed.control_plane.authority
-                    )
+                self.check(host == authority, || {
+                    format!("{what}: control_plane.authority {host:?}, not the host {authority:?}")
                 });
             }
         }
@@ -151,7 +150,10 @@ impl Problems {
             }
         }
         self.check(ours == shipped, || {
-            format!("{what}: differs from envoy/envoy.yaml's plugin configuration (but for the control plane's cluster and authority):\n  {ours}\n  {shipped}")
+            format!(
+                "{what}: differs from envoy/envoy.yaml's plugin configuration (but for the \
+                 control plane's cluster and authority):\n  {ours}\n  {shipped}"
+            )
         });
     }
 
@@ -190,6 +192,15 @@ fn find<'a>(docs: &'a [Value], api_version: &str, kind: &str, p: &mut Problems) 
 }
 
 const ISTIO: &str = "envoy/istio/wasmplugin.yaml";
+/// The `spec` fields of the CRDs of Istio 1.29 (networking.istio.io/v1 ServiceEntry,
+/// extensions.istio.io/v1alpha1 WasmPlugin).
+const SERVICE_ENTRY_SPEC: &str =
+    "hosts addresses ports location resolution endpoints workloadSelector exportTo \
+    subjectAltNames";
+const WASM_PLUGIN_SPEC: &str =
+    "selector targetRef targetRefs url sha256 imagePullPolicy imagePullSecret \
+    pluginConfig pluginName phase priority failStrategy vmConfig match type \
+    verificationKey";
 
 fn istio_problems(docs: &[Value]) -> Vec<String> {
     let mut p = Problems::default();
@@ -198,21 +209,7 @@ fn istio_problems(docs: &[Value]) -> Vec<String> {
 
     // ServiceEntry (networking.istio.io/v1): hosts required; the control plane's port.
     let what = "ServiceEntry";
-    p.known_fields(
-        &entry["spec"],
-        &[
-            "hosts",
-            "addresses",
-            "ports",
-            "location",
-            "resolution",
-            "endpoints",
-            "workloadSelector",
-            "exportTo",
-            "subjectAltNames",
-        ],
-        what,
-    );
+    p.known_fields(&entry["spec"], SERVICE_ENTRY_SPEC, what);
     let host = p.string(entry, "/spec/hosts/0", what);
     p.check(
         entry["spec"]["hosts"].as_array().map(Vec::len) == Some(1),
@@ -249,28 +246,7 @@ fn istio_problems(docs: &[Value]) -> Vec<String> {
     // WasmPlugin (extensions.istio.io/v1alpha1): url required, oci://.
     let what = "WasmPlugin";
     let spec = &plugin["spec"];
-    p.known_fields(
-        spec,
-        &[
-            "selector",
-            "targetRef",
-            "targetRefs",
-            "url",
-            "sha256",
-            "imagePullPolicy",
-            "imagePullSecret",
-            "pluginConfig",
-            "pluginName",
-            "phase",
-            "priority",
-            "failStrategy",
-            "vmConfig",
-            "match",
-            "type",
-            "verificationKey",
-        ],
-        what,
-    );
+    p.known_fields(spec, WASM_PLUGIN_SPEC, what);
     p.string(plugin, "/metadata/namespace", what);
     let url = p.string(plugin, "/spec/url", what);
     match url.strip_prefix("oci://") {
@@ -401,7 +377,7 @@ fn envoy_gateway_problems(docs: &[Value]) -> Vec<String> {
     let what = "EnvoyPatchPolicy";
     p.known_fields(
         &patch["spec"],
-        &["targetRef", "targetRefs", "type", "jsonPatches", "priority"],
+        "targetRef targetRefs type jsonPatches priority",
         what,
     );
     p.one_of(patch, "/spec/type", &["JSONPatch"], what);
@@ -439,16 +415,7 @@ fn envoy_gateway_problems(docs: &[Value]) -> Vec<String> {
     let what = "EnvoyExtensionPolicy";
     p.known_fields(
         &policy["spec"],
-        &[
-            "targetRef",
-            "targetRefs",
-            "targetSelectors",
-            "wasm",
-            "extProc",
-            "dynamicModule",
-            "mergeType",
-            "lua",
-        ],
+        "targetRef targetRefs targetSelectors wasm extProc dynamicModule mergeType lua",
         what,
     );
     p.check(
@@ -463,30 +430,18 @@ fn envoy_gateway_problems(docs: &[Value]) -> Vec<String> {
         format!("{what}: one wasm extension, Tollgate")
     });
     let wasm = wasm.first().cloned().unwrap_or_default();
-    p.known_fields(
-        &wasm,
-        &["name", "rootID", "code", "config", "failOpen", "env"],
-        what,
-    );
+    p.known_fields(&wasm, "name rootID code config failOpen env", what);
     p.one_of(&wasm, "/rootID", &[ROOT_ID], what);
     p.check(wasm["failOpen"] == false, || {
         format!("{what}: failOpen must be false")
     });
     let code = &wasm["code"];
-    p.known_fields(
-        code,
-        &["type", "http", "image", "configMap", "sha256", "pullPolicy"],
-        what,
-    );
+    p.known_fields(code, "type http image configMap sha256 pullPolicy", what);
     p.one_of(code, "/type", &["Image"], what);
     p.check(code.get("http").is_none(), || {
         format!("{what}: code type Image with an http field")
     });
-    p.known_fields(
-        &code["image"],
-        &["url", "pullSecretRef", "sha256", "tls"],
-        what,
-    );
+    p.known_fields(&code["image"], "url pullSecretRef sha256 tls", what);
     let image = p.string(code, "/image/url", what);
     p.image(image, what);
     p.one_of(code, "/pullPolicy", &["IfNotPresent", "Always"], what);
@@ -528,13 +483,31 @@ fn edit(docs: &[Value], kind: &str, pointer: &str, value: Value) -> Vec<Value> {
     docs
 }
 
+/// Each line of `cases` is a broken copy and what must be found wrong in it:
+/// `KIND POINTER JSON => PROBLEM` sets `POINTER` of the document of `KIND` to `JSON` (no spaces in
+/// it) and expects a problem containing `PROBLEM`. Lines starting with `#` are comments.
 #[track_caller]
-fn assert_refused(docs: &[Value], check: fn(&[Value]) -> Vec<String>, expected: &str) {
-    let problems = check(docs);
-    assert!(
-        problems.iter().any(|p| p.contains(expected)),
-        "expected a problem containing {expected:?}, got {problems:#?}"
-    );
+fn assert_each_refused(docs: &[Value], check: fn(&[Value]) -> Vec<String>, cases: &str) {
+    let mut count = 0;
+    for line in cases.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (edit_spec, expected) = line
+            .split_once(" => ")
+            .expect("KIND POINTER JSON => PROBLEM");
+        let [kind, pointer, value] = edit_spec.split_whitespace().collect::<Vec<_>>()[..] else {
+            panic!("not KIND POINTER JSON: {edit_spec}");
+        };
+        let value: Value = serde_json::from_str(value).expect("JSON");
+        let problems = check(&edit(docs, kind, pointer, value));
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{line}: expected a problem containing {expected:?}, got {problems:#?}"
+        );
+        count += 1;
+    }
+    assert!(count > 5, "only {count} cases");
 }
 
 #[test]
@@ -555,300 +528,69 @@ fn envoy_gateway_manifests_have_what_the_crds_require_and_agree_with_the_filter(
 
 #[test]
 fn the_checks_find_what_is_wrong_in_a_broken_istio_manifest() {
-    let docs = istio_docs();
-    let check = istio_problems;
-    // The ServiceEntry's port changes: the filter's cluster no longer exists.
-    assert_refused(
-        &edit(&docs, "ServiceEntry", "/spec/ports/0/number", json!(9090)),
-        check,
-        "but the manifests make \"outbound|9090||",
+    assert_each_refused(
+        &istio_docs(),
+        istio_problems,
+        r#"
+        # The ServiceEntry's port changes: the filter's cluster no longer exists.
+        ServiceEntry /spec/ports/0/number 9090 => the manifests make "outbound|9090||
+        # A configuration the filter refuses (unknown field), or one drifted from envoy.yaml.
+        WasmPlugin /spec/pluginConfig/hide_keys true => the filter refuses it
+        WasmPlugin /spec/pluginConfig/cache/ttl "9s" => differs from envoy/envoy.yaml
+        # Not make oci's image, or not an OCI URL.
+        WasmPlugin /spec/url "oci://r.example/tollgate/tollgate-filter:0.0.1" => is not make oci's
+        WasmPlugin /spec/url "https://r.example/tollgate.wasm" => is not oci://
+        WasmPlugin /spec/phase "AUTHZ" => /spec/phase
+        WasmPlugin /spec/pluginName "tollgate-usage" => /spec/pluginName
+        WasmPlugin /spec/imagePullPolicy "Sometimes" => /spec/imagePullPolicy
+        WasmPlugin /spec/vmConfig/env/0/valueFrom "INLINE" => does not pass TOLLGATE_FILTER_TOKEN
+        WasmPlugin /spec/selector {"matchLabels":{}} => selects no workload
+        # A spec field the CRD does not have; another version; a document missing.
+        WasmPlugin /spec/pullPolicy "Always" => unknown field "pullPolicy"
+        WasmPlugin /apiVersion "extensions.istio.io/v1" => apiVersion
+        ServiceEntry /kind "ServiceEntries" => expected one ServiceEntry
+        "#,
     );
-    // A configuration the filter refuses (unknown field).
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/pluginConfig/hide_keys",
-            json!(true),
-        ),
-        check,
-        "the filter refuses it",
-    );
-    // Drifted from envoy.yaml.
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/pluginConfig/cache/ttl",
-            json!("9s"),
-        ),
-        check,
-        "differs from envoy/envoy.yaml",
-    );
-    // Not make oci's image, or not an OCI URL.
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/url",
-            json!("oci://r.example/tollgate/tollgate-filter:0.0.1"),
-        ),
-        check,
-        "is not make oci's",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/url",
-            json!("https://r.example/tollgate.wasm"),
-        ),
-        check,
-        "is not oci://",
-    );
-    assert_refused(
-        &edit(&docs, "WasmPlugin", "/spec/phase", json!("AUTHZ")),
-        check,
-        "/spec/phase",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/pluginName",
-            json!("tollgate-usage"),
-        ),
-        check,
-        "/spec/pluginName",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/imagePullPolicy",
-            json!("Sometimes"),
-        ),
-        check,
-        "/spec/imagePullPolicy",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/vmConfig/env/0/valueFrom",
-            json!("INLINE"),
-        ),
-        check,
-        "does not pass TOLLGATE_FILTER_TOKEN",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/spec/selector",
-            json!({"matchLabels": {}}),
-        ),
-        check,
-        "selects no workload",
-    );
-    // A spec field the CRD does not have.
-    assert_refused(
-        &edit(&docs, "WasmPlugin", "/spec/pullPolicy", json!("Always")),
-        check,
-        "unknown field \"pullPolicy\"",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "WasmPlugin",
-            "/apiVersion",
-            json!("extensions.istio.io/v1"),
-        ),
-        check,
-        "apiVersion",
-    );
-    assert_refused(&docs[1..], check, "expected one ServiceEntry");
 }
 
 #[test]
 fn the_checks_find_what_is_wrong_in_broken_envoy_gateway_manifests() {
-    let docs = envoy_gateway_docs();
-    let check = envoy_gateway_problems;
-    let policy_config = "/spec/wasm/0/config";
-    // The patch policy's cluster renamed: the filter calls a cluster nobody makes.
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyPatchPolicy",
-            "/spec/jsonPatches/0/name",
-            json!("cp"),
-        ),
-        check,
-        "the cluster's name",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            &format!("{policy_config}/control_plane/cluster"),
-            json!("cp"),
-        ),
-        check,
-        "but the manifests make \"tollgate_control_plane\"",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            &format!("{policy_config}/failure_mode"),
-            json!("sometimes"),
-        ),
-        check,
-        "the filter refuses it",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            &format!("{policy_config}/usage/batch_size"),
-            json!(10),
-        ),
-        check,
-        "differs from envoy/envoy.yaml",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/code/type",
-            json!("HTTP"),
-        ),
-        check,
-        "/type",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/code/image/url",
-            json!("oci://registry.example.com/tollgate/tollgate-filter:0.1.0"),
-        ),
-        check,
-        "has a scheme",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/code/image/url",
-            json!("registry.example.com/tollgate/other:0.1.0"),
-        ),
-        check,
-        "is not make oci's",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/rootID",
-            json!("root"),
-        ),
-        check,
-        "/rootID",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/failOpen",
-            json!(true),
-        ),
-        check,
-        "failOpen",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/env/hostKeys",
-            json!([]),
-        ),
-        check,
-        "env.hostKeys",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/targetRefs/0/name",
-            json!("other"),
-        ),
-        check,
-        "targetRefs[0] is not the Gateway",
-    );
-    assert_refused(
-        &edit(&docs, "Gateway", "/spec/gatewayClassName", json!("istio")),
-        check,
-        "gatewayClassName",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "HTTPRoute",
-            "/spec/parentRefs/0/name",
-            json!("other"),
-        ),
-        check,
-        "HTTPRoute: not attached",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "GatewayClass",
-            "/spec/parametersRef/name",
-            json!("other"),
-        ),
-        check,
-        "parametersRef",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyProxy",
-            "/spec/provider/kubernetes/envoyDeployment/container/env/0/name",
-            json!("TOKEN"),
-        ),
-        check,
-        "EnvoyProxy: the Envoy container gets no",
-    );
-    assert_refused(
-        &edit(
-            &docs,
-            "EnvoyExtensionPolicy",
-            "/spec/wasm/0/code/pullPolicy",
-            json!("Never"),
-        ),
-        check,
-        "/pullPolicy",
+    assert_each_refused(
+        &envoy_gateway_docs(),
+        envoy_gateway_problems,
+        r#"
+        # The cluster renamed on either side: the filter calls a cluster nobody makes.
+        EnvoyPatchPolicy /spec/jsonPatches/0/name "cp" => the cluster's name
+        EnvoyExtensionPolicy /spec/wasm/0/config/control_plane/cluster "cp" => the manifests make "tollgate_control_plane"
+        EnvoyExtensionPolicy /spec/wasm/0/config/failure_mode "sometimes" => the filter refuses it
+        EnvoyExtensionPolicy /spec/wasm/0/config/usage/batch_size 10 => differs from envoy/envoy.yaml
+        # The image: not of type Image, a scheme, not make oci's, a field of another name.
+        EnvoyExtensionPolicy /spec/wasm/0/code/type "HTTP" => /type
+        EnvoyExtensionPolicy /spec/wasm/0/code/image/url "oci://r.example/t/tollgate-filter:0.1.0" => has a scheme
+        EnvoyExtensionPolicy /spec/wasm/0/code/image/url "r.example/t/other:0.1.0" => is not make oci's
+        EnvoyExtensionPolicy /spec/wasm/0/code/image/URL "x" => unknown field "URL"
+        EnvoyExtensionPolicy /spec/wasm/0/code/pullPolicy "Never" => /pullPolicy
+        EnvoyExtensionPolicy /spec/wasm/0/rootID "root" => /rootID
+        EnvoyExtensionPolicy /spec/wasm/0/failOpen true => failOpen
+        EnvoyExtensionPolicy /spec/wasm/0/env/hostKeys [] => env.hostKeys
+        # References between the resources.
+        EnvoyExtensionPolicy /spec/targetRefs/0/name "other" => targetRefs[0] is not the Gateway
+        Gateway /spec/gatewayClassName "istio" => gatewayClassName
+        HTTPRoute /spec/parentRefs/0/name "other" => HTTPRoute: not attached
+        GatewayClass /spec/parametersRef/name "other" => parametersRef
+        EnvoyProxy /spec/provider/kubernetes/envoyDeployment/container/env/0/name "TOKEN" => EnvoyProxy: the Envoy container gets no
+        "#,
     );
 }
 
 #[test]
 fn both_platforms_pull_the_same_image() {
-    let istio = istio_docs();
-    let eg = envoy_gateway_docs();
-    let istio_url = istio.iter().find(|d| d["kind"] == "WasmPlugin").unwrap()["spec"]["url"]
-        .as_str()
-        .unwrap()
-        .strip_prefix("oci://")
-        .unwrap()
-        .to_string();
-    let eg_url = eg
-        .iter()
-        .find(|d| d["kind"] == "EnvoyExtensionPolicy")
-        .unwrap()["spec"]["wasm"][0]["code"]["image"]["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(istio_url, eg_url);
+    let kind = |docs: Vec<Value>, kind: &str| docs.into_iter().find(|d| d["kind"] == kind);
+    let istio = kind(istio_docs(), "WasmPlugin").unwrap()["spec"]["url"].clone();
+    let eg = kind(envoy_gateway_docs(), "EnvoyExtensionPolicy").unwrap();
+    let eg = &eg["spec"]["wasm"][0]["code"]["image"]["url"];
+    assert_eq!(
+        istio.as_str().and_then(|u| u.strip_prefix("oci://")),
+        eg.as_str()
+    );
 }

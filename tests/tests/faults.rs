@@ -2,7 +2,9 @@
 //! plane: a 60 s outage and a crash in the middle of ingest under ~1,000 requests a second
 //! (nothing lost, nothing twice); a control plane that hangs or answers garbage (cached keys
 //! keep passing, never-seen keys get the failure mode within the timeout, each case counted);
-//! an Envoy restarted while records wait in its memory (exactly those are lost, and counted).
+//! the database's disk full (a file-size limit on the control plane: ingest fails, the filter
+//! sends again, and once there is room every record is stored once); an Envoy restarted while
+//! records wait in its memory (exactly those are lost, and counted).
 //!
 //! (The outage test is named to sort first: libtest starts a binary's tests in name order, two
 //! at a time, so the longest starts at once and the others run beside it.)
@@ -373,4 +375,81 @@ fn an_envoy_restart_loses_exactly_the_records_it_held() {
         "the request after the restart is recorded: {:?}",
         stored.last()
     );
+}
+
+/// Sets the control plane's file-size limit (`RLIMIT_FSIZE`): past it every write fails, as on
+/// a full disk (it ignores SIGXFSZ). `None`: no limit.
+fn file_size_limit(pid: u32, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit reads `limit` and writes nothing back (null old limit).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// The database's disk full: the control plane keeps answering lookups, its ingest fails (5xx)
+/// and the filter keeps the records and sends them again; when there is room again they are
+/// stored, each once, and the analytics count each once.
+#[test]
+fn a_full_disk_fails_ingest_until_there_is_room_and_nothing_is_stored_twice() {
+    const WHILE_FULL: usize = 100;
+    let stack = usage_stack().start();
+    let key = stack.admin().new_key(Plan::Enterprise);
+    warm(&stack, &key);
+    let warmed =
+        stack
+            .admin()
+            .settled_requests(&[("key_id", key.id.clone())], 10, Duration::from_secs(30));
+    assert_eq!(warmed.len(), 10);
+    let envoy = stack.envoy();
+    let failed_before = envoy.filter_stat("usage.delivery_failed");
+    let pid = stack.control_plane_pid();
+    file_size_limit(pid, Some(4_096));
+    for _ in 0..WHILE_FULL {
+        assert_passed(&stack.get_with_key("/v1/full", &key.secret), &key);
+    }
+    let failing = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+        (envoy.filter_stat("usage.delivery_failed") >= failed_before + 2).then_some(())
+    });
+    assert!(failing.is_some(), "ingest must fail while the disk is full");
+    let log = envoy.log();
+    let why = log.lines().find(|l| l.contains("usage delivery failed"));
+    eprintln!("while full: {}", why.unwrap_or("?"));
+    assert_eq!(
+        stack.admin().get_key(&key.id)["id"],
+        key.id.as_str(),
+        "reads still answer"
+    );
+    file_size_limit(pid, None);
+    let stored = stack.admin().settled_requests(
+        &[("key_id", key.id.clone())],
+        10 + WHILE_FULL,
+        Duration::from_secs(60),
+    );
+    let ids: HashSet<&str> = stored
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(ids.len(), stored.len(), "a record was stored twice");
+    assert_eq!(
+        stored.len(),
+        10 + WHILE_FULL,
+        "every record, once there was room"
+    );
+    let usage = stack.admin().key_usage(&key.id, &[]);
+    assert_eq!(
+        usage["totals"]["total"],
+        10 + WHILE_FULL,
+        "the analytics count each record once: {usage}"
+    );
+    assert_eq!(envoy.filter_stat("usage.dropped"), 0);
 }

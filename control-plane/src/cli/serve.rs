@@ -65,6 +65,10 @@ pub struct DemoUpstreamArgs {
 }
 
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
+    // A file-size limit (RLIMIT_FSIZE) the database reaches must fail the write, as a full disk
+    // does (ingest answers 5xx and the filter sends the records again), not kill the process.
+    // SAFETY: only the disposition of SIGXFSZ changes, before any thread writes a file.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", args.listen)))?;

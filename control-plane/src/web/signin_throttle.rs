@@ -1,7 +1,9 @@
 //! Throttles the dashboard's sign-in by client IP: after [`MAX_FAILURES`] wrong tokens within
 //! [`WINDOW_MS`] from one IP, that IP's sign-ins are refused (429 with `Retry-After`) until the
 //! oldest of those failures is a window old, whatever token they carry, so guessing tokens costs
-//! a minute per 5 guesses. A success clears the IP's failures.
+//! a minute per 5 guesses. A success clears the IP's failures. An IPv6 client counts by its /64
+//! (one host usually holds a whole /64 and could otherwise take a new address per guess); an
+//! IPv4 address mapped into IPv6 counts as the IPv4 one.
 //!
 //! Bounded: at most [`MAX_IPS`] IPs are tracked; a new one past that evicts the IP whose latest
 //! failure is the oldest (a flood from many addresses can thus make the table forget one; each
@@ -9,7 +11,7 @@
 //! `now_ms` (`crate::clock`), so the tests set it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, PoisonError};
 
 pub const MAX_FAILURES: usize = 5;
@@ -75,6 +77,7 @@ impl SignInThrottle {
 
     /// `Err(seconds)`: `ip` may not try to sign in for that long (the `Retry-After`, at least 1).
     pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+        let ip = client(ip);
         let table = self.table();
         let Some(failures) = table.by_ip.get(&ip) else {
             return Ok(());
@@ -96,6 +99,7 @@ impl SignInThrottle {
 
     /// Counts a wrong token from `ip`.
     pub fn failed(&self, ip: IpAddr, now_ms: i64) {
+        let ip = client(ip);
         let mut table = self.table();
         let mut failures = match table.by_ip.remove(&ip) {
             Some(f) => {
@@ -123,12 +127,27 @@ impl SignInThrottle {
 
     /// A good token from `ip`: its failures are forgotten.
     pub fn succeeded(&self, ip: IpAddr) {
-        self.table().remove(ip);
+        self.table().remove(client(ip));
     }
 
     /// How many IPs are tracked.
     pub fn tracked(&self) -> usize {
         self.table().by_ip.len()
+    }
+}
+
+/// The key an address is counted under: IPv4 as is (also when mapped into IPv6), IPv6 by its
+/// /64.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -179,6 +198,26 @@ mod tests {
         assert_eq!(t.check(a, 60_000), Ok(()));
         t.failed(a, 60_000);
         assert_eq!(t.check(a, 60_000), Err(10));
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_itself() {
+        let t = SignInThrottle::default();
+        for n in 0..5u16 {
+            t.failed(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, n, 0, 0, n)),
+                0,
+            );
+        }
+        let same_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0xffff, 1, 2, 3));
+        assert!(t.check(same_64, 1).is_err());
+        let next_64 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert_eq!(t.check(next_64, 1), Ok(()));
+        for _ in 0..5 {
+            t.failed(ip(0x7f00_0001), 0);
+        }
+        let mapped = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x7f00, 1));
+        assert!(t.check(mapped, 1).is_err());
     }
 
     #[test]

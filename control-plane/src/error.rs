@@ -1,6 +1,7 @@
 //! The one error type of the HTTP API, mapped once to a status and a `{"error": "..."}` body.
-//! Client errors carry a message meant for the caller; internal errors are logged with their
-//! cause and answered with a bare 500.
+//! Client errors carry a message meant for the caller; a bad input also carries the field (or
+//! query parameter) it is about as data, shown as `"field"` beside `"error"`. Internal errors are
+//! logged with their cause and answered with a bare 500.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -12,8 +13,13 @@ use crate::domain::ValidationError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
+    /// Bad input; `field` names it when it is about one (`expires_at`, `quotas.daily`,
+    /// `cursor`), and the message then starts with it.
+    #[error("{}", bad_request_text(.field.as_deref(), .message))]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -30,10 +36,33 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+fn bad_request_text(field: Option<&str>, message: &str) -> String {
+    match field {
+        Some(field) => format!("{field}: {message}"),
+        None => message.to_owned(),
+    }
+}
+
 impl ApiError {
+    /// A bad value of `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A bad request that is not about one field (a body that is not JSON at all).
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            field: None,
+            message: message.into(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -47,14 +76,17 @@ impl ApiError {
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        Self::BadRequest(e.to_string())
+        Self::invalid(e.field, e.message)
     }
 }
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e.kind() {
-            ErrorKind::Invalid => Self::BadRequest(e.to_string()),
+            ErrorKind::Invalid => match e {
+                AppError::Invalid(v) => v.into(),
+                other => Self::malformed(other.to_string()),
+            },
             ErrorKind::Forbidden => Self::Forbidden(e.to_string()),
             ErrorKind::NotFound => Self::NotFound(e.to_string()),
             ErrorKind::Conflict => Self::Conflict(e.to_string()),
@@ -72,7 +104,14 @@ impl IntoResponse for ApiError {
         if let Self::Internal(source) = &self {
             tracing::error!(error = %ErrorChain(source.as_ref()), "request failed");
         }
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        let error = capped(self.to_string(), MESSAGE_MAX);
+        let body = match &self {
+            Self::BadRequest {
+                field: Some(field), ..
+            } => json!({ "error": error, "field": capped(field.clone(), FIELD_MAX) }),
+            _ => json!({ "error": error }),
+        };
+        let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -80,6 +119,25 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The longest message and field name answered, in bytes: a message may quote the input (serde
+/// names an unknown member, or shows the string it could not use), and a 1 MB input must not
+/// come back as a 1 MB error.
+const MESSAGE_MAX: usize = 512;
+const FIELD_MAX: usize = 128;
+
+/// `text` cut to at most `max` bytes (on a character boundary), ending in `…` when cut.
+fn capped(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// Displays an error with its sources: `a: b: c`.

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod base62;
+pub mod body_limit;
 pub mod cli;
 pub mod clock;
 pub mod config;

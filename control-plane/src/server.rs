@@ -3,13 +3,14 @@
 
 use std::future::Future;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{any, get, post};
+use axum::response::IntoResponse;
+use axum::routing::MethodRouter;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -19,6 +20,7 @@ use crate::api::auth::{authenticate, require_filter};
 use crate::api::{
     analytics, console, ext_authz, filter, ingest, keys, leases, plans, workspaces, AppState,
 };
+use crate::body_limit::{self, BodyLimit, MAX_BODY_BYTES};
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
@@ -59,7 +61,9 @@ pub async fn serve(
     println!("Listening on http://{addr}");
     // Flushed so scripts and tests reading stdout through a pipe see it now.
     io::stdout().flush()?;
-    let result = axum::serve(listener.tap_io(tune_connection), router(state))
+    // The peer's address, for the dashboard's sign-in throttle.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener.tap_io(tune_connection), app)
         .with_graceful_shutdown(shutdown)
         .await;
     // Stopped before the store closes: a pass still running would find its pool closed.
@@ -147,75 +151,145 @@ fn load_token(
     Ok(loaded.token)
 }
 
-pub fn router(state: AppState) -> Router {
-    // Admin token or console token; handlers check what the principal may see.
-    let admin = Router::new()
-        .route("/v1/whoami", get(console::whoami))
-        .route("/v1/plans", get(plans::list).post(plans::create))
-        .route(
+/// One route of the REST API: its path, methods and handlers, written once ([`api_route!`]) so
+/// that the router and [`api_routes`] (the list the tests walk) cannot differ.
+struct ApiRoute {
+    path: &'static str,
+    methods: &'static [&'static str],
+    handler: MethodRouter<AppState>,
+}
+
+impl ApiRoute {
+    /// With a body limit of its own.
+    fn limited(self, max: usize) -> Self {
+        Self {
+            handler: body_limit::route(self.handler, json_limit(max)),
+            ..self
+        }
+    }
+}
+
+/// `api_route!("/v1/x", get(list), post(create))`: the route, its methods named from the
+/// `axum::routing` functions that add them.
+macro_rules! api_route {
+    ($path:expr, $first:ident($handler:expr) $(, $method:ident($more:expr))* $(,)?) => {
+        ApiRoute {
+            path: $path,
+            methods: &[stringify!($first) $(, stringify!($method))*],
+            handler: axum::routing::$first($handler) $(.$method($more))*,
+        }
+    };
+}
+
+/// Admin token or console token; handlers check what the principal may see.
+fn admin_routes() -> Vec<ApiRoute> {
+    vec![
+        api_route!("/v1/whoami", get(console::whoami)),
+        api_route!("/v1/plans", get(plans::list), post(plans::create)),
+        api_route!(
             "/v1/workspaces",
-            get(workspaces::list).post(workspaces::create),
-        )
-        .route(
+            get(workspaces::list),
+            post(workspaces::create)
+        ),
+        api_route!(
             "/v1/workspaces/{workspace_id}",
-            get(workspaces::get).patch(workspaces::update),
-        )
-        .route(
+            get(workspaces::get),
+            patch(workspaces::update)
+        ),
+        api_route!(
             "/v1/workspaces/{workspace_id}/keys",
-            get(keys::list).post(keys::create),
-        )
-        .route(
+            get(keys::list),
+            post(keys::create)
+        ),
+        api_route!(
             "/v1/workspaces/{workspace_id}/usage",
-            get(analytics::workspace_usage),
-        )
-        .route(
+            get(analytics::workspace_usage)
+        ),
+        api_route!(
             "/v1/workspaces/{workspace_id}/console-tokens",
-            get(console::list).post(console::create),
-        )
-        .route(
-            "/v1/console-tokens/{id}",
-            axum::routing::delete(console::delete),
-        )
-        .route(
+            get(console::list),
+            post(console::create)
+        ),
+        api_route!("/v1/console-tokens/{id}", delete(console::delete)),
+        api_route!(
             "/v1/keys/{key_id}",
-            get(keys::get).patch(keys::update).delete(keys::delete),
-        )
-        .route("/v1/keys/{key_id}/rotate", post(keys::rotate))
-        .route("/v1/keys/{key_id}/usage", get(analytics::key_usage))
-        .route("/v1/requests", get(analytics::requests))
-        .route("/v1/requests.csv", get(analytics::requests_csv))
+            get(keys::get),
+            patch(keys::update),
+            delete(keys::delete)
+        ),
+        api_route!("/v1/keys/{key_id}/rotate", post(keys::rotate)),
+        api_route!("/v1/keys/{key_id}/usage", get(analytics::key_usage)),
+        api_route!("/v1/requests", get(analytics::requests)),
+        api_route!("/v1/requests.csv", get(analytics::requests_csv)),
+    ]
+}
+
+/// The filter token's: the lookup, budget leases and usage ingest (each with its body limit).
+fn filter_routes() -> Vec<ApiRoute> {
+    vec![
+        api_route!("/v1/filter/keys/{hash}", get(filter::lookup)).limited(MAX_BODY_BYTES),
+        api_route!("/v1/filter/usage", post(ingest::ingest)).limited(ingest::MAX_BODY_BYTES),
+        api_route!("/v1/filter/leases", post(leases::lease)).limited(leases::MAX_BODY_BYTES),
+    ]
+}
+
+/// No token: Envoy's ext_authz forwards only the client's headers, and the answer is only
+/// about the key the caller already holds. No body limit (`body_limit.rs` says why).
+fn ext_authz_routes() -> Vec<ApiRoute> {
+    ext_authz::PATHS
+        .into_iter()
+        .map(|path| api_route!(path, any(ext_authz::check)))
+        .collect()
+}
+
+fn public_routes() -> Vec<ApiRoute> {
+    vec![api_route!("/healthz", get(healthz))]
+}
+
+/// Every route of the REST API as `(path, methods)`, methods upper-case (`ANY`: every method).
+/// The dashboard's pages under `/ui` are not in it.
+pub fn api_routes() -> Vec<(&'static str, Vec<String>)> {
+    [
+        public_routes(),
+        admin_routes(),
+        filter_routes(),
+        ext_authz_routes(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| {
+        let methods = r.methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+        (r.path, methods)
+    })
+    .collect()
+}
+
+fn routes(list: Vec<ApiRoute>) -> Router<AppState> {
+    list.into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+}
+
+/// The API's answer to a body over its limit.
+fn json_limit(max: usize) -> BodyLimit {
+    BodyLimit {
+        max,
+        too_large: || ApiError::PayloadTooLarge.into_response(),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    // The body limit inside the token check: an unauthenticated caller is refused first, and
+    // nothing of its body is read either way.
+    let admin = body_limit::router(routes(admin_routes()), json_limit(MAX_BODY_BYTES))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    let filter = Router::new()
-        .route("/v1/filter/keys/{hash}", get(filter::lookup))
-        .route(
-            "/v1/filter/usage",
-            post(ingest::ingest).layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES)),
-        )
-        .route(
-            "/v1/filter/leases",
-            post(leases::lease).layer(DefaultBodyLimit::max(leases::MAX_BODY_BYTES)),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_filter,
-        ));
-    // No token: Envoy's ext_authz forwards only the client's headers, and the answer is only
-    // about the key the caller already holds.
-    let ext_authz = Router::new()
-        .route(ext_authz::PATH_PREFIX, any(ext_authz::check))
-        .route(
-            &format!("{}/", ext_authz::PATH_PREFIX),
-            any(ext_authz::check),
-        )
-        .route(
-            &format!("{}/{{*rest}}", ext_authz::PATH_PREFIX),
-            any(ext_authz::check),
-        );
-    Router::new()
-        .route("/healthz", get(healthz))
+    let filter = routes(filter_routes()).route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_filter,
+    ));
+    body_limit::router(routes(public_routes()), json_limit(MAX_BODY_BYTES))
         .merge(admin)
         .merge(filter)
-        .merge(ext_authz)
+        .merge(routes(ext_authz_routes()))
         .merge(crate::web::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("not found".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,5 +1,6 @@
-//! Dashboard (`/ui`) against the in-process server: sign-in/out, cookie flags, CSRF, security
-//! headers, secrets shown once, validation messages from the API, tenant isolation.
+//! Dashboard (`/ui`) against the in-process server: sign-in/out and its throttle, cookie flags,
+//! CSRF, security headers, secrets shown once, validation messages from the API, tenant
+//! isolation. Over 600 lines: one test binary, so every test shares the browser harness above.
 
 // clippy.toml allows these inside #[test] functions only; the helpers here are test code too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -549,7 +550,7 @@ async fn validation_messages_are_the_apis() {
     let mut b = server.browser();
     b.sign_in(ADMIN).await;
     let csrf = b.csrf(&ws).await;
-    let cases: [FormCase; 5] = [
+    let cases: [FormCase; 6] = [
         (&[("alias", "  ")], "alias-error", json!({"alias": "  "})),
         (
             &[("alias", "ok"), ("quota_daily", "0")],
@@ -569,6 +570,12 @@ async fn validation_messages_are_the_apis() {
             &[("alias", "ok"), ("expires_at", "soon")],
             "expires_at-error",
             json!({"alias": "ok", "expires_at": "soon"}),
+        ),
+        // A new key cannot be created expired, in the form as in the API.
+        (
+            &[("alias", "ok"), ("expires_at", "2001-01-01T00:00")],
+            "expires_at-error",
+            json!({"alias": "ok", "expires_at": "2001-01-01T00:00:00Z"}),
         ),
         (
             &[("alias", "ok"), ("allowed", "GET /v1/\n")],
@@ -1206,4 +1213,106 @@ async fn limits_budget_and_owner_errors_sit_beside_their_fields() {
     assert_eq!(key["credits"], json!({"limit": 50, "period": "day"}));
     assert_eq!(key["external_id"], Value::Null);
     assert_eq!(key["meta"], json!({}));
+}
+
+/// Signs in with `token` from a fresh browser; the answer.
+async fn try_sign_in(server: &Server, token: &str) -> Page {
+    server.browser().sign_in(token).await
+}
+
+#[tokio::test]
+async fn a_wrong_token_never_says_whether_it_exists() {
+    let server = Server::start().await;
+    let ws = server.workspace("Acme").await;
+    let (status, created) = server
+        .api(
+            Method::POST,
+            &format!("/v1/workspaces/{ws}/console-tokens"),
+            Some(json!({"name": "console"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let console = created["token"].as_str().unwrap().to_owned();
+    // A real console token with its secret changed, and one that was never issued; the admin
+    // token with its last character changed, and a token of neither kind.
+    let mut wrong_secret = console.clone();
+    let last = wrong_secret.pop().unwrap();
+    wrong_secret.push(if last == 'a' { 'b' } else { 'a' });
+    let unknown = format!("tgc_{}", "Z".repeat(32));
+    let wrong_admin = format!("{}x", &ADMIN[..ADMIN.len() - 1]);
+    let mut b = server.browser();
+    let mut answers = Vec::new();
+    for token in [&wrong_secret, &unknown, &wrong_admin, "nothing"] {
+        let page = b.sign_in(token).await;
+        assert!(b.cookie("tollgate_session").is_none());
+        answers.push((page.status, page.body));
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    assert!(answers[0].1.contains("That token is not valid"));
+    // The same browser gets the same page, byte for byte, whatever was wrong.
+    for other in &answers[1..] {
+        assert_eq!(other, &answers[0]);
+    }
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_after_five_wrong_tokens_from_one_address() {
+    let server = Server::start().await;
+    for i in 0..5 {
+        let page = try_sign_in(&server, &format!("wrong-{i}")).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {}", i + 1);
+    }
+    // From the same address (every test browser is 127.0.0.1), even the right token now waits.
+    for token in ["wrong-6", ADMIN] {
+        let page = try_sign_in(&server, token).await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{token}");
+        let retry: u64 = page.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+        assert!(
+            page.body.contains("Too many failed sign-ins"),
+            "{}",
+            page.body
+        );
+        assert!(page
+            .set_cookies()
+            .iter()
+            .all(|c| !c.starts_with("tollgate_session=")));
+    }
+    // Signed-in sessions are not affected, nor is the API.
+    let (status, _) = server.api(Method::GET, "/v1/workspaces", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_form_past_the_body_limit_is_the_413_page_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start().await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A length over 1 MiB is declared and never sent: the answer must not wait for it.
+    let head = format!(
+        "POST /ui/signin HTTP/1.1\r\nHost: {addr}\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&answer).contains("</html>") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 20 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("Request too large"), "{text}");
 }

@@ -22,12 +22,12 @@ pub const REQUESTS_LIMIT_DEFAULT: u32 = 50;
 pub const REQUESTS_LIMIT_MAX: u32 = 500;
 
 fn bad(param: &str, message: &str) -> ApiError {
-    ApiError::BadRequest(format!("{param}: {message}"))
+    ApiError::invalid(param, message)
 }
 
 fn query<T: for<'de> Deserialize<'de>>(raw: Option<&str>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.unwrap_or_default())
-        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))
+        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))
 }
 
 /// An empty parameter (`?key_id=`, as HTML forms send) counts as absent.

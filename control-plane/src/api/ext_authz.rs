@@ -21,6 +21,12 @@ use crate::error::ApiError;
 use crate::secret::ApiKeySecret;
 
 pub const PATH_PREFIX: &str = "/v1/ext-authz/check";
+/// The routes of the check: the prefix alone, with a slash, and with any original path.
+pub const PATHS: [&str; 3] = [
+    PATH_PREFIX,
+    "/v1/ext-authz/check/",
+    "/v1/ext-authz/check/{*rest}",
+];
 const KEY_HEADER: &str = "x-api-key";
 pub const KEY_ID_HEADER: &str = "x-tollgate-key-id";
 pub const WORKSPACE_ID_HEADER: &str = "x-tollgate-workspace-id";

@@ -128,11 +128,10 @@ pub async fn lookup(
     PathParam(hash): PathParam,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<LookupView>, ApiError> {
-    let hash = SecretHash::parse(&hash).ok_or_else(|| {
-        ApiError::BadRequest("hash must be 64 lowercase hex characters".to_owned())
-    })?;
+    let hash = SecretHash::parse(&hash)
+        .ok_or_else(|| ApiError::invalid("hash", "must be 64 lowercase hex characters"))?;
     let params: LookupParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::BadRequest(format!("bad query: {e}")))?;
+        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
     let asked = LookupLeases::parse(params.lease.as_deref(), params.want.as_deref())?;
     let now = clock::now_ms();
     let (found, leases) = edge::lookup(&state, &hash, asked.as_ref(), now)

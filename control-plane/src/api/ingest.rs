@@ -6,16 +6,13 @@
 
 use std::borrow::Cow;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Number;
 
-use super::AppState;
+use super::{AppState, BodyBytes};
 use crate::app::edge;
 use crate::domain::ValidationError;
 use crate::domain::{UsageRecord, UsageStatus};
@@ -227,15 +224,18 @@ pub type ParsedBatch = (Vec<(usize, UsageRecord)>, Vec<Rejected>);
 
 /// Parses a batch body. `Err` only when the body is not `{"records": [...]}`.
 pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::BadRequest("body must be UTF-8 JSON".to_owned()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::malformed("body must be UTF-8 JSON"))?;
     let batch: Batch = serde_json::from_str(text)
-        .map_err(|e| ApiError::BadRequest(format!("body must be {{\"records\": [...]}}: {e}")))?;
+        .map_err(|e| ApiError::malformed(format!("body must be {{\"records\": [...]}}: {e}")))?;
     if batch.records.len() > MAX_RECORDS {
-        return Err(ApiError::BadRequest(format!(
-            "records: at most {MAX_RECORDS} records per batch (got {})",
-            batch.records.len()
-        )));
+        return Err(ApiError::invalid(
+            "records",
+            format!(
+                "at most {MAX_RECORDS} records per batch (got {})",
+                batch.records.len()
+            ),
+        ));
     }
     let mut good = Vec::with_capacity(batch.records.len());
     let mut rejected = Vec::new();
@@ -254,15 +254,8 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, ApiError> {
 
 pub async fn ingest(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    BodyBytes(body): BodyBytes,
 ) -> Result<Json<IngestAnswer>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
-        }
-    })?;
     let (good, mut rejected) = parse_batch(&body)?;
     let (indexes, records): (Vec<usize>, Vec<UsageRecord>) = good.into_iter().unzip();
     let outcome = edge::ingest(&state, records).await?;

@@ -1,9 +1,8 @@
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 
-use super::{parse_json, AppState, JsonBody, List, PathParam};
+use super::{parse_json, AppState, BodyBytes, JsonBody, List, PathParam};
 use crate::app::keys::{self as key_cases, CreateKey, KeyWithSecret, PatchKey};
 use crate::app::Principal;
 use crate::clock;
@@ -33,7 +32,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<List<KeyView>>, ApiError> {
     let params: ListParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {e}")))?;
+        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
     let keys = match params.external_id.filter(|x| !x.is_empty()) {
         Some(x) => key_cases::with_external_id(&state, &principal, &workspace_id, &x).await?,
         None => key_cases::list(&state, &principal, &workspace_id).await?,
@@ -68,7 +67,7 @@ pub async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
     PathParam(id): PathParam,
-    body: Bytes,
+    BodyBytes(body): BodyBytes,
 ) -> Result<Json<KeyView>, ApiError> {
     // A key the caller cannot see is not found, whatever the body says.
     principal.key(&state, &id).await?;

@@ -12,6 +12,8 @@ pub mod plans;
 pub mod workspaces;
 
 use axum::body::Bytes;
+use axum::extract::path::ErrorKind as PathErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -32,19 +34,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(format!("cannot read request body: {}", e.body_text()))
-            }
-        })?;
+        let BodyBytes(bytes) = BodyBytes::from_request(req, state).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// The single `{...}` segment of a route, with a JSON 400 when it cannot be decoded (invalid
-/// percent-encoding or UTF-8) instead of axum's plain-text rejection.
+/// A request body as bytes, read up to the route's limit (`body_limit.rs`): past it the JSON
+/// 413, instead of axum's plain-text one.
+pub struct BodyBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BodyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(BodyBytes)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::malformed(format!("cannot read request body: {}", e.body_text()))
+                }
+            })
+    }
+}
+
+/// The single `{...}` segment of a route, with a JSON 400 naming the segment when it cannot be
+/// decoded (percent-encoded bytes that are not UTF-8) instead of axum's plain-text rejection.
 pub struct PathParam(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathParam {
@@ -54,29 +71,42 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
         Path::<String>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| PathParam(value))
-            .map_err(|e| ApiError::BadRequest(e.body_text()))
+            .map_err(|e| match e {
+                PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                    PathErrorKind::InvalidUtf8InPathParam { key } => {
+                        ApiError::invalid(key.as_str(), "must be UTF-8 once percent-decoded")
+                    }
+                    _ => ApiError::malformed(e.body_text()),
+                },
+                other => ApiError::malformed(other.body_text()),
+            })
     }
 }
 
+/// A JSON body as `T`; a failure names the member at fault (`quotas.daily`, `allowed[0]`, an
+/// unknown member's own name) when there is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "request body must be a JSON object".to_owned(),
-        ));
+    // An object, and nothing else: serde would also fill a struct from an array (`[]` is an
+    // empty patch, `[60]` a grace period), which no client means.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::malformed("request body must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        // Syntax errors have no meaningful path (serde_path_to_error shows `?` or `.`).
-        if inner.is_syntax() || inner.is_eof() || path == "." || path == "?" {
-            ApiError::BadRequest(format!("invalid JSON body: {inner}"))
-        } else {
-            ApiError::BadRequest(format!("{path}: {inner}"))
+        // At the top level (`.`, or `?` before the first member) there is no member to name: a
+        // missing member's name is in serde's message.
+        let at_member = path != "." && path != "?";
+        match (at_member, inner.is_syntax() || inner.is_eof()) {
+            (true, false) => ApiError::invalid(path, inner.to_string()),
+            // `1e400`, or a value cut short: the member it is in.
+            (true, true) => ApiError::invalid(path, format!("invalid JSON: {inner}")),
+            (false, _) => ApiError::malformed(format!("invalid JSON body: {inner}")),
         }
     })?;
     // Trailing data after the value (`{}{}`) is malformed too.
     de.end()
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        .map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }

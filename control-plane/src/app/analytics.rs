@@ -62,6 +62,7 @@ pub async fn requests(
     filter: RequestFilter,
     external_id: Option<&str>,
 ) -> Result<RequestPage, AppError> {
+    filter.check()?;
     let Some(filter) = scoped(principal, filter) else {
         return Ok(RequestPage::default());
     };

@@ -66,6 +66,9 @@ pub async fn list(
 
 /// A console token may delete the tokens of its own workspace (itself included).
 pub async fn delete(app: &AppState, principal: &Principal, id: &str) -> Result<(), AppError> {
+    if !ids::could_exist(id) {
+        return Err(crate::store::StoreError::ConsoleTokenNotFound.into());
+    }
     let token = app.store().console_token(id).await?;
     if !principal.can_see(&token.workspace_id) {
         return Err(crate::store::StoreError::ConsoleTokenNotFound.into());

@@ -135,6 +135,7 @@ impl PatchKey {
                 .transpose()?,
             category: category.as_deref().map(Category::parse).transpose()?,
             active,
+            // A past expiry is allowed here: it is how an operator expires a key now.
             expires_at: self
                 .expires_at
                 .map(|e| e.map(|s| validate::timestamp("expires_at", &s)).transpose())
@@ -177,13 +178,14 @@ pub async fn create(
     input: CreateKey,
 ) -> Result<KeyWithSecret, AppError> {
     principal.check_workspace(workspace_id)?;
+    let now_ms = clock::now_ms();
     let alias = Alias::parse(&input.alias)?;
     let description = Description::parse(input.description.as_deref())?;
     let category = Category::parse(input.category.as_deref().unwrap_or("production"))?;
     let expires_at = input
         .expires_at
         .as_deref()
-        .map(|s| validate::timestamp("expires_at", s))
+        .map(|s| validate::new_key_expiry(s, now_ms))
         .transpose()?;
     let quotas = input.quotas.unwrap_or_default().to_quotas()?;
     let allowed = allowed(input.allowed.as_deref().unwrap_or_default())?;
@@ -201,7 +203,6 @@ pub async fn create(
     let meta = validate::meta(input.meta.as_ref().unwrap_or(&Value::Null))?;
 
     let secret = ApiKeySecret::generate();
-    let now_ms = clock::now_ms();
     let key = app
         .store()
         .create_key(NewKey {

@@ -3,6 +3,7 @@
 //! as if it did not exist; admin-only actions are refused.
 
 use crate::domain::{ApiKey, Workspace};
+use crate::ids;
 use crate::store::StoreError;
 
 use super::{AppError, AppState};
@@ -52,7 +53,7 @@ impl Principal {
     /// `Ok` when the caller may see `workspace_id` (which may still not exist), else the same
     /// not-found a missing workspace gets.
     pub fn check_workspace(&self, workspace_id: &str) -> Result<(), AppError> {
-        if self.can_see(workspace_id) {
+        if self.can_see(workspace_id) && ids::could_exist(workspace_id) {
             Ok(())
         } else {
             Err(StoreError::WorkspaceNotFound.into())
@@ -66,6 +67,9 @@ impl Principal {
 
     /// The key, if it exists and the caller may see it (not found otherwise).
     pub async fn key(&self, app: &AppState, id: &str) -> Result<ApiKey, AppError> {
+        if !ids::could_exist(id) {
+            return Err(StoreError::KeyNotFound.into());
+        }
         let key = app.store().key(id).await?;
         if self.can_see(&key.workspace_id) {
             Ok(key)

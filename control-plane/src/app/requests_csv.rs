@@ -23,6 +23,7 @@ pub async fn requests_csv(
     filter: RequestFilter,
     external_id: Option<&str>,
 ) -> Result<String, AppError> {
+    filter.check()?;
     let mut out = String::from(CSV_HEADER);
     let Some(mut filter) = scoped(principal, filter) else {
         return Ok(out);

@@ -40,6 +40,7 @@ pub async fn set_plan(
     plan: &str,
 ) -> Result<Workspace, AppError> {
     principal.require_admin()?;
+    principal.check_workspace(id)?;
     let plan = PlanName::parse(plan, &app.store().plans().await?)?;
     Ok(app.store().set_workspace_plan(id, &plan).await?)
 }

@@ -106,10 +106,16 @@ impl PlanName {
             return Ok(Self(input.to_owned()));
         }
         let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        // Quoted back only when it could be a plan's name: never a megabyte or control bytes.
+        let quoted = if input.len() <= 32 && input.bytes().all(|b| b.is_ascii_graphic()) {
+            format!(" '{input}'")
+        } else {
+            String::new()
+        };
         Err(invalid(
             "plan",
             format!(
-                "unknown plan '{input}' (expected one of: {})",
+                "unknown plan{quoted} (expected one of: {})",
                 names.join(", ")
             ),
         ))
@@ -150,6 +156,17 @@ impl Description {
             return Err(invalid(
                 "description",
                 format!("must be at most {DESCRIPTION_MAX} characters"),
+            ));
+        }
+        // Line breaks and tabs are text (the dashboard's field is a textarea); NUL and the
+        // other controls are not.
+        if text
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(invalid(
+                "description",
+                "must not contain control characters other than line breaks and tabs",
             ));
         }
         Ok(Some(Self(text.to_owned())))

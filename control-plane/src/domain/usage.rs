@@ -294,6 +294,44 @@ pub struct RequestFilter {
     pub cursor: Option<RequestCursor>,
 }
 
+/// The longest text a request-log filter may hold: as long as what a usage record may store.
+const FILTER_TEXT_MAX: [(&str, usize); 4] = [
+    ("workspace_id", 64),
+    ("key_id", 64),
+    ("resource_id", 256),
+    ("endpoint", 512),
+];
+
+impl RequestFilter {
+    /// The filter's texts are what a record could hold (no control characters, not longer than
+    /// a record's), else the error naming the parameter: such a filter could match nothing, and
+    /// a NUL byte is not even text to PostgreSQL.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        let texts = [
+            &self.workspace_id,
+            &self.key_id,
+            &self.resource_id,
+            &self.endpoint,
+        ];
+        for ((field, max), text) in FILTER_TEXT_MAX.into_iter().zip(texts) {
+            let Some(text) = text else { continue };
+            if text.chars().count() > max {
+                return Err(ValidationError::new(
+                    field,
+                    format!("must be at most {max} characters"),
+                ));
+            }
+            if text.chars().any(char::is_control) {
+                return Err(ValidationError::new(
+                    field,
+                    "must not contain control characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRecord {
     /// Storage order; with `timestamp` it makes the cursor.

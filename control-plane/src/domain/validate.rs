@@ -115,7 +115,8 @@ pub fn meta(value: &Value) -> Result<Meta, ValidationError> {
     Ok(meta)
 }
 
-/// An RFC 3339 timestamp as Unix milliseconds. Past values are accepted (the key is expired).
+/// An RFC 3339 timestamp as Unix milliseconds. Past values are accepted here: a patch may
+/// expire a key now (see [`new_key_expiry`] for a new key).
 pub fn timestamp(field: &str, input: &str) -> Result<i64, ValidationError> {
     clock::parse_rfc3339(input.trim()).ok_or_else(|| {
         invalid(
@@ -123,6 +124,20 @@ pub fn timestamp(field: &str, input: &str) -> Result<i64, ValidationError> {
             "must be an RFC 3339 timestamp such as 2027-01-01T00:00:00Z",
         )
     })
+}
+
+/// A new key's `expires_at`: a timestamp after `now_ms`, since a key created expired could
+/// never be used. (Setting a past expiry on an existing key is how an operator expires it at
+/// once, so patches take [`timestamp`] alone.)
+pub fn new_key_expiry(input: &str, now_ms: i64) -> Result<i64, ValidationError> {
+    let at = timestamp("expires_at", input)?;
+    if at <= now_ms {
+        return Err(invalid(
+            "expires_at",
+            "must be in the future (a key created expired could never be used)",
+        ));
+    }
+    Ok(at)
 }
 
 pub fn grace_seconds(value: i64) -> Result<i64, ValidationError> {
@@ -261,6 +276,11 @@ mod tests {
             e.to_string(),
             "plan: unknown plan 'gold' (expected one of: free)"
         );
+        let long = PlanName::parse(&"g".repeat(1_000_000), &plans).unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            "plan: unknown plan (expected one of: free)"
+        );
     }
 
     #[test]
@@ -290,6 +310,10 @@ mod tests {
             err_field(Description::parse(Some(&"x".repeat(501)))),
             "description"
         );
+        assert!(Description::parse(Some("two\r\nlines\tand a tab")).is_ok());
+        for bad in ["a\u{0}b", "bell\u{7}", "del\u{7f}"] {
+            assert_eq!(err_field(Description::parse(Some(bad))), "description");
+        }
     }
 
     #[test]
@@ -462,6 +486,25 @@ mod tests {
             err_field(timestamp("expires_at", "next week")),
             "expires_at"
         );
+    }
+
+    #[test]
+    fn a_new_key_expires_in_the_future() {
+        let now = 1_798_761_600_000;
+        assert_eq!(
+            new_key_expiry("2027-01-01T00:00:00.001Z", now).unwrap(),
+            now + 1
+        );
+        for past in [
+            "2027-01-01T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            let e = new_key_expiry(past, now).unwrap_err();
+            assert_eq!(e.field, "expires_at", "{past}");
+            assert!(e.message.starts_with("must be in the future"), "{e}");
+        }
+        assert_eq!(new_key_expiry("soon", now).unwrap_err().field, "expires_at");
     }
 
     #[test]

@@ -1,15 +1,19 @@
-//! Sign-in/out, the `/ui` entry point and the admin's workspace list and switcher.
+//! Sign-in/out, the `/ui` entry point and the admin's workspace list and switcher. Sign-in is
+//! throttled per client IP (`signin_throttle.rs`), and its refusal is the same whatever the
+//! wrong token was (unknown, or a real one's prefix with the wrong secret).
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::Extension;
 use maud::{html, DOCTYPE};
 use serde::Deserialize;
 
 use super::layout::{self, Nav, Shell};
 use super::session::{self, Principal, SESSION_COOKIE, SIGNIN_COOKIE};
-use super::{fmt, html_response, parse_form, see_other, Auth, PageError, WebState};
+use super::{fmt, html_response, parse_form, see_other, Auth, FormBody, PageError, WebState};
 use crate::app;
 use crate::clock;
 
@@ -69,7 +73,7 @@ pub async fn signin_page(
     let error = match q.error.as_str() {
         "" => None,
         "expired" => Some("The sign-in form expired. Please try again."),
-        _ => Some("That token is not valid. Use the admin token or a workspace console token."),
+        _ => Some(WRONG_TOKEN),
     };
     signin_response(&state, &headers, safe_next(&q.next), error, StatusCode::OK)
 }
@@ -123,15 +127,47 @@ struct SigninForm {
     token: String,
 }
 
+const WRONG_TOKEN: &str =
+    "That token is not valid. Use the admin token or a workspace console token.";
+
+/// The client's address: the TCP peer's (a proxy in front makes every client its own address).
+/// Without one (a server not started by `serve`) every client shares one.
+fn client_ip(connect: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    connect.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        |Extension(ConnectInfo(addr))| addr.ip(),
+    )
+}
+
 pub async fn signin(
     State(state): State<WebState>,
     headers: HeaderMap,
-    body: Bytes,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let form: SigninForm = parse_form(&body)?;
     let next = safe_next(&form.next).to_owned();
     if !state.sessions.signin_csrf_ok(&headers, &form.csrf) {
         return Err(PageError::Forbidden("invalid or missing CSRF token"));
+    }
+    let ip = client_ip(connect);
+    let now = clock::now_ms();
+    // Before the token is looked at: a throttled client learns nothing of it, right or wrong.
+    if let Err(wait_s) = state.signin_throttle.check(ip, now) {
+        tracing::info!(%ip, "dashboard sign-in throttled");
+        let message =
+            format!("Too many failed sign-ins from your address. Try again in {wait_s} s.");
+        let mut response = signin_response(
+            &state,
+            &headers,
+            &next,
+            Some(&message),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
+        return Ok(response);
     }
     let token = form.token.trim();
     let principal = if state.app.admin_token.matches(token) {
@@ -140,15 +176,17 @@ pub async fn signin(
         app::console_tokens::principal_of(&state.app, token).await?
     };
     let Some(principal) = principal else {
-        tracing::info!("dashboard sign-in refused");
+        state.signin_throttle.failed(ip, now);
+        tracing::info!(%ip, "dashboard sign-in refused");
         return Ok(signin_response(
             &state,
             &headers,
             &next,
-            Some("That token is not valid. Use the admin token or a workspace console token."),
+            Some(WRONG_TOKEN),
             StatusCode::UNAUTHORIZED,
         ));
     };
+    state.signin_throttle.succeeded(ip);
     let secure = session::is_https(&headers);
     let (_, cookie) = state.sessions.create(principal, clock::now_ms(), secure);
     let mut response = see_other(&next);
@@ -170,7 +208,7 @@ pub async fn signout(
     State(state): State<WebState>,
     headers: HeaderMap,
     auth: Auth,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let form: CsrfForm = parse_form(&body)?;
     auth.check_csrf(&form.csrf)?;

@@ -2,7 +2,6 @@
 //! (`app/keys.rs`, the API's own use case), so validation and its messages are exactly the API's;
 //! an error names its field as data, which puts its message beside that input.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -13,7 +12,8 @@ use serde_json::Value;
 use super::key_limits::{self, LimitsForm};
 use super::layout::{self, field, Nav, Shell};
 use super::{
-    fmt, html_response, parse_form, see_other, visible_workspace, Auth, PageError, WebState,
+    fmt, html_response, parse_form, see_other, visible_workspace, Auth, FormBody, PageError,
+    WebState,
 };
 use crate::app::keys::{self as key_cases, AllowInput, CreateKey, QuotasInput};
 use crate::app::{AppError, ErrorKind};
@@ -302,7 +302,7 @@ pub async fn create(
     State(state): State<WebState>,
     auth: Auth,
     Path(ws): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let ws = visible_workspace(&state, &auth, &ws).await?;
     let form: KeyForm = parse_form(&body)?;

@@ -3,7 +3,6 @@
 //! application layer's field errors land beside them, the edit page, and the summary on the
 //! key's page.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -13,8 +12,8 @@ use serde_json::Value;
 
 use super::layout::{self, field, Nav, Shell};
 use super::{
-    fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth, PageError,
-    WebState,
+    fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth, FormBody,
+    PageError, WebState,
 };
 use crate::app::keys::{self as key_cases, CreditsInput, PatchKey, RateLimitsInput};
 use crate::app::{AppError, ErrorKind};
@@ -282,7 +281,7 @@ pub async fn edit(
     State(state): State<WebState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let key = visible_key(&state, &auth, &id).await?;
     let form: EditForm = parse_form(&body)?;

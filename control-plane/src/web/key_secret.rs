@@ -1,7 +1,6 @@
 //! A new secret, shown once (after creation or rotation), and the rotation page with its grace
 //! period.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -10,8 +9,8 @@ use serde::Deserialize;
 
 use super::layout::{self, field, Nav, Shell};
 use super::{
-    fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth, PageError,
-    WebState,
+    fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth, FormBody,
+    PageError, WebState,
 };
 use crate::app::keys::{self as key_cases};
 use crate::app::AppError;
@@ -154,7 +153,7 @@ pub async fn rotate(
     State(state): State<WebState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let key = visible_key(&state, &auth, &id).await?;
     let form: RotateForm = parse_form(&body)?;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::layout::{self, Nav, Shell};
 use super::{
     data, fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth,
-    PageError, WebState,
+    FormBody, PageError, WebState,
 };
 use crate::app::keys::{self as key_cases, PatchKey};
 use crate::app::ErrorKind;
@@ -209,7 +209,7 @@ pub async fn activate(
     State(state): State<WebState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     set_active(state, auth, id, body, true).await
 }
@@ -218,7 +218,7 @@ pub async fn deactivate(
     State(state): State<WebState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     set_active(state, auth, id, body, false).await
 }
@@ -227,7 +227,7 @@ pub async fn delete(
     State(state): State<WebState>,
     auth: Auth,
     Path(id): Path<String>,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Result<Response, PageError> {
     let key = visible_key(&state, &auth, &id).await?;
     let form: CsrfForm = parse_form(&body)?;

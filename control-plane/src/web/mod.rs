@@ -20,11 +20,13 @@ mod layout;
 mod page_query;
 mod request_log;
 pub mod session;
+pub mod signin_throttle;
 mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -34,14 +36,17 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
 use crate::app::{self, AppError, AppState, ErrorKind};
+use crate::body_limit::{self, BodyLimit, MAX_BODY_BYTES};
 use crate::clock;
 use crate::domain::{ApiKey, Workspace};
 use session::{Principal, Session, Sessions};
+use signin_throttle::SignInThrottle;
 
 #[derive(Clone)]
 pub struct WebState {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
+    pub signin_throttle: Arc<SignInThrottle>,
 }
 
 /// The dashboard routes, with their own state, ready to merge into the API router.
@@ -49,8 +54,13 @@ pub fn router(app: AppState) -> Router<AppState> {
     let state = WebState {
         app,
         sessions: Arc::new(Sessions::new()),
+        signin_throttle: Arc::new(SignInThrottle::default()),
     };
-    Router::new()
+    let limit = BodyLimit {
+        max: MAX_BODY_BYTES,
+        too_large: || PageError::PayloadTooLarge.into_response(),
+    };
+    let pages = Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui", get(auth::home))
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
@@ -76,7 +86,8 @@ pub fn router(app: AppState) -> Router<AppState> {
         .route("/ui/keys/{id}/deactivate", post(keys::deactivate))
         .route("/ui/keys/{id}/delete", post(keys::delete))
         .route("/ui/assets/{file}", get(assets::serve))
-        .route("/ui/{*rest}", get(|| async { PageError::NotFound }))
+        .route("/ui/{*rest}", get(|| async { PageError::NotFound }));
+    body_limit::router(pages, limit)
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
@@ -145,6 +156,7 @@ pub enum PageError {
     NotFound,
     Forbidden(&'static str),
     BadRequest(String),
+    PayloadTooLarge,
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -180,6 +192,11 @@ impl IntoResponse for PageError {
                 format!("{why}. Reload the page and try again."),
             ),
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("A form may send at most {} KiB.", MAX_BODY_BYTES / 1024),
+            ),
             Self::Internal(source) => {
                 tracing::error!(error = %source, "dashboard request failed");
                 (
@@ -272,6 +289,26 @@ pub async fn visible_workspace(
 /// The key if this session may see its workspace (404 otherwise).
 pub async fn visible_key(state: &WebState, auth: &Auth, id: &str) -> Result<ApiKey, PageError> {
     Ok(auth.principal().key(&state.app, id).await?)
+}
+
+/// A form's body, read up to the body limit (a longer one is the 413 page, not axum's text).
+pub struct FormBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for FormBody {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(FormBody)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    PageError::PayloadTooLarge
+                } else {
+                    PageError::BadRequest(format!("cannot read the form: {}", e.body_text()))
+                }
+            })
+    }
 }
 
 /// Parses an `application/x-www-form-urlencoded` body.

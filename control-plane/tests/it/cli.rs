@@ -205,6 +205,30 @@ async fn cli_reports_api_errors() {
         "{}",
         r.stderr
     );
+    // The API's rule for a new key's expiry, through the same use case.
+    let ws = srv.workspace("pro").await;
+    let r = run(
+        &srv,
+        &[
+            "keys",
+            "create",
+            "--workspace",
+            &ws,
+            "--alias",
+            "late",
+            "--expires-at",
+            "1970-01-01T00:00:00Z",
+        ],
+    )
+    .await;
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("error: expires_at: must be in the future"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(srv.key_count(&ws).await, 0);
 
     let out = command()
         .args(["--url", &srv.base, "--token", "wrong", "workspaces", "list"])

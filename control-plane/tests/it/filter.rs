@@ -91,7 +91,7 @@ async fn unknown_and_malformed_hashes() {
         assert_eq!(status, 400, "{bad}");
         assert_eq!(
             body,
-            json!({"error": "hash must be 64 lowercase hex characters"})
+            json!({"error": "hash: must be 64 lowercase hex characters", "field": "hash"})
         );
     }
 }
@@ -133,13 +133,15 @@ async fn deactivation_is_visible_to_the_filter() {
 async fn expired_key_is_reported_with_its_expiry() {
     let srv = TestServer::start().await;
     let ws = srv.workspace("pro").await;
-    let key = srv
-        .key(
-            &ws,
-            json!({"alias": "k", "expires_at": "2020-06-01T12:00:00Z"}),
+    let key = srv.key(&ws, json!({"alias": "k"})).await;
+    let expired = srv
+        .patch(
+            &format!("/v1/keys/{}", key["id"].as_str().unwrap()),
+            json!({"expires_at": "2020-06-01T12:00:00Z"}),
+            200,
         )
         .await;
-    assert_eq!(key["status"], "expired");
+    assert_eq!(expired["status"], "expired");
     let (status, body) = srv.lookup(&secret_hash(&key)).await;
     assert_eq!(status, 200);
     assert_eq!(body["expires_at_ms"], 1_591_012_800_000i64);

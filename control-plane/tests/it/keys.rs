@@ -247,10 +247,32 @@ async fn categories_and_expiry() {
         .await;
     assert_eq!(custom["category"], "load-test_2");
 
+    // A new key cannot be created expired (it could never be used)...
+    for past in ["2001-01-01T00:00:00Z", "1970-01-01T00:00:00Z"] {
+        let err = srv
+            .post(
+                &format!("/v1/workspaces/{ws}/keys"),
+                json!({"alias": "old", "expires_at": past}),
+                400,
+            )
+            .await;
+        assert_eq!(err["field"], "expires_at", "{err}");
+        assert!(
+            err["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("expires_at: must be in the future"),
+            "{err}"
+        );
+    }
+    assert_eq!(srv.key_count(&ws).await, 2);
+    // ...but a patch may set a past expiry on purpose: it expires the key now.
+    let old = srv.key(&ws, json!({"alias": "old"})).await;
     let past = srv
-        .key(
-            &ws,
-            json!({"alias": "old", "expires_at": "2001-01-01T00:00:00Z"}),
+        .patch(
+            &format!("/v1/keys/{}", old["id"].as_str().unwrap()),
+            json!({"expires_at": "2001-01-01T00:00:00Z"}),
+            200,
         )
         .await;
     assert_eq!(past["status"], "expired");

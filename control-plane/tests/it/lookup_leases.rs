@@ -151,10 +151,16 @@ async fn no_lease_for_a_key_without_budgets_an_inactive_or_expired_key() {
         .key(
             &ws,
             json!({"alias": "old", "quotas": {"daily": 100},
-                   "credits": {"limit": 5, "period": "total"},
-                   "expires_at": "2020-06-01T12:00:00Z"}),
+                   "credits": {"limit": 5, "period": "total"}}),
         )
         .await;
+    // Expired by a patch: a key cannot be created expired.
+    srv.patch(
+        &format!("/v1/keys/{}", old["id"].as_str().unwrap()),
+        json!({"expires_at": "2020-06-01T12:00:00Z"}),
+        200,
+    )
+    .await;
     let l = lookup(&srv, &old, "?lease=i_a.3").await;
     assert!(l.get("leases").is_none(), "{l}");
     for key in [&off, &old] {

@@ -302,9 +302,9 @@ async fn run_retention(
     loop {
         ticker.tick().await;
         match apply_retention(store.as_ref(), &retention, crate::clock::now_ms()).await {
-            Ok(deleted) => metrics.retention_run(Ok(deleted)),
+            Ok(deleted) => metrics.retention_done(deleted),
             Err(e) => {
-                metrics.retention_run(Err(()));
+                metrics.retention_failed();
                 tracing::warn!(error = %e, "retention pass failed; retrying at the next one");
             }
         }

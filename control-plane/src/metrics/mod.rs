@@ -152,16 +152,15 @@ impl Metrics {
             .increment(1);
     }
 
-    /// A retention pass: the raw records it deleted, or its failure.
-    pub fn retention_run(&self, result: Result<u64, ()>) {
-        let i = &self.inner;
-        match result {
-            Ok(deleted) => {
-                i.retention_ok.increment(1);
-                i.retention_deleted.increment(deleted);
-            }
-            Err(()) => i.retention_error.increment(1),
-        }
+    /// A retention pass that deleted `deleted` raw records.
+    pub fn retention_done(&self, deleted: u64) {
+        self.inner.retention_ok.increment(1);
+        self.inner.retention_deleted.increment(deleted);
+    }
+
+    /// A retention pass that failed.
+    pub fn retention_failed(&self) {
+        self.inner.retention_error.increment(1);
     }
 }
 
@@ -177,54 +176,44 @@ fn owned_key(name: &'static str, labels: Vec<(&'static str, String)>) -> Key {
 
 /// HELP lines (and units) of every metric.
 fn describe(r: &PrometheusRecorder) {
-    let help: [(&'static str, Option<Unit>, &'static str); 8] = [
+    let counters = [
         (
             HTTP_REQUESTS,
-            None,
             "Requests answered, by method, matched route template and status.",
         ),
         (
-            HTTP_REQUEST_DURATION,
-            Some(Unit::Seconds),
-            "Time to answer a request, by method and matched route template.",
-        ),
-        (
             LOOKUPS,
-            None,
             "Filter key lookups by where the answer came from (cache or database).",
         ),
         (
             INGEST_RECORDS,
-            None,
             "Usage records received, by outcome (accepted, duplicate, rejected).",
         ),
         (
-            INGEST_BATCH_DURATION,
-            Some(Unit::Seconds),
-            "Time to store one usage batch.",
-        ),
-        (
             STORE_ERRORS,
-            None,
             "Store calls that failed in the database backend, by operation.",
         ),
-        (
-            RETENTION_RUNS,
-            None,
-            "Retention passes, by result (ok, error).",
-        ),
+        (RETENTION_RUNS, "Retention passes, by result (ok, error)."),
         (
             RETENTION_DELETED_RECORDS,
-            None,
             "Raw usage records deleted by retention.",
         ),
     ];
-    for (name, unit, text) in help {
-        let name = KeyName::from_const_str(name);
-        if name.as_str().ends_with("_seconds") {
-            r.describe_histogram(name, unit, text.into());
-        } else {
-            r.describe_counter(name, unit, text.into());
-        }
+    for (name, help) in counters {
+        r.describe_counter(KeyName::from_const_str(name), None, help.into());
+    }
+    let histograms = [
+        (
+            HTTP_REQUEST_DURATION,
+            "Time to answer a request, by method and matched route template.",
+        ),
+        (INGEST_BATCH_DURATION, "Time to store one usage batch."),
+    ];
+    for (name, help) in histograms {
+        r.describe_histogram(
+            KeyName::from_const_str(name),
+            Some(Unit::Seconds),
+            help.into(),
+        );
     }
 }

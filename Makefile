@@ -55,11 +55,14 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs), nm to check
 # that Envoy exports every callback the native module declares (tests/tests/native_abi.rs),
 # skopeo to read the OCI image of make oci as a registry client does and copy it out of its
-# layout (tests/tests/oci_image.rs: media types, the layer's digest, the bytes round-trip).
+# layout (tests/tests/oci_image.rs: media types, the layer's digest, the bytes round-trip),
+# promtool to lint the control plane's /metrics (control-plane/tests/it/metrics.rs; Debian ships
+# it only in the prometheus package, the server with it: on a systemd machine the install also
+# enables its service, which listens on :9090).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
   pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils \
-  skopeo=deb:skopeo
+  skopeo=deb:skopeo promtool=deb:prometheus
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \

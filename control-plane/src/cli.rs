@@ -45,8 +45,22 @@ pub struct Cli {
     /// Print the raw API JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log format of `serve` and `demo-upstream` (stderr): `text`, or `json` (one object a line,
+    /// for log collectors).
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the servers write their logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `message` and the event's
+    /// other fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -61,6 +61,8 @@ pub struct ServeConfig {
     /// Filter lookup answers SQLite keeps until a write could change them (0: none).
     pub lookup_cache_entries: usize,
     pub retention: Retention,
+    /// Serve `GET /metrics` on this address only, instead of on the main listener.
+    pub metrics_listen: Option<String>,
 }
 
 impl ServeConfig {
@@ -74,6 +76,7 @@ impl ServeConfig {
             lease_ttl_ms: DEFAULT_LEASE_TTL_MS,
             lookup_cache_entries: DEFAULT_LOOKUP_CACHE_ENTRIES,
             retention: Retention::default(),
+            metrics_listen: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod demo_upstream;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod secret;
 pub mod server;
 pub mod store;

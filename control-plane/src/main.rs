@@ -2,18 +2,18 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tollgate_control_plane::cli::{self, Cli, Command};
+use tollgate_control_plane::cli::{self, Cli, Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve(args) => {
-            init_tracing();
+            init_tracing(cli.log_format);
             cli::serve(&cli, args).await
         }
         Command::DemoUpstream(args) => {
-            init_tracing();
+            init_tracing(cli.log_format);
             cli::demo_upstream(args).await
         }
         Command::Workspaces(command) => cli::workspaces(&cli, command).await,
@@ -29,12 +29,15 @@ async fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (`RUST_LOG`, default `info`); stdout is reserved for what users read.
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's message and fields at the top level, where log collectors look for them.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }

@@ -18,12 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::api::auth::{authenticate, require_filter};
 use crate::api::{
-    analytics, console, ext_authz, filter, ingest, keys, leases, plans, workspaces, AppState,
+    self, analytics, console, ext_authz, filter, ingest, keys, leases, plans, workspaces, AppState,
 };
 use crate::body_limit::{self, BodyLimit, MAX_BODY_BYTES};
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::metrics::{self, Metrics};
+use crate::store::{ObservedStore, PostgresStore, SqliteStore, Store, StoreError};
 use crate::tokens::{self, Token, TokenKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum ServeError {
     /// The URL is not shown: it may hold a password.
     #[error("cannot open the PostgreSQL database: {source}")]
     Postgres { source: StoreError },
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    MetricsListen { addr: String, source: io::Error },
     #[error("server error: {0}")]
     Io(#[from] io::Error),
 }
@@ -53,21 +56,54 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let retention = config.retention;
+    let metrics_listener = match &config.metrics_listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::MetricsListen {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let (state, store) = build_state(config).await?;
-    let retention_task = tokio::spawn(run_retention(store.clone(), retention));
+    let metrics = state.metrics().clone();
+    let retention_task = tokio::spawn(run_retention(store.clone(), retention, metrics.clone()));
     let sweep_task = tokio::spawn(run_lease_sweep(store.clone()));
+    let upkeep_task = tokio::spawn(run_metrics_upkeep(metrics));
+    let mut tasks = vec![retention_task, sweep_task, upkeep_task];
+    let app = match metrics_listener {
+        Some(metrics_listener) => {
+            let metrics_addr = metrics_listener.local_addr()?;
+            tracing::info!(addr = %metrics_addr, "metrics listening");
+            println!("Metrics on http://{metrics_addr}/metrics");
+            let metrics_app = Router::new()
+                .route("/metrics", axum::routing::get(api::metrics::scrape))
+                .with_state(state.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+                    tracing::warn!(error = %e, "metrics listener stopped");
+                }
+            }));
+            router(state, MetricsRoute::Elsewhere)
+        }
+        None => router(state, MetricsRoute::Here),
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "control plane listening");
     println!("Listening on http://{addr}");
     // Flushed so scripts and tests reading stdout through a pipe see it now.
     io::stdout().flush()?;
     // The peer's address, for the dashboard's sign-in throttle.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener.tap_io(tune_connection), app)
         .with_graceful_shutdown(shutdown)
         .await;
     // Stopped before the store closes: a pass still running would find its pool closed.
-    for task in [retention_task, sweep_task] {
+    for task in tasks {
         task.abort();
         let _ = task.await;
     }
@@ -93,28 +129,33 @@ async fn build_state(config: ServeConfig) -> Result<(AppState, Arc<dyn Store>), 
         config.filter_token.clone(),
         &config.data_dir,
     )?;
-    let store: Arc<dyn Store> = match &config.database_url {
+    let metrics = Metrics::new();
+    let backend: Arc<dyn Store> = match &config.database_url {
         Some(url) => Arc::new(
             PostgresStore::open(url)
                 .await
-                .map_err(|source| ServeError::Postgres { source })?,
+                .map_err(|source| ServeError::Postgres { source })?
+                .with_metrics(metrics.clone()),
         ),
         None => {
             let path = config.database_path();
             Arc::new(
                 SqliteStore::open_with_lookup_cache(&path, config.lookup_cache_entries)
                     .await
-                    .map_err(|source| ServeError::Database { path, source })?,
+                    .map_err(|source| ServeError::Database { path, source })?
+                    .with_metrics(metrics.clone()),
             )
         }
     };
+    let store: Arc<dyn Store> = Arc::new(ObservedStore::new(backend, metrics.clone()));
     let state = AppState::new(
         store.clone(),
         admin_token,
         filter_token,
         config.key_cache_ttl_ms,
         config.lease_ttl_ms,
-    );
+    )
+    .with_metrics(metrics);
     Ok((state, store))
 }
 
@@ -149,6 +190,15 @@ fn load_token(
         );
     }
     Ok(loaded.token)
+}
+
+/// Where `GET /metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    /// On the main listener (the default).
+    Here,
+    /// On the `--metrics-listen` address only.
+    Elsewhere,
 }
 
 /// One route of the REST API: its path, methods and handlers, written once ([`api_route!`]) so
@@ -247,7 +297,7 @@ fn public_routes() -> Vec<ApiRoute> {
 }
 
 /// Every route of the REST API as `(path, methods)`, methods upper-case (`ANY`: every method).
-/// The dashboard's pages under `/ui` are not in it.
+/// The dashboard's pages under `/ui` and `GET /metrics` (text, no input) are not in it.
 pub fn api_routes() -> Vec<(&'static str, Vec<String>)> {
     [
         public_routes(),
@@ -277,7 +327,7 @@ fn json_limit(max: usize) -> BodyLimit {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, metrics_route: MetricsRoute) -> Router {
     // The body limit inside the token check: an unauthenticated caller is refused first, and
     // nothing of its body is read either way.
     let admin = body_limit::router(routes(admin_routes()), json_limit(MAX_BODY_BYTES))
@@ -286,13 +336,25 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         require_filter,
     ));
-    body_limit::router(routes(public_routes()), json_limit(MAX_BODY_BYTES))
-        .merge(admin)
+    let mut app = body_limit::router(routes(public_routes()), json_limit(MAX_BODY_BYTES));
+    if metrics_route == MetricsRoute::Here {
+        // No token, like /healthz: scrapers are configured without one (README.md, "Metrics").
+        app = app.route("/metrics", axum::routing::get(api::metrics::scrape));
+    }
+    let metrics = state.metrics().clone();
+    app.merge(admin)
         .merge(filter)
         .merge(routes(ext_authz_routes()))
         .merge(crate::web::router(state.clone()))
+        // Inside the router, where the matched route is known (added after every route).
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .fallback(|| async { ApiError::NotFound("not found".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Around it, so fallbacks (404, 405) are counted too.
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            metrics::track_requests,
+        ))
         .with_state(state)
 }
 
@@ -305,14 +367,32 @@ const RETENTION_BATCH: u32 = 5_000;
 
 /// Every `retention.every` (first run at startup): raw usage records older than
 /// `retention.raw_days`, then rollups older than `retention.rollup_days` (0 = keep forever).
-async fn run_retention(store: Arc<dyn Store>, retention: crate::config::Retention) {
+async fn run_retention(
+    store: Arc<dyn Store>,
+    retention: crate::config::Retention,
+    metrics: Metrics,
+) {
     let mut ticker = tokio::time::interval(retention.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(e) = apply_retention(store.as_ref(), &retention, crate::clock::now_ms()).await {
-            tracing::warn!(error = %e, "retention pass failed; retrying at the next one");
+        match apply_retention(store.as_ref(), &retention, crate::clock::now_ms()).await {
+            Ok(deleted) => metrics.retention_done(deleted),
+            Err(e) => {
+                metrics.retention_failed();
+                tracing::warn!(error = %e, "retention pass failed; retrying at the next one");
+            }
         }
+    }
+}
+
+/// Every [`metrics::UPKEEP_EVERY`]: histogram samples folded into their buckets.
+async fn run_metrics_upkeep(metrics: Metrics) {
+    let mut ticker = tokio::time::interval(metrics::UPKEEP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        metrics.run_upkeep();
     }
 }
 

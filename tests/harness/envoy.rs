@@ -21,7 +21,7 @@ use crate::FILTER_TOKEN;
 /// `demo_upstream`. `tollgate_control_plane` is the cluster the filter calls (see
 /// docs/protocol.md).
 pub const TEMPLATE: &str = r#"# Tollgate integration test, filter build: {{FILTER_BUILD}}
-admin:
+{{STATS_CONFIG}}admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: {{ADMIN_PORT}} }
 static_resources:
@@ -229,6 +229,16 @@ impl EnvoyOptions {
     }
 }
 
+/// The shipped configs' `stats_config` (envoy/*.yaml), word for word: the filter's counters in
+/// `/stats/prometheus` as `envoy_tollgate_…{filter_build, reason}` (docs/metrics.md).
+pub const STATS_CONFIG: &str = r"stats_config:
+  stats_tags:
+  - tag_name: filter_build
+    regex: '^((wasm|dynamicmodules)custom\.)tollgate\.'
+  - tag_name: reason
+    regex: '^(?:wasm|dynamicmodules)custom\.tollgate\.requests\.denied(\.(\w+))$'
+";
+
 /// Renders the bootstrap for the given ports (without an access log file).
 pub fn render(options: &EnvoyOptions, listen_port: u16, admin_port: u16) -> String {
     render_with_access_log(options, listen_port, admin_port, None)
@@ -277,6 +287,7 @@ pub fn render_with_access_log(
         })
         .collect();
     TEMPLATE
+        .replace("{{STATS_CONFIG}}", STATS_CONFIG)
         .replace("{{ACCESS_LOGS}}", &access_logs)
         .replace("{{DIRECT_RESPONSES}}", &direct_responses)
         .replace("{{FILTER_BUILD}}", options.filter.name())

@@ -258,7 +258,7 @@ pub async fn ingest(
 ) -> Result<Json<IngestAnswer>, ApiError> {
     let (good, mut rejected) = parse_batch(&body)?;
     let (indexes, records): (Vec<usize>, Vec<UsageRecord>) = good.into_iter().unzip();
-    let outcome = edge::ingest(&state, records).await?;
+    let outcome = edge::ingest(&state, records, rejected.len()).await?;
     for r in outcome.rejected {
         if let Some(&index) = indexes.get(r.position) {
             rejected.push(Rejected {

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod ingest;
 pub mod keys;
 pub mod leases;
+pub mod metrics;
 pub mod plans;
 pub mod workspaces;
 

@@ -1,6 +1,8 @@
 //! What the edge asks of the control plane: the key a secret hash authenticates (the filter's
 //! lookup, ext_authz), and the storage of its usage records. Its budget leases: `leases.rs`.
 
+use std::time::Instant;
+
 use super::leases::{self, LookupLeases};
 use super::{AppError, AppState};
 use crate::domain::{Grant, IngestOutcome, KeyLookup, UsageRecord, LAST_USED_RESOLUTION_MS};
@@ -50,7 +52,24 @@ pub async fn lookup(
     Ok(Some((found, leases)))
 }
 
-/// Stores a batch of validated records (exactly once each, see `Store::ingest_usage`).
-pub async fn ingest(app: &AppState, records: Vec<UsageRecord>) -> Result<IngestOutcome, AppError> {
-    Ok(app.store().ingest_usage(records).await?)
+/// Stores a batch of validated records (exactly once each, see `Store::ingest_usage`);
+/// `malformed` is how many records of the batch were refused before (counted with the store's
+/// rejections).
+pub async fn ingest(
+    app: &AppState,
+    records: Vec<UsageRecord>,
+    malformed: usize,
+) -> Result<IngestOutcome, AppError> {
+    let metrics = app.metrics();
+    metrics.ingest_rejected(u64::try_from(malformed).unwrap_or(u64::MAX));
+    let start = Instant::now();
+    let outcome = app.store().ingest_usage(records).await?;
+    let rejected = u64::try_from(outcome.rejected.len()).unwrap_or(u64::MAX);
+    metrics.ingest_batch(
+        outcome.accepted,
+        outcome.duplicates,
+        rejected,
+        start.elapsed(),
+    );
+    Ok(outcome)
 }

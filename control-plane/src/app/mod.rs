@@ -21,6 +21,7 @@ pub use principal::Principal;
 
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens::Token;
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub key_cache_ttl_ms: u64,
     /// The longest a budget lease lasts.
     pub lease_ttl_ms: u64,
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -50,7 +52,18 @@ impl AppState {
             filter_token,
             key_cache_ttl_ms,
             lease_ttl_ms,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts what its use cases do in `metrics` (the server's, scraped at `/metrics`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> AppState {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn store(&self) -> &dyn Store {

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// 0 keeps none, so every lookup reads the database).
     #[arg(long, env = "TOLLGATE_LOOKUP_CACHE", default_value_t = DEFAULT_LOOKUP_CACHE_ENTRIES)]
     pub lookup_cache: usize,
+    /// Serve `GET /metrics` (Prometheus) on this address instead of on `--listen`.
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A duration as the filter's configuration writes one (`250ms`, `30s`, `2m`, `1h`); for
@@ -85,6 +88,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), CliError> {
             rollup_days: args.rollup_retention_days,
             ..Retention::default()
         },
+        metrics_listen: args.metrics_listen.clone().filter(|a| !a.is_empty()),
     };
     crate::server::serve(listener, config, shutdown_signal())
         .await

@@ -6,6 +6,7 @@
 //! leases reserve and charge units of a key's budgets.
 
 mod group_commit;
+mod observed;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -13,6 +14,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+pub use observed::ObservedStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

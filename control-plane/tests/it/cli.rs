@@ -9,7 +9,7 @@ use crate::common::{database_url_for, read_token, sha256, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
-fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut cmd = Command::new(BIN);
     for var in [
         "TOLLGATE_ADMIN_TOKEN",
@@ -17,6 +17,8 @@ fn command() -> Command {
         "TOLLGATE_URL",
         "TOLLGATE_DATA_DIR",
         "TOLLGATE_DATABASE_URL",
+        "TOLLGATE_METRICS_LISTEN",
+        "TOLLGATE_LOG_FORMAT",
     ] {
         cmd.env_remove(var);
     }
@@ -300,7 +302,7 @@ async fn spawn_serve(data_dir: &std::path::Path) -> (tokio::process::Child, Vec<
     (child, seen, base)
 }
 
-async fn terminate(mut child: tokio::process::Child) {
+pub(crate) async fn terminate(mut child: tokio::process::Child) {
     let pid = libc::pid_t::try_from(child.id().unwrap()).unwrap();
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

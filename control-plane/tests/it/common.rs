@@ -580,3 +580,31 @@ impl StoreFixture {
         self.store.close().await;
     }
 }
+
+/// The path of `name`, an external program the Makefile's `TEST_TOOLS` lists (so `make test`
+/// installs it): `$TOLLGATE_<NAME>` when set, else the first match on `PATH`, as
+/// tests/harness/tools.rs finds the integration tests' programs.
+pub fn program(name: &str) -> PathBuf {
+    const MAKEFILE: &str = include_str!("../../../Makefile");
+    let listed = MAKEFILE
+        .lines()
+        .skip_while(|l| !l.starts_with("TEST_TOOLS :="))
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .any(|entry| entry.starts_with(&format!("{name}=")));
+    assert!(
+        listed,
+        "the tests start `{name}`, which the Makefile's TEST_TOOLS does not list: add \
+         `{name}=deb:<Debian package>` there"
+    );
+    let variable = format!("TOLLGATE_{}", name.to_ascii_uppercase().replace('-', "_"));
+    if let Some(path) = std::env::var_os(variable) {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not installed: `make tools-test` installs it"))
+}

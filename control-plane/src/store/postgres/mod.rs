@@ -40,6 +40,7 @@ use crate::domain::{
     LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, RequestFilter, RequestPage,
     Rotation, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
+use crate::metrics::Metrics;
 use crate::secret::SecretHash;
 use crate::store::postgres::transaction::{bind, pg_row};
 use crate::store::sql::{self, args, keys::TOUCH_SQL, lookup};
@@ -73,6 +74,8 @@ pub struct PostgresStore {
     writer: writer::Writer,
     /// The task rolling the usage tail (stopped by `close`).
     roller: AbortHandle,
+    /// Lookups (all read the database: there is no lookup cache here).
+    metrics: Metrics,
 }
 
 impl PostgresStore {
@@ -116,7 +119,14 @@ impl PostgresStore {
             known,
             writer,
             roller,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts its lookups in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Whether `key_id` was written within `resolution_ms` of `now_ms` by this process.
@@ -237,6 +247,7 @@ impl Store for PostgresStore {
     /// One statement on the pool, no transaction: it is one snapshot already.
     async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>> {
         let args = lookup::lookup_args(hash, now_ms);
+        self.metrics.lookup_from_database();
         let row = bind(sqlx::query(lookup::LOOKUP_SQL), args)
             .fetch_optional(&self.lookups)
             .await?;

@@ -35,6 +35,7 @@ use crate::domain::{
     LeaseRequest, NewConsoleToken, NewKey, NewWorkspace, Plan, RequestFilter, RequestPage,
     Rotation, UsageQuery, UsageRecord, UsageReport, Workspace,
 };
+use crate::metrics::Metrics;
 use crate::secret::SecretHash;
 use crate::store::group_commit::{self, IngestJob};
 use crate::store::sql::{self, args, lookup::LOOKUP_SQL};
@@ -57,6 +58,8 @@ pub struct SqliteStore {
     touches: Arc<KeyTouches>,
     /// The filter's lookup query, run on the calling task (see `lookup.rs`).
     lookup_reader: Arc<LookupReader>,
+    /// Where lookups were answered from (cache or database).
+    metrics: Metrics,
 }
 
 impl SqliteStore {
@@ -94,7 +97,14 @@ impl SqliteStore {
             ingest,
             touches,
             lookup_reader,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts its lookups, by where each was answered from, in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes pending lookup touches, so a key read shows every lookup answered before it.
@@ -191,10 +201,12 @@ impl Store for SqliteStore {
 
     async fn lookup_key(&self, hash: &SecretHash, now_ms: i64) -> StoreResult<Option<KeyLookup>> {
         if let Some(hit) = self.lookups.get(hash.as_str(), now_ms) {
+            self.metrics.lookup_from_cache();
             return Ok(hit.filter(|k| k.secret_valid_until.is_none_or(|t| t > now_ms)));
         }
         let snapshot = self.lookups.snapshot();
         let args = sql::lookup::lookup_args(hash, now_ms);
+        self.metrics.lookup_from_database();
         let found = match self.lookup_reader.read(args)? {
             Some(row) => Some(sql::lookup::lookup_from_row(&row, now_ms)?),
             None => None,

@@ -35,6 +35,19 @@ fn warm(stack: &Stack, key: &CreatedKey) {
     }
 }
 
+/// A stack with a key whose 10 warm-up requests are stored (the records flow).
+fn stack_with_a_recorded_key() -> (Stack, CreatedKey) {
+    let stack = usage_stack().start();
+    let key = stack.admin().new_key(Plan::Enterprise);
+    warm(&stack, &key);
+    let warmed =
+        stack
+            .admin()
+            .settled_requests(&[("key_id", key.id.clone())], 10, Duration::from_secs(30));
+    assert_eq!(warmed.len(), 10);
+    (stack, key)
+}
+
 /// The request id Envoy gave request `o` (the demo upstream echoes it).
 fn request_id(o: &Outcome) -> String {
     let response = o.response();
@@ -339,14 +352,7 @@ fn a_hung_or_garbage_control_plane_never_stops_cached_keys() {
 #[test]
 fn an_envoy_restart_loses_exactly_the_records_it_held() {
     const HELD: usize = 200;
-    let mut stack = usage_stack().start();
-    let key = stack.admin().new_key(Plan::Enterprise);
-    warm(&stack, &key);
-    let warmed =
-        stack
-            .admin()
-            .settled_requests(&[("key_id", key.id.clone())], 10, Duration::from_secs(30));
-    assert_eq!(warmed.len(), 10);
+    let (mut stack, key) = stack_with_a_recorded_key();
     stack.kill_control_plane();
     for _ in 0..HELD {
         assert_passed(&stack.get_with_key("/v1/held", &key.secret), &key);
@@ -402,14 +408,7 @@ fn file_size_limit(pid: u32, bytes: Option<u64>) {
 #[test]
 fn a_full_disk_fails_ingest_until_there_is_room_and_nothing_is_stored_twice() {
     const WHILE_FULL: usize = 100;
-    let stack = usage_stack().start();
-    let key = stack.admin().new_key(Plan::Enterprise);
-    warm(&stack, &key);
-    let warmed =
-        stack
-            .admin()
-            .settled_requests(&[("key_id", key.id.clone())], 10, Duration::from_secs(30));
-    assert_eq!(warmed.len(), 10);
+    let (stack, key) = stack_with_a_recorded_key();
     let envoy = stack.envoy();
     let failed_before = envoy.filter_stat("usage.delivery_failed");
     let pid = stack.control_plane_pid();

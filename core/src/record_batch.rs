@@ -36,19 +36,22 @@ impl RecordBatchWriter {
     }
 
     /// Appends one record; `write` writes its JSON (one value, no trailing separator). A batch
-    /// whose text would pass `u32::MAX` bytes refuses the record (`false`).
+    /// whose text would pass `u32::MAX` bytes refuses the record (`false`), and so does an
+    /// empty record (no JSON value is empty; `RecordBatch::parse` refuses a batch holding one).
     pub fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
         let before = self.text.len();
         if !self.ends.is_empty() {
             self.text.push(b',');
         }
+        let start = self.text.len();
         write(&mut self.text);
+        let written = self.text.len() > start;
         match u32::try_from(self.text.len()) {
-            Ok(end) => {
+            Ok(end) if written => {
                 self.ends.push(end);
                 true
             }
-            Err(_) => {
+            _ => {
                 self.text.truncate(before);
                 false
             }
@@ -190,6 +193,19 @@ mod tests {
         assert_eq!(second.records(0, 1), b"[1]");
         let empty = RecordBatch::parse(writer.finish()).unwrap();
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn an_empty_record_is_refused_not_framed() {
+        // Found by the record_batch fuzz target: the writer framed an empty record that
+        // `parse` then refused, dropping the whole batch with it.
+        let mut writer = RecordBatchWriter::new(2, 8);
+        assert!(!writer.push(|_| {}));
+        assert!(writer.push(|out| out.extend_from_slice(b"{}")));
+        assert!(!writer.push(|_| {}));
+        assert!(writer.push(|out| out.extend_from_slice(b"[]")));
+        let batch = RecordBatch::parse(writer.finish()).unwrap();
+        assert_eq!(batch.records(0, 2), b"{},[]");
     }
 
     #[test]

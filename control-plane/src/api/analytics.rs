@@ -102,7 +102,7 @@ impl From<UsageReport> for UsageView {
 
 /// `from`/`to` default to the last 24 hours; the range is aligned outwards to the interval.
 /// With it, the `external_id` filter.
-fn usage_query(
+pub(super) fn usage_query(
     scope: UsageScope,
     raw: Option<&str>,
 ) -> Result<(UsageQuery, Option<String>), ApiError> {
@@ -161,7 +161,7 @@ struct RequestParams {
 
 /// The filter of a request-log query (`app::analytics` limits it to the caller's workspace),
 /// and its `external_id` (which `app::analytics` resolves to keys).
-fn request_filter(
+pub(super) fn request_filter(
     raw: Option<&str>,
     csv: bool,
 ) -> Result<(RequestFilter, Option<String>), ApiError> {

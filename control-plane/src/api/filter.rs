@@ -123,6 +123,16 @@ impl LookupView {
     }
 }
 
+/// The leases a lookup's query string asks for (`lease`, `want`).
+pub(super) fn lookup_leases(raw: Option<&str>) -> Result<Option<LookupLeases>, ApiError> {
+    let params: LookupParams = serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
+    Ok(LookupLeases::parse(
+        params.lease.as_deref(),
+        params.want.as_deref(),
+    )?)
+}
+
 pub async fn lookup(
     State(state): State<AppState>,
     PathParam(hash): PathParam,
@@ -130,9 +140,7 @@ pub async fn lookup(
 ) -> Result<Json<LookupView>, ApiError> {
     let hash = SecretHash::parse(&hash)
         .ok_or_else(|| ApiError::invalid("hash", "must be 64 lowercase hex characters"))?;
-    let params: LookupParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
-    let asked = LookupLeases::parse(params.lease.as_deref(), params.want.as_deref())?;
+    let asked = lookup_leases(raw.as_deref())?;
     let now = clock::now_ms();
     let (found, leases) = edge::lookup(&state, &hash, asked.as_ref(), now)
         .await?

@@ -25,15 +25,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(key_view_with_secret(created))))
 }
 
+/// The `external_id` filter of a key list's query string (an empty value is none).
+pub(super) fn list_external_id(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    let params: ListParams = serde_urlencoded::from_str(raw.unwrap_or_default())
+        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
+    Ok(params.external_id.filter(|x| !x.is_empty()))
+}
+
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     PathParam(workspace_id): PathParam,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<List<KeyView>>, ApiError> {
-    let params: ListParams = serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::malformed(format!("invalid query string: {e}")))?;
-    let keys = match params.external_id.filter(|x| !x.is_empty()) {
+    let keys = match list_external_id(raw.as_deref())? {
         Some(x) => key_cases::with_external_id(&state, &principal, &workspace_id, &x).await?,
         None => key_cases::list(&state, &principal, &workspace_id).await?,
     };

@@ -111,3 +111,44 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))?;
     Ok(value)
 }
+
+/// The API's parsers of untrusted input as its handlers call them, for the fuzz targets
+/// (`fuzz/`): each answers what it parsed (as `Debug` text) or the error the handler would
+/// answer with. Not an API: nothing else calls it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+    use crate::domain::{RequestCursor, UsageScope};
+
+    /// The HTTP status an error is answered with.
+    pub fn status(e: ApiError) -> u16 {
+        axum::response::IntoResponse::into_response(e)
+            .status()
+            .as_u16()
+    }
+
+    /// `GET /v1/keys/{id}/usage` and `GET /v1/workspaces/{id}/usage`: from, to, interval.
+    pub fn usage_query(raw: Option<&str>) -> Result<String, ApiError> {
+        analytics::usage_query(UsageScope::Key("key_1".to_owned()), raw).map(|q| format!("{q:?}"))
+    }
+
+    /// `GET /v1/requests` (`csv` false) and `GET /v1/requests.csv`: every filter and the cursor.
+    pub fn request_filter(raw: Option<&str>, csv: bool) -> Result<String, ApiError> {
+        analytics::request_filter(raw, csv).map(|f| format!("{f:?}"))
+    }
+
+    /// `GET /v1/filter/keys/{hash}`: lease and want.
+    pub fn lookup_leases(raw: Option<&str>) -> Result<String, ApiError> {
+        filter::lookup_leases(raw).map(|l| format!("{l:?}"))
+    }
+
+    /// `GET /v1/workspaces/{id}/keys`: external_id.
+    pub fn key_list(raw: Option<&str>) -> Result<String, ApiError> {
+        keys::list_external_id(raw).map(|x| format!("{x:?}"))
+    }
+
+    /// The request log's cursor as `request_filter` reads it.
+    pub fn cursor(text: &str) -> Option<RequestCursor> {
+        RequestCursor::parse(text)
+    }
+}

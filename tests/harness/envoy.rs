@@ -1,7 +1,8 @@
 //! Envoy under test: a bootstrap rendered from [`TEMPLATE`] for each test, run from the real
 //! binary with its own ports and `--base-id`, with the filter build under test
 //! ([`FilterBuild::under_test`]): the wasm filter and its usage-service singleton, or the dynamic
-//! module.
+//! module. Over 600 lines: the bootstrap template and the process that runs it are read
+//! together (every option of [`EnvoyOptions`] is a place in the template).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};

@@ -1,3 +1,7 @@
+//! What every API test shares: the server (in process, on SQLite or PostgreSQL), its client and
+//! the helpers that make workspaces, keys and records. Over 600 lines: one fixture for every
+//! file of the suite.
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,10 +8,11 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 use tollgate_core::action::is_reserved_header;
+use tollgate_core::client_ip::header_client_ip;
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::worker::{header_client_ip, request_facts, RequestHead};
+use tollgate_core::worker::{request_facts, RequestHead};
 use tollgate_core::worker_records::RequestNotes;
 
 pub struct TollgateRequest {

@@ -8,8 +8,8 @@ use proxy_wasm::types::{Action as WasmAction, BufferType, MapType};
 use std::cell::Cell;
 use std::time::Duration;
 use tollgate_core::action::{Action, HeaderChange};
+use tollgate_core::client_ip::ip_of;
 use tollgate_core::host::{Clock, Host, HostError, QueueError, SharedStore, StoreError};
-use tollgate_core::usage_record::ip_of;
 use tollgate_core::worker::{RequestHead, Worker, MAX_LOOKUP_ANSWER};
 
 /// The name of the shared queue the usage service registers (`usage_service`).

@@ -130,14 +130,14 @@ impl Budgets {
         meter: Meter,
         units: u64,
     ) -> Option<u64> {
-        let at = self.record(hash, meter);
         let chunk = self.chunks.get_mut(&(hash, meter))?;
         if chunk.left > 0 {
             chunk.left += units;
             return None;
         }
-        match lease_record::give_back(store, &at, chunk.lease, units) {
-            Ok(()) => Some(chunk.lease),
+        let lease = chunk.lease;
+        match lease_record::give_back(store, &self.record(hash, meter), lease, units) {
+            Ok(()) => Some(lease),
             Err(e) => {
                 // The units stay counted as taken: never over.
                 log::warn!("lease record of key {} not refunded: {e:?}", hash.short());

@@ -12,6 +12,7 @@ pub mod budget;
 pub mod budgets;
 pub mod cache;
 pub mod chunk;
+pub mod client_ip;
 pub mod config;
 pub mod counters;
 pub mod decision;

@@ -176,29 +176,6 @@ impl UsageRecord<'_> {
     }
 }
 
-/// The client address `trusted_hops` entries from the right of `x-forwarded-for`
-/// (1 = the address the nearest trusted proxy saw), if the header has that many.
-pub fn forwarded_client(xff: &str, trusted_hops: usize) -> Option<&str> {
-    let entries: Vec<&str> = xff
-        .split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let index = entries.len().checked_sub(trusted_hops)?;
-    entries.get(index).map(|e| ip_of(e))
-}
-
-/// `127.0.0.1:58642` → `127.0.0.1`, `[::1]:443` → `::1`.
-pub fn ip_of(address: &str) -> &str {
-    if let Some(rest) = address.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match address.rsplit_once(':') {
-        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
-        _ => address,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,22 +247,5 @@ mod tests {
             assert_eq!(value["admitted"], false);
             assert_eq!(value["instance"], "i_1");
         }
-    }
-
-    #[test]
-    fn forwarded_for_counts_trusted_hops_from_the_right() {
-        let xff = "198.51.100.7, 10.0.0.2 , 10.0.0.1";
-        assert_eq!(forwarded_client(xff, 1), Some("10.0.0.1"));
-        assert_eq!(forwarded_client(xff, 3), Some("198.51.100.7"));
-        assert_eq!(forwarded_client(xff, 4), None);
-        assert_eq!(forwarded_client("", 1), None);
-    }
-
-    #[test]
-    fn ip_without_port() {
-        assert_eq!(ip_of("127.0.0.1:58642"), "127.0.0.1");
-        assert_eq!(ip_of("[::1]:443"), "::1");
-        assert_eq!(ip_of("10.0.0.1"), "10.0.0.1");
-        assert_eq!(ip_of("::1"), "::1");
     }
 }

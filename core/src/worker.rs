@@ -13,7 +13,7 @@ use crate::allowed::path_only;
 use crate::answer::{classify, LookupAnswer};
 use crate::api_key::{parse_key, KeyHash};
 use crate::cache::{CacheEntry, CacheLookup, KeyCache, Known};
-use crate::config::{ClientIpSource, FailureMode, FilterConfig, KeySource};
+use crate::config::{FailureMode, FilterConfig, KeySource};
 use crate::decision::{decide, Decision, RequestFacts};
 use crate::denial::Denial;
 use crate::fast_hash::FastMap;
@@ -27,7 +27,6 @@ use crate::lookups::{Join, LeaseAsk, Lookups, Owner, Waiter};
 use crate::metrics::{Counter, PendingCounts};
 use crate::rate_limit::RateView;
 use crate::record_batch::RecordBatchWriter;
-use crate::usage_record::forwarded_client;
 use crate::worker_leases::LeaseCalls;
 use crate::worker_records::{RECORD_BATCH, RECORD_BYTES};
 use std::borrow::Cow;
@@ -568,21 +567,6 @@ impl Worker {
             self.leases.borrow_mut().waits.leave(ctx);
         }
         self.outcomes.borrow_mut().remove(&ctx)
-    }
-}
-
-/// The client IP the configuration takes from the request's headers (`x_forwarded_for`);
-/// empty when it is the downstream peer's, which only the adapter reads (and only when needed:
-/// on the wasm build it costs a host call).
-pub fn header_client_ip(config: &FilterConfig, headers: &[(&str, &[u8])]) -> String {
-    match config.client_ip {
-        ClientIpSource::ForwardedFor { trusted_hops } => {
-            let xff = header_map::get(headers, "x-forwarded-for").unwrap_or_default();
-            forwarded_client(&String::from_utf8_lossy(xff), trusted_hops)
-                .map(str::to_string)
-                .unwrap_or_default()
-        }
-        ClientIpSource::Downstream => String::new(),
     }
 }
 

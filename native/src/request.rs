@@ -10,11 +10,11 @@ use crate::resumed::Resumed;
 use crate::worker_slot::{gather, now_ns, Caller, Decided, NativeHost, NativeWorker, WorkerSlot};
 use std::sync::Arc;
 use tollgate_core::action::{is_reserved_header, Action, HeaderChange, LocalReply};
+use tollgate_core::client_ip::{header_client_ip, ip_of};
 use tollgate_core::denial::Denial;
 use tollgate_core::header_map;
 use tollgate_core::limit_headers::rate_limit_headers;
-use tollgate_core::usage_record::ip_of;
-use tollgate_core::worker::{header_client_ip, request_facts, RequestHead};
+use tollgate_core::worker::{request_facts, RequestHead};
 use tollgate_core::worker_records::RequestNotes;
 
 /// The filter-state key of the summary (`%FILTER_STATE(tollgate:PLAIN)%` in an access log).

@@ -24,9 +24,9 @@ use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tollgate_core::action::Action;
+use tollgate_core::client_ip::ip_of;
 use tollgate_core::fast_hash::FastMap;
 use tollgate_core::host::{Clock, Host, HostError, QueueError, SharedStore, StoreError};
-use tollgate_core::usage_record::ip_of;
 use tollgate_core::worker::Worker;
 
 /// The context id of a worker's own tick (never a stream's: those start at 1).

@@ -113,71 +113,23 @@ async fn metrics_count_requests_lookups_and_ingest_where_they_happen() {
     let after = Scrape::of(&srv).await;
     let requests = "tollgate_http_requests_total";
     let key_route = "method=GET,route=/v1/keys/{key_id}";
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            &format!("{key_route},status=200")
-        ),
-        2.0
-    );
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            &format!("{key_route},status=404")
-        ),
-        1.0
-    );
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            "method=GET,route=unmatched,status=404"
-        ),
-        1.0
-    );
     let lookup_route = "method=GET,route=/v1/filter/keys/{hash}";
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            &format!("{lookup_route},status=200")
+    let counted = [
+        (format!("{key_route},status=200"), 2.0),
+        (format!("{key_route},status=404"), 1.0),
+        ("method=GET,route=unmatched,status=404".to_owned(), 1.0),
+        (format!("{lookup_route},status=200"), 2.0),
+        (format!("{lookup_route},status=404"), 1.0),
+        (
+            "method=POST,route=/v1/filter/usage,status=200".to_owned(),
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            &format!("{lookup_route},status=404")
-        ),
-        1.0
-    );
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            "method=POST,route=/v1/filter/usage,status=200"
-        ),
-        2.0
-    );
-    // The scrape before this one counts too.
-    assert_eq!(
-        moved(
-            &before,
-            &after,
-            requests,
-            "method=GET,route=/metrics,status=200"
-        ),
-        1.0
-    );
+        // The scrape before this one counts too.
+        ("method=GET,route=/metrics,status=200".to_owned(), 1.0),
+    ];
+    for (series, want) in counted {
+        assert_eq!(moved(&before, &after, requests, &series), want, "{series}");
+    }
     assert!(
         !after.text.contains("key_nope") && !after.text.contains(key_id),
         "a raw path in a label:\n{}",

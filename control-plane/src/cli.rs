@@ -75,6 +75,8 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print the REST API's OpenAPI 3.1 description, as `GET /v1/openapi.json` serves it.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,6 +18,10 @@ async fn main() -> ExitCode {
         }
         Command::Workspaces(command) => cli::workspaces(&cli, command).await,
         Command::Keys(command) => cli::keys(&cli, command).await,
+        Command::Openapi => {
+            print!("{}", tollgate_control_plane::server::openapi_document());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -292,8 +292,16 @@ fn ext_authz_routes() -> Vec<ApiRoute> {
         .collect()
 }
 
+/// The REST API's OpenAPI description as `docs/openapi.json` holds it (`tollgate openapi`).
+pub fn openapi_document() -> String {
+    api::openapi::document_text()
+}
+
 fn public_routes() -> Vec<ApiRoute> {
-    vec![api_route!("/healthz", get(healthz))]
+    vec![
+        api_route!("/healthz", get(healthz)),
+        api_route!("/v1/openapi.json", get(api::openapi::serve)),
+    ]
 }
 
 /// Every route of the REST API as `(path, methods)`, methods upper-case (`ANY`: every method).

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod keys;
 pub mod leases;
 pub mod metrics;
+pub mod openapi;
 pub mod plans;
 pub mod workspaces;
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::{now_ms, record, rfc3339, with, TestServer, ADMIN};
@@ -476,23 +477,20 @@ async fn every_request_filter_narrows_and_pages_return_each_record_once() {
 async fn csv_export_has_the_header_and_the_rows() {
     let f = fixture().await;
     let a_id = f.a["id"].as_str().unwrap();
+    let path = format!(
+        "/v1/requests.csv?key_id={a_id}&status=failed&from={}",
+        rfc3339(base() - HOUR)
+    );
     let resp = f
         .srv
-        .client
-        .get(f.srv.url(&format!(
-            "/v1/requests.csv?key_id={a_id}&status=failed&from={}",
-            rfc3339(base() - HOUR)
-        )))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"]
+        .answer(f.srv.request(Method::GET, &path).bearer_auth(ADMIN))
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.headers["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/csv"));
-    let text = resp.text().await.unwrap();
+    let text = resp.text();
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),

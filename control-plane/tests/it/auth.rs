@@ -34,30 +34,21 @@ async fn admin_api_requires_the_admin_token() {
 #[tokio::test]
 async fn unauthorized_answers_name_the_problem() {
     let srv = TestServer::start().await;
-    let resp = srv
-        .client
-        .get(srv.url("/v1/workspaces"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap(),
-        json!({"error": "missing bearer token"})
-    );
+    let resp = srv.answer(srv.request(Method::GET, "/v1/workspaces")).await;
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.headers["www-authenticate"], "Bearer");
+    assert_eq!(resp.json(), json!({"error": "missing bearer token"}));
     let (_, body) = srv
         .send(Method::GET, "/v1/workspaces", Some("nope"), None)
         .await;
     assert_eq!(body, json!({"error": "invalid admin token"}));
     let resp = srv
-        .client
-        .get(srv.url("/v1/workspaces"))
-        .header("authorization", format!("Basic {ADMIN}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
+        .answer(
+            srv.request(Method::GET, "/v1/workspaces")
+                .header("authorization", format!("Basic {ADMIN}")),
+        )
+        .await;
+    assert_eq!(resp.status, 401);
 }
 
 #[tokio::test]

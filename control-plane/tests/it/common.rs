@@ -23,7 +23,8 @@ pub const FILTER: &str = "test-filter-token";
 
 pub struct TestServer {
     pub base: String,
-    pub client: reqwest::Client,
+    /// Private: every call goes through [`answer`], which holds its answer to the description.
+    client: reqwest::Client,
     pub admin_token: String,
     pub filter_token: String,
     dir: Option<TempDir>,
@@ -143,6 +144,21 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// A request to `path` of this server, for [`TestServer::answer`].
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// The client, for requests sent from other tasks (through [`answer`]).
+    pub fn client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// Sends `request`; its answer is held to the API's description (`openapi_check.rs`).
+    pub async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
+        answer(&self.client, request).await
+    }
+
     /// Any request; returns the status and the JSON body (`null` when empty).
     pub async fn send(
         &self,
@@ -151,7 +167,7 @@ impl TestServer {
         token: Option<&str>,
         body: Option<&str>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.url(path));
+        let mut req = self.request(method, path);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -160,20 +176,18 @@ impl TestServer {
                 .header("content-type", "application/json")
                 .body(body.to_owned());
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let bytes = resp.bytes().await.unwrap();
-        let value = if bytes.is_empty() {
+        let answer = self.answer(req).await;
+        let value = if answer.bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            serde_json::from_slice(&answer.bytes).unwrap_or_else(|e| {
                 panic!(
                     "{path}: body is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
+                    String::from_utf8_lossy(&answer.bytes)
                 )
             })
         };
-        (status, value)
+        (answer.status, value)
     }
 
     /// An admin API call that must answer `expected`.
@@ -296,6 +310,48 @@ impl TestServer {
             .as_array()
             .unwrap()
             .len()
+    }
+}
+
+/// An answer as received, already held to the API's description.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: axum::body::Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Sends `request` with `client` and holds the answer to the API's description
+/// (`openapi_check.rs`): every answer the suite receives is checked.
+pub async fn answer(client: &reqwest::Client, request: reqwest::RequestBuilder) -> Answer {
+    let request = request.build().unwrap();
+    let method = request.method().clone();
+    let path = match request.url().query() {
+        Some(q) => format!("{}?{q}", request.url().path()),
+        None => request.url().path().to_owned(),
+    };
+    let response = client
+        .execute(request)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    crate::openapi_check::check(&method, &path, status, &headers, &bytes);
+    Answer {
+        status,
+        headers,
+        bytes,
     }
 }
 

@@ -274,15 +274,13 @@ async fn console_token_sees_its_workspace_only() {
     assert_eq!(ids(&admin_page).len(), 2);
     let csv = t
         .srv
-        .client
-        .get(t.srv.url("/v1/requests.csv"))
-        .bearer_auth(&t.token_a)
-        .send()
+        .answer(
+            t.srv
+                .request(Method::GET, "/v1/requests.csv")
+                .bearer_auth(&t.token_a),
+        )
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.contains("\nra,"));
 }

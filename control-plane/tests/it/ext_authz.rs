@@ -11,16 +11,12 @@ async fn check(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = srv
-        .client
-        .request(method, srv.url(&format!("/v1/ext-authz/check{path}")));
+    let mut req = srv.request(method, &format!("/v1/ext-authz/check{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap();
+    let answer = srv.answer(req).await;
+    let (status, headers, bytes) = (answer.status.as_u16(), answer.headers, answer.bytes);
     let body = if bytes.is_empty() {
         Value::Null
     } else {

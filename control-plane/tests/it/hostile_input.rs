@@ -19,8 +19,9 @@ use tollgate_control_plane::server::api_routes;
 use crate::common::{record, secret_hash, TestServer, ADMIN, FILTER};
 
 /// Every route of the REST API and its methods (`ANY`: every method).
-const ROUTES: [(&str, &[&str]); 20] = [
+const ROUTES: [(&str, &[&str]); 21] = [
     ("/healthz", &["GET"]),
+    ("/v1/openapi.json", &["GET"]),
     ("/v1/whoami", &["GET"]),
     ("/v1/plans", &["GET", "POST"]),
     ("/v1/workspaces", &["GET", "POST"]),
@@ -822,6 +823,7 @@ fn query_probes(f: &Fixture) -> Vec<Probe> {
     // Routes without parameters ignore any query string.
     for route in [
         "/healthz",
+        "/v1/openapi.json",
         "/v1/whoami",
         "/v1/plans",
         "/v1/workspaces",
@@ -914,7 +916,7 @@ fn token_probes(f: &Fixture) -> Vec<Probe> {
         Who::Header("bearer  test-admin-token-not"),
     ];
     for (route, methods) in ROUTES {
-        if route == "/healthz" || route.starts_with("/v1/ext-authz") {
+        if without_token(route) {
             continue;
         }
         for method in methods.iter() {
@@ -956,7 +958,7 @@ fn token_probes(f: &Fixture) -> Vec<Probe> {
 }
 
 async fn send(srv: &TestServer, p: &Probe) -> (StatusCode, Value) {
-    let mut req = srv.client.request(p.method.clone(), srv.url(&p.path));
+    let mut req = srv.request(p.method.clone(), &p.path);
     req = match p.who {
         Who::Admin => req.bearer_auth(ADMIN),
         Who::Filter => req.bearer_auth(FILTER),
@@ -968,9 +970,8 @@ async fn send(srv: &TestServer, p: &Probe) -> (StatusCode, Value) {
             .header("content-type", "application/json")
             .body(body.clone());
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{p:?}: {e}"));
-    let status = resp.status();
-    let bytes = resp.bytes().await.unwrap();
+    let answer = srv.answer(req).await;
+    let (status, bytes) = (answer.status, answer.bytes);
     let value = if bytes.is_empty() {
         Value::Null
     } else {
@@ -1168,8 +1169,13 @@ async fn raw(srv: &TestServer, head: &str, endless: bool) -> (u16, Value) {
     (status, value)
 }
 
+/// The routes anyone may call: health, the API's description and the ext_authz check.
+fn without_token(route: &str) -> bool {
+    route == "/healthz" || route == "/v1/openapi.json" || route.starts_with("/v1/ext-authz")
+}
+
 fn token_for(route: &str) -> Option<&'static str> {
-    if route == "/healthz" || route.starts_with("/v1/ext-authz") {
+    if without_token(route) {
         None
     } else if route.starts_with("/v1/filter") {
         Some(FILTER)

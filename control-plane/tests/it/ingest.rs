@@ -198,18 +198,15 @@ async fn concurrent_batches_share_commits_and_stay_exact() {
     let tasks: Vec<_> = batches
         .into_iter()
         .map(|batch| {
-            let client = srv.client.clone();
-            let url = srv.url("/v1/filter/usage");
+            let client = srv.client();
+            let request = srv
+                .request(Method::POST, "/v1/filter/usage")
+                .bearer_auth(FILTER)
+                .json(&json!({ "records": batch }));
             tokio::spawn(async move {
-                let resp = client
-                    .post(url)
-                    .bearer_auth(FILTER)
-                    .json(&json!({ "records": batch }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.json::<Value>().await.unwrap()
+                let answer = crate::common::answer(&client, request).await;
+                assert_eq!(answer.status, 200);
+                answer.json()
             })
         })
         .collect();

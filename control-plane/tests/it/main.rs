@@ -23,6 +23,7 @@ mod lookup_leases;
 mod lookup_usage;
 mod metrics;
 mod migration;
+mod openapi_check;
 mod postgres;
 mod tokens;
 mod upstream;

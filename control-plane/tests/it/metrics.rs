@@ -21,14 +21,14 @@ struct Scrape {
 impl Scrape {
     async fn of(srv: &TestServer) -> Scrape {
         // No token: scrapers are configured without one.
-        let response = srv.client.get(srv.url("/metrics")).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let content_type = response.headers()["content-type"]
+        let response = srv.answer(srv.request(Method::GET, "/metrics")).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let content_type = response.headers["content-type"]
             .to_str()
             .unwrap()
             .to_owned();
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-        let text = response.text().await.unwrap();
+        let text = response.text();
         let samples = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())

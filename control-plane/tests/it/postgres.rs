@@ -377,10 +377,20 @@ async fn post_batch(client: &reqwest::Client, base: &str, body: &str) -> Result<
         .await
         .map_err(|e| format!("no answer: {e}"))?;
     let status = resp.status();
-    let text = resp
-        .text()
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .bytes()
         .await
         .map_err(|e| format!("{status}, no body: {e}"))?;
+    // A replica killed on purpose may not answer at all; what it does answer is as described.
+    crate::openapi_check::check(
+        &reqwest::Method::POST,
+        "/v1/filter/usage",
+        status,
+        &headers,
+        &bytes,
+    );
+    let text = String::from_utf8_lossy(&bytes);
     if status != 200 {
         return Err(format!("{status}: {text}"));
     }

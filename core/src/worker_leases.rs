@@ -60,6 +60,16 @@ impl LeaseCall {
     }
 }
 
+/// A callout that only settles.
+fn settle_only() -> Renewal {
+    Renewal {
+        settle: Vec::new(),
+        want: 0,
+        min: 0,
+        claimed: false,
+    }
+}
+
 /// Adds `more` to `settle`, each lease once, with the most spent seen.
 fn add_settlements(settle: &mut Vec<Settlement>, more: &[Settlement]) {
     for s in more {
@@ -374,13 +384,7 @@ impl Worker {
                 leases.keep_loose((hash, meter), displaced);
                 // Settled by the root's next tick unless a callout for the key goes first.
                 if leases.waits.start_background((hash, meter)) {
-                    let settle_only = Renewal {
-                        settle: Vec::new(),
-                        want: 0,
-                        min: 0,
-                        claimed: false,
-                    };
-                    leases.prepare("", (hash, meter), &settle_only);
+                    leases.prepare("", (hash, meter), &settle_only());
                 }
             }
             Ok(_) => {}
@@ -412,6 +416,19 @@ impl Worker {
             let mut leases = self.leases.borrow_mut();
             if leases.waits.start_background((hash, meter)) {
                 leases.prepare("", (hash, meter), &renewal);
+            }
+        }
+        {
+            // Settlements of displaced leases no callout carried (it failed, or one for the key
+            // was already queued or on its way) go by themselves: kept for this worker's next
+            // callout for the key, they might never go (another worker settles the record), and
+            // the control plane would charge their unspent units at the leases' expiry.
+            let mut leases = self.leases.borrow_mut();
+            let loose: Vec<LeaseKey> = leases.loose.keys().copied().collect();
+            for key in loose {
+                if leases.waits.start_background(key) {
+                    leases.prepare("", key, &settle_only());
+                }
             }
         }
         let unsent = self.leases.borrow_mut().waits.orphans();

@@ -3,7 +3,8 @@
 //! same fixture: the limits a key carries itself and what it tells the upstream in
 //! `key_limits.rs`; budgets spent from leases of `FakeControlPlane` (`control_plane.rs`) in
 //! `leases.rs`; the end of a request (forgotten, its record batched for the usage service) in
-//! `records.rs`; random interleavings of all of it against a reference model in `model.rs`.
+//! `records.rs`; random interleavings of all of it, quotas and credit budgets, against a
+//! reference model in `model.rs` (the Envoy it drives in `model/envoy.rs`).
 
 use crate::action::{HEADER_KEY_ID, HEADER_WORKSPACE_ID};
 use crate::api_key::parse_key;

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1164,9 +1165,28 @@ async fn raw(srv: &TestServer, head: &str, endless: bool) -> (u16, Value) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{head}: {text}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (answer_head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    check_raw(head, status, answer_head, body);
     let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
     (status, value)
+}
+
+/// A raw answer held to the API's description, as every answer the client receives is.
+fn check_raw(request_head: &str, status: u16, answer_head: &str, body: &str) {
+    let mut request_line = request_head.split_whitespace();
+    let method = Method::from_bytes(request_line.next().unwrap().as_bytes()).unwrap();
+    let path = request_line.next().unwrap();
+    let mut headers = HeaderMap::new();
+    for line in answer_head.lines().skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.append(
+                HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                HeaderValue::from_str(value.trim()).unwrap(),
+            );
+        }
+    }
+    let status = StatusCode::from_u16(status).unwrap();
+    crate::openapi_check::check(&method, path, status, &headers, body.as_bytes());
 }
 
 /// The routes anyone may call: health, the API's description and the ext_authz check.

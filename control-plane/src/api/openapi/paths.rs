@@ -74,6 +74,7 @@ struct Op {
 }
 
 impl Op {
+    /// Every route has a body limit, GETs too (a body sent with one past it is refused): 413.
     fn new(id: &str, tag: &str, summary: &str) -> Self {
         Self {
             value: json!({
@@ -84,6 +85,7 @@ impl Op {
                 "responses": {},
             }),
         }
+        .errors(&[413])
     }
 
     fn describe(mut self, text: &str) -> Self {

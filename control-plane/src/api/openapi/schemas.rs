@@ -364,20 +364,14 @@ pub fn schemas() -> Map<String, Value> {
         ),
         (
             "RequestRecord",
-            closed_all(json!({
-                "request_id": { "type": "string" },
-                "timestamp": timestamp(),
-                "key_id": { "type": "string" },
-                "workspace_id": { "type": "string" },
-                "method": { "type": "string" },
-                "endpoint": { "type": "string" },
-                "resource_id": { "type": ["string", "null"] },
-                "response_code": { "type": "integer", "minimum": 0, "maximum": 999 },
-                "status": { "type": "string", "enum": statuses },
-                "duration_ms": { "type": "number", "minimum": 0 },
-                "client_ip": { "type": "string" },
-                "credits": count(),
-            })),
+            closed_all(with_request_members(
+                &statuses,
+                json!({
+                    "request_id": { "type": "string" },
+                    "timestamp": timestamp(),
+                    "credits": count(),
+                }),
+            )),
         ),
         (
             "RequestPage",
@@ -519,22 +513,13 @@ pub fn schemas() -> Map<String, Value> {
                     "response_code", "status", "duration_ms", "client_ip", "credits", "admitted",
                     "instance",
                 ],
-                "properties": {
+                "properties": with_request_members(&statuses, json!({
                     "request_id": { "type": "string", "minLength": 1, "maxLength": 128, "description": "Idempotency: a record whose `request_id` was stored before is a duplicate." },
                     "timestamp": { "type": "integer", "minimum": 1, "description": "Milliseconds since the Unix epoch." },
-                    "key_id": { "type": "string" },
-                    "workspace_id": { "type": "string" },
-                    "method": { "type": "string" },
-                    "endpoint": { "type": "string" },
-                    "resource_id": { "type": ["string", "null"] },
-                    "response_code": { "type": "integer", "minimum": 0, "maximum": 999 },
-                    "status": { "type": "string", "enum": statuses },
-                    "duration_ms": { "type": "number", "minimum": 0 },
-                    "client_ip": { "type": "string" },
                     "credits": { "type": "integer", "minimum": 0 },
                     "admitted": { "type": "boolean" },
                     "instance": { "type": "string" },
-                },
+                })),
             }),
         ),
         (
@@ -565,6 +550,26 @@ pub fn schemas() -> Map<String, Value> {
         .into_iter()
         .map(|(name, schema)| (name.to_owned(), schema))
         .collect()
+}
+
+/// `own` with the members a usage record and the request log's record share (one request as
+/// the filter saw it).
+fn with_request_members(statuses: &[&str], own: Value) -> Value {
+    let mut members = json!({
+        "key_id": { "type": "string" },
+        "workspace_id": { "type": "string" },
+        "method": { "type": "string" },
+        "endpoint": { "type": "string" },
+        "resource_id": { "type": ["string", "null"] },
+        "response_code": { "type": "integer", "minimum": 0, "maximum": 999 },
+        "status": { "type": "string", "enum": statuses },
+        "duration_ms": { "type": "number", "minimum": 0 },
+        "client_ip": { "type": "string" },
+    });
+    if let (Some(members), Value::Object(own)) = (members.as_object_mut(), own) {
+        members.extend(own);
+    }
+    members
 }
 
 /// An allow rule's method: one of the methods, or `*`.

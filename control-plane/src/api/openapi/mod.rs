@@ -2,10 +2,11 @@
 //! `docs/openapi.json` by `tollgate openapi` (`make openapi`); a test fails when the two differ.
 //! Built here rather than derived from the handlers' types: most request members are read raw
 //! (to name the member at fault), so their types say nothing a client could use, and the limits
-//! a client needs are the validation's constants, which `schemas.rs` uses directly. The API suite
+//! a client needs are the validation's constants, which `request_bodies.rs` uses directly. The API suite
 //! checks every answer it receives against this document (`control-plane/tests/it/openapi_check.rs`).
 
 mod paths;
+mod request_bodies;
 mod schemas;
 
 use std::sync::LazyLock;

@@ -1,13 +1,15 @@
 //! The one error type of the HTTP API, mapped once to a status and a `{"error": "..."}` body.
 //! Client errors carry a message meant for the caller; a bad input also carries the field (or
 //! query parameter) it is about as data, shown as `"field"` beside `"error"`. Internal errors are
-//! logged with their cause and answered with a bare 500.
+//! logged with their cause and answered with a bare 500; a full database likewise, but with 503
+//! and `Retry-After`, since the same request can succeed later.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::app::error::FULL_RETRY_AFTER_SECONDS;
 use crate::app::{AppError, ErrorKind};
 use crate::domain::ValidationError;
 
@@ -32,6 +34,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// The store has no room to write (a full disk): 503 with `Retry-After`.
+    #[error("the database is full or out of resources; try again later")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -69,6 +74,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +96,10 @@ impl From<AppError> for ApiError {
             ErrorKind::Forbidden => Self::Forbidden(e.to_string()),
             ErrorKind::NotFound => Self::NotFound(e.to_string()),
             ErrorKind::Conflict => Self::Conflict(e.to_string()),
+            ErrorKind::Unavailable => match e.into_source() {
+                Some(source) => Self::Unavailable(source),
+                None => Self::Unavailable("the store is full".into()),
+            },
             ErrorKind::Internal => match e.into_source() {
                 Some(source) => Self::Internal(source),
                 None => Self::Internal("internal error".into()),
@@ -101,8 +111,15 @@ impl From<AppError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(source) = &self {
-            tracing::error!(error = %ErrorChain(source.as_ref()), "request failed");
+        match &self {
+            Self::Internal(source) => {
+                tracing::error!(error = %ErrorChain(source.as_ref()), "request failed");
+            }
+            Self::Unavailable(source) => {
+                let error = ErrorChain(source.as_ref());
+                tracing::error!(%error, "request failed: the database is full");
+            }
+            _ => {}
         }
         let error = capped(self.to_string(), MESSAGE_MAX);
         let body = match &self {
@@ -116,6 +133,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FULL_RETRY_AFTER_SECONDS),
+            );
         }
         response
     }

@@ -402,9 +402,9 @@ fn file_size_limit(pid: u32, bytes: Option<u64>) {
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
-/// The database's disk full: the control plane keeps answering lookups, its ingest fails (5xx)
-/// and the filter keeps the records and sends them again; when there is room again they are
-/// stored, each once, and the analytics count each once.
+/// The database's disk full: the control plane keeps answering lookups, its ingest fails (503,
+/// a condition that passes) and the filter keeps the records and sends them again; when there
+/// is room again they are stored, each once, and the analytics count each once.
 #[test]
 fn a_full_disk_fails_ingest_until_there_is_room_and_nothing_is_stored_twice() {
     const WHILE_FULL: usize = 100;
@@ -423,6 +423,10 @@ fn a_full_disk_fails_ingest_until_there_is_room_and_nothing_is_stored_twice() {
     let log = envoy.log();
     let why = log.lines().find(|l| l.contains("usage delivery failed"));
     eprintln!("while full: {}", why.unwrap_or("?"));
+    assert!(
+        why.is_some_and(|l| l.contains("usage delivery failed (503 ")),
+        "a full disk is a 503: {why:?}"
+    );
     assert_eq!(
         stack.admin().get_key(&key.id)["id"],
         key.id.as_str(),

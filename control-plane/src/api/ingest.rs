@@ -14,6 +14,7 @@ use serde_json::Number;
 
 use super::{AppState, BodyBytes};
 use crate::app::edge;
+use crate::domain::wire::Object;
 use crate::domain::ValidationError;
 use crate::domain::{UsageRecord, UsageStatus};
 use crate::error::ApiError;
@@ -39,7 +40,8 @@ struct Batch<'a> {
 }
 
 /// A record as sent; strings borrow from the body unless they hold escapes. Unknown fields are
-/// ignored so a newer filter can add some.
+/// ignored so a newer filter can add some. Read as an [`Object`]: an array is no record (and
+/// no filter sends one), so it is not taken by position.
 #[derive(Deserialize)]
 struct WireRecord<'a> {
     #[serde(borrow)]
@@ -192,12 +194,12 @@ impl WireRecord<'_> {
 fn parse_record(raw: &RawValue) -> Result<UsageRecord, ValidationError> {
     // The plain parser first (cheaper); only a record that fails is parsed again for the path
     // of the field at fault.
-    if let Ok(wire) = serde_json::from_str::<WireRecord>(raw.get()) {
+    if let Ok(Object(wire)) = serde_json::from_str::<Object<WireRecord>>(raw.get()) {
         return wire.validate();
     }
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    match serde_path_to_error::deserialize::<_, WireRecord>(&mut de) {
-        Ok(wire) => wire.validate(),
+    match serde_path_to_error::deserialize::<_, Object<WireRecord>>(&mut de) {
+        Ok(Object(wire)) => wire.validate(),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -226,7 +228,7 @@ pub type ParsedBatch = (Vec<(usize, UsageRecord)>, Vec<Rejected>);
 pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::malformed("body must be UTF-8 JSON"))?;
-    let batch: Batch = serde_json::from_str(text)
+    let Object(batch): Object<Batch> = serde_json::from_str(text)
         .map_err(|e| ApiError::malformed(format!("body must be {{\"records\": [...]}}: {e}")))?;
     if batch.records.len() > MAX_RECORDS {
         return Err(ApiError::invalid(

@@ -27,9 +27,17 @@ pub enum ErrorKind {
     NotFound,
     /// Refused because of what exists (a taken alias, a plan's key limit, a key with history).
     Conflict,
+    /// The store has no room to write (a full disk): try again later.
+    Unavailable,
     /// The store failed.
     Internal,
 }
+
+/// The `Retry-After` of an answer that the store is full, in seconds. Room comes back when an
+/// operator frees disk or retention deletes old records, which takes longer than a request: a
+/// client that honours it does not hammer a database that cannot write, and still tries again
+/// soon after room is back. (The filter keeps its own backoff and buffers records meanwhile.)
+pub const FULL_RETRY_AFTER_SECONDS: u32 = 10;
 
 impl AppError {
     pub fn kind(&self) -> ErrorKind {
@@ -47,14 +55,15 @@ impl AppError {
                 | StoreError::KeyHasHistory
                 | StoreError::PlanExists(_),
             ) => ErrorKind::Conflict,
+            Self::Store(StoreError::Full(_)) => ErrorKind::Unavailable,
             Self::Store(StoreError::Backend(_)) => ErrorKind::Internal,
         }
     }
 
-    /// The cause of an internal error, for the log.
+    /// The cause of an internal or unavailable error, for the log.
     pub fn into_source(self) -> Option<Box<dyn std::error::Error + Send + Sync>> {
         match self {
-            Self::Store(StoreError::Backend(source)) => Some(source),
+            Self::Store(StoreError::Backend(source) | StoreError::Full(source)) => Some(source),
             _ => None,
         }
     }

@@ -8,7 +8,7 @@ use super::{AppError, AppState, Principal};
 use crate::clock;
 use crate::domain::validate;
 pub use crate::domain::wire::{
-    AllowInput, CreateKey, CreditsInput, PatchKey, QuotasInput, RateLimitsInput,
+    AllowInput, CreateKey, CreditsInput, Object, PatchKey, QuotasInput, RateLimitsInput,
 };
 use crate::domain::{
     Alias, AllowRule, ApiKey, Category, CreditBudget, Description, ExternalId, KeyPatch, NewKey,
@@ -102,8 +102,12 @@ impl CreditsInput {
     }
 }
 
-pub fn allowed(input: &[AllowInput]) -> Result<Vec<AllowRule>, ValidationError> {
-    validate::allowed(input.iter().map(|r| (r.method.as_str(), r.path.as_str())))
+pub fn allowed(input: &[Object<AllowInput>]) -> Result<Vec<AllowRule>, ValidationError> {
+    validate::allowed(
+        input
+            .iter()
+            .map(|Object(r)| (r.method.as_str(), r.path.as_str())),
+    )
 }
 
 fn not_null<T>(
@@ -143,17 +147,17 @@ impl PatchKey {
             quotas: match self.quotas {
                 None => QuotasPatch::default(),
                 Some(None) => QuotasPatch::clear_all(),
-                Some(Some(q)) => q.to_patch()?,
+                Some(Some(Object(q))) => q.to_patch()?,
             },
             allowed: allowed_rules.as_deref().map(allowed).transpose()?,
             rate_limits: match self.rate_limits {
                 None => RateLimitsPatch::default(),
                 Some(None) => RateLimitsPatch::clear_all(),
-                Some(Some(r)) => r.to_patch()?,
+                Some(Some(Object(r))) => r.to_patch()?,
             },
             credits: self
                 .credits
-                .map(|c| c.as_ref().map(CreditsInput::to_budget).transpose())
+                .map(|c| c.map(|Object(c)| c.to_budget()).transpose())
                 .transpose()?,
             external_id: self
                 .external_id
@@ -187,14 +191,10 @@ pub async fn create(
         .as_deref()
         .map(|s| validate::new_key_expiry(s, now_ms))
         .transpose()?;
-    let quotas = input.quotas.unwrap_or_default().to_quotas()?;
+    let quotas = input.quotas.unwrap_or_default().0.to_quotas()?;
     let allowed = allowed(input.allowed.as_deref().unwrap_or_default())?;
-    let rate_limits = input.rate_limits.unwrap_or_default().to_rate_limits()?;
-    let credits = input
-        .credits
-        .as_ref()
-        .map(CreditsInput::to_budget)
-        .transpose()?;
+    let rate_limits = input.rate_limits.unwrap_or_default().0.to_rate_limits()?;
+    let credits = input.credits.map(|Object(c)| c.to_budget()).transpose()?;
     let external_id = input
         .external_id
         .as_deref()

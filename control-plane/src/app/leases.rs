@@ -8,20 +8,21 @@ use serde_json::Value;
 use super::{AppError, AppState};
 use crate::clock;
 use crate::domain::lease::{self, MAX_ENTRIES, MAX_WANT};
+use crate::domain::wire::Object;
 use crate::domain::{
     Grant, GrantRequest, KeyLookup, LeaseAnswer, LeaseRequest, Meter, Settlement, ValidationError,
 };
 
 /// `POST /v1/filter/leases` as sent. Numbers and the meter stay raw, so that every bad value is
-/// refused with a message naming its field.
+/// refused with a message naming its field; entries are objects only (not arrays by position).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseBody {
     pub instance: String,
     #[serde(default)]
-    pub settle: Vec<SettleInput>,
+    pub settle: Vec<Object<SettleInput>>,
     #[serde(default)]
-    pub grant: Vec<GrantInput>,
+    pub grant: Vec<Object<GrantInput>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,7 +178,7 @@ pub fn validate(body: LeaseBody) -> Result<LeaseRequest, ValidationError> {
         body.settle
             .into_iter()
             .enumerate()
-            .map(|(i, s)| {
+            .map(|(i, Object(s))| {
                 let field = |name: &str| format!("settle[{i}].{name}");
                 lease::lease_id(&field("lease"), &s.lease, &instance)?;
                 let spent = s.spent.as_u64().ok_or_else(|| {
@@ -193,7 +194,7 @@ pub fn validate(body: LeaseBody) -> Result<LeaseRequest, ValidationError> {
         .grant
         .into_iter()
         .enumerate()
-        .map(|(i, g)| {
+        .map(|(i, Object(g))| {
             let field = |name: &str| format!("grant[{i}].{name}");
             lease::lease_id(&field("lease"), &g.lease, &instance)?;
             let key_ok = (1..=KEY_ID_MAX).contains(&g.key_id.len())

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::{or_dash, table, CliError, CreateKeyArgs, UpdateKeyArgs};
 use crate::domain::wire::{
-    AllowInput, CreateKey, CreditsInput, KeyView, PatchKey, QuotasInput, RateLimitsInput,
+    AllowInput, CreateKey, CreditsInput, KeyView, Object, PatchKey, QuotasInput, RateLimitsInput,
 };
 use crate::domain::Leased;
 
@@ -27,19 +27,20 @@ pub(super) fn create_body(args: &CreateKeyArgs) -> Result<CreateKey, CliError> {
         per_minute: Some(json!(args.rate_limit_per_minute)),
         per_hour: Some(json!(args.rate_limit_per_hour)),
     };
-    let credits =
-        (args.credits_limit.is_some() || args.credits_period.is_some()).then(|| CreditsInput {
+    let credits = (args.credits_limit.is_some() || args.credits_period.is_some()).then(|| {
+        Object(CreditsInput {
             limit: args.credits_limit.map(|l| json!(l)),
             period: args.credits_period.as_ref().map(|p| json!(p)),
-        });
+        })
+    });
     Ok(CreateKey {
         alias: args.alias.clone(),
         description: args.description.clone(),
         category: args.category.clone(),
         expires_at: args.expires_at.clone(),
-        quotas: Some(quotas),
+        quotas: Some(Object(quotas)),
         allowed: Some(allowed),
-        rate_limits: Some(rate_limits),
+        rate_limits: Some(Object(rate_limits)),
         credits,
         external_id: args.external_id.clone(),
         meta: (!args.meta.is_empty())
@@ -57,19 +58,19 @@ pub(super) fn update_body(args: &UpdateKeyArgs) -> Result<PatchKey, CliError> {
     ];
     let rate_limits = windows.iter().any(|w| w.is_some()).then(|| {
         let [per_second, per_minute, per_hour] = windows.map(|w| w.as_deref().map(limit_value));
-        Some(RateLimitsInput {
+        Some(Object(RateLimitsInput {
             per_second,
             per_minute,
             per_hour,
-        })
+        }))
     });
     let credits = if args.no_credits {
         Some(None)
     } else if args.credits_limit.is_some() || args.credits_period.is_some() {
-        Some(Some(CreditsInput {
+        Some(Some(Object(CreditsInput {
             limit: args.credits_limit.as_deref().map(limit_value),
             period: args.credits_period.as_ref().map(|p| json!(p)),
-        }))
+        })))
     } else {
         None
     };
@@ -122,7 +123,7 @@ fn parse_meta(entries: &[String]) -> Result<Value, CliError> {
 }
 
 /// `"GET /v1/**"` or `"/v1/**"` (any method). The server validates method and path.
-fn parse_allow(rule: &str) -> Result<AllowInput, CliError> {
+fn parse_allow(rule: &str) -> Result<Object<AllowInput>, CliError> {
     let parts: Vec<&str> = rule.split_whitespace().collect();
     let (method, path) = match parts.as_slice() {
         [path] => ("*", *path),
@@ -133,10 +134,10 @@ fn parse_allow(rule: &str) -> Result<AllowInput, CliError> {
             )))
         }
     };
-    Ok(AllowInput {
+    Ok(Object(AllowInput {
         method: method.to_owned(),
         path: path.to_owned(),
-    })
+    }))
 }
 
 pub(super) fn key_details(key: &KeyView) -> String {

@@ -2,7 +2,12 @@
 //! write the answers in these shapes, and the CLI writes the requests and reads the answers in
 //! the same ones, so the two cannot drift apart.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use super::credits::CreditBudget;
@@ -60,14 +65,14 @@ pub struct CreateKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub quotas: Option<QuotasInput>,
+    pub quotas: Option<Object<QuotasInput>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed: Option<Vec<AllowInput>>,
+    pub allowed: Option<Vec<Object<AllowInput>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limits: Option<RateLimitsInput>,
+    pub rate_limits: Option<Object<RateLimitsInput>>,
     /// `null` or absent: no budget.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credits: Option<CreditsInput>,
+    pub credits: Option<Object<CreditsInput>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// Raw, so that every bad entry gets a message naming it (`meta.Bad Name: ...`).
@@ -198,27 +203,27 @@ pub struct PatchKey {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub quotas: Option<Option<QuotasInput>>,
+    pub quotas: Option<Option<Object<QuotasInput>>>,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub allowed: Option<Option<Vec<AllowInput>>>,
+    pub allowed: Option<Option<Vec<Object<AllowInput>>>>,
     /// Merges per window; `null` clears every window.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub rate_limits: Option<Option<RateLimitsInput>>,
+    pub rate_limits: Option<Option<Object<RateLimitsInput>>>,
     /// Replaces the budget; `null` clears it.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub credits: Option<Option<CreditsInput>>,
+    pub credits: Option<Option<Object<CreditsInput>>>,
     #[serde(
         default,
         deserialize_with = "present",
@@ -347,6 +352,40 @@ impl From<LeasedView> for Leased {
     }
 }
 
+/// A JSON object read as `T`, and nothing else. serde's derived `Deserialize` also fills a
+/// struct from an array, by position (`"quotas": [null, 5]` would be a daily quota of 5), which
+/// no client means: wrapped in this, an array (or any other non-object) is refused, and the
+/// error names the member it was in. Written as `T` is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Object<T>(pub T);
+
+impl<T: Serialize> Serialize for Object<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `deserialize_map`, unlike the `deserialize_struct` of the derive, takes `{...}` only.
+        d.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+    }
+}
+
 /// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
 fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
@@ -354,4 +393,33 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_nested_object_is_an_object_only_and_written_as_itself() {
+        let key: CreateKey =
+            serde_json::from_value(json!({"alias": "a", "quotas": {"daily": 5}})).unwrap();
+        assert_eq!(key.quotas.unwrap().0.daily, Some(json!(5)));
+        for array in [json!([null, 5]), json!([])] {
+            let e = serde_json::from_value::<CreateKey>(json!({"alias": "a", "quotas": array}))
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid type: sequence, expected a JSON object"
+            );
+        }
+        let allow = Object(AllowInput {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+        });
+        assert_eq!(
+            serde_json::to_value(&allow).unwrap(),
+            json!({"method": "GET", "path": "/"})
+        );
+    }
 }

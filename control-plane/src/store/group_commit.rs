@@ -64,9 +64,14 @@ pub(crate) fn answer(group: Vec<IngestJob>, result: StoreResult<Vec<IngestOutcom
         Err(e) => {
             let message = e.to_string();
             for job in group {
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::Backend(message.clone().into())));
+                // Each caller gets the cause as text, and the kind as it was: a full database
+                // stays `Full` (503, try later), not a generic failure.
+                let source = message.clone().into();
+                let error = match e {
+                    StoreError::Full(_) => StoreError::Full(source),
+                    _ => StoreError::Backend(source),
+                };
+                let _ = job.reply.send(Err(error));
             }
         }
     }

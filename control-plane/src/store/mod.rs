@@ -43,6 +43,12 @@ pub enum StoreError {
     PlanExists(String),
     #[error("storage backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database has no room to write: a full disk or a file size limit (SQLite's
+    /// SQLITE_FULL, or an I/O error with ENOSPC or EFBIG), or PostgreSQL short of a resource
+    /// (SQLSTATE class 53: disk full, out of memory, too many connections). Unlike `Backend`,
+    /// the same call may succeed later as it is, once there is room.
+    #[error("storage backend is full: {0}")]
+    Full(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

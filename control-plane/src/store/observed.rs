@@ -26,7 +26,7 @@ impl ObservedStore {
     }
 
     fn seen<T>(&self, operation: &'static str, result: StoreResult<T>) -> StoreResult<T> {
-        if let Err(StoreError::Backend(_)) = &result {
+        if let Err(StoreError::Backend(_) | StoreError::Full(_)) = &result {
             self.metrics.store_error(operation);
         }
         result

@@ -15,7 +15,7 @@ use super::{
     fmt, html_response, parse_form, see_other, visible_workspace, Auth, FormBody, PageError,
     WebState,
 };
-use crate::app::keys::{self as key_cases, AllowInput, CreateKey, QuotasInput};
+use crate::app::keys::{self as key_cases, AllowInput, CreateKey, Object, QuotasInput};
 use crate::app::{AppError, ErrorKind};
 use crate::clock;
 use crate::domain::names::BUILTIN_CATEGORIES;
@@ -77,7 +77,7 @@ impl KeyForm {
         ]
         .iter()
         .any(|q| q.is_some());
-        let rules: Vec<AllowInput> = self
+        let rules: Vec<Object<AllowInput>> = self
             .allowed
             .lines()
             .map(str::trim)
@@ -92,6 +92,7 @@ impl KeyForm {
                     path: line.to_owned(),
                 },
             })
+            .map(Object)
             .collect();
         Ok(CreateKey {
             alias: self.alias.clone(),
@@ -99,10 +100,10 @@ impl KeyForm {
             category: Some(self.category_value().to_owned()),
             expires_at: (!expires_at.is_empty())
                 .then(|| fmt::local_to_rfc3339(&self.expires_at, fmt::tz_minutes(&self.tz))),
-            quotas: any_quota.then_some(quotas),
+            quotas: any_quota.then_some(Object(quotas)),
             allowed: (!rules.is_empty()).then_some(rules),
-            rate_limits: Some(limits.rate_limits()),
-            credits: limits.credits(),
+            rate_limits: Some(Object(limits.rate_limits())),
+            credits: limits.credits().map(Object),
             external_id: limits.external_id(),
             meta: Some(limits.meta()?),
         })

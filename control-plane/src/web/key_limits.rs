@@ -15,7 +15,7 @@ use super::{
     fmt, html_response, parse_form, see_other, visible_key, visible_workspace, Auth, FormBody,
     PageError, WebState,
 };
-use crate::app::keys::{self as key_cases, CreditsInput, PatchKey, RateLimitsInput};
+use crate::app::keys::{self as key_cases, CreditsInput, Object, PatchKey, RateLimitsInput};
 use crate::app::{AppError, ErrorKind};
 use crate::domain::{ApiKey, CreditPeriod, ValidationError};
 
@@ -113,8 +113,8 @@ impl LimitsForm {
     /// The edit page's merge-patch: every field as the form shows it (a blank one clears).
     fn to_patch(&self) -> Result<PatchKey, ValidationError> {
         Ok(PatchKey {
-            rate_limits: Some(Some(self.rate_limits_or_null())),
-            credits: Some(self.credits()),
+            rate_limits: Some(Some(Object(self.rate_limits_or_null()))),
+            credits: Some(self.credits().map(Object)),
             external_id: Some(self.external_id()),
             meta: Some(self.meta()?),
             ..PatchKey::default()

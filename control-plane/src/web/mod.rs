@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
+use crate::app::error::FULL_RETRY_AFTER_SECONDS;
 use crate::app::{self, AppError, AppState, ErrorKind};
 use crate::body_limit::{self, BodyLimit, MAX_BODY_BYTES};
 use crate::clock;
@@ -152,11 +153,15 @@ fn is_cross_site(headers: &HeaderMap) -> bool {
 /// Errors of HTML pages: sign-in redirect instead of 401, and a small error page otherwise.
 #[derive(Debug)]
 pub enum PageError {
-    SignIn { next: String },
+    SignIn {
+        next: String,
+    },
     NotFound,
     Forbidden(&'static str),
     BadRequest(String),
     PayloadTooLarge,
+    /// The store has no room to write (a full disk).
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
@@ -165,6 +170,10 @@ impl From<AppError> for PageError {
         match e.kind() {
             ErrorKind::NotFound => Self::NotFound,
             ErrorKind::Forbidden => Self::Forbidden("this page needs the admin token"),
+            ErrorKind::Unavailable => match e.into_source() {
+                Some(source) => Self::Unavailable(source),
+                None => Self::Unavailable("the store is full".into()),
+            },
             ErrorKind::Internal => match e.into_source() {
                 Some(source) => Self::Internal(source),
                 None => Self::Internal("internal error".into()),
@@ -197,6 +206,16 @@ impl IntoResponse for PageError {
                 "Request too large",
                 format!("A form may send at most {} KiB.", MAX_BODY_BYTES / 1024),
             ),
+            Self::Unavailable(source) => {
+                tracing::error!(error = %source, "dashboard request failed: the database is full");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Try again later",
+                    "The database is full or out of resources, so nothing can be saved right \
+                     now; it has been logged."
+                        .to_owned(),
+                )
+            }
             Self::Internal(source) => {
                 tracing::error!(error = %source, "dashboard request failed");
                 (
@@ -206,7 +225,14 @@ impl IntoResponse for PageError {
                 )
             }
         };
-        html_response(status, error_page(status, title, &message))
+        let mut response = html_response(status, error_page(status, title, &message));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FULL_RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 

@@ -274,7 +274,9 @@ async fn cli_falls_back_to_the_token_file() {
 
 /// Starts `tollgate serve` on port 0 and returns it with the stdout lines printed up to and
 /// including `Listening on http://...`.
-async fn spawn_serve(data_dir: &std::path::Path) -> (tokio::process::Child, Vec<String>, String) {
+pub(crate) async fn spawn_serve(
+    data_dir: &std::path::Path,
+) -> (tokio::process::Child, Vec<String>, String) {
     let mut cmd = command();
     if let Some(url) = database_url_for(data_dir).await {
         cmd.env("TOLLGATE_DATABASE_URL", url);

@@ -404,6 +404,11 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create(admin_url: &str) -> Self {
+        Self::create_in(admin_url, None).await
+    }
+
+    /// A fresh database whose tables are in `tablespace` (`None`: the server's default).
+    pub async fn create_in(admin_url: &str, tablespace: Option<&str>) -> Self {
         use sqlx::{Connection, Executor};
         static SWEPT: AtomicBool = AtomicBool::new(false);
         let mut conn = sqlx::PgConnection::connect(admin_url)
@@ -430,7 +435,8 @@ impl TestDatabase {
             std::process::id(),
             rand::random::<u64>()
         );
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
+        let tablespace = tablespace.map_or(String::new(), |t| format!(" TABLESPACE {t}"));
+        conn.execute(format!("CREATE DATABASE {name}{tablespace}").as_str())
             .await
             .unwrap();
         let _ = conn.close().await;

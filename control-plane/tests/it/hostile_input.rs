@@ -254,6 +254,8 @@ fn malformed_bodies() -> Vec<Vec<u8>> {
         "{\"a\":",
         "{}{}",
         "[]",
+        "[[]]",
+        "[{\"alias\": \"a\"}]",
         "null",
         "\"text\"",
         "12",
@@ -425,6 +427,7 @@ fn admin_body_probes(f: &Fixture) -> Vec<Probe> {
         ("hash", json!("x"), field("hash")),
         ("secret", json!("tg_x"), field("secret")),
     ];
+    changes.extend(arrays_for_objects());
     changes.extend(bad_texts("description", "description"));
     changes.extend(bad_texts("alias", "alias"));
     probes.extend(json_probes(
@@ -569,7 +572,19 @@ fn key_changes() -> Vec<(&'static str, Value, Expect)> {
     changes.push(("meta", json!({"tier": {"a": 1}}), field("meta.tier")));
     changes.push(("colour", json!("red"), field("colour")));
     changes.push(("secret", json!("tg_mine"), field("secret")));
+    changes.extend(arrays_for_objects());
     changes
+}
+
+/// Arrays in place of a key's nested objects, each one serde would otherwise fill by position
+/// (a daily quota of 5, a `GET /` rule, three rate limits, a daily budget of 5).
+fn arrays_for_objects() -> Vec<(&'static str, Value, Expect)> {
+    vec![
+        ("quotas", json!([null, 5]), field("quotas")),
+        ("allowed", json!([["GET", "/"]]), field("allowed[0]")),
+        ("rate_limits", json!([1, 2, 3]), field("rate_limits")),
+        ("credits", json!([5, "day"]), field("credits")),
+    ]
 }
 
 fn filter_body_probes(f: &Fixture) -> Vec<Probe> {
@@ -586,6 +601,13 @@ fn filter_body_probes(f: &Fixture) -> Vec<Probe> {
     changes.extend(bad_texts("grant.0.lease", "grant[0].lease"));
     changes.push(("grant.0.color", json!("red"), field("grant[0].color")));
     changes.push(("grant", json!({"a": 1}), field("grant")));
+    // Entries by position, complete and valid but for being arrays.
+    changes.push((
+        "grant",
+        json!([["i_h.a1", f.key_id, "calls", 5]]),
+        field("grant[0]"),
+    ));
+    changes.push(("settle", json!([["i_h.a1", 1]]), field("settle[0]")));
     changes.push((
         "settle",
         json!([{"lease": "i_h.a1", "spent": "__num:1e400__"}]),
@@ -656,6 +678,32 @@ fn filter_body_probes(f: &Fixture) -> Vec<Probe> {
         ("status", json!(3), "status"),
         ("key_id", json!("key_nope"), "key_id"),
     ];
+    // A record by position, each member in the order of the record's fields.
+    let members = [
+        "request_id",
+        "timestamp",
+        "key_id",
+        "workspace_id",
+        "method",
+        "endpoint",
+        "resource_id",
+        "response_code",
+        "status",
+        "duration_ms",
+        "client_ip",
+        "credits",
+        "admitted",
+        "instance",
+    ];
+    let positional: Vec<Value> = members.iter().map(|m| good[*m].clone()).collect();
+    probes.push(Probe {
+        route: "/v1/filter/usage",
+        method: Method::POST,
+        path: "/v1/filter/usage".to_owned(),
+        who: Who::Filter,
+        body: Some(body_text(&json!({ "records": [positional] }))),
+        expect: Expect::RejectedRecord("record"),
+    });
     for (member, value, name) in bad_records {
         let body = json!({"records": [with_at(&good, member, value)]});
         probes.push(Probe {

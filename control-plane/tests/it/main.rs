@@ -12,6 +12,7 @@ mod console;
 mod credits_analytics;
 mod ext_authz;
 mod filter;
+mod full_disk;
 mod hostile_input;
 mod ingest;
 mod key_limits;

@@ -162,10 +162,12 @@ async fn roll_continuously(pool: PgPool) {
 /// PostgreSQL's error code (SQLSTATE) of a store error, if it is one.
 pub(super) fn sqlstate(e: &StoreError) -> Option<String> {
     match e {
-        StoreError::Backend(source) => source.downcast_ref::<sqlx::Error>().and_then(|e| match e {
-            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-            _ => None,
-        }),
+        StoreError::Backend(source) | StoreError::Full(source) => {
+            source.downcast_ref::<sqlx::Error>().and_then(|e| match e {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            })
+        }
         _ => None,
     }
 }

@@ -14,7 +14,17 @@ use crate::store::{StoreError, StoreResult};
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Backend(Box::new(e))
+        // SQLSTATE class 53, insufficient resources: 53100 disk_full, 53200 out_of_memory,
+        // 53300 too_many_connections… The server is short of something it may have again.
+        let full = match &e {
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("53")),
+            _ => false,
+        };
+        if full {
+            StoreError::Full(Box::new(e))
+        } else {
+            StoreError::Backend(Box::new(e))
+        }
     }
 }
 

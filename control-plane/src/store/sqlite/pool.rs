@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::statement::{self, sqlite_error};
+use super::statement::{self, no_room, sqlite_error};
 use crate::store::sql::{Database, Row, Sql, Transaction, Value};
 use crate::store::{StoreError, StoreResult};
 
@@ -153,12 +153,13 @@ impl Lease {
             .ok_or_else(|| StoreError::Backend("the connection was lost".into()))?;
         let flavor = tokio::runtime::Handle::current().runtime_flavor();
         if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
-            let result = tokio::task::block_in_place(|| work(&mut conn));
+            let result =
+                tokio::task::block_in_place(|| work(&mut conn).map_err(|e| no_room(&conn, e)));
             self.conn = Some(conn);
             return result;
         }
         let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = work(&mut conn);
+            let result = work(&mut conn).map_err(|e| no_room(&conn, e));
             (conn, result)
         })
         .await

@@ -30,6 +30,35 @@ pub(super) fn sqlite_error(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// `e`, which a call on `conn` failed with, as [`StoreError::Full`] when SQLite found no room to
+/// write: SQLITE_FULL (its answer to ENOSPC), or an I/O error whose system errno is ENOSPC or
+/// EFBIG. EFBIG is a file size limit (RLIMIT_FSIZE), which `serve` makes fail like a full disk
+/// by ignoring SIGXFSZ; SQLite reports a failed write as SQLITE_IOERR_WRITE and keeps its errno
+/// on the connection, so `conn` must be the connection of the failed call, asked right after.
+pub(super) fn no_room(conn: &Connection, e: StoreError) -> StoreError {
+    let StoreError::Backend(source) = e else {
+        return e;
+    };
+    let full = match source.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(failure, _)) => match failure.code {
+            ErrorCode::DiskFull => true,
+            ErrorCode::SystemIoFailure => {
+                // SAFETY: the handle is `conn`'s, open while `conn` is borrowed, and used on this
+                // thread only; sqlite3_system_errno reads a field of it.
+                let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(conn.handle()) };
+                errno == libc::ENOSPC || errno == libc::EFBIG
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if full {
+        StoreError::Full(source)
+    } else {
+        StoreError::Backend(source)
+    }
+}
+
 struct Bound<'v>(&'v Value);
 
 impl ToSql for Bound<'_> {

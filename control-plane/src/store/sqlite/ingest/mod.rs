@@ -51,6 +51,7 @@ use crate::store::group_commit::{self, IngestJob};
 use crate::store::sqlite::checkpoint::Checkpointer;
 use crate::store::sqlite::lookup_cache::LookupCache;
 pub(super) use crate::store::sqlite::migrate::RESOURCE_GEN_SHIFT;
+use crate::store::sqlite::statement::no_room;
 use crate::store::{StoreError, StoreResult};
 
 mod backfill;

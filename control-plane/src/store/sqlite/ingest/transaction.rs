@@ -68,7 +68,8 @@ impl Writer {
                 "the ingest tail is full (indexing fails); retry later".into(),
             ));
         }
-        self.ingest_group(batches).map_err(backend)
+        self.ingest_group(batches)
+            .map_err(|e| no_room(&self.conn, backend(e)))
     }
 
     /// Stores several batches in one transaction; one outcome per batch.

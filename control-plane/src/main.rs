@@ -36,9 +36,13 @@ async fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written (stderr a file on a full disk) is dropped: reporting
+    // it, as tracing does by default, is an `eprintln!` to the same stderr, whose panic would
+    // kill the request being answered.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         // The event's message and fields at the top level, where log collectors look for them.

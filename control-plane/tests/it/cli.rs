@@ -277,7 +277,16 @@ async fn cli_falls_back_to_the_token_file() {
 pub(crate) async fn spawn_serve(
     data_dir: &std::path::Path,
 ) -> (tokio::process::Child, Vec<String>, String) {
+    spawn_serve_with(data_dir, Stdio::inherit()).await
+}
+
+/// `tollgate serve` on `data_dir` with its log (stderr) to `log`.
+pub(crate) async fn spawn_serve_with(
+    data_dir: &std::path::Path,
+    log: Stdio,
+) -> (tokio::process::Child, Vec<String>, String) {
     let mut cmd = command();
+    cmd.stderr(log);
     if let Some(url) = database_url_for(data_dir).await {
         cmd.env("TOLLGATE_DATABASE_URL", url);
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::cli::{spawn_serve, terminate};
+use crate::cli::{spawn_serve_with, terminate};
 use crate::common::{
     now_ms, on_postgres, postgres_url, read_token, record, TestDatabase, TestServer, ADMIN, FILTER,
 };
@@ -153,7 +153,15 @@ async fn a_full_disk_answers_503_with_retry_after_until_there_is_room() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (child, _, base) = spawn_serve(dir.path()).await;
+    // Its log on the same full disk: already past the limit, so no log line can be written
+    // while it holds, and the server must answer all the same.
+    let log_path = dir.path().join("serve.log");
+    std::fs::write(&log_path, vec![b'\n'; 8_192]).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let (child, _, base) = spawn_serve_with(dir.path(), log.into()).await;
     let c = Client {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

@@ -452,27 +452,32 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: the statement gets a thread and runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                use sqlx::{Connection, Executor};
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = conn
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        execute_while_dropping(&self.admin_url, statement);
     }
+}
+
+/// Runs `statement` on the PostgreSQL server at `admin_url`, from a `Drop` (errors ignored: it
+/// cleans up). Drop runs inside the test's runtime: the statement gets a thread and runtime of
+/// its own.
+pub fn execute_while_dropping(admin_url: &str, statement: String) {
+    let admin_url = admin_url.to_owned();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                let _ = conn.execute(statement.as_str()).await;
+                let _ = conn.close().await;
+            }
+        });
+    })
+    .join();
 }
 
 pub fn read_token(data_dir: &Path, file: &str) -> String {

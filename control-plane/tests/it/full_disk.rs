@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::cli::{spawn_serve_with, terminate};
 use crate::common::{
-    now_ms, on_postgres, postgres_url, read_token, record, TestDatabase, TestServer, ADMIN, FILTER,
+    execute_while_dropping, now_ms, on_postgres, postgres_url, read_token, record, TestDatabase,
+    TestServer, ADMIN, FILTER,
 };
 
 const FULL: &str = "the database is full or out of resources; try again later";
@@ -291,26 +292,8 @@ fn mount_tmpfs(dir: &Path, size_mb: u32) -> Result<(), String> {
 
 impl Drop for SmallTablespace {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Drop runs inside the test's runtime: the statement gets a thread and runtime of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                use sqlx::{Connection, Executor};
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = conn
-                        .execute(format!("DROP TABLESPACE IF EXISTS {name}").as_str())
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
+        let statement = format!("DROP TABLESPACE IF EXISTS {}", self.name);
+        execute_while_dropping(&self.admin_url, statement);
         if let Ok(target) = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()) {
             // SAFETY: a NUL-terminated path alive for the call. Detached: never fails as busy.
             unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };

@@ -379,13 +379,11 @@ impl Worker {
             limiter.budgets.record(hash, meter)
         };
         match lease_record::install(host, &at, &answer, now) {
+            // Settled by the root's next tick unless a callout for the key goes first.
             Ok(displaced) if !displaced.is_empty() => {
-                let mut leases = self.leases.borrow_mut();
-                leases.keep_loose((hash, meter), displaced);
-                // Settled by the root's next tick unless a callout for the key goes first.
-                if leases.waits.start_background((hash, meter)) {
-                    leases.prepare("", (hash, meter), &settle_only());
-                }
+                self.leases
+                    .borrow_mut()
+                    .keep_loose((hash, meter), displaced);
             }
             Ok(_) => {}
             // The record keeps its claim until it lapses; the control plane charges what it
@@ -419,10 +417,10 @@ impl Worker {
             }
         }
         {
-            // Settlements of displaced leases no callout carried (it failed, or one for the key
-            // was already queued or on its way) go by themselves: kept for this worker's next
-            // callout for the key, they might never go (another worker settles the record), and
-            // the control plane would charge their unspent units at the leases' expiry.
+            // Settlements of displaced leases no callout carried yet (none for the key went, it
+            // failed, or one was already queued or on its way) go by themselves: kept for this
+            // worker's next callout for the key, they might never go (another worker settles
+            // the record), and the control plane would charge their unspent units at expiry.
             let mut leases = self.leases.borrow_mut();
             let loose: Vec<LeaseKey> = leases.loose.keys().copied().collect();
             for key in loose {

@@ -57,6 +57,16 @@ fn write_image(wasm: &Path, out: &Path) {
     succeeded("scripts/oci-image.py", oci_image(wasm, out, REVISION));
 }
 
+/// The real filter's bytes, and its image written to `tollgate-filter` in a new temporary
+/// directory (kept while the returned handle lives).
+fn filter_image() -> (Vec<u8>, tempfile::TempDir, PathBuf) {
+    let wasm = std::fs::read(wasm_file()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("tollgate-filter");
+    write_image(wasm_file(), &layout);
+    (wasm, dir, layout)
+}
+
 /// `skopeo <args> oci:<layout>:<TAG>`, its standard output.
 fn skopeo(args: &[&str], layout: &Path) -> Vec<u8> {
     let output = Command::new(program("skopeo"))
@@ -94,11 +104,7 @@ fn shipped_root_ids() -> Vec<String> {
 
 #[test]
 fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_layer() {
-    let wasm_path = wasm_file();
-    let wasm = std::fs::read(wasm_path).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("tollgate-filter");
-    write_image(wasm_path, &layout);
+    let (wasm, _dir, layout) = filter_image();
 
     // The layout itself: oci-layout, and index.json naming the manifest by the tag.
     let oci_layout = json(&std::fs::read(layout.join("oci-layout")).unwrap());
@@ -216,11 +222,7 @@ fn skopeo_reads_the_image_as_the_wasm_oci_variant_with_the_filter_as_its_wasm_la
 
 #[test]
 fn skopeo_copies_the_wasm_out_of_the_layout_byte_for_byte() {
-    let wasm_path = wasm_file();
-    let wasm = std::fs::read(wasm_path).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("tollgate-filter");
-    write_image(wasm_path, &layout);
+    let (wasm, dir, layout) = filter_image();
 
     let copy = dir.path().join("copied");
     let output = Command::new(program("skopeo"))

@@ -124,6 +124,20 @@ impl FakeHost {
         self
     }
 
+    /// The callouts sent that `to` selects and `answered` does not hold, in order.
+    pub fn unanswered(
+        &self,
+        answered: &HashSet<u32>,
+        to: impl Fn(&FakeCallout) -> bool,
+    ) -> Vec<FakeCallout> {
+        self.callouts
+            .borrow()
+            .iter()
+            .filter(|c| !answered.contains(&c.token) && to(c))
+            .cloned()
+            .collect()
+    }
+
     /// The last callout sent.
     pub fn last_callout(&self) -> Option<FakeCallout> {
         self.callouts.borrow().last().cloned()

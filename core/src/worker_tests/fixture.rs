@@ -188,14 +188,9 @@ impl Filter {
     pub(super) fn serve_leases(&mut self) -> bool {
         let mut served = false;
         loop {
-            let pending: Vec<_> = self
+            let pending = self
                 .host
-                .callouts
-                .borrow()
-                .iter()
-                .filter(|c| c.path == LEASES_PATH && !self.served.contains(&c.token))
-                .cloned()
-                .collect();
+                .unanswered(&self.served, |c| c.path == LEASES_PATH);
             if pending.is_empty() {
                 return served;
             }

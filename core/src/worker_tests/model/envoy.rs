@@ -287,14 +287,7 @@ impl Envoy {
 
     fn answer_all(&mut self) -> Result<(), TestCaseError> {
         loop {
-            let pending: Vec<_> = self
-                .host
-                .callouts
-                .borrow()
-                .iter()
-                .filter(|c| !self.answered.contains(&c.token))
-                .cloned()
-                .collect();
+            let pending = self.host.unanswered(&self.answered, |_| true);
             if pending.is_empty() {
                 return Ok(());
             }
